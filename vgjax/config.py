@@ -1,0 +1,218 @@
+"""One frozen, validated configuration for a sweep, and the parsing of integer ranges.
+
+Every field is checked in :func:`validate` before anything is compiled or written, so a bad
+value fails fast with a one-line ``ValueError`` naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "linear")
+INITIALISERS = (
+    "uniform",
+    "he_uniform",
+    "glorot_uniform",
+    "lecun_normal",
+    "he_normal",
+    "glorot_normal",
+    "lecun_uniform",
+    "orthogonal",
+)
+OPTIMIZERS = ("sgd", "adam")
+
+MAX_DEPTH = 256
+MAX_WIDTH = 1024
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything that defines a sweep except the grid of seeds, depths and widths.
+
+    The defaults are the tutorial's Keras protocol: SGD(lr=0.01, momentum=0.9), batch 32,
+    500 epochs, ``make_circles(1000, noise=0.1, random_state=1)`` scaled to [-1, 1], first
+    500 points for training.
+    """
+
+    activation: str = "relu"
+    init: str = "he_uniform"
+    # None means "the same as ``init``" (the tutorial's tanh models); its ReLU models use
+    # Keras's default, glorot_uniform, for the output layer.
+    output_init: str | None = None
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    epochs: int = 500
+    batch_size: int = 32
+    n_samples: int = 1000
+    noise: float = 0.1
+    data_seed: int = 1
+    n_train: int = 500
+    # Kernel histograms (gradients and weights) every ``hist_every`` epochs; 0 turns them off.
+    hist_every: int = 10
+    # Also compute each epoch's gradients on the test set, as the tutorial's callback did.
+    test_gradients: bool = False
+
+    @property
+    def resolved_output_init(self) -> str:
+        """The output layer's initialiser, with ``None`` resolved to ``init``."""
+        return self.init if self.output_init is None else self.output_init
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch; Keras keeps the final partial batch."""
+        return -(-self.n_train // self.batch_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"config: unknown field(s) {unknown}; allowed: {sorted(names)}")
+        return validate(cls(**d))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The runs of a sweep: the product seeds x depths x widths x learning rates.
+
+    ``lrs`` empty means every run uses ``Config.lr``; a non-empty tuple adds a learning-rate
+    axis (useful to study exploding gradients in one program).
+    """
+
+    seeds: tuple[int, ...] = (0,)
+    depths: tuple[int, ...] = (1,)
+    widths: tuple[int, ...] = (5,)
+    lrs: tuple[float, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict of the lists."""
+        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _suggest(value: str, allowed: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(allowed), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``allowed``."""
+    if value not in allowed:
+        raise ValueError(
+            f"{name}: unknown value {value!r}{_suggest(value, allowed)}; "
+            f"allowed: {', '.join(allowed)}"
+        )
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name}: {value!r} is not an integer")
+    if value < lo or (hi is not None and value > hi):
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+        raise ValueError(f"{name}: {value} is out of range; allowed: integers {rng}")
+
+
+def _check_float(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None,
+                 hi_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name}: {value!r} is not a number")
+    v = float(value)
+    bad = not math.isfinite(v) or (v <= lo if lo_open else v < lo)
+    if hi is not None:
+        bad = bad or (v >= hi if hi_open else v > hi)
+    if bad:
+        left = "(" if lo_open else "["
+        right = ")" if hi_open else "]"
+        allowed = f"finite numbers in {left}{lo}, {hi if hi is not None else 'inf'}{right}"
+        raise ValueError(f"{name}: {value!r} is out of range; allowed: {allowed}")
+
+
+def validate(config: Config) -> Config:
+    """Check every field of ``config``; return it unchanged or raise a one-line ``ValueError``."""
+    check_choice("activation", config.activation, ACTIVATIONS)
+    check_choice("init", config.init, INITIALISERS)
+    if config.output_init is not None:
+        check_choice("output_init", config.output_init, INITIALISERS)
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_float("lr", config.lr, lo=0.0, lo_open=True)
+    _check_float("momentum", config.momentum, lo=0.0, lo_open=False, hi=1.0)
+    _check_int("epochs", config.epochs, 1, 10**7)
+    _check_int("n_samples", config.n_samples, 2)
+    _check_int("n_train", config.n_train, 1, config.n_samples - 1)
+    _check_int("batch_size", config.batch_size, 1, config.n_train)
+    _check_float("noise", config.noise, lo=0.0, lo_open=False)
+    _check_int("data_seed", config.data_seed, 0, MAX_SEED)
+    _check_int("hist_every", config.hist_every, 0, config.epochs)
+    if not isinstance(config.test_gradients, bool):
+        raise ValueError(f"test_gradients: {config.test_gradients!r} is not a boolean")
+    return config
+
+
+def validate_grid(grid: Grid) -> Grid:
+    """Check the grid's lists: non-empty, integers in range, no duplicates."""
+    for name, values, lo, hi in (
+        ("seeds", grid.seeds, 0, MAX_SEED),
+        ("depths", grid.depths, 1, MAX_DEPTH),
+        ("widths", grid.widths, 1, MAX_WIDTH),
+    ):
+        if len(values) == 0:
+            raise ValueError(f"{name}: the list is empty; give at least one value")
+        for v in values:
+            _check_int(name, v, lo, hi)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
+    for v in grid.lrs:
+        _check_float("lrs", v, lo=0.0, lo_open=True)
+    if len(set(grid.lrs)) != len(grid.lrs):
+        raise ValueError(f"lrs: {list(grid.lrs)} has duplicates; give each value once")
+    return grid
+
+
+def parse_int_list(name: str, text: str) -> tuple[int, ...]:
+    """Parse ``"N"``, ``"A-B"`` (inclusive) or comma lists of those, e.g. ``"1-3,7"``.
+
+    Returns a tuple of ints in the order given. Raises ``ValueError`` naming ``name`` on
+    malformed input such as ``"5-1"``, ``"a-b"``, ``"1--3"`` or ``""``.
+    """
+    allowed = "N, A-B with A <= B, or a comma list of those (e.g. 1-10 or 0,2,4)"
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{name}: empty value {text!r}; allowed: {allowed}")
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        pieces = part.split("-")
+        try:
+            if len(pieces) == 1:
+                out.append(int(pieces[0]))
+                continue
+            if len(pieces) != 2 or not pieces[0] or not pieces[1]:
+                raise ValueError
+            a, b = int(pieces[0]), int(pieces[1])
+        except ValueError:
+            raise ValueError(f"{name}: malformed range {part!r} in {text!r}; allowed: {allowed}") from None
+        if a > b:
+            raise ValueError(f"{name}: range {part!r} runs backwards; allowed: {allowed}")
+        if b - a > 1_000_000:
+            raise ValueError(f"{name}: range {part!r} is too long; allowed: at most 1000001 values")
+        out.extend(range(a, b + 1))
+    return tuple(out)
+
+
+def parse_float_list(name: str, text: str) -> tuple[float, ...]:
+    """Parse a comma list of floats such as ``"0.01,0.1,1"``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{name}: empty value {text!r}; allowed: a comma list of numbers")
+    try:
+        return tuple(float(p) for p in text.split(","))
+    except ValueError:
+        raise ValueError(f"{name}: malformed list {text!r}; allowed: a comma list of numbers") from None

@@ -1,0 +1,86 @@
+"""The result of a sweep: the run table and the history arrays, all on the host as NumPy.
+
+Shapes use one language everywhere: runs ``R`` first, then epochs ``E``, then layers ``L``.
+``L = D + 1`` where ``D`` is the largest depth in the grid: layer index ``i < D`` is hidden
+layer ``i + 1`` and index ``D`` is the output layer. Entries for layers a run does not have,
+and for epochs after a run diverged, are NaN.
+
+History arrays (``SweepResult.history``):
+
+=====================  ================  ==================================================
+name                   shape             meaning
+=====================  ================  ==================================================
+train_loss             [R, E] float32    binary cross-entropy on the whole training set
+test_loss              [R, E] float32    same on the test set
+train_accuracy         [R, E] float32    accuracy (threshold 0.5) on the training set
+test_accuracy          [R, E] float32    same on the test set
+grad_mean_abs          [R, E, L] f32     mean over the epoch's steps of mean |dL/dW| (kernel)
+grad_norm              [R, E, L] f32     mean over the epoch's steps of ||dL/dW||_2 (kernel)
+weight_l1              [R, E, L] f32     L1 norm of the kernel at the end of the epoch
+test_grad_mean_abs     [R, E, L] f32     (only with ``test_gradients``) |dL/dW| on test data
+test_grad_norm         [R, E, L] f32     (only with ``test_gradients``)
+hist_epochs            [H] int32         1-based epochs that have histograms
+hist_edges             [K + 1] float32   fixed bucket edges, shared by every histogram
+grad_hist              [R, H, L, K] i32  kernel-gradient counts summed over the epoch's steps
+grad_hist_stats        [R, H, L, 4] f32  min, max, sum, sum of squares of those gradients
+weight_hist            [R, H, L, K] i32  kernel-weight counts at the end of the epoch
+weight_hist_stats      [R, H, L, 4] f32  min, max, sum, sum of squares of those weights
+=====================  ================  ==================================================
+
+Values outside ``[hist_edges[0], hist_edges[-1]]`` are counted in the outermost buckets, so
+the counts of one histogram add up to (number of real kernel entries) x (steps counted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vgjax.config import Config
+
+CURVES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
+LAYER_STATS = ("grad_mean_abs", "grad_norm", "weight_l1")
+TEST_LAYER_STATS = ("test_grad_mean_abs", "test_grad_norm")
+HIST_ARRAYS = ("grad_hist", "grad_hist_stats", "weight_hist", "weight_hist_stats")
+
+
+@dataclass(frozen=True)
+class RunTable:
+    """One row per run, in run-axis order. Every field is a NumPy array of shape [R].
+
+    ``lr`` is each run's learning rate; ``diverged_epoch`` is the 1-based epoch in which a
+    run's loss or parameters first became NaN/Inf, or -1 if it never did.
+    """
+
+    seed: np.ndarray
+    depth: np.ndarray
+    width: np.ndarray
+    lr: np.ndarray
+    diverged_epoch: np.ndarray
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """[R] bool: whether the run diverged."""
+        return self.diverged_epoch >= 0
+
+    def __len__(self) -> int:
+        return int(self.seed.shape[0])
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished sweep: its config, grid lists, run table and history arrays (NumPy)."""
+
+    config: Config
+    seeds: tuple[int, ...]
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    lrs: tuple[float, ...]
+    runs: RunTable
+    history: dict[str, np.ndarray]
+
+    @property
+    def n_layers(self) -> int:
+        """L = largest depth + 1 (the output layer)."""
+        return max(self.depths) + 1

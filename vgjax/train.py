@@ -1,0 +1,229 @@
+"""Training one run as a pure function of (run spec, data): Keras ``fit`` semantics in JAX.
+
+``make_train(config, max_depth, p)`` returns ``train_run(spec, data) -> history`` for one run;
+:mod:`vgjax.sweep` vmaps it over the run axis. Inside, an epoch is a ``lax.scan`` over
+optimizer steps and training is a ``lax.scan`` over epochs; per-epoch statistics are reduced
+in the scan carry, so no per-step array is ever stored.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from vgjax import diagnostics as diag
+from vgjax.config import Config
+from vgjax.model import MaskedMLP, Params, init_params, kernel_mask
+
+
+class RunSpec(NamedTuple):
+    """What distinguishes one run of a grid. Each field is a scalar per run ([R] when stacked).
+
+    key: the run's PRNG key data (uint32 [2], from ``jax.random.key_data(PRNGKey(seed))``);
+    depth, width: int32; lr: float32 learning rate.
+    """
+
+    key: jax.Array
+    depth: jax.Array
+    width: jax.Array
+    lr: jax.Array
+
+
+class DeviceData(NamedTuple):
+    """Data on device: x_train [N, 2], y_train [N], x_test [M, 2], y_test [M] (float32)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+
+def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+    """Weighted mean binary cross-entropy computed on logits ([B] each) -> scalar.
+
+    Keras averages over the examples of a batch; padded examples have weight 0.
+    """
+    per_example = optax.sigmoid_binary_cross_entropy(logits, labels)
+    return (per_example * weights).sum() / weights.sum()
+
+
+def make_optimizer(config: Config, lr: jax.Array) -> optax.GradientTransformation:
+    """Keras's SGD(lr, momentum) or Adam(lr) (Keras epsilon 1e-7); ``lr`` may be traced.
+
+    optax's momentum trace t = g + m t with update -lr t equals Keras's v = m v - lr g for a
+    constant learning rate.
+    """
+    if config.optimizer == "sgd":
+        return optax.sgd(lr, momentum=config.momentum if config.momentum > 0 else None)
+    return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-7)
+
+
+def batch_indices(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """One epoch's shuffled minibatches, padded to a fixed shape.
+
+    Returns idx [S, B] int32 and weights [S, B] float32 with S = ceil(n / B); the last
+    batch keeps the remainder (Keras keeps the final partial batch) and its padding has
+    weight 0, so every run takes S optimizer steps per epoch.
+    """
+    steps = -(-n // batch_size)
+    perm = jax.random.permutation(key, n)
+    pad = steps * batch_size - n
+    idx = jnp.pad(perm, (0, pad)).reshape(steps, batch_size)
+    weights = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
+    return idx, weights
+
+
+class EpochStats(NamedTuple):
+    """Per-epoch outputs of one run: curves [4] (train/test loss, train/test accuracy) and
+    layer stats [3, L] (grad mean |g|, grad norm, weight L1), plus optional test-gradient
+    stats [2, L]."""
+
+    curves: jax.Array
+    layers: jax.Array
+    test_layers: jax.Array | None
+
+
+def make_train(config: Config, max_depth: int, p: int):
+    """Build ``train_run(spec, data) -> dict`` for one run of a grid padded to (D, P).
+
+    The returned dict holds train_loss/test_loss/train_accuracy/test_accuracy [E],
+    grad_mean_abs/grad_norm/weight_l1 [E, L], diverged_epoch [] int32 (1-based, -1 never),
+    and, when ``config.hist_every > 0``, grad_hist/weight_hist [H, L, K] int32 and
+    grad_hist_stats/weight_hist_stats [H, L, 4]; with ``config.test_gradients``
+    test_grad_mean_abs/test_grad_norm [E, L]. Statistics of absent layers and of epochs from
+    the one that diverged on are NaN.
+    """
+    model = MaskedMLP(max_depth=max_depth, p=p, activation=config.activation)
+    n_layers = max_depth + 1
+    steps = config.steps_per_epoch
+    every = config.hist_every
+
+    def train_run(spec: RunSpec, data: DeviceData) -> dict[str, jax.Array]:
+        key = jax.random.wrap_key_data(spec.key)
+        init_key, shuffle_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+        params = init_params(init_key, spec.depth, spec.width, max_depth=max_depth, p=p,
+                             init=config.init, output_init=config.resolved_output_init)
+        opt = make_optimizer(config, spec.lr)
+        hidden_mask, out_mask = kernel_mask(spec.depth, spec.width, max_depth=max_depth, p=p)
+        counts = diag.real_counts(spec.depth, spec.width, max_depth=max_depth)
+        present = diag.layer_present(spec.depth, max_depth=max_depth)
+
+        def loss_fn(params: Params, x, y, w):
+            return bce_loss(model.apply({"params": params}, x, spec.depth, spec.width), y, w)
+
+        grad_fn = jax.value_and_grad(loss_fn)
+
+        def evaluate(params: Params, x, y) -> tuple[jax.Array, jax.Array]:
+            logits = model.apply({"params": params}, x, spec.depth, spec.width)
+            loss = optax.sigmoid_binary_cross_entropy(logits, y).mean()
+            acc = ((logits > 0).astype(jnp.float32) == y).mean()
+            return loss, acc
+
+        def run_epoch(state, epoch, with_hist: bool):
+            params, opt_state = state
+            idx, weights = batch_indices(jax.random.fold_in(shuffle_key, epoch),
+                                         config.n_train, config.batch_size)
+
+            def step(carry, batch):
+                params, opt_state, sums, hist = carry
+                b_idx, b_w = batch
+                loss, grads = grad_fn(params, data.x_train[b_idx], data.y_train[b_idx], b_w)
+                updates, opt_state = opt.update(grads, opt_state, params)
+                params = optax.apply_updates(params, updates)
+                sums = sums + jnp.stack([diag.abs_sums(grads), diag.l2_norms(grads)])
+                if with_hist:
+                    c, s = diag.histogram(grads, hidden_mask, out_mask)
+                    hist = (hist[0] + c, diag.merge_hist_stats(hist[1], s))
+                return (params, opt_state, sums, hist), loss
+
+            hist0 = ((jnp.zeros((n_layers, diag.N_BUCKETS), jnp.int32),
+                      diag.empty_hist_stats(n_layers)) if with_hist else None)
+            carry = (params, opt_state, jnp.zeros((2, n_layers), jnp.float32), hist0)
+            (params, opt_state, sums, ghist), _ = jax.lax.scan(step, carry, (idx, weights))
+
+            train_loss, train_acc = evaluate(params, data.x_train, data.y_train)
+            test_loss, test_acc = evaluate(params, data.x_test, data.y_test)
+            layer_stats = jnp.stack([
+                sums[0] / (steps * jnp.maximum(counts, 1.0)),
+                sums[1] / steps,
+                diag.abs_sums(params),
+            ])
+            test_stats = None
+            if config.test_gradients:
+                n_test = data.y_test.shape[0]
+                _, tg = grad_fn(params, data.x_test, data.y_test, jnp.ones((n_test,), jnp.float32))
+                test_stats = jnp.stack([diag.abs_sums(tg) / jnp.maximum(counts, 1.0),
+                                        diag.l2_norms(tg)])
+            stats = EpochStats(jnp.stack([train_loss, test_loss, train_acc, test_acc]),
+                               layer_stats, test_stats)
+            if with_hist:
+                whist = diag.histogram(params, hidden_mask, out_mask)
+                return (params, opt_state), (stats, ghist, whist)
+            return (params, opt_state), stats
+
+        def plain_epochs(state, epochs):
+            return jax.lax.scan(lambda s, e: run_epoch(s, e, False), state, epochs)
+
+        state = (params, opt.init(params))
+        epochs = jnp.arange(config.epochs, dtype=jnp.int32)
+        out: dict[str, jax.Array] = {}
+        if every > 0:
+            # Blocks of (every - 1) plain epochs then one epoch with histograms, so histogram
+            # work runs only where it is recorded and nothing of size [E, L, K] is stacked.
+            n_blocks = config.epochs // every
+            blocks = epochs[: n_blocks * every].reshape(n_blocks, every)
+
+            def block(state, block_epochs):
+                state, plain = plain_epochs(state, block_epochs[:-1])
+                state, (last, ghist, whist) = run_epoch(state, block_epochs[-1], True)
+                stats = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), plain, last)
+                return state, (stats, ghist, whist)
+
+            state, (stats, ghist, whist) = jax.lax.scan(block, state, blocks)
+            stats = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stats)
+            if n_blocks * every < config.epochs:
+                state, rest = plain_epochs(state, epochs[n_blocks * every:])
+                stats = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stats, rest)
+            out.update(grad_hist=ghist[0], grad_hist_stats=ghist[1],
+                       weight_hist=whist[0], weight_hist_stats=whist[1])
+        else:
+            state, stats = plain_epochs(state, epochs)
+
+        # Divergence: the first epoch whose loss or statistics are not finite. From that
+        # epoch on, the run's statistics are masked to NaN instead of reporting garbage.
+        finite = jnp.isfinite(stats.curves).all(axis=1) & jnp.isfinite(stats.layers).all(axis=(1, 2))
+        bad = ~finite
+        first_bad = jnp.argmax(bad)
+        diverged_epoch = jnp.where(bad.any(), first_bad + 1, -1).astype(jnp.int32)
+        valid_epoch = jnp.where(bad.any(), epochs < first_bad, True)
+        curves = jnp.where(valid_epoch[:, None], stats.curves, jnp.nan)
+        layer_ok = valid_epoch[:, None] & present[None, :]
+        layers = jnp.where(layer_ok[:, None, :], stats.layers, jnp.nan)
+        out.update(
+            train_loss=curves[:, 0], test_loss=curves[:, 1],
+            train_accuracy=curves[:, 2], test_accuracy=curves[:, 3],
+            grad_mean_abs=layers[:, 0], grad_norm=layers[:, 1], weight_l1=layers[:, 2],
+            diverged_epoch=diverged_epoch,
+        )
+        if config.test_gradients:
+            t = jnp.where(layer_ok[:, None, :], stats.test_layers, jnp.nan)
+            out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
+        if every > 0:
+            hist_ok = valid_epoch[every - 1::every][: config.epochs // every]
+            for name in ("grad_hist", "weight_hist"):
+                keep = hist_ok[:, None] & present[None, :]
+                out[name] = jnp.where(keep[:, :, None], out[name], 0)
+                out[name + "_stats"] = jnp.where(keep[:, :, None], out[name + "_stats"], jnp.nan)
+        return out
+
+    return train_run
+
+
+def hist_epochs(config: Config):
+    """1-based epochs that carry histograms: every ``hist_every``-th epoch ([H] list)."""
+    if config.hist_every == 0:
+        return []
+    return list(range(config.hist_every, config.epochs + 1, config.hist_every))
