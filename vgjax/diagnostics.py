@@ -70,8 +70,8 @@ def histogram(tree: Params, hidden_mask: jax.Array, out_mask: jax.Array) -> tupl
     mask = jnp.concatenate([hidden_mask.reshape(d, p * p), jnp.pad(out_mask, (0, p * p - p))[None]])
     edges = jnp.asarray(HIST_EDGES[1:-1])
     # Bucket index = number of inner edges <= value; outside values clamp to the end buckets.
-    idx = (vals[..., None] >= edges).sum(-1)
-    onehot = (idx[..., None] == jnp.arange(N_BUCKETS)) & mask[..., None]
+    idx = (vals[..., None] >= edges[None, None, :]).sum(-1)
+    onehot = (idx[..., None] == jnp.arange(N_BUCKETS)[None, None, :]) & mask[..., None]
     counts = onehot.sum(axis=1, dtype=jnp.int32)
     stats = jnp.stack([
         jnp.where(mask, vals, jnp.inf).min(axis=1),

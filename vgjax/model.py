@@ -175,7 +175,7 @@ class MaskedMLP(nn.Module):
         h = jnp.pad(x, ((0, 0), (0, self.p - x.shape[-1])))
         # Unrolled: D is small and static, and XLA fuses across the unrolled layers.
         for i in range(self.max_depth):
-            a = act(h @ kernels[i] + biases[i]) * unit
+            a = act(h @ kernels[i] + biases[i][None, :]) * unit[None, :]
             h = jnp.where(i < depth, a, h)
         return h @ out_kernel + out_bias
 

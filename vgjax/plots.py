@@ -19,6 +19,7 @@ Two helpers are meant for reuse elsewhere:
 
 from __future__ import annotations
 
+import io
 import os
 import textwrap
 import uuid
@@ -27,7 +28,8 @@ from typing import Mapping, Sequence, Union
 
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.colors import Normalize
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -44,9 +46,11 @@ __all__ = [
     "plot_depth_study",
     "plot_width_depth_heatmap",
     "plot_weight_norms",
+    "describe",
 ]
 
 DPI = 110
+MAX_PNG_BYTES = 250_000  # larger PNGs are re-encoded with a 256-colour palette
 PANEL_W = 5.2  # inches per side-by-side panel
 PANEL_H = 4.0
 TRAIN_COLOR = "#1f77b4"
@@ -159,10 +163,23 @@ def _nan_stats(a: np.ndarray, axis: int = 0) -> dict[str, np.ndarray]:
     }
 
 
+def _quantized_png(data: bytes) -> bytes:
+    """Re-encode a PNG with a 256-colour palette (visually the same for line plots, much
+    smaller for busy ones)."""
+    from PIL import Image  # pillow is a matplotlib dependency
+
+    with Image.open(io.BytesIO(data)) as im:
+        q = im.convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    q.save(out, format="png", optimize=True)
+    return out.getvalue() if out.tell() < len(data) else data
+
+
 def _save(fig: Figure, path: Union[str, os.PathLike]) -> Path:
     """Write ``fig`` as a PNG to ``path`` atomically; return the Path.
 
-    The PNG goes to a hidden temporary file in the same directory (created with the usual
+    A PNG over ``MAX_PNG_BYTES`` is re-encoded with a 256-colour palette. The PNG goes to a
+    hidden temporary file in the same directory (created with the usual
     permissions, honouring the umask), which is then renamed over ``path`` with
     :func:`os.replace`; on any error the temporary file is removed.
     """
@@ -170,9 +187,14 @@ def _save(fig: Figure, path: Union[str, os.PathLike]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp"
     try:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=DPI)
+        data = buf.getvalue()
+        if len(data) > MAX_PNG_BYTES:
+            data = _quantized_png(data)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
+            fh.write(data)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -282,20 +304,40 @@ def _layer_colors(n_hidden: int) -> list:
     return [cmap(0.9 * k / (n_hidden - 1)) for k in range(n_hidden)]
 
 
+def _series_colors(n: int) -> list:
+    """Distinct colours (tab10) for up to 6 series, else a sequential map (ordered configs)."""
+    if n <= 6:
+        return [SERIES_COLORS[i] for i in range(n)]
+    cmap = colormaps["viridis"]
+    return [cmap(0.92 * i / (n - 1)) for i in range(n)]
+
+
+def _discrete_colorbar(fig: Figure, ax, colors: list, tick_labels: list[str], label: str):
+    """A colorbar with one block per colour (series), labelled with ``tick_labels``
+    (thinned to at most ~12 ticks, always keeping the last)."""
+    cmap = ListedColormap(colors)
+    n = len(colors)
+    sm = ScalarMappable(norm=BoundaryNorm(np.arange(n + 1) + 0.5, cmap.N), cmap=cmap)
+    cb = fig.colorbar(sm, ax=ax, pad=0.02, fraction=0.05, aspect=30)
+    step = max(1, int(np.ceil(n / 12)))
+    pos = np.arange(1, n + 1)[::-1][::step][::-1]
+    cb.set_ticks(pos)
+    cb.set_ticklabels([tick_labels[p - 1] for p in pos])
+    cb.set_label(label, fontsize="small")
+    return cb
+
+
 def _empty_note(ax) -> None:
     ax.text(0.5, 0.5, "no finite data", transform=ax.transAxes, ha="center", va="center",
             color="0.4")
 
 
-def _legend(ax, n_entries: int, **kw) -> None:
-    ncol = 1 if n_entries <= 8 else (2 if n_entries <= 18 else 3)
-    fs = "small" if n_entries <= 8 else "x-small"
-    ax.legend(ncol=ncol, fontsize=fs, framealpha=0.85, **kw)
-
-
 def _suptitle(fig: Figure, title: str) -> None:
-    """Figure title, wrapped to the figure's width (about 13 characters per inch)."""
-    width = max(30, int(fig.get_figwidth() * 13))
+    """Figure title, wrapped to the figure's width (about 11.5 characters per inch)."""
+    width = max(30, int(fig.get_figwidth() * 11.5))
+    if len(title) > width and " — " in title:
+        head, rest = title.split(" — ", 1)
+        title = f"{head}\n{rest}"
     lines = []
     for part in title.split("\n"):
         lines.extend(textwrap.wrap(part, width=width, break_on_hyphens=False) or [""])
@@ -370,7 +412,7 @@ def _make_learning_curves(result: SweepResult, *, title: str | None = None, runs
     groups = {k: v for k, v in groups.items() if v.size}
     head = title if title else describe(result)
     n_div = int((div[idx] >= 0).sum())
-    div_note = f"; {n_div} of {idx.size} runs diverged (dropped from then on)" if n_div else ""
+    div_note = f"; {n_div} of {idx.size} runs diverged" if n_div else ""
 
     if len(groups) == 1:
         (key, g), = groups.items()
@@ -397,22 +439,28 @@ def _make_learning_curves(result: SweepResult, *, title: str | None = None, runs
     vary = tuple(len({k[i] for k in keys}) > 1 for i in range(3))
     with_band = len(keys) <= 6
     fig, axes = _new_figure(2, panel_w=5.6, panel_h=4.4, sharey=True)
-    if len(keys) <= len(SERIES_COLORS):
-        colors = [SERIES_COLORS[i] for i in range(len(keys))]
-    else:
-        colors = [colormaps["viridis"](0.92 * i / (len(keys) - 1)) for i in range(len(keys))]
+    colors = _series_colors(len(keys))
     for ax, arr, name in ((axes[0], train, "train"), (axes[1], test, "test")):
         for key, color in zip(keys, colors):
             _band(ax, epochs, _nan_stats(arr[groups[key]]), color, _config_label(key, vary),
-                  band=with_band, alpha=0.12)
+                  band=with_band, alpha=0.12, lw=1.6 if len(keys) <= 8 else 1.1)
         ax.set_title(f"{name} accuracy", fontsize="medium")
         ax.set_xlabel("epoch")
         ax.set_xlim(1, max(n_epochs, 2))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
-    n_lines = len(axes[1].get_lines())
-    if n_lines:
-        _legend(axes[1], n_lines, loc="lower right")
+    single_axis = [i for i in range(3) if vary[i]]
+    if len(keys) > 8 and len(single_axis) == 1:
+        # Many configs along one parameter: a discrete colorbar instead of a long legend.
+        i = single_axis[0]
+        names = ("depth (hidden layers)", "width (units per layer)", "learning rate")
+        ticks = [str(k[i]) if i < 2 else _fmt_lr(k[i]) for k in keys]
+        _discrete_colorbar(fig, list(axes), colors, ticks, names[i])
+    else:
+        handles, labels = axes[1].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside right upper", fontsize="small",
+                       framealpha=0.85, ncol=1 if len(handles) <= 16 else 2)
     what = "mean ± 1 std" if with_band else "mean"
     counts = [_n_seeds(result, g) for g in groups.values()]
     _suptitle(fig, f"{head} — accuracy per epoch, {what} over {_seed_phrase(counts)}{div_note}")
@@ -463,21 +511,20 @@ def _make_layer_stat(results: Mapping[str, PanelEntry], *, stat: str, title: str
         vals = np.concatenate([_positive(m).ravel() for m in means])
         vals = vals[np.isfinite(vals)]
         log = bool(vals.size) and vals.max() / vals.min() > 30.0
-    fig, axes = _new_figure(len(entries), sharey=sharey, panel_h=4.3)
+    fig, axes = _new_figure(len(entries), sharey=sharey, panel_w=5.6, panel_h=4.3)
     counts = []
     for ax, (label, res, idx), mean in zip(axes, entries, means):
         n_layers = mean.shape[1]
         epochs = np.arange(1, mean.shape[0] + 1)
-        colors = _layer_colors(n_layers - 1)
-        drawn = 0
-        for i in range(n_layers):
-            y = _positive(mean[:, i]) if log else mean[:, i]
-            if not np.isfinite(y).any():
-                continue
-            is_out = i == n_layers - 1
-            ax.plot(epochs, y, lw=1.8 if is_out else 1.4, ls="--" if is_out else "-",
-                    color=OUTPUT_COLOR if is_out else colors[i], label=_layer_name(i, n_layers))
-            drawn += 1
+        ys = [_positive(mean[:, i]) if log else mean[:, i] for i in range(n_layers)]
+        hidden = [i for i in range(n_layers - 1) if np.isfinite(ys[i]).any()]
+        colors = dict(zip(hidden, _layer_colors(len(hidden))))
+        drawn = []
+        for i in hidden:
+            drawn += ax.plot(epochs, ys[i], lw=1.4, color=colors[i], label=_layer_name(i, n_layers))
+        out = n_layers - 1
+        if np.isfinite(ys[out]).any():
+            drawn += ax.plot(epochs, ys[out], lw=1.8, ls="--", color=OUTPUT_COLOR, label="output")
         if log:
             ax.set_yscale("log")
         if not drawn:
@@ -488,8 +535,17 @@ def _make_layer_stat(results: Mapping[str, PanelEntry], *, stat: str, title: str
         ax.set_xlabel("epoch")
         ax.set_xlim(1, max(len(epochs), 2))
         ax.grid(alpha=0.3, which="major")
-        if drawn:
-            _legend(ax, drawn, loc="best")
+        if len(hidden) <= 9:
+            if drawn:
+                ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small",
+                          framealpha=0.85, borderaxespad=0.0)
+        else:
+            # Too many layers for a legend: a discrete colorbar for the hidden layers.
+            _discrete_colorbar(fig, ax, [colors[i] for i in hidden],
+                               [str(i + 1) for i in hidden], "hidden layer")
+            out_lines = [h for h in drawn if h.get_label() == "output"]
+            if out_lines:
+                ax.legend(handles=out_lines, loc="best", fontsize="small", framealpha=0.85)
     axes[0].set_ylabel(STAT_LABELS.get(stat, stat) + (" (log)" if log else ""))
     head = f"{title} — " if title else ""
     _suptitle(fig, f"{head}{STAT_LABELS.get(stat, stat)} per layer over epochs, "
@@ -648,19 +704,18 @@ def _make_depth_study(results, *, learn_threshold: float = 0.7, title: str | Non
         results = {"": results}
     if not results:
         raise ValueError("plot_depth_study: give at least one result")
-    fig, axes = _new_figure(3, panel_w=4.6, panel_h=4.2, sharex=True)
+    fig, axes = _new_figure(3, panel_w=4.4, panel_h=4.4, sharex=True)
     ax_train, ax_test, ax_share = axes
     series = []
     for label, res in results.items():
         for name in ("train_accuracy", "test_accuracy"):
             _check_history(res, name, "plot_depth_study")
         series.extend(_depth_series(str(label), res, learn_threshold, len(results) > 1))
-    counts, all_depths = [], []
+    counts = []
     handles = []
     for k, (name, depths, stats, share, seeds) in enumerate(series):
         color = SERIES_COLORS[k % len(SERIES_COLORS)]
         counts.extend(seeds)
-        all_depths.extend(depths.tolist())
         for ax, m in ((ax_train, "train"), (ax_test, "test")):
             st = stats[m]
             ok = np.isfinite(st["mean"])
@@ -698,8 +753,8 @@ def _make_depth_study(results, *, learn_threshold: float = 0.7, title: str | Non
         Line2D([], [], color="0.4", lw=6, alpha=0.12, label="min – max"),
         Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"threshold {learn_threshold:g}"),
     ]
-    ax_test.legend(handles=named + band_handles, fontsize="small", framealpha=0.85,
-                   loc="lower left")
+    fig.legend(handles=named + band_handles, loc="outside lower center", fontsize="small",
+               ncol=min(len(named) + len(band_handles), 6), frameon=False)
     head = title if title else (describe(next(iter(results.values()))) if len(results) == 1
                                 else "depth study")
     _suptitle(fig, f"{head} — final accuracy vs depth, mean ± 1 std over "
@@ -770,7 +825,11 @@ def _make_heatmap(result: SweepResult, *, metric: str = "test_accuracy",
     panel_h = min(max(1.8 + 0.36 * len(widths), 3.2), 8.0)
     fig, axes = _new_figure(len(lrs), panel_w=panel_w, panel_h=panel_h, sharey=True)
     cells = len(depths) * len(widths)
-    fs = 8 if max(len(depths), len(widths)) <= 12 else (6.5 if max(len(depths), len(widths)) <= 20 else 5)
+    # Font size from the cell size (axes take roughly the panel less ~1.3 in of labels).
+    cell_w = max(panel_w - 1.3, 1.0) / len(depths) * 72.0
+    cell_h = max(panel_h - 1.3, 1.0) / len(widths) * 72.0
+    n_chars = 4 if "accuracy" in metric else 5
+    fs = float(np.clip(min(cell_w * 0.8 / (0.6 * n_chars), cell_h * 0.5), 4.5, 9.0))
     im = None
     for ax, lr, g in zip(axes, lrs, grids):
         im = ax.imshow(np.ma.masked_invalid(g), cmap=cmap, norm=norm, origin="lower",
@@ -808,5 +867,6 @@ def plot_width_depth_heatmap(result: SweepResult, path: Union[str, os.PathLike],
     Rows are widths, columns depths, each cell annotated with its value (``–`` where no run
     has a finite final value); one panel per learning rate, one shared colorbar. "Final" is
     :func:`final_metric`. Accuracy metrics use the colour range ``[min(0.5, lowest), 1]``.
+    Cells are annotated only while the grid has at most 400 of them.
     """
     return _save(_make_heatmap(result, metric=metric, title=title), path)

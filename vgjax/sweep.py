@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import time
 from dataclasses import replace
-from typing import Callable, Iterator
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,14 +70,75 @@ def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devic
     return max(n_devices, (size // n_devices) * n_devices)
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled_grid(static_config: Config, max_depth: int, p: int, mesh: Mesh):
-    """jit(vmap(train_run)) for one static config and padded shape, cached across sweeps."""
+class Plan(NamedTuple):
+    """How a grid is cut into equally shaped chunks of runs.
+
+    runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
+    sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
+    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh.
+    """
+
+    config: Config
+    grid: Grid
+    runs: RunTable
+    specs: RunSpec
+    max_depth: int
+    p: int
+    chunk_size: int
+    n_chunks: int
+    mesh: Mesh
+
+    def chunk_slice(self, c: int) -> slice:
+        """The run indices of chunk ``c``."""
+        return slice(c * self.chunk_size, min((c + 1) * self.chunk_size, len(self.runs)))
+
+
+def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
+              mesh: Mesh | None = None) -> Plan:
+    """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet."""
+    validate(config)
+    validate_grid(grid)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
+    runs = run_table(grid, config)
+    max_depth, p = max(grid.depths), max(max(grid.widths), 2)
+    mesh = mesh or default_mesh()
+    n_dev = mesh.devices.size
+    size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
+    size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
+    return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
+                math.ceil(len(runs) / size), mesh)
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh):
+    """Ahead-of-time compiled jit(vmap(train_run)) for one chunk shape, and its compile seconds.
+
+    Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
+    """
     train_run = make_train(static_config, max_depth, p)
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(jax.vmap(train_run, in_axes=(0, None)),
-                   in_shardings=(runs, replicated), out_shardings=runs)
+    fn = jax.jit(jax.vmap(train_run, in_axes=(0, None)),
+                 in_shardings=(runs, replicated), out_shardings=runs)
+    data = make_data(static_config)
+    spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32),
+                   jax.ShapeDtypeStruct((chunk_size,), jnp.int32),
+                   jax.ShapeDtypeStruct((chunk_size,), jnp.int32),
+                   jax.ShapeDtypeStruct((chunk_size,), jnp.float32))
+    shapes = DeviceData(*(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in data))
+    start = time.perf_counter()
+    compiled = fn.lower(spec, shapes).compile()
+    return compiled, time.perf_counter() - start
+
+
+def compile_plan(plan: Plan):
+    """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
+    hits = _compile.cache_info().hits
+    compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
+                                 plan.chunk_size, plan.mesh)
+    return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
 
 
 def _static_config(config: Config) -> Config:
@@ -96,49 +158,25 @@ def _to_host(x: jax.Array) -> np.ndarray:
     return np.asarray(x)
 
 
-def iter_chunks(config: Config, grid: Grid, *, chunk_size: int | None = None,
-                mesh: Mesh | None = None, skip: frozenset[int] = frozenset(),
-                ) -> Iterator[tuple[int, slice, dict[str, np.ndarray]]]:
-    """Train the grid chunk by chunk, yielding ``(chunk_index, run_slice, arrays)``.
+def device_data(plan: Plan) -> DeviceData:
+    """The plan's data set, replicated on every device of its mesh."""
+    replicated = NamedSharding(plan.mesh, PartitionSpec())
+    return DeviceData(*(jax.device_put(a, replicated) for a in make_data(plan.config)))
 
-    ``arrays`` holds the history arrays of the runs in ``run_slice`` (run axis first, see
-    :mod:`vgjax.result`) plus ``diverged_epoch`` [r]. Chunks in ``skip`` are not trained
-    (used to resume). Memory stays flat in the number of runs: one chunk is alive at a time.
+
+def run_chunk(plan: Plan, compiled, data: DeviceData, c: int) -> dict[str, np.ndarray]:
+    """Train chunk ``c`` and return its history arrays on the host (run axis first).
+
+    The last chunk is padded by repeating its last run, so every chunk has one shape; the
+    padding is dropped before returning. Includes ``diverged_epoch`` [r].
     """
-    validate(config)
-    validate_grid(grid)
-    runs = run_table(grid, config)
-    max_depth, p = max(grid.depths), max(max(grid.widths), 2)
-    mesh = mesh or default_mesh()
-    n_dev = mesh.devices.size
-    size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
-    size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
-    fn = _compiled_grid(_static_config(config), max_depth, p, mesh)
-    data = make_data(config)
-    dev_data = DeviceData(*(jnp.asarray(a) for a in data))
-    specs = run_specs(runs)
-    n_chunks = math.ceil(len(runs) / size)
-    for c in range(n_chunks):
-        if c in skip:
-            continue
-        sl = slice(c * size, min((c + 1) * size, len(runs)))
-        n = sl.stop - sl.start
-        # Pad the last chunk by repeating its last run so every chunk has one shape.
-        take = np.minimum(np.arange(sl.start, sl.start + size), sl.stop - 1)
-        chunk = RunSpec(*(a[take] for a in specs))
-        out = fn(chunk, dev_data)
-        yield c, sl, {k: _to_host(v)[:n] for k, v in out.items()}
-
-
-def n_chunks_for(config: Config, grid: Grid, chunk_size: int | None = None,
-                 mesh: Mesh | None = None) -> tuple[int, int]:
-    """(number of chunks, chunk size) that :func:`iter_chunks` will use."""
-    n_runs = len(grid.seeds) * len(grid.depths) * len(grid.widths) * max(1, len(grid.lrs))
-    max_depth, p = max(grid.depths), max(max(grid.widths), 2)
-    n_dev = (mesh or default_mesh()).devices.size
-    size = chunk_size or auto_chunk_size(n_runs, config, max_depth, p, n_dev)
-    size = max(n_dev, -(-size // n_dev) * n_dev)
-    return math.ceil(n_runs / size), size
+    sl = plan.chunk_slice(c)
+    take = np.minimum(np.arange(sl.start, sl.start + plan.chunk_size), sl.stop - 1)
+    runs = NamedSharding(plan.mesh, PartitionSpec("runs"))
+    chunk = RunSpec(*(jax.device_put(a[take], runs) for a in plan.specs))
+    out = compiled(chunk, data)
+    n = sl.stop - sl.start
+    return {k: _to_host(v)[:n] for k, v in out.items()}
 
 
 def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> SweepResult:
@@ -171,9 +209,12 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(),
       [R, H, L, K] (see :mod:`vgjax.result`).
     """
     grid = Grid(tuple(seeds), tuple(depths), tuple(widths), tuple(float(x) for x in lrs))
+    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
+    compiled, _ = compile_plan(plan)
+    data = device_data(plan)
     parts = []
-    for _, sl, arrays in iter_chunks(config, grid, chunk_size=chunk_size, mesh=mesh):
-        parts.append(arrays)
+    for c in range(plan.n_chunks):
+        parts.append(run_chunk(plan, compiled, data, c))
         if progress is not None:
-            progress(sl.stop - sl.start)
+            progress(len(parts[-1]["diverged_epoch"]))
     return assemble(config, grid, parts)

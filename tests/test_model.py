@@ -1,0 +1,155 @@
+"""The model: initialisers against their formulas, masking against an exactly-built model,
+gradients against a NumPy backprop and finite differences."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vgjax.model import (ACTIVATION_FNS, ExactMLP, MaskedMLP, init_kernel, init_params,
+                         kernel_mask, to_exact_params)
+from vgjax.train import bce_loss
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _kernel(init, fi, fo, p=None, key=KEY):
+    return np.asarray(init_kernel(key, p or max(fi, fo), init, fi, fo))
+
+
+@pytest.mark.parametrize("init, fi, fo, limit", [
+    ("uniform", 40, 40, None),
+    ("he_uniform", 40, 30, np.sqrt(6 / 40)),
+    ("glorot_uniform", 40, 30, np.sqrt(6 / 70)),
+    ("lecun_uniform", 40, 30, np.sqrt(3 / 40)),
+])
+def test_uniform_initialisers(init, fi, fo, limit):
+    w = _kernel(init, fi, fo)[:fi, :fo]
+    if init == "uniform":  # Keras RandomUniform(0, 1)
+        assert w.min() >= 0 and w.max() < 1
+        assert abs(w.mean() - 0.5) < 0.03 and abs(w.var() - 1 / 12) < 0.01
+    else:
+        assert np.abs(w).max() <= limit
+        assert np.abs(w).max() > 0.95 * limit  # fills the interval
+        assert abs(w.mean()) < 0.05 * limit
+        np.testing.assert_allclose(w.var(), limit**2 / 3, rtol=0.1)
+
+
+@pytest.mark.parametrize("init, fi, fo, std", [
+    ("he_normal", 50, 40, np.sqrt(2 / 50)),
+    ("lecun_normal", 50, 40, np.sqrt(1 / 50)),
+    ("glorot_normal", 50, 40, np.sqrt(2 / 90)),
+])
+def test_truncated_normal_initialisers(init, fi, fo, std):
+    w = _kernel(init, fi, fo)[:fi, :fo]
+    # Keras truncates at 2 of the *underlying* std, which is std / 0.8796.
+    assert np.abs(w).max() <= 2 * std / 0.87962566103423978 + 1e-6
+    np.testing.assert_allclose(w.std(), std, rtol=0.08)
+
+
+@pytest.mark.parametrize("fi, fo", [(6, 6), (2, 7), (7, 1), (3, 5)])
+def test_orthogonal(fi, fo):
+    w = _kernel("orthogonal", fi, fo, p=9)
+    assert np.all(w[fi:] == 0) and np.all(w[:, fo:] == 0)
+    w = w[:fi, :fo].astype(np.float64)
+    gram = w.T @ w if fi >= fo else w @ w.T  # orthonormal columns, or rows when fi < fo
+    np.testing.assert_allclose(gram, np.eye(min(fi, fo)), atol=1e-5)
+
+
+@pytest.mark.parametrize("init", ["uniform", "he_uniform", "glorot_uniform", "he_normal",
+                                  "lecun_normal", "orthogonal"])
+def test_init_does_not_depend_on_padding(init):
+    """A run's initial weights are the same whatever the grid pads to (real fans only)."""
+    small = init_params(KEY, 3, 4, max_depth=3, p=4, init=init, output_init=init)
+    big = init_params(KEY, 3, 4, max_depth=7, p=11, init=init, output_init=init)
+    for name, sl in [("kernels", np.s_[:3, :4, :4]), ("out_kernel", np.s_[:4])]:
+        np.testing.assert_allclose(big[name][sl], small[name][sl], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(big["kernels"][3:], 0)
+    np.testing.assert_array_equal(big["kernels"][:, 4:, :], 0)
+    np.testing.assert_array_equal(big["kernels"][:, :, 4:], 0)
+    # the first layer reads 2 features: its rows beyond 2 are padding
+    np.testing.assert_array_equal(big["kernels"][0, 2:, :], 0)
+
+
+def test_he_uniform_uses_real_fan_in():
+    """Padded to 30 units, a width-2 layer still draws from U(-sqrt(6/2), sqrt(6/2))."""
+    params = init_params(KEY, 8, 2, max_depth=8, p=30, init="he_uniform", output_init="he_uniform")
+    w = np.asarray(params["kernels"][1:, :2, :2])
+    assert np.abs(w).max() > np.sqrt(6 / 30) * 1.5  # far beyond the padded fan-in's limit
+    assert np.abs(w).max() <= np.sqrt(6 / 2)
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATION_FNS))
+def test_masked_equals_exact_model(activation):
+    """A depth-3, width-4 run inside a 6 x 7 stack equals a model built with 3 Dense(4)."""
+    depth, width = 3, 4
+    params = init_params(KEY, depth, width, max_depth=6, p=7, init="glorot_uniform",
+                         output_init="glorot_uniform")
+    # non-zero biases so that masking of biases is exercised too
+    params["biases"] = params["biases"].at[:depth, :width].set(0.1)
+    x = jax.random.normal(jax.random.PRNGKey(1), (9, 2))
+    y = (jnp.arange(9) % 2).astype(jnp.float32)
+    masked = MaskedMLP(max_depth=6, p=7, activation=activation)
+    exact = ExactMLP(depth=depth, width=width, activation=activation)
+    ex_params = to_exact_params(params, depth, width)
+    np.testing.assert_allclose(masked.apply({"params": params}, x, depth, width),
+                               exact.apply(ex_params, x), rtol=1e-5, atol=1e-6)
+    w = jnp.ones(9)
+    g_masked = jax.grad(lambda p: bce_loss(masked.apply({"params": p}, x, depth, width), y, w))(params)
+    g_exact = jax.grad(lambda p: bce_loss(exact.apply(p, x), y, w))(ex_params)
+    np.testing.assert_allclose(to_exact_params(g_masked, depth, width)["params"]["dense_2"]["kernel"],
+                               g_exact["params"]["dense_2"]["kernel"], rtol=1e-4, atol=1e-7)
+    # inactive layers and units receive exactly zero gradient
+    hidden, out = kernel_mask(depth, width, max_depth=6, p=7)
+    assert np.all(np.asarray(g_masked["kernels"])[~np.asarray(hidden)] == 0)
+    assert np.all(np.asarray(g_masked["out_kernel"])[~np.asarray(out)] == 0)
+    assert np.all(np.asarray(g_masked["biases"])[depth:] == 0)
+
+
+def _numpy_net(ws, bs, wo, bo, x, y):
+    """Loss and hand-derived gradients of a tanh MLP in float64 NumPy."""
+    hs = [x]
+    for w, b in zip(ws, bs):
+        hs.append(np.tanh(hs[-1] @ w + b))
+    logit = hs[-1] @ wo + bo
+    p = 1 / (1 + np.exp(-logit))
+    loss = np.mean(-(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    delta = (p - y) / len(y)  # dL/dlogit
+    g_wo = hs[-1].T @ delta
+    back = np.outer(delta, wo)
+    g_ws = []
+    for i in reversed(range(len(ws))):
+        dz = back * (1 - hs[i + 1] ** 2)
+        g_ws.insert(0, hs[i].T @ dz)
+        back = dz @ ws[i].T
+    return loss, g_ws, g_wo
+
+
+def test_gradients_against_numpy_and_finite_differences():
+    depth, width = 2, 3
+    params = init_params(KEY, depth, width, max_depth=4, p=5, init="glorot_uniform",
+                         output_init="glorot_uniform")
+    x = np.asarray(jax.random.uniform(jax.random.PRNGKey(2), (7, 2), minval=-1, maxval=1))
+    y = np.array([0, 1, 1, 0, 1, 0, 0], np.float32)
+    model = MaskedMLP(max_depth=4, p=5, activation="tanh")
+    loss_fn = lambda p: bce_loss(model.apply({"params": p}, x, depth, width), y, jnp.ones(7))
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+
+    ex = to_exact_params(params, depth, width)["params"]
+    ws = [np.asarray(ex[f"dense_{i + 1}"]["kernel"], np.float64) for i in range(depth)]
+    bs = [np.zeros(width)] * depth
+    wo = np.asarray(ex["dense_3"]["kernel"][:, 0], np.float64)
+    ref_loss, ref_ws, ref_wo = _numpy_net(ws, bs, wo, 0.0, x.astype(np.float64), y)
+    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    for i in range(depth):
+        fi = 2 if i == 0 else width
+        np.testing.assert_allclose(grads["kernels"][i, :fi, :width], ref_ws[i], rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(grads["out_kernel"][:width], ref_wo, rtol=1e-4, atol=1e-7)
+
+    # central finite differences of the float64 loss for a few first-layer entries
+    eps = 1e-6
+    for (r, c) in [(0, 0), (1, 2), (0, 1)]:
+        up = [w.copy() for w in ws]; up[0][r, c] += eps
+        dn = [w.copy() for w in ws]; dn[0][r, c] -= eps
+        fd = (_numpy_net(up, bs, wo, 0.0, x, y)[0] - _numpy_net(dn, bs, wo, 0.0, x, y)[0]) / (2 * eps)
+        np.testing.assert_allclose(grads["kernels"][0, r, c], fd, rtol=1e-3, atol=1e-7)

@@ -1,0 +1,137 @@
+"""The ``vgjax`` command line: parse, call the library, print. Bad input exits 2 in one line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vgjax.config import (ACTIVATIONS, INITIALISERS, OPTIMIZERS, Config, Grid, parse_float_list,
+                          parse_int_list)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line with exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"vgjax: error: {message}\n")
+
+
+def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = None) -> None:
+    d = defaults or Config()
+    p.add_argument("--activation", default=d.activation, metavar="NAME",
+                   help=f"hidden activation: {', '.join(ACTIVATIONS)} (default {d.activation})")
+    p.add_argument("--init", default=d.init, metavar="NAME",
+                   help=f"hidden kernel initialiser: {', '.join(INITIALISERS)} (default {d.init})")
+    p.add_argument("--output-init", default=d.output_init, metavar="NAME",
+                   help="output kernel initialiser (default: same as --init)")
+    p.add_argument("--optimizer", default=d.optimizer, metavar="NAME",
+                   help=f"{' or '.join(OPTIMIZERS)} (default {d.optimizer})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum,
+                   help=f"SGD momentum in [0, 1) (default {d.momentum})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"minibatch size, 1..n_train (default {d.batch_size})")
+    p.add_argument("--noise", type=float, default=d.noise,
+                   help=f"make_circles noise, >= 0 (default {d.noise})")
+    p.add_argument("--hist-every", type=int, default=d.hist_every,
+                   help=f"histograms every N epochs, 0 = off (default {d.hist_every})")
+    p.add_argument("--test-gradients", action="store_true",
+                   help="also record each epoch's gradients on the test set")
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    return Config(activation=args.activation, init=args.init, output_init=args.output_init,
+                  optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                  epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
+                  hist_every=args.hist_every, test_gradients=args.test_gradients)
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit="run", disable=None, dynamic_ncols=True)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``vgjax sweep``: one grid, written to --out."""
+    from vgjax.config import validate, validate_grid
+    from vgjax.pipeline import expected_runs, run_sweep
+
+    config = validate(_config_from(args))
+    grid = validate_grid(Grid(parse_int_list("seeds", args.seeds),
+                              parse_int_list("depths", args.depths),
+                              parse_int_list("widths", args.widths),
+                              parse_float_list("lrs", args.lrs) if args.lrs else ()))
+    with _progress(expected_runs(grid, config), "sweep") as bar:
+        res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
+                        chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,
+                        prefix=args.name or f"{config.activation}_{config.init}",
+                        progress=bar.update)
+    _print_groups(res.summary)
+    diverged = int(res.result.runs.diverged.sum())
+    if diverged:
+        print(f"{diverged} of {len(res.result.runs)} runs diverged (loss or weights became NaN/Inf)")
+    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+    if not args.no_tensorboard:
+        print(f"view: tensorboard --logdir {res.out / 'tensorboard'}")
+    return 0
+
+
+def _print_groups(summary: dict) -> None:
+    print(f"{'depth':>5} {'width':>5} {'lr':>8} {'seeds':>5}  {'train acc':>15}  "
+          f"{'test acc':>15}  learn")
+    for g in summary["groups"]:
+        tr, te = g["final_train_accuracy"], g["final_test_accuracy"]
+        fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+        print(f"{g['depth']:>5} {g['width']:>5} {g['lr']:>8.4g} {g['n_seeds']:>5}  "
+              f"{fmt(tr):>15}  {fmt(te):>15}  {g['share_learn']:.2f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="vgjax", description="Study vanishing and exploding gradients: "
+                     "train whole grids of small MLPs in one compiled JAX program.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("sweep", help="train seeds x depths x widths in one program",
+                       description="Train every run of seeds x depths x widths (x lrs) in one "
+                       "compiled program and write summary.json, history.npz and TensorBoard "
+                       "logs to --out. Re-running the same command resumes.")
+    _add_protocol_args(p)
+    p.add_argument("--depths", default="1", help="hidden layers: N, A-B or a comma list")
+    p.add_argument("--widths", default="5", help="units per hidden layer: N, A-B or a list")
+    p.add_argument("--seeds", default="0", help="seeds: N, A-B or a comma list")
+    p.add_argument("--lrs", default=None,
+                   help="optional comma list of learning rates, an extra grid axis")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--name", default=None, help="TensorBoard run-name prefix")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="runs per compiled call (default: chosen from memory)")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an output directory that holds a different sweep")
+    p.set_defaults(func=cmd_sweep)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vgjax`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"vgjax: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vgjax: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""A sweep written to an output directory, chunk by chunk, resumable after any interruption.
+
+Order of work (each file appears atomically, so a kill at any point leaves only whole files):
+
+1. validate config and grid; refuse a directory holding a different sweep (``manifest.json``);
+2. compile the chunk program once;
+3. per chunk not yet done: train it, save ``chunks/chunk_NNNNN.npz``, write its runs'
+   TensorBoard directories, then mark the chunk's TensorBoard done;
+4. stream ``history.npz`` from the chunk files, write ``summary.json``, write the seed-mean
+   TensorBoard directories.
+
+Running the same command again skips every finished chunk and redoes a chunk whose
+TensorBoard writing was interrupted, so the final files equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from jax.sharding import Mesh
+
+from vgjax import io
+from vgjax import tensorboard as tb
+from vgjax.config import Config, Grid
+from vgjax.result import HIST_ARRAYS, SweepResult
+from vgjax.sweep import (assemble, compile_plan, device_data, make_plan, run_chunk, run_table)
+from vgjax.train import hist_epochs
+
+TB_DONE_SUFFIX = ".tb-done"
+
+
+@dataclass(frozen=True)
+class SweepOutput:
+    """What :func:`run_sweep` produced: the result (histogram arrays left out; they are in
+    ``history.npz``), the summary dict as written, and the output directory."""
+
+    result: SweepResult
+    summary: dict
+    out: Path
+
+
+def _chunk_result(config: Config, grid: Grid, runs, sl: slice, arrays: dict) -> SweepResult:
+    """A SweepResult of only the runs in ``sl`` (for per-chunk TensorBoard writing)."""
+    part = assemble(config, grid, [arrays])
+    sub = replace(runs, **{f: getattr(runs, f)[sl] for f in ("seed", "depth", "width", "lr")},
+                  diverged_epoch=part.runs.diverged_epoch)
+    return replace(part, runs=sub)
+
+
+def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = False,
+              chunk_size: int | None = None, mesh: Mesh | None = None,
+              tensorboard: bool = True, prefix: str = "sweep", learn_threshold: float = 0.7,
+              progress: Callable[[int], None] | None = None) -> SweepOutput:
+    """Train ``grid`` under ``config`` and write every output into ``out``.
+
+    Writes ``OUT/summary.json``, ``OUT/history.npz`` (arrays as in :mod:`vgjax.result`, plus
+    ``run_seed``/``run_depth``/``run_width``/``run_lr``/``run_diverged_epoch`` [R]),
+    ``OUT/chunks/`` and, with ``tensorboard``, ``OUT/tensorboard/PREFIX_dDD_wWW/seedSS`` and
+    ``.../mean``. ``progress`` is called with the number of runs finished, per chunk.
+    Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
+    """
+    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
+    prefix = io.sanitize_name(prefix)
+    out = io.prepare_out_dir(out, io.make_manifest(config, grid), overwrite=overwrite)
+    store = io.ChunkStore(out)
+    logdir = out / io.TENSORBOARD_DIR
+    timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+
+    done = store.done()
+    compiled = data = None
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    for c in range(plan.n_chunks):
+        sl = plan.chunk_slice(c)
+        if c in done:
+            arrays = store.load(c)
+        else:
+            if compiled is None:
+                compiled, timing["compile_s"] = compile_plan(plan)
+                data = device_data(plan)
+            t0 = time.perf_counter()
+            arrays = run_chunk(plan, compiled, data, c)
+            timing["train_s"] += time.perf_counter() - t0
+            store.save(c, arrays)
+        marker = store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
+        if tensorboard and not marker.exists():
+            t0 = time.perf_counter()
+            # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
+            tb.write_sweep(_chunk_result(config, grid, plan.runs, sl, arrays), logdir, prefix,
+                           write_means=False)
+            io.atomic_write_text(marker, "")
+            timing["tensorboard_s"] += time.perf_counter() - t0
+        parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
+        if progress is not None:
+            progress(sl.stop - sl.start)
+
+    t0 = time.perf_counter()
+    result = assemble(config, grid, [parts[c] for c in range(plan.n_chunks)])
+    names = sorted(k for k in store.load(0) if k != "diverged_epoch")
+    io.write_history_from_chunks(
+        out / io.HISTORY_NAME, names,
+        lambda name: store.iter_array(name, range(plan.n_chunks)),
+        runs=result.runs,
+        shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
+                "hist_edges": result.history["hist_edges"]})
+    timing["write_s"] = time.perf_counter() - t0
+    if tensorboard:
+        t0 = time.perf_counter()
+        tb.write_means(result, logdir, prefix)
+        timing["tensorboard_s"] += time.perf_counter() - t0
+    summary = io.write_summary(out / io.SUMMARY_NAME, result, timing=timing,
+                               extra={"device": _device_kind(plan.mesh)},
+                               learn_threshold=learn_threshold)
+    return SweepOutput(result, summary, out)
+
+
+def _device_kind(mesh: Mesh) -> str:
+    dev = mesh.devices.flat[0]
+    return f"{dev.platform}:{dev.device_kind} x{mesh.devices.size}"
+
+
+def expected_runs(grid: Grid, config: Config) -> int:
+    """Number of runs in ``grid``."""
+    return len(run_table(grid, config))
