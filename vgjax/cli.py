@@ -89,6 +89,52 @@ def _print_groups(summary: dict) -> None:
               f"{fmt(tr):>15}  {fmt(te):>15}  {g['share_learn']:.2f}")
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    """``vgjax list``: the experiments and what the tutorial reported."""
+    from vgjax.experiments import EXPERIMENTS
+    for e in EXPERIMENTS.values():
+        print(f"{e.name:<14} {e.title}  [tutorial: {e.reported}]")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``vgjax run NAME...`` and ``vgjax reproduce``: experiments into --out."""
+    from vgjax import experiments as ex
+    from vgjax.config import MAX_SEED
+    from vgjax.reproduce import n_runs, run_experiments
+
+    names = list(args.names) if getattr(args, "names", None) else list(ex.EXPERIMENTS)
+    for n in names:
+        ex.get(n)
+    seeds = parse_int_list("seeds", args.seeds)
+    if any(s < 0 or s > MAX_SEED for s in seeds):
+        bad = next(s for s in seeds if s < 0 or s > MAX_SEED)
+        raise ValueError(f"seeds: {bad} is out of range; allowed: integers in 0..{MAX_SEED}")
+    order = ex.dependencies(names)
+    with _progress(n_runs(order, seeds), "reproduce") as bar:
+        figures = run_experiments(names, args.out, seeds=seeds, epochs=args.epochs,
+                                  overwrite=args.overwrite, tensorboard=not args.no_tensorboard,
+                                  chunk_size=args.chunk_size, progress=bar.update,
+                                  on_start=lambda n: bar.set_description(n))
+    out = Path(args.out)
+    print(f"wrote {sum(map(len, figures.values()))} figures and {out / 'README.md'}")
+    if not args.no_tensorboard:
+        print(f"view: tensorboard --logdir {out / 'tensorboard'}")
+    return 0
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", default="0-29", help="seeds: N, A-B or a comma list (default 0-29)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: 500)")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="runs per compiled call (default: chosen from memory)")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace results made with a different config")
+    p.set_defaults(func=cmd_run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = _Parser(prog="vgjax", description="Study vanishing and exploding gradients: "
@@ -113,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output directory that holds a different sweep")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("list", help="list the tutorial's experiments",
+                       description="List the named experiments that run and reproduce use.")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run named experiments",
+                       description="Run one or more named experiments (see 'vgjax list') "
+                       "into --out, with figures and OUT/README.md.")
+    p.add_argument("names", nargs="+", metavar="NAME", help="experiment name(s)")
+    _add_run_args(p)
+
+    p = sub.add_parser("reproduce", help="run every experiment of the tutorial (the main job)",
+                       description="Run every experiment of the tutorial and its extensions "
+                       "on the CPU by default, writing OUT/NAME/ results, figures, TensorBoard "
+                       "logs under OUT/tensorboard/ and OUT/README.md. Resumable.")
+    _add_run_args(p)
     return parser
 
 

@@ -53,21 +53,22 @@ def _chunk_result(config: Config, grid: Grid, runs, sl: slice, arrays: dict) -> 
 
 def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = False,
               chunk_size: int | None = None, mesh: Mesh | None = None,
-              tensorboard: bool = True, prefix: str = "sweep", learn_threshold: float = 0.7,
+              tensorboard: bool = True, prefix: str = "sweep", logdir: str | Path | None = None,
+              learn_threshold: float = 0.7,
               progress: Callable[[int], None] | None = None) -> SweepOutput:
     """Train ``grid`` under ``config`` and write every output into ``out``.
 
     Writes ``OUT/summary.json``, ``OUT/history.npz`` (arrays as in :mod:`vgjax.result`, plus
     ``run_seed``/``run_depth``/``run_width``/``run_lr``/``run_diverged_epoch`` [R]),
     ``OUT/chunks/`` and, with ``tensorboard``, ``OUT/tensorboard/PREFIX_dDD_wWW/seedSS`` and
-    ``.../mean``. ``progress`` is called with the number of runs finished, per chunk.
+    ``.../mean`` (or under ``logdir`` when given). ``progress`` is called with the number of runs finished, per chunk.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
     prefix = io.sanitize_name(prefix)
     out = io.prepare_out_dir(out, io.make_manifest(config, grid), overwrite=overwrite)
     store = io.ChunkStore(out)
-    logdir = out / io.TENSORBOARD_DIR
+    logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
     timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
 
     done = store.done()

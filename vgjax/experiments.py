@@ -1,0 +1,101 @@
+"""The tutorial's experiments and its five extensions, as named configurations.
+
+Each sweep-shaped experiment is one grid (one compiled program) of seeds x depths x widths.
+``gradients`` and ``weight-norms`` train nothing of their own: they read the ``deep-tanh``
+and ``deep-relu`` sweeps (which record test-set gradients, as the tutorial's Keras callback
+did) and draw their figures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from vgjax.config import Config, check_choice
+
+LEARN_THRESHOLD = 0.7
+"""A run "learns" when its final test accuracy is >= 0.7 (chance is 0.5; the tutorial's
+working models reach 0.82-0.84 and its failing one 0.47)."""
+
+# Histograms every 25 epochs (20 per run) keep the TensorBoard logs of a whole reproduction
+# to a few GB; `vgjax sweep --hist-every 1` gives the tutorial's every-epoch histograms.
+_HIST_EVERY = 25
+
+TANH_U = Config(activation="tanh", init="uniform", output_init="uniform", hist_every=_HIST_EVERY)
+RELU_HE = Config(activation="relu", init="he_uniform", output_init="glorot_uniform",
+                 hist_every=_HIST_EVERY)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One named experiment.
+
+    config: the protocol (None for figure-only experiments); depths, widths: the grid (the
+    seeds come from the command line); prefix: TensorBoard run-name prefix; reported: the
+    tutorial's words; reported_acc: its (train, test) accuracy where it gives numbers;
+    uses: experiments whose results this one reads.
+    """
+
+    name: str
+    title: str
+    config: Config | None = None
+    depths: tuple[int, ...] = (5,)
+    widths: tuple[int, ...] = (5,)
+    prefix: str = ""
+    reported: str = "–"
+    reported_acc: tuple[float, float] | None = None
+    uses: tuple[str, ...] = field(default=())
+
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("dataset", "The two-circles data set (1000 points, noise 0.1)",
+               reported="figure"),
+    Experiment("shallow-tanh", "1 hidden layer of 5 tanh units, U(0,1) init",
+               config=TANH_U, depths=(1,), prefix="tanh_uniform",
+               reported="Train 0.816, Test 0.816", reported_acc=(0.816, 0.816)),
+    Experiment("deep-tanh", "5 hidden tanh layers, U(0,1) init",
+               config=Config(**{**TANH_U.to_dict(), "test_gradients": True}), depths=(5,),
+               prefix="tanh_uniform", reported="Train 0.530, Test 0.468 (fails)",
+               reported_acc=(0.530, 0.468)),
+    Experiment("deep-relu", "5 hidden ReLU layers, He uniform init, Glorot output",
+               config=Config(**{**RELU_HE.to_dict(), "test_gradients": True}), depths=(5,),
+               prefix="relu_he", reported="Train 0.836, Test 0.840",
+               reported_acc=(0.836, 0.840)),
+    Experiment("relu-depth", "ReLU/He with 1-25 hidden layers", config=RELU_HE,
+               depths=tuple(range(1, 26)), prefix="relu_he",
+               reported="15 layers still learns, 20 no longer does"),
+    Experiment("gradients", "Per-layer gradients of deep-tanh vs deep-relu",
+               reported="tanh first layer ~0.05-0.1, ReLU first layer ~0.2-0.4, "
+                        "output layer most active", uses=("deep-tanh", "deep-relu")),
+    Experiment("xavier-tanh", "5 tanh layers, Glorot (Xavier) uniform init (extension 1)",
+               config=Config(**{**TANH_U.to_dict(), "init": "glorot_uniform",
+                                "output_init": "glorot_uniform"}),
+               depths=(5,), prefix="tanh_glorot"),
+    Experiment("adam-tanh", "5 tanh layers, U(0,1) init, Adam lr 0.001 (extension 2)",
+               config=Config(**{**TANH_U.to_dict(), "optimizer": "adam", "lr": 0.001}),
+               depths=(5,), prefix="tanh_uniform_adam"),
+    Experiment("weight-norms", "L1 norm of each layer's kernel per epoch, tanh vs ReLU "
+               "(extension 3)", uses=("deep-tanh", "deep-relu")),
+    Experiment("tanh-depth", "tanh U(0,1) with 1-10 hidden layers (extension 4)",
+               config=TANH_U, depths=tuple(range(1, 11)), prefix="tanh_uniform"),
+    Experiment("tanh-breadth", "tanh U(0,1), widths 5-25 x 1-10 hidden layers (extension 5)",
+               config=TANH_U, depths=tuple(range(1, 11)), widths=(5, 10, 15, 20, 25),
+               prefix="tanh_uniform"),
+]}
+
+
+def get(name: str) -> Experiment:
+    """The experiment called ``name``; ``ValueError`` with a suggestion otherwise."""
+    check_choice("experiment", name, tuple(EXPERIMENTS))
+    return EXPERIMENTS[name]
+
+
+def dependencies(names: list[str]) -> list[str]:
+    """``names`` plus the experiments they read, in an order where each comes after those."""
+    order: list[str] = []
+    for name in names:
+        for dep in get(name).uses:
+            if dep not in order:
+                order.append(dep)
+        if name not in order:
+            order.append(name)
+    return order

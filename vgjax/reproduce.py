@@ -1,0 +1,142 @@
+"""Run the tutorial's experiments end to end: sweeps, figures, and ``OUT/README.md``.
+
+``run_experiments(names, out)`` trains every sweep-shaped experiment as one grid (through the
+resumable :func:`vgjax.pipeline.run_sweep`), draws its figures under ``OUT/NAME/`` and writes
+a report comparing each number with what the tutorial reported.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from vgjax import experiments as ex
+from vgjax import io, plots
+from vgjax.config import Config, Grid, validate, validate_grid
+from vgjax.data import make_data
+from vgjax.pipeline import run_sweep
+from vgjax.result import SweepResult
+
+TENSORBOARD_ROOT = "tensorboard"
+
+
+def experiment_config(exp: ex.Experiment, epochs: int | None) -> Config:
+    """The experiment's config with ``epochs`` overridden (histogram interval clipped)."""
+    cfg = exp.config
+    if epochs is not None:
+        cfg = replace(cfg, epochs=epochs, hist_every=min(cfg.hist_every, epochs))
+    return cfg
+
+
+def n_runs(names: list[str], seeds: tuple[int, ...]) -> int:
+    """Runs the sweep-shaped experiments among ``names`` train."""
+    return sum(len(seeds) * len(e.depths) * len(e.widths)
+               for e in map(ex.get, names) if e.config is not None)
+
+
+def _sel(result: SweepResult, depth: int, width: int | None = None) -> np.ndarray:
+    r = result.runs
+    keep = r.depth == depth
+    if width is not None:
+        keep &= r.width == width
+    return np.flatnonzero(keep)
+
+
+def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> list[Path]:
+    """Draw the figures of ``exp`` into ``out``; returns their paths."""
+    figs: list[Path] = []
+    res = results.get(exp.name)
+    if exp.name == "dataset":
+        d = make_data(Config())
+        figs.append(plots.plot_dataset(np.concatenate([d.x_train, d.x_test]),
+                                       np.concatenate([d.y_train, d.y_test]),
+                                       out / "dataset.png", title="two circles: 1000 points, "
+                                       "noise 0.1, scaled to [-1, 1]"))
+    elif exp.name in ("shallow-tanh", "deep-tanh", "deep-relu", "xavier-tanh", "adam-tanh"):
+        figs.append(plots.plot_learning_curves(res, out / "learning_curves.png",
+                                               title=f"{exp.name}: {exp.title}"))
+    elif exp.name == "relu-depth":
+        figs.append(plots.plot_depth_study({"ReLU / He": res}, out / "depth_study.png",
+                                           learn_threshold=ex.LEARN_THRESHOLD,
+                                           title="relu-depth: ReLU/He, final accuracy vs depth"))
+        for depth in (15, 20):
+            if depth in res.depths:
+                figs.append(plots.plot_learning_curves(
+                    res, out / f"learning_curves_d{depth}.png", runs=_sel(res, depth),
+                    title=f"relu-depth: {depth} hidden ReLU layers"))
+    elif exp.name == "gradients":
+        pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
+        figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients.png",
+                    title="mean |dL/dW| per layer over training steps, 5 hidden layers"))
+        figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients_test.png",
+                    stat="test_grad_mean_abs",
+                    title="mean |dL/dW| per layer on the test set at each epoch's end "
+                          "(what the tutorial's callback logged)"))
+        figs.append(plots.plot_gradient_profile(pair, out / "gradient_profile.png",
+                    title="gradient profile across layers"))
+    elif exp.name == "weight-norms":
+        pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
+        figs.append(plots.plot_weight_norms(pair, out / "weight_norms.png",
+                    title="L1 norm of each layer's kernel per epoch"))
+    elif exp.name == "tanh-depth":
+        study = {"tanh / U(0,1)": res}
+        if "relu-depth" in results:
+            study["ReLU / He"] = results["relu-depth"]
+        figs.append(plots.plot_depth_study(study, out / "depth_study.png",
+                                           learn_threshold=ex.LEARN_THRESHOLD,
+                                           title="final accuracy vs depth, tanh and ReLU"))
+    elif exp.name == "tanh-breadth":
+        figs.append(plots.plot_width_depth_heatmap(res, out / "heatmap.png",
+                    title="tanh-breadth: final test accuracy, width x depth"))
+        figs.append(plots.plot_depth_study(res, out / "depth_study.png",
+                                           learn_threshold=ex.LEARN_THRESHOLD,
+                                           title="tanh-breadth: accuracy vs depth per width"))
+    return figs
+
+
+def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...],
+                    epochs: int | None = None, overwrite: bool = False,
+                    tensorboard: bool = True, chunk_size: int | None = None,
+                    progress: Callable[[int], None] | None = None,
+                    on_start: Callable[[str], None] | None = None) -> dict[str, list[Path]]:
+    """Run ``names`` (plus the experiments they read) into ``out``; returns figures per name.
+
+    Every experiment writes ``OUT/NAME/`` (summary.json, history.npz and PNGs for sweeps,
+    PNGs only for derived ones) and TensorBoard logs under ``OUT/tensorboard/NAME/``.
+    Re-running resumes finished chunks. ``OUT/README.md`` is rewritten at the end.
+    """
+    order = ex.dependencies(list(names))
+    exps = [ex.get(n) for n in order]
+    for e in exps:  # validate every config before anything is written
+        if e.config is not None:
+            validate(experiment_config(e, epochs))
+            validate_grid(Grid(seeds, e.depths, e.widths))
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {str(out)!r} is a file; allowed: a directory path")
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, SweepResult] = {}
+    figures: dict[str, list[Path]] = {}
+    for e in exps:
+        if on_start is not None:
+            on_start(e.name)
+        exp_dir = io.safe_join(out, io.sanitize_name(e.name))
+        if e.config is not None:
+            logdir = out / TENSORBOARD_ROOT / io.sanitize_name(e.name)
+            if overwrite and logdir.exists():
+                shutil.rmtree(logdir)
+            res = run_sweep(experiment_config(e, epochs), Grid(seeds, e.depths, e.widths),
+                            exp_dir, overwrite=overwrite, chunk_size=chunk_size,
+                            tensorboard=tensorboard, prefix=e.prefix, logdir=logdir,
+                            learn_threshold=ex.LEARN_THRESHOLD, progress=progress)
+            results[e.name] = res.result
+        else:
+            exp_dir.mkdir(parents=True, exist_ok=True)
+        figures[e.name] = _figures(e, exp_dir, results)
+    from vgjax.report import write_report
+    write_report(out, order, results, figures, seeds=seeds)
+    return figures
