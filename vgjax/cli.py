@@ -89,6 +89,18 @@ def _print_groups(summary: dict) -> None:
               f"{fmt(tr):>15}  {fmt(te):>15}  {g['share_learn']:.2f}")
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    """``vgjax show DIR``: the groups table of a finished sweep (validates the files)."""
+    from vgjax.io import build_summary, load_result
+
+    result = load_result(args.dir)
+    summary = build_summary(result, timing={})
+    _print_groups(summary)
+    diverged = int(result.runs.diverged.sum())
+    print(f"{len(result.runs)} runs, {result.config.epochs} epochs, {diverged} diverged")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """``vgjax list``: the experiments and what the tutorial reported."""
     from vgjax.experiments import EXPERIMENTS
@@ -159,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an output directory that holds a different sweep")
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("show", help="print the results table of a finished sweep",
+                       description="Load DIR/summary.json and DIR/history.npz (checking "
+                       "them) and print the per-config table.")
+    p.add_argument("dir", help="a directory written by 'vgjax sweep'")
+    p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("list", help="list the tutorial's experiments",
                        description="List the named experiments that run and reproduce use.")
