@@ -50,6 +50,7 @@ BAD_CONFIGS = [
     ({"optimizer": "rmsprop"}, "optimizer"),
     ({"n_train": 1000}, "n_train"),
     ({"hist_every": -1}, "hist_every"),
+    ({"hist_every": 10**8}, "hist_every"),
     ({"epochs": 2.5}, "epochs"),
 ]
 

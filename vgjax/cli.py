@@ -135,6 +135,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``vgjax bench``: the performance benchmark into OUT/benchmark.json and OUT/README.md."""
+    from vgjax.bench import TARGETS, render_table, run_benchmark
+    from vgjax.report import refresh_benchmark
+
+    scale = tuple(parse_int_list("scale", args.scale))
+    if args.epochs < 1:
+        raise ValueError(f"epochs: {args.epochs} is out of range; allowed: integers >= 1")
+    res = run_benchmark(Path(args.out), epochs=args.epochs, seeds=args.seeds, scale=scale,
+                        scale_epochs=args.epochs, big_epochs=min(args.epochs, 50))
+    refresh_benchmark(Path(args.out))
+    print(render_table(res))
+    w = res["w600"]
+    missed = [k for k, v in TARGETS.items() if w[k] > v]
+    print("all W600 targets met" if not missed else f"targets missed: {', '.join(missed)}")
+    return 0
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-29", help="seeds: N, A-B or a comma list (default 0-29)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 500)")
@@ -187,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "into --out, with figures and OUT/README.md.")
     p.add_argument("names", nargs="+", metavar="NAME", help="experiment name(s)")
     _add_run_args(p)
+
+    p = sub.add_parser("bench", help="measure speed and memory (writes OUT/benchmark.json)",
+                       description="Benchmark: the 600-run depth study (W600) with every "
+                       "output, single-run latency, scaling to 10,000 runs and the machine's "
+                       "matmul ceiling. Each case runs in its own process.")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--epochs", type=int, default=500, help="epochs per run (default 500)")
+    p.add_argument("--seeds", type=int, default=30, help="seeds per W600 config (default 30)")
+    p.add_argument("--scale", default="1,10,100,1000,10000",
+                   help="run counts for the scaling table (10,000+ use 50 epochs)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("reproduce", help="run every experiment of the tutorial (the main job)",
                        description="Run every experiment of the tutorial and its extensions "

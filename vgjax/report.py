@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -133,7 +134,32 @@ def render(out: Path, names: list[str], results: dict[str, SweepResult],
             lines += [f"### {name}: {fig.stem.replace('_', ' ')}", "", f"![{name}]({rel})", ""]
     lines += ["TensorBoard logs (not committed): `tensorboard --logdir "
               f"{(out / 'tensorboard').as_posix()}`", ""]
-    return "\n".join(lines)
+    return "\n".join(lines) + benchmark_section(out)
+
+
+BENCH_START, BENCH_END = "<!-- benchmark -->", "<!-- /benchmark -->"
+
+
+def benchmark_section(out: Path) -> str:
+    """The benchmark table from ``OUT/benchmark.json`` between markers ('' if absent)."""
+    path = Path(out) / "benchmark.json"
+    if not path.exists():
+        return ""
+    from vgjax.bench import render_table
+    table = render_table(json.loads(path.read_text()))
+    return (f"\n{BENCH_START}\n## Benchmark (`vgjax bench`, this machine)\n\n{table}\n"
+            f"{BENCH_END}\n")
+
+
+def refresh_benchmark(out: Path) -> Path:
+    """Replace (or append) the benchmark section of ``OUT/README.md``."""
+    path = Path(out) / "README.md"
+    text = path.read_text() if path.exists() else ""
+    if BENCH_START in text and BENCH_END in text:
+        head, rest = text.split(BENCH_START, 1)
+        text = head.rstrip("\n") + "\n" + rest.split(BENCH_END, 1)[1].lstrip("\n")
+    io.atomic_write_text(path, text.rstrip("\n") + "\n" + benchmark_section(out))
+    return path
 
 
 def _seed_text(seeds: tuple[int, ...]) -> str:

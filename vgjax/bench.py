@@ -1,0 +1,268 @@
+"""``vgjax bench``: measure the engine and write ``results/benchmark.json`` and a table.
+
+Each measurement runs in a fresh subprocess (``python -m vgjax.bench CASE ...``) so its peak
+resident memory (``ru_maxrss``) and compile time belong to that case alone. The parent
+collects the JSON each child prints on its last line.
+
+Cases:
+  w600      tanh U(0,1) and ReLU He x depths 1-10 x 30 seeds, width 5, 500 epochs, all
+            statistics and histograms, every output written (summary, history, TensorBoard,
+            figures); compile / train / write split, run-epochs per second, peak memory,
+            FLOPs, and a check that a second sweep of the same shape does not recompile.
+  latency   one deep-relu run (500 epochs) after compilation.
+  scale N   N runs (ReLU He, depths cycling 1-10, width 5): time per run-epoch, peak memory.
+  ceiling   float32 GFLOP/s of a large matmul on this machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Histograms every 10 epochs: the statistics a study records by default.
+W600_HIST_EVERY = 10
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def useful_flops(depths, width: int, epochs: int, n_train: int = 500, n_test: int = 500) -> float:
+    """FLOPs of the real (unpadded) layers: 6 per weight per training example (forward,
+    input gradient, weight gradient) and 2 per weight per evaluated example, per epoch."""
+    total = 0.0
+    for d in depths:
+        weights = 2 * width + (d - 1) * width * width + width
+        total += (6 * n_train + 2 * (n_train + n_test)) * weights * epochs
+    return total
+
+
+def _compile_counter():
+    import jax
+    events = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda e, s, **kw: events.append(s) if e == "/jax/core/compile/backend_compile_duration"
+        else None)
+    return events
+
+
+def case_w600(epochs: int, seeds: int, out: Path) -> dict:
+    """Both W600 sweeps through the full pipeline, then the figures."""
+    from vgjax import plots
+    from vgjax.config import Config, Grid
+    from vgjax.pipeline import run_sweep
+    from vgjax.sweep import compile_plan, make_plan
+
+    compiles = _compile_counter()
+    grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
+    cfgs = {"tanh_uniform": Config(activation="tanh", init="uniform", output_init="uniform",
+                                   epochs=epochs, hist_every=W600_HIST_EVERY),
+            "relu_he": Config(activation="relu", init="he_uniform",
+                              output_init="glorot_uniform", epochs=epochs,
+                              hist_every=W600_HIST_EVERY)}
+    t = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "history_summary_s": 0.0,
+         "figures_s": 0.0}
+    flops_executed = 0.0
+    start = time.perf_counter()
+    for name, cfg in cfgs.items():
+        res = run_sweep(cfg, grid, out / name, prefix=name, overwrite=True)
+        timing = res.summary["timing"]
+        t["compile_s"] += timing["compile_s"]
+        t["train_s"] += timing["train_s"]
+        t["tensorboard_s"] += timing["tensorboard_s"]
+        t["history_summary_s"] += timing["write_s"]
+        f0 = time.perf_counter()
+        plots.plot_learning_curves(res.result, out / name / "curves.png", title=name)
+        plots.plot_depth_study(res.result, out / name / "depth.png", title=name)
+        plots.plot_layer_gradients({name: res.result}, out / name / "grads.png", title=name)
+        t["figures_s"] += time.perf_counter() - f0
+        plan = make_plan(cfg, grid)
+        compiled, _ = compile_plan(plan)
+        cost = compiled.cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        flops_executed += float(cost.get("flops", 0.0)) * plan.n_chunks
+    total = time.perf_counter() - start
+    # The same shape again (other seeds): must reuse the compiled program.
+    before = len(compiles)
+    grid2 = Grid(tuple(range(seeds, 2 * seeds)), grid.depths, grid.widths)
+    plan = make_plan(cfgs["relu_he"], grid2)
+    compile_plan(plan)
+    recompiles = len(compiles) - before
+    runs = 2 * len(grid.seeds) * len(grid.depths)
+    useful = 2 * useful_flops(grid.depths, 5, epochs) * seeds
+    return {**t, "total_s": total, "runs": runs, "epochs": epochs,
+            "run_epochs_per_s": runs * epochs / t["train_s"],
+            "ms_per_run_epoch": 1e3 * t["train_s"] / (runs * epochs),
+            "useful_gflop": useful / 1e9, "executed_gflop": flops_executed / 1e9,
+            "useful_gflop_per_s": useful / 1e9 / t["train_s"],
+            "second_sweep_recompiles": recompiles, "peak_rss_mb": _peak_rss_mb()}
+
+
+def case_latency(epochs: int) -> dict:
+    """One deep-relu run: compile, then time a second call."""
+    import jax
+    from vgjax.config import Grid
+    from vgjax.experiments import EXPERIMENTS
+    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+
+    cfg = EXPERIMENTS["deep-relu"].config
+    from dataclasses import replace
+    cfg = replace(cfg, epochs=epochs, test_gradients=False)
+    plan = make_plan(cfg, Grid((0,), (5,), (5,)), mesh=_one_device_mesh())
+    compiled, compile_s = compile_plan(plan)
+    data = device_data(plan)
+    run_chunk(plan, compiled, data, 0)
+    t0 = time.perf_counter()
+    out = run_chunk(plan, compiled, data, 0)
+    jax.block_until_ready(out)
+    dt = time.perf_counter() - t0
+    return {"compile_s": compile_s, "latency_s": dt, "epochs": epochs,
+            "ms_per_epoch": 1e3 * dt / epochs, "peak_rss_mb": _peak_rss_mb()}
+
+
+def _one_device_mesh():
+    import jax
+    from vgjax.sweep import default_mesh
+    return default_mesh(jax.devices()[:1])
+
+
+def case_scale(n_runs: int, epochs: int, out: Path) -> dict:
+    """``n_runs`` ReLU runs (depths cycling 1-10) through the chunked pipeline."""
+    from vgjax.config import Config, Grid
+    from vgjax.pipeline import run_sweep
+    from vgjax.sweep import make_plan
+
+    n_seeds = max(1, n_runs // 10)
+    depths = tuple(range(1, 11)) if n_runs >= 10 else (5,)
+    seeds = tuple(range(n_seeds if n_runs >= 10 else n_runs))
+    cfg = Config(activation="relu", init="he_uniform", output_init="glorot_uniform",
+                 epochs=epochs, hist_every=W600_HIST_EVERY)
+    grid = Grid(seeds, depths, (5,))
+    plan = make_plan(cfg, grid)
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, grid, out, prefix="scale", overwrite=True, tensorboard=False)
+    total = time.perf_counter() - t0
+    timing = res.summary["timing"]
+    runs = len(res.result.runs)
+    return {"runs": runs, "epochs": epochs, "chunk_size": plan.chunk_size,
+            "n_chunks": plan.n_chunks, "compile_s": timing["compile_s"],
+            "train_s": timing["train_s"], "total_s": total,
+            "ms_per_run_epoch": 1e3 * timing["train_s"] / (runs * epochs),
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def case_ceiling(n: int = 2048, repeats: int = 10) -> dict:
+    """float32 GFLOP/s of an n x n matmul with XLA (all cores)."""
+    import jax
+    import jax.numpy as jnp
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    f(a).block_until_ready()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        f(a).block_until_ready()
+    dt = (time.perf_counter() - t0) / repeats
+    return {"n": n, "gflop_per_s": 2 * n**3 / dt / 1e9}
+
+
+def _child(args: list[str]) -> None:
+    case = args[0]
+    if case == "w600":
+        res = case_w600(int(args[1]), int(args[2]), Path(args[3]))
+    elif case == "latency":
+        res = case_latency(int(args[1]))
+    elif case == "scale":
+        res = case_scale(int(args[1]), int(args[2]), Path(args[3]))
+    elif case == "ceiling":
+        res = case_ceiling()
+    else:
+        raise SystemExit(f"unknown case {case!r}")
+    print(json.dumps(res))
+
+
+def _run_child(args: list[str], env: dict | None = None) -> dict:
+    cmd = [sys.executable, "-m", "vgjax.bench", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark case {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
+                  scale: tuple[int, ...] = (1, 10, 100, 1000, 10000),
+                  scale_epochs: int = 500, big_epochs: int = 50,
+                  log=print) -> dict:
+    """Run every case and write ``OUT/benchmark.json`` (and return it)."""
+    from vgjax import io
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                 "python": platform.python_version(),
+                                 "xla_flags": os.environ.get("XLA_FLAGS", "")},
+                     "versions": io.package_versions()}
+    with tempfile.TemporaryDirectory(prefix="vgjax-bench-") as tmp:
+        tmp = Path(tmp)
+        log("ceiling: large matmul ...")
+        results["ceiling"] = _run_child(["ceiling"])
+        log(f"  {results['ceiling']['gflop_per_s']:.1f} GFLOP/s")
+        log(f"w600: 600 runs x {epochs} epochs, everything written ...")
+        results["w600"] = w = _run_child(["w600", epochs, seeds, tmp / "w600"])
+        w["ceiling_fraction"] = w["useful_gflop_per_s"] / results["ceiling"]["gflop_per_s"]
+        log(f"  train {w['train_s']:.1f} s, compile {w['compile_s']:.1f} s, "
+            f"total {w['total_s']:.1f} s, peak {w['peak_rss_mb']:.0f} MB")
+        log("latency: one deep-relu run ...")
+        results["latency"] = _run_child(["latency", epochs])
+        results["scaling"] = []
+        for n in scale:
+            e = big_epochs if n >= 10000 else scale_epochs
+            log(f"scale: {n} runs x {e} epochs ...")
+            r = _run_child(["scale", n, e, tmp / f"scale{n}"])
+            results["scaling"].append(r)
+            log(f"  {r['ms_per_run_epoch']:.4f} ms/run-epoch, peak {r['peak_rss_mb']:.0f} MB")
+    io.atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
+    return results
+
+
+TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2048.0}
+
+
+def render_table(b: dict) -> str:
+    """Markdown table of a benchmark.json dict."""
+    w = b["w600"]
+    lines = [
+        "| W600 (600 runs x %d epochs) | measured | target |" % w["epochs"],
+        "|---|---|---|",
+        f"| training | {w['train_s']:.1f} s ({w['ms_per_run_epoch']:.3f} ms per run-epoch, "
+        f"{w['run_epochs_per_s']:.0f} run-epochs/s) | <= 30 s |",
+        f"| compilation (2 programs) | {w['compile_s']:.1f} s | <= 20 s |",
+        f"| TensorBoard / history + summary / figures | {w['tensorboard_s']:.1f} / "
+        f"{w['history_summary_s']:.1f} / {w['figures_s']:.1f} s | |",
+        f"| everything written, end to end | {w['total_s']:.1f} s | <= 60 s |",
+        f"| peak resident memory | {w['peak_rss_mb']:.0f} MB | <= 2048 MB |",
+        f"| useful FLOPs / executed FLOPs (XLA cost analysis) | {w['useful_gflop']:.0f} / "
+        f"{w['executed_gflop']:.0f} GFLOP | |",
+        f"| useful GFLOP/s vs large-matmul ceiling | {w['useful_gflop_per_s']:.2f} of "
+        f"{b['ceiling']['gflop_per_s']:.0f} GFLOP/s ({100 * w['ceiling_fraction']:.1f} %) | |",
+        f"| second sweep of the same shape recompiles | {w['second_sweep_recompiles']} times "
+        "| 0 |",
+        f"| single deep-relu run, after compilation | {b['latency']['latency_s']:.2f} s "
+        f"({b['latency']['ms_per_epoch']:.3f} ms per epoch) | |",
+        "",
+        "| runs | epochs | chunk size x chunks | ms per run-epoch | peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    for r in b["scaling"]:
+        lines.append(f"| {r['runs']} | {r['epochs']} | {r['chunk_size']} x {r['n_chunks']} | "
+                     f"{r['ms_per_run_epoch']:.4f} | {r['peak_rss_mb']:.0f} MB |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1:])
