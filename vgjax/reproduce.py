@@ -54,15 +54,15 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
         d = make_data(Config())
         figs.append(plots.plot_dataset(np.concatenate([d.x_train, d.x_test]),
                                        np.concatenate([d.y_train, d.y_test]),
-                                       out / "dataset.png", title="two circles: 1000 points, "
-                                       "noise 0.1, scaled to [-1, 1]"))
+                                       out / "dataset.png", title="dataset: make_circles(noise=0.1, "
+                                       "random_state=1) scaled to [-1, 1]"))
     elif exp.name in ("shallow-tanh", "deep-tanh", "deep-relu", "xavier-tanh", "adam-tanh"):
         figs.append(plots.plot_learning_curves(res, out / "learning_curves.png",
                                                title=f"{exp.name}: {exp.title}"))
     elif exp.name == "relu-depth":
         figs.append(plots.plot_depth_study({"ReLU / He": res}, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
-                                           title="relu-depth: ReLU/He, final accuracy vs depth"))
+                                           title="relu-depth: ReLU/He, width 5"))
         for depth in (15, 20):
             if depth in res.depths:
                 figs.append(plots.plot_learning_curves(
@@ -71,30 +71,30 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
     elif exp.name == "gradients":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
         figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients.png",
-                    title="mean |dL/dW| per layer over training steps, 5 hidden layers"))
+                    title="gradients: training steps, 5 hidden layers"))
         figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients_test.png",
                     stat="test_grad_mean_abs",
-                    title="mean |dL/dW| per layer on the test set at each epoch's end "
-                          "(what the tutorial's callback logged)"))
+                    title="gradients: on the test set at each epoch's end "
+                          "(as the tutorial's callback logged)"))
         figs.append(plots.plot_gradient_profile(pair, out / "gradient_profile.png",
-                    title="gradient profile across layers"))
+                    title="gradients: 5 hidden layers"))
     elif exp.name == "weight-norms":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
         figs.append(plots.plot_weight_norms(pair, out / "weight_norms.png",
-                    title="L1 norm of each layer's kernel per epoch"))
+                    title="weight-norms: 5 hidden layers"))
     elif exp.name == "tanh-depth":
         study = {"tanh / U(0,1)": res}
         if "relu-depth" in results:
             study["ReLU / He"] = results["relu-depth"]
         figs.append(plots.plot_depth_study(study, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
-                                           title="final accuracy vs depth, tanh and ReLU"))
+                                           title="tanh-depth: tanh U(0,1) and ReLU He, width 5"))
     elif exp.name == "tanh-breadth":
         figs.append(plots.plot_width_depth_heatmap(res, out / "heatmap.png",
-                    title="tanh-breadth: final test accuracy, width x depth"))
+                    title="tanh-breadth: tanh U(0,1)"))
         figs.append(plots.plot_depth_study(res, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
-                                           title="tanh-breadth: accuracy vs depth per width"))
+                                           title="tanh-breadth: tanh U(0,1), one line per width"))
     return figs
 
 
