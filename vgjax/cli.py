@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from vgjax.config import (ACTIVATIONS, INITIALISERS, OPTIMIZERS, Config, Grid, parse_float_list,
                           parse_int_list)
@@ -51,24 +51,33 @@ def _config_from(args: argparse.Namespace) -> Config:
 
 def _progress(total: int, desc: str):
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit="run", disable=None, dynamic_ncols=True)
+    # delay: the bar first appears after 0.5 s, so an error raised at once (a bad --out) is
+    # the only line on a terminal's stderr, not a half-drawn bar plus the error.
+    return tqdm(total=total, desc=desc, unit="run", disable=None, dynamic_ncols=True, delay=0.5)
+
+
+def _on_progress(bar) -> Callable[[int], None]:
+    """run_sweep's progress callback for ``bar``: 0 means the output directory is ready (draw
+    the bar now, before compiling); n > 0 means n more runs finished."""
+    return lambda n: bar.update(n) if n else bar.refresh()
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``vgjax sweep``: one grid, written to --out."""
     from vgjax.config import validate, validate_grid
-    from vgjax.pipeline import expected_runs, run_sweep
 
     config = validate(_config_from(args))
     grid = validate_grid(Grid(parse_int_list("seeds", args.seeds),
                               parse_int_list("depths", args.depths),
                               parse_int_list("widths", args.widths),
                               parse_float_list("lrs", args.lrs) if args.lrs else ()))
+    # Imported only now: bad flags are reported without the seconds it takes to import jax.
+    from vgjax.pipeline import expected_runs, run_sweep
     with _progress(expected_runs(grid, config), "sweep") as bar:
         res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
                         chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,
                         prefix=args.name or f"{config.activation}_{config.init}",
-                        progress=bar.update)
+                        progress=_on_progress(bar))
     _print_groups(res.summary)
     diverged = int(res.result.runs.diverged.sum())
     if diverged:
@@ -113,7 +122,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``vgjax run NAME...`` and ``vgjax reproduce``: experiments into --out."""
     from vgjax import experiments as ex
     from vgjax.config import MAX_SEED
-    from vgjax.reproduce import n_runs, run_experiments
 
     names = list(args.names) if getattr(args, "names", None) else list(ex.EXPERIMENTS)
     for n in names:
@@ -122,11 +130,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if any(s < 0 or s > MAX_SEED for s in seeds):
         bad = next(s for s in seeds if s < 0 or s > MAX_SEED)
         raise ValueError(f"seeds: {bad} is out of range; allowed: integers in 0..{MAX_SEED}")
+    from vgjax.reproduce import n_runs, run_experiments  # imports jax: after the cheap checks
     order = ex.dependencies(names)
     with _progress(n_runs(order, seeds), "reproduce") as bar:
         figures = run_experiments(names, args.out, seeds=seeds, epochs=args.epochs,
                                   overwrite=args.overwrite, tensorboard=not args.no_tensorboard,
-                                  chunk_size=args.chunk_size, progress=bar.update,
+                                  chunk_size=args.chunk_size, progress=_on_progress(bar),
                                   on_start=lambda n: bar.set_description(n))
     out = Path(args.out)
     print(f"wrote {sum(map(len, figures.values()))} figures and {out / 'README.md'}")

@@ -1004,6 +1004,10 @@ def _read_summary(p: Path) -> dict[str, Any]:
     return data
 
 
+class _PickledArray(Exception):
+    """An npz member that only loads with pickle (its name is ``args[0]``)."""
+
+
 def _read_npz(p: Path) -> dict[str, np.ndarray]:
     label = str(p)
     if not p.is_file():
@@ -1011,7 +1015,19 @@ def _read_npz(p: Path) -> dict[str, np.ndarray]:
     try:
         # Our own handle: np.load leaks the one it opens when the zip directory is bad.
         with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
-            return {n: z[n] for n in z.files}
+            out = {}
+            for n in z.files:
+                try:
+                    out[n] = z[n]
+                except ValueError as e:
+                    if "allow_pickle" not in str(e):
+                        raise
+                    raise _PickledArray(n) from None
+            return out
+    except _PickledArray as e:
+        raise ValueError(f"results: {label!r} holds array {e.args[0]!r} of dtype object, which "
+                         "needs pickle and is never loaded; allowed: bool, int, uint, float "
+                         "arrays") from None
     except PermissionError as e:
         raise ValueError(f"results: {label!r} cannot be read ({e.strerror})") from None
     except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error) as e:

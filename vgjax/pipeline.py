@@ -15,7 +15,10 @@ TensorBoard writing was interrupted, so the final files equal those of an uninte
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -61,13 +64,17 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     Writes ``OUT/summary.json``, ``OUT/history.npz`` (arrays as in :mod:`vgjax.result`, plus
     ``run_seed``/``run_depth``/``run_width``/``run_lr``/``run_diverged_epoch`` [R]),
     ``OUT/chunks/`` and, with ``tensorboard``, ``OUT/tensorboard/PREFIX_dDD_wWW/seedSS`` and
-    ``.../mean`` (or under ``logdir`` when given). ``progress`` is called with the number of runs finished, per chunk.
+    ``.../mean`` (or under ``logdir`` when given). ``progress`` is called with 0 once the
+    output directory is claimed (before compiling), then with the runs finished, per chunk.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
     prefix = io.sanitize_name(prefix)
     out = io.prepare_out_dir(out, io.make_manifest(config, grid), overwrite=overwrite)
+    if progress is not None:
+        progress(0)  # the output directory is claimed; a caller may draw its progress bar now
     store = io.ChunkStore(out)
+    plan = _resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
     timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
 
@@ -116,6 +123,39 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
                                extra={"device": _device_kind(plan.mesh)},
                                learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
+
+
+LAYOUT_NAME = "layout.json"
+
+
+def _resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+    """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
+
+    Chunk files hold fixed run slices, so resuming with another chunk size would mix slices
+    (and a run's float rounding depends on the chunk shape). Without an explicit
+    ``chunk_size`` the saved one is reused (if it fits the device count); otherwise the old
+    chunks are removed with a warning. Writes ``OUT/chunks/layout.json``.
+    """
+    layout = store.dir / LAYOUT_NAME
+    saved = None
+    if layout.is_file():
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            saved = int(json.loads(layout.read_text())["chunk_size"])
+    n_dev = plan.mesh.devices.size
+    if (chunk_size is None and saved is not None and saved != plan.chunk_size
+            and saved % n_dev == 0):
+        plan = make_plan(plan.config, plan.grid, chunk_size=saved, mesh=mesh)
+    if store.dir.is_dir() and saved != plan.chunk_size:
+        old = [p for p in store.dir.iterdir() if p.name.startswith("chunk_")]
+        if old:
+            warnings.warn(f"chunks in {str(store.dir)!r} were cut into {saved or 'unknown'} "
+                          f"runs each, this run uses {plan.chunk_size}; recomputing them",
+                          RuntimeWarning, stacklevel=3)
+            for p in old:
+                p.unlink()
+    store.dir.mkdir(parents=True, exist_ok=True)
+    io.atomic_write_text(layout, json.dumps({"chunk_size": plan.chunk_size}))
+    return plan
 
 
 def _device_kind(mesh: Mesh) -> str:

@@ -94,9 +94,9 @@ def _sanitise(text: str) -> str:
 
 
 def _lr_text(lr: float) -> str:
-    # repr is the shortest text that round-trips, so distinct lrs get distinct names.
-    text = repr(float(lr)).replace("+", "")
-    return text[:-2] if text.endswith(".0") else text
+    # Learning rates are float32 in the run table: the shortest text that round-trips a
+    # float32 gives distinct names for distinct lrs and reads "0.01", not "0.00999999977".
+    return np.format_float_positional(np.float32(lr), trim="-")
 
 
 def _pad(values: np.ndarray) -> int:
