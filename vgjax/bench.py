@@ -97,12 +97,37 @@ def case_w600(epochs: int, seeds: int, out: Path) -> dict:
     recompiles = len(compiles) - before
     runs = 2 * len(grid.seeds) * len(grid.depths)
     useful = 2 * useful_flops(grid.depths, 5, epochs) * seeds
+    import jax
     return {**t, "total_s": total, "runs": runs, "epochs": epochs,
+            "devices": len(jax.devices()),
             "run_epochs_per_s": runs * epochs / t["train_s"],
             "ms_per_run_epoch": 1e3 * t["train_s"] / (runs * epochs),
             "useful_gflop": useful / 1e9, "executed_gflop": flops_executed / 1e9,
             "useful_gflop_per_s": useful / 1e9 / t["train_s"],
             "second_sweep_recompiles": recompiles, "peak_rss_mb": _peak_rss_mb()}
+
+
+def case_train_only(epochs: int, seeds: int) -> dict:
+    """W600 training alone (no outputs), to compare device counts in separate processes."""
+    import jax
+    from vgjax.config import Config, Grid
+    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+
+    grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
+    train_s = compile_s = 0.0
+    for act, init, out_init in (("tanh", "uniform", "uniform"),
+                                ("relu", "he_uniform", "glorot_uniform")):
+        cfg = Config(activation=act, init=init, output_init=out_init, epochs=epochs,
+                     hist_every=W600_HIST_EVERY)
+        plan = make_plan(cfg, grid)
+        compiled, s = compile_plan(plan)
+        compile_s += s
+        data = device_data(plan)
+        t0 = time.perf_counter()
+        for c in range(plan.n_chunks):
+            jax.block_until_ready(run_chunk(plan, compiled, data, c))
+        train_s += time.perf_counter() - t0
+    return {"devices": len(jax.devices()), "train_s": train_s, "compile_s": compile_s}
 
 
 def case_latency(epochs: int) -> dict:
@@ -176,6 +201,8 @@ def _child(args: list[str]) -> None:
     case = args[0]
     if case == "w600":
         res = case_w600(int(args[1]), int(args[2]), Path(args[3]))
+    elif case == "train_only":
+        res = case_train_only(int(args[1]), int(args[2]))
     elif case == "latency":
         res = case_latency(int(args[1]))
     elif case == "scale":
@@ -217,6 +244,13 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         w["ceiling_fraction"] = w["useful_gflop_per_s"] / results["ceiling"]["gflop_per_s"]
         log(f"  train {w['train_s']:.1f} s, compile {w['compile_s']:.1f} s, "
             f"total {w['total_s']:.1f} s, peak {w['peak_rss_mb']:.0f} MB")
+        one = dict(os.environ, XLA_FLAGS=" ".join(
+            [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+            + ["--xla_force_host_platform_device_count=1"]))
+        log("w600 training on one device, for comparison ...")
+        results["w600_one_device"] = _run_child(["train_only", epochs, seeds], env=one)
+        log(f"  train {results['w600_one_device']['train_s']:.1f} s")
         log("latency: one deep-relu run ...")
         results["latency"] = _run_child(["latency", epochs])
         results["scaling"] = []
@@ -252,6 +286,8 @@ def render_table(b: dict) -> str:
         f"{b['ceiling']['gflop_per_s']:.0f} GFLOP/s ({100 * w['ceiling_fraction']:.1f} %) | |",
         f"| second sweep of the same shape recompiles | {w['second_sweep_recompiles']} times "
         "| 0 |",
+        f"| training on {w.get('devices', '?')} devices vs 1 device (separate runs) | "
+        f"{w['train_s']:.1f} s vs {b['w600_one_device']['train_s']:.1f} s | |",
         f"| single deep-relu run, after compilation | {b['latency']['latency_s']:.2f} s "
         f"({b['latency']['ms_per_epoch']:.3f} ms per epoch) | |",
         "",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -234,8 +235,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def cpu_xla_flags(environ: dict, n_cpus: int | None) -> str:
+    """XLA_FLAGS for this process: the user's, plus two CPU defaults they did not set.
+
+    * one XLA CPU device per core, so the run axis is sharded over every core;
+    * YNNPACK library fusions off: on the tiny tensors of these grids they are several
+      times slower than XLA's own loop fusions (measured; see results/README.md).
+    Both only affect the CPU backend; on a GPU or TPU they change nothing.
+    """
+    flags = environ.get("XLA_FLAGS", "").split()
+    if not any(f.startswith("--xla_force_host_platform_device_count") for f in flags):
+        flags.append(f"--xla_force_host_platform_device_count={max(1, n_cpus or 1)}")
+    if not any(f.startswith("--xla_cpu_experimental_ynn_fusion_type") for f in flags):
+        flags.append("--xla_cpu_experimental_ynn_fusion_type=")
+    return " ".join(flags)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``vgjax`` console script; returns the exit code."""
+    if "jax" not in sys.modules:  # flags are read once, when jax starts its backends
+        os.environ["XLA_FLAGS"] = cpu_xla_flags(os.environ, os.cpu_count())
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

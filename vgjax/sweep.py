@@ -22,7 +22,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax.config import Config, Grid, validate, validate_grid
+from vgjax import fast
+from vgjax.config import Config, Grid, check_choice, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.result import RunTable, SweepResult
 from vgjax.train import DeviceData, RunSpec, hist_epochs, make_train
@@ -75,7 +76,9 @@ class Plan(NamedTuple):
 
     runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
     sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
-    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh.
+    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: ``"fast"``
+    (:mod:`vgjax.fast`, runs-last with hand-written backprop) or ``"vmap"`` (the reference:
+    ``vmap`` of :func:`vgjax.train.make_train`).
     """
 
     config: Config
@@ -87,6 +90,7 @@ class Plan(NamedTuple):
     chunk_size: int
     n_chunks: int
     mesh: Mesh
+    engine: str
 
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
@@ -94,10 +98,21 @@ class Plan(NamedTuple):
 
 
 def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
-              mesh: Mesh | None = None) -> Plan:
-    """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet."""
+              mesh: Mesh | None = None, engine: str = "auto") -> Plan:
+    """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
+
+    ``engine="auto"`` uses the fast engine where it covers the config (SGD without
+    test-set gradients, activations in :data:`vgjax.fast.FAST_ACTIVATIONS`), else vmap.
+    """
     validate(config)
     validate_grid(grid)
+    check_choice("engine", engine, ("auto", "fast", "vmap"))
+    if engine == "auto":
+        engine = "fast" if fast.supports(config) else "vmap"
+    elif engine == "fast" and not fast.supports(config):
+        raise ValueError(f"engine: 'fast' does not cover optimizer {config.optimizer!r}, "
+                         f"activation {config.activation!r}, test_gradients="
+                         f"{config.test_gradients}; allowed: 'vmap' or 'auto'")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
@@ -108,20 +123,23 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh)
+                math.ceil(len(runs) / size), mesh, engine)
 
 
 @functools.lru_cache(maxsize=16)
-def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh):
-    """Ahead-of-time compiled jit(vmap(train_run)) for one chunk shape, and its compile seconds.
+def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh,
+             engine: str):
+    """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
     Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
     """
-    train_run = make_train(static_config, max_depth, p)
+    if engine == "fast":
+        train_grid = fast.make_fast_train(static_config, max_depth, p)
+    else:
+        train_grid = jax.vmap(make_train(static_config, max_depth, p), in_axes=(0, None))
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    fn = jax.jit(jax.vmap(train_run, in_axes=(0, None)),
-                 in_shardings=(runs, replicated), out_shardings=runs)
+    fn = jax.jit(train_grid, in_shardings=(runs, replicated), out_shardings=runs)
     data = make_data(static_config)
     spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32),
                    jax.ShapeDtypeStruct((chunk_size,), jnp.int32),
@@ -137,7 +155,7 @@ def compile_plan(plan: Plan):
     """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
     hits = _compile.cache_info().hits
     compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
-                                 plan.chunk_size, plan.mesh)
+                                 plan.chunk_size, plan.mesh, plan.engine)
     return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
 
 
@@ -193,7 +211,7 @@ def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> 
 
 
 def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(),
-          chunk_size: int | None = None, mesh: Mesh | None = None,
+          chunk_size: int | None = None, mesh: Mesh | None = None, engine: str = "auto",
           progress: Callable[[int], None] | None = None) -> SweepResult:
     """Train every run of seeds x depths x widths (x lrs) and return the result in memory.
 
@@ -203,13 +221,14 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(),
         config's). Runs are their product, seed outermost.
       chunk_size: runs per compiled call (default: chosen from memory).
       mesh: a 1-D ``runs`` mesh (default: all devices).
+      engine: "auto", "fast" or "vmap" (see :func:`make_plan`).
       progress: called with the number of runs finished after each chunk.
     Returns:
       :class:`SweepResult` with history arrays [R, E], [R, E, L] and histograms
       [R, H, L, K] (see :mod:`vgjax.result`).
     """
     grid = Grid(tuple(seeds), tuple(depths), tuple(widths), tuple(float(x) for x in lrs))
-    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
+    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, engine=engine)
     compiled, _ = compile_plan(plan)
     data = device_data(plan)
     parts = []

@@ -119,7 +119,6 @@ def make_train(config: Config, max_depth: int, p: int):
         def evaluate(params: Params, x, y) -> tuple[jax.Array, jax.Array]:
             logits = model.apply({"params": params}, x, spec.depth, spec.width)
             loss = optax.sigmoid_binary_cross_entropy(logits, y).mean()
-            # count / n, not mean(): XLA's mean multiplies by 1/n, which turns 350/500 into 0.70000005
             acc = ((logits > 0).astype(jnp.float32) == y).sum() / y.shape[0]
             return loss, acc
 
