@@ -228,6 +228,13 @@ def histogram(kern, ko, hmask, omask):
     return counts, stats
 
 
+def _empty_hist(n_layers, n_runs):
+    """Counts [L, K, R] int32 zeros and stats [L, 4, R] (min=+inf, max=-inf, sums 0)."""
+    stats = jnp.broadcast_to(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32)[None, :, None],
+                             (n_layers, 4, n_runs))
+    return jnp.zeros((n_layers, N_BUCKETS, n_runs), jnp.int32), stats
+
+
 def _merge_stats(a, b):
     return jnp.stack([jnp.minimum(a[:, 0], b[:, 0]), jnp.maximum(a[:, 1], b[:, 1]),
                       a[:, 2] + b[:, 2], a[:, 3] + b[:, 3]], axis=1)
@@ -317,8 +324,9 @@ def make_fast_train(config, max_depth: int, p: int):
     E = config.epochs
     act, dact = _act_and_grad(config.activation)
 
-    def epoch_fn(state, e, c, with_hist):
-        params, mom = state
+    def epoch_fn(state, e, c):
+        """One epoch. state = (params, mom, hists); hists = (gacc, gbuf, wbuf) or None."""
+        params, mom, hists = state
         # the same shuffles as vgjax.train.batch_indices, vmapped over runs -> [S, B, R]
         keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
         perm = permutations(keys, n)                                       # [R, n]
@@ -329,9 +337,12 @@ def make_fast_train(config, max_depth: int, p: int):
         xb = jnp.moveaxis(c["xtr"][idx], -1, -2)                           # [S, B, 2, R]
         yb = c["ytr"][idx]                                                 # [S, B, R]
         R = idx.shape[-1]
+        # Histogram epochs share this one compiled body: their extra work sits in conds
+        # on the (unbatched) epoch number, so the program holds a single epoch.
+        hist_now = ((e + 1) % every == 0) if every > 0 else False
 
         def step(carry, batch):
-            params, mom, sa, ss, hist = carry
+            params, mom, sa, ss, gacc = carry
             x, y, wb = batch
             _, g = loss_and_grads(params, x, y, wb, c["depth_mask"], c["unit"], act, dact,
                                   need=c["need"])
@@ -343,29 +354,33 @@ def make_fast_train(config, max_depth: int, p: int):
             params = jax.tree.map(lambda p_, u: p_ + (-c["lr"]) * u, params, upd)
             a, s = layer_abs_sq(g[0], g[2])
             sa, ss = sa + a, ss + jnp.sqrt(s)
-            if with_hist:
-                cnt, st = histogram(g[0], g[2], c["hmask"], c["omask"])
-                hist = (hist[0] + cnt, _merge_stats(hist[1], st))
-            return (params, mom, sa, ss, hist), None
+            if gacc is not None:
+                def add(h):
+                    cnt, st = histogram(g[0], g[2], c["hmask"], c["omask"])
+                    return h[0] + cnt, _merge_stats(h[1], st)
+                gacc = jax.lax.cond(hist_now, add, lambda h: h, gacc)
+            return (params, mom, sa, ss, gacc), None
 
         zero = jnp.zeros((L, R), jnp.float32)
-        hist0 = None
-        if with_hist:
-            hist0 = (jnp.zeros((L, N_BUCKETS, R), jnp.int32),
-                     jnp.broadcast_to(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32)
-                                      [None, :, None], (L, 4, R)))
-        (params, mom, sa, ss, ghist), _ = jax.lax.scan(
-            step, (params, mom, zero, zero, hist0), (xb, yb, w))
+        gacc0 = None if hists is None else _empty_hist(L, R)
+        (params, mom, sa, ss, gacc), _ = jax.lax.scan(
+            step, (params, mom, zero, zero, gacc0), (xb, yb, w))
 
         # one forward over train + test concatenated
         loss, acc = _eval_split(params, c, act)
         wl1, _ = layer_abs_sq(params[0], params[2])
         layers = jnp.stack([sa / (S * jnp.maximum(c["counts"], 1.0)), ss / S, wl1])  # [3, L, R]
         curves = jnp.stack([loss[0], loss[1], acc[0], acc[1]])                       # [4, R]
-        if with_hist:
-            whist = histogram(params[0], params[2], c["hmask"], c["omask"])
-            return (params, mom), ((curves, layers), ghist, whist)
-        return (params, mom), (curves, layers)
+        if hists is not None:
+            def store(bufs):
+                gbuf, wbuf = bufs
+                h = (e + 1) // every - 1
+                wh = histogram(params[0], params[2], c["hmask"], c["omask"])
+                put = lambda buf, v: jax.tree.map(
+                    lambda bb, vv: jax.lax.dynamic_update_index_in_dim(bb, vv, h, 0), buf, v)
+                return put(gbuf, gacc), put(wbuf, wh)
+            hists = jax.lax.cond(hist_now, store, lambda bufs: bufs, hists)
+        return (params, mom, hists), (curves, layers)
 
     def train(spec, data):
         # Runs-last arrays broadcast per-run scalars ([R]) against [..., R] on purpose.
@@ -405,27 +420,19 @@ def make_fast_train(config, max_depth: int, p: int):
                  # layers some run needs: computed once, so no per-step cross-device
                  # reduction feeds the per-layer conds when the run axis is sharded
                  need=jnp.any(depth_mask, axis=1))
-        state = (params, mom)
         epochs = jnp.arange(E, dtype=jnp.int32)
-        plain = lambda s, es: jax.lax.scan(lambda s_, e: epoch_fn(s_, e, c, False), s, es)
         out = {}
+        n_hist = E // every if every > 0 else 0
+        hists = None
+        if n_hist > 0:
+            buf = lambda: jax.tree.map(lambda a: jnp.zeros((n_hist,) + a.shape, a.dtype),
+                                       _empty_hist(L, R))
+            hists = (buf(), buf())
+        (params, mom, hists), stats = jax.lax.scan(
+            lambda s_, e: epoch_fn(s_, e, c), (params, mom, hists), epochs)
         if every > 0:
-            nb = E // every
-            blocks = epochs[: nb * every].reshape(nb, every)
-
-            def block(s, be):
-                s, st = plain(s, be[:-1])
-                s, (last, gh, wh) = epoch_fn(s, be[-1], c, True)
-                st = jax.tree.map(lambda a, b_: jnp.concatenate([a, b_[None]]), st, last)
-                return s, (st, gh, wh)
-
-            state, (stats, gh, wh) = jax.lax.scan(block, state, blocks)
-            stats = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stats)
-            if nb * every < E:
-                state, rest = plain(state, epochs[nb * every:])
-                stats = jax.tree.map(lambda a, b_: jnp.concatenate([a, b_]), stats, rest)
-        else:
-            state, stats = plain(state, epochs)
+            gh, wh = hists if n_hist > 0 else (
+                jax.tree.map(lambda a: jnp.zeros((0,) + a.shape, a.dtype), _empty_hist(L, R)),) * 2
         curves, layers = stats                    # [E, 4, R], [E, 3, L, R]
         finite = jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2))  # [E,R]
         bad = ~finite
