@@ -120,7 +120,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
         tb.write_means(result, logdir, prefix)
         timing["tensorboard_s"] += time.perf_counter() - t0
     summary = io.write_summary(out / io.SUMMARY_NAME, result, timing=timing,
-                               extra={"device": _device_kind(plan.mesh)},
+                               extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
                                learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
 

@@ -425,6 +425,7 @@ def _make_learning_curves(result: SweepResult, *, title: str | None = None, runs
             ax.plot(d, np.zeros_like(d, dtype=float) + 0.02, "x", color="0.3",
                     transform=ax.get_xaxis_transform(), label=f"divergence ({d.size})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5 on short runs
         ax.set_ylabel("accuracy")
         ax.set_xlim(1, max(n_epochs, 2))
         ax.grid(alpha=0.3)
@@ -446,6 +447,7 @@ def _make_learning_curves(result: SweepResult, *, title: str | None = None, runs
                   band=with_band, alpha=0.12, lw=1.6 if len(keys) <= 8 else 1.1)
         ax.set_title(f"{name} accuracy", fontsize="medium")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5 on short runs
         ax.set_xlim(1, max(n_epochs, 2))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy")
@@ -533,6 +535,7 @@ def _make_layer_stat(results: Mapping[str, PanelEntry], *, stat: str, title: str
         counts.append(n)
         ax.set_title(f"{label} ({_seed_phrase([n])})", fontsize="medium")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 2.5 on short runs
         ax.set_xlim(1, max(len(epochs), 2))
         ax.grid(alpha=0.3, which="major")
         if len(hidden) <= 9:
