@@ -265,7 +265,41 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
             results["scaling"].append(r)
             log(f"  {r['ms_per_run_epoch']:.4f} ms/run-epoch, peak {r['peak_rss_mb']:.0f} MB")
     io.atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
+    plot_benchmark(results, out / "benchmark.png")
     return results
+
+
+def plot_benchmark(b: dict, path: Path) -> Path:
+    """Two panels: time per run-epoch and peak memory against the number of runs (log x),
+    with W600's point and the memory targets marked. Saved atomically as a PNG."""
+    import io as _io
+
+    from matplotlib.figure import Figure
+
+    from vgjax import io
+    runs = [r["runs"] for r in b["scaling"]]
+    fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(runs, [r["ms_per_run_epoch"] for r in b["scaling"]], "o-", label="ReLU/He, depths 1-10")
+    w = b["w600"]
+    ax1.plot([w["runs"]], [w["ms_per_run_epoch"]], "s", color="C3", label="W600 (tanh + ReLU)")
+    ax1.axhline(0.1, ls=":", color="gray", label="W600 target (30 s)")
+    ax1.set(xscale="log", yscale="log", xlabel="runs in the sweep", ylabel="ms per run-epoch",
+            title="training time per run-epoch")
+    ax1.legend(fontsize="small")
+    ax2.plot(runs, [r["peak_rss_mb"] for r in b["scaling"]], "o-", label="peak resident memory")
+    ax2.plot([w["runs"]], [w["peak_rss_mb"]], "s", color="C3", label="W600, all outputs")
+    ax2.axhline(2048, ls=":", color="C3", label="W600 target (2 GB)")
+    ax2.axhline(4096, ls=":", color="gray", label="10,000-run target (4 GB)")
+    ax2.set(xscale="log", ylim=(0, 4500), xlabel="runs in the sweep", ylabel="MB",
+            title="peak memory (chunked: flat in runs)")
+    ax2.legend(fontsize="small")
+    fig.suptitle(f"vgjax bench on {b['machine']['cpus']} CPU cores "
+                 f"(10,000 runs at {b['scaling'][-1]['epochs']} epochs)")
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    io.atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
 
 
 TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2048.0}
@@ -301,6 +335,7 @@ def render_table(b: dict) -> str:
     for r in b["scaling"]:
         lines.append(f"| {r['runs']} | {r['epochs']} | {r['chunk_size']} x {r['n_chunks']} | "
                      f"{r['ms_per_run_epoch']:.4f} | {r['peak_rss_mb']:.0f} MB |")
+    lines += ["", "![benchmark](benchmark.png)"]
     return "\n".join(lines)
 
 

@@ -1,0 +1,41 @@
+"""Benchmark bookkeeping (not timings: those belong to `vgjax bench`, not to tests)."""
+
+import matplotlib.image as mpimg
+
+from vgjax.bench import padded_flops, plot_benchmark, render_table, useful_flops
+from vgjax.cli import cpu_xla_flags
+
+
+def test_flop_counts_by_hand():
+    # depth 1, width 5: 2*5 + 5 = 15 weights; 6 FLOPs x 500 train + 2 x 1000 eval examples
+    assert useful_flops([1], 5, epochs=1) == 15 * (6 * 500 + 2 * 1000)
+    # depth 3 padded to depth 3: 10 + 2*25 + 5 = 65 weights per run
+    assert padded_flops([1, 3], 5, epochs=2) == 65 * 5000 * 2 * 2
+    assert useful_flops([1, 3], 5, epochs=2) == (15 + 65) * 5000 * 2
+
+
+def _bench():
+    w = dict(epochs=500, train_s=20.0, ms_per_run_epoch=0.067, run_epochs_per_s=15000,
+             compile_s=18.0, tensorboard_s=7.0, history_summary_s=1.5, figures_s=1.7,
+             total_s=49.0, peak_rss_mb=1100, useful_gflop=191, padded_gflop=360,
+             useful_gflop_per_s=9.5, ceiling_fraction=0.05, second_sweep_recompiles=0,
+             runs=600, devices=2)
+    scale = [dict(runs=n, epochs=500, chunk_size=min(n, 300), n_chunks=1, ms_per_run_epoch=0.1,
+                  peak_rss_mb=600 + n / 10) for n in (1, 10, 100)]
+    return dict(w600=w, ceiling=dict(gflop_per_s=200.0), latency=dict(latency_s=0.05, ms_per_epoch=0.1),
+                w600_one_device=dict(train_s=30.0), scaling=scale, machine=dict(cpus=2))
+
+
+def test_table_and_figure(tmp_path):
+    table = render_table(_bench())
+    assert "| training | 20.0 s" in table and "<= 30 s" in table and "30.0 s" in table
+    assert table.count("\n| 1") >= 1 and "benchmark.png" in table
+    img = mpimg.imread(plot_benchmark(_bench(), tmp_path / "b.png"))
+    assert img.shape[0] > 100 and img.std() > 0
+
+
+def test_cpu_flags_keep_what_the_user_set():
+    assert "--xla_force_host_platform_device_count=2" in cpu_xla_flags({}, 2)
+    user = {"XLA_FLAGS": "--xla_force_host_platform_device_count=5 --xla_cpu_experimental_ynn_fusion_type=dot"}
+    flags = cpu_xla_flags(user, 2).split()
+    assert flags == user["XLA_FLAGS"].split()
