@@ -102,12 +102,12 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
             io.atomic_write_text(marker, "")
             timing["tensorboard_s"] += time.perf_counter() - t0
         parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
+        names = sorted(k for k in arrays if k != "diverged_epoch")
         if progress is not None:
             progress(sl.stop - sl.start)
 
     t0 = time.perf_counter()
     result = assemble(config, grid, [parts[c] for c in range(plan.n_chunks)])
-    names = sorted(k for k in store.load(0) if k != "diverged_epoch")
     io.write_history_from_chunks(
         out / io.HISTORY_NAME, names,
         lambda name: store.iter_array(name, range(plan.n_chunks)),
