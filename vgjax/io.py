@@ -49,6 +49,7 @@ from vgjax.result import (
     TEST_LAYER_STATS,
     RunTable,
     SweepResult,
+    final_metric,
 )
 
 SUMMARY_FORMAT = "vgjax.sweep"
@@ -750,23 +751,14 @@ def _group_keys(where: str, result: SweepResult) -> np.ndarray:
 def final_values(result: SweepResult) -> dict[str, np.ndarray]:
     """Each run's final train/test loss and accuracy.
 
-    The final value is the one at the last epoch; for a diverged run (``diverged_epoch = d``,
-    1-based) it is the one at epoch ``d - 1``, the last before divergence. Missing values
-    (``d == 1``, or NaN/Inf in the history) are NaN.
+    The last finite value before the run diverged (see :func:`vgjax.result.final_metric`):
+    the one at the last epoch, or at epoch ``d - 1`` for a run that diverged in epoch ``d``
+    (1-based); NaN when no epoch qualifies (``d == 1``).
 
     Returns:
         curve name (``train_loss``, ...) -> [R] array of the history's dtype.
     """
-    e = result.config.epochs
-    d = np.asarray(result.runs.diverged_epoch).astype(np.int64)
-    idx = np.where(d >= 0, d - 2, e - 1)  # 0-based index of the final epoch; -1 = none
-    out = {}
-    for name in CURVES:
-        curve = np.asarray(result.history[name])
-        vals = curve[np.arange(curve.shape[0]), np.clip(idx, 0, e - 1)]
-        vals = np.where(idx >= 0, vals, np.nan).astype(curve.dtype)
-        out[name] = np.where(np.isfinite(vals), vals, np.nan).astype(curve.dtype)
-    return out
+    return {name: final_metric(result, name) for name in CURVES}
 
 
 def package_versions() -> dict[str, str | None]:

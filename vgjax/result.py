@@ -84,3 +84,35 @@ class SweepResult:
     def n_layers(self) -> int:
         """L = largest depth + 1 (the output layer)."""
         return max(self.depths) + 1
+
+
+def final_metric(result: SweepResult, name: "str | np.ndarray") -> np.ndarray:
+    """Each run's last finite value of a history curve, before the run diverged.
+
+    ``name`` is a history key (or an array) of shape ``[R, E, ...]``: ``[R, E]`` curves give
+    ``[R]``, per-layer stats ``[R, E, L]`` give ``[R, L]``. For a run with
+    ``diverged_epoch == k`` (1-based) only epochs ``1 .. k-1`` count, so the value is the one
+    of epoch ``k-1`` (or of the last earlier finite epoch); NaN if no epoch qualifies (e.g. a
+    run that diverged in epoch 1, or a layer the run does not have).
+    """
+    if isinstance(name, str):
+        if name not in result.history:
+            raise KeyError(f"final_metric: no history array {name!r}; have {sorted(result.history)}")
+        arr = np.asarray(result.history[name])
+    else:
+        arr = np.asarray(name)
+    if arr.ndim < 2 or arr.shape[0] != len(result.runs):
+        raise ValueError(
+            f"final_metric: expected an array of shape [R={len(result.runs)}, E, ...], got {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.floating):
+        arr = arr.astype(np.float64)
+    n_runs, n_epochs = arr.shape[:2]
+    div = np.asarray(result.runs.diverged_epoch).astype(np.int64)
+    limit = np.where(div >= 0, np.clip(div - 1, 0, n_epochs), n_epochs)  # usable epochs per run
+    in_time = np.arange(n_epochs)[None, :] < limit[:, None]  # [R, E]
+    usable = np.isfinite(arr) & in_time.reshape(in_time.shape + (1,) * (arr.ndim - 2))
+    last = n_epochs - 1 - np.argmax(usable[:, ::-1], axis=1)  # [R, ...]
+    out = np.take_along_axis(arr, last[:, None], axis=1)[:, 0].copy()
+    out[~usable.any(axis=1)] = np.nan
+    return out
