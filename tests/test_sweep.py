@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vgjax import sweep as sweep_mod
-from vgjax.config import Config
+from vgjax.config import Config, Grid
 from vgjax.sweep import sweep
 
 CFG = Config(activation="tanh", init="glorot_uniform", epochs=6, hist_every=3)
@@ -101,3 +101,11 @@ def test_sharded_over_devices_equals_one_device():
 def test_sweep_validates_before_compiling(kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}:"):
         sweep(CFG, **{**dict(seeds=(0,), depths=(1,), widths=(2,)), **kwargs})
+
+
+def test_run_keys_are_each_seeds_own_prng_key():
+    """A run's key depends on its seed alone, exactly PRNGKey(seed), whatever the grid."""
+    seeds = (0, 1, 7, 12345, 2**31 - 1)
+    specs = sweep_mod.run_specs(sweep_mod.run_table(Grid(seeds, (1, 3), (5,)), CFG))
+    ref = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(s))) for s in seeds])
+    np.testing.assert_array_equal(specs.key, np.repeat(ref, 2, axis=0))

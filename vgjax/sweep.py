@@ -1,7 +1,9 @@
 """The grid of runs (seeds x depths x widths x lrs) as one compiled program.
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
-the grid's largest depth and width, and trains chunks of runs with ``jit(vmap(train_run))``.
+the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
+the fast runs-last engine (:mod:`vgjax.fast`) where it covers the config, else
+``jit(vmap(train_run))`` of :mod:`vgjax.train`.
 The run axis is the leading axis of every input and output and is sharded over all devices
 with a 1-D mesh, so the same code runs on one CPU, several CPU devices, a GPU or a TPU slice.
 Every chunk has the same shape, so the program compiles once per grid shape.
@@ -44,8 +46,8 @@ def run_table(grid: Grid, config: Config) -> RunTable:
 
 def run_specs(runs: RunTable) -> RunSpec:
     """Stack the table into a :class:`RunSpec` of NumPy arrays with leading axis R."""
-    keys = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(int(s))))
-                     for s in runs.seed]) if len(runs) else np.zeros((0, 2), np.uint32)
+    # One vectorised call: equal to PRNGKey(seed) per run (seeds are < 2**31, validated).
+    keys = np.asarray(jax.vmap(jax.random.PRNGKey)(jnp.asarray(runs.seed, jnp.int32)))
     return RunSpec(key=keys.astype(np.uint32), depth=runs.depth, width=runs.width, lr=runs.lr)
 
 
