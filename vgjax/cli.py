@@ -163,15 +163,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:
+    """Options every training subcommand shares: chunking, TensorBoard, overwriting."""
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="runs per compiled call (default: chosen from memory)")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
 def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-29", help="seeds: N, A-B or a comma list (default 0-29)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 500)")
     p.add_argument("--out", default="results", help="output directory (default: results)")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="runs per compiled call (default: chosen from memory)")
-    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace results made with a different config")
+    _add_output_args(p, overwrite_help="replace results made with a different config")
     p.set_defaults(func=cmd_run)
 
 
@@ -193,11 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optional comma list of learning rates, an extra grid axis")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--name", default=None, help="TensorBoard run-name prefix")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="runs per compiled call (default: chosen from memory)")
-    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an output directory that holds a different sweep")
+    _add_output_args(p, overwrite_help="replace an output directory that holds a different sweep")
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("show", help="print the results table of a finished sweep",
