@@ -122,8 +122,14 @@ def make_train(config: Config, max_depth: int, p: int):
             acc = ((logits > 0).astype(jnp.float32) == y).sum() / y.shape[0]
             return loss, acc
 
-        def run_epoch(state, epoch, with_hist: bool):
-            params, opt_state = state
+        n_hist = config.epochs // every if every > 0 else 0
+
+        def run_epoch(state, epoch):
+            # state = (params, opt_state, hist buffers or None). Histogram epochs share this
+            # one compiled body: their extra work sits in conds on the (unbatched) epoch
+            # number, as in vgjax.fast, so the program holds a single epoch.
+            params, opt_state, bufs = state
+            hist_now = (epoch + 1) % every == 0 if every > 0 else False
             idx, weights = batch_indices(jax.random.fold_in(shuffle_key, epoch),
                                          config.n_train, config.batch_size)
 
@@ -134,13 +140,14 @@ def make_train(config: Config, max_depth: int, p: int):
                 updates, opt_state = opt.update(grads, opt_state, params)
                 params = optax.apply_updates(params, updates)
                 sums = sums + jnp.stack([diag.abs_sums(grads), diag.l2_norms(grads)])
-                if with_hist:
-                    c, s = diag.histogram(grads, hidden_mask, out_mask)
-                    hist = (hist[0] + c, diag.merge_hist_stats(hist[1], s))
+                if hist is not None:
+                    def add(h):
+                        c, s = diag.histogram(grads, hidden_mask, out_mask)
+                        return h[0] + c, diag.merge_hist_stats(h[1], s)
+                    hist = jax.lax.cond(hist_now, add, lambda h: h, hist)
                 return (params, opt_state, sums, hist), loss
 
-            hist0 = ((jnp.zeros((n_layers, diag.N_BUCKETS), jnp.int32),
-                      diag.empty_hist_stats(n_layers)) if with_hist else None)
+            hist0 = _empty_hist(n_layers) if bufs is not None else None
             carry = (params, opt_state, jnp.zeros((2, n_layers), jnp.float32), hist0)
             (params, opt_state, sums, ghist), _ = jax.lax.scan(step, carry, (idx, weights))
 
@@ -159,38 +166,27 @@ def make_train(config: Config, max_depth: int, p: int):
                                         diag.l2_norms(tg)])
             stats = EpochStats(jnp.stack([train_loss, test_loss, train_acc, test_acc]),
                                layer_stats, test_stats)
-            if with_hist:
-                whist = diag.histogram(params, hidden_mask, out_mask)
-                return (params, opt_state), (stats, ghist, whist)
-            return (params, opt_state), stats
+            if bufs is not None:
+                def store(bufs):
+                    # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.
+                    h = (epoch + 1) // every - 1
+                    whist = diag.histogram(params, hidden_mask, out_mask)
+                    put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, h, 0)
+                    return tuple(map(put, bufs, (*ghist, *whist)))
+                bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
+            return (params, opt_state, bufs), stats
 
-        def plain_epochs(state, epochs):
-            return jax.lax.scan(lambda s, e: run_epoch(s, e, False), state, epochs)
-
-        state = (params, opt.init(params))
+        bufs0 = None
+        if n_hist > 0:
+            bufs0 = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
         epochs = jnp.arange(config.epochs, dtype=jnp.int32)
+        (_, _, bufs), stats = jax.lax.scan(run_epoch, (params, opt.init(params), bufs0), epochs)
         out: dict[str, jax.Array] = {}
         if every > 0:
-            # Blocks of (every - 1) plain epochs then one epoch with histograms, so histogram
-            # work runs only where it is recorded and nothing of size [E, L, K] is stacked.
-            n_blocks = config.epochs // every
-            blocks = epochs[: n_blocks * every].reshape(n_blocks, every)
-
-            def block(state, block_epochs):
-                state, plain = plain_epochs(state, block_epochs[:-1])
-                state, (last, ghist, whist) = run_epoch(state, block_epochs[-1], True)
-                stats = jax.tree.map(lambda a, b: jnp.concatenate([a, b[None]]), plain, last)
-                return state, (stats, ghist, whist)
-
-            state, (stats, ghist, whist) = jax.lax.scan(block, state, blocks)
-            stats = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), stats)
-            if n_blocks * every < config.epochs:
-                state, rest = plain_epochs(state, epochs[n_blocks * every:])
-                stats = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), stats, rest)
-            out.update(grad_hist=ghist[0], grad_hist_stats=ghist[1],
-                       weight_hist=whist[0], weight_hist_stats=whist[1])
-        else:
-            state, stats = plain_epochs(state, epochs)
+            if bufs is None:  # hist_every > epochs: no histogram epoch at all
+                bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
+            out.update(grad_hist=bufs[0], grad_hist_stats=bufs[1],
+                       weight_hist=bufs[2], weight_hist_stats=bufs[3])
 
         # Divergence: the first epoch whose loss or statistics are not finite. From that
         # epoch on, the run's statistics are masked to NaN instead of reporting garbage.
@@ -220,6 +216,11 @@ def make_train(config: Config, max_depth: int, p: int):
         return out
 
     return train_run
+
+
+def _empty_hist(n_layers: int) -> tuple[jax.Array, jax.Array]:
+    """Zero counts [L, K] int32 and identity stats [L, 4] for accumulating a histogram."""
+    return jnp.zeros((n_layers, diag.N_BUCKETS), jnp.int32), diag.empty_hist_stats(n_layers)
 
 
 def hist_epochs(config: Config):
