@@ -90,24 +90,56 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _print_groups(summary: dict) -> None:
-    print(f"{'depth':>5} {'width':>5} {'lr':>8} {'seeds':>5}  {'train acc':>15}  "
+    from vgjax.result import GROUP_FIELDS
+    fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+    print(" ".join(f"{f:>8}" for f in GROUP_FIELDS) + f" {'seeds':>5}  {'train acc':>15}  "
           f"{'test acc':>15}  learn")
     for g in summary["groups"]:
-        tr, te = g["final_train_accuracy"], g["final_test_accuracy"]
-        fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
-        print(f"{g['depth']:>5} {g['width']:>5} {g['lr']:>8.4g} {g['n_seeds']:>5}  "
-              f"{fmt(tr):>15}  {fmt(te):>15}  {g['share_learn']:.2f}")
+        print(" ".join(f"{cell(g[f]):>8}" for f in GROUP_FIELDS)
+              + f" {g['n_seeds']:>5}  {fmt(g['final_train_accuracy']):>15}  "
+              f"{fmt(g['final_test_accuracy']):>15}  {g['share_learn']:.2f}")
+
+
+def _print_layers(result) -> None:
+    """Per config and layer: seed mean of the final mean |dL/dW| (needs history.npz)."""
+    import numpy as np
+
+    from vgjax.result import final_metric, group_indices, seed_stats
+    final = final_metric(result, "grad_mean_abs")  # [R, L]
+    n_layers = final.shape[1]
+    names = [f"h{i + 1}" for i in range(n_layers - 1)] + ["out"]
+    print("final mean |dL/dW| per layer (seed mean; '-' where the config lacks the layer)")
+    print(f"{'config':>22}  " + " ".join(f"{n:>9}" for n in names))
+    for key, idx in group_indices(result).items():
+        mean = seed_stats(final[idx])["mean"]
+        cells = ["-" if not np.isfinite(v) else f"{v:.3g}" for v in mean]
+        label = ",".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in key)
+        print(f"{label:>22}  " + " ".join(f"{c:>9}" for c in cells))
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """``vgjax show DIR``: the groups table of a finished sweep (validates the files)."""
-    from vgjax.io import build_summary, load_result
+    """``vgjax show DIR``: the groups table of a finished sweep, from summary.json alone.
 
-    result = load_result(args.dir)
-    summary = build_summary(result, timing={})
+    ``history.npz`` is checked against the summary when present and is needed only for
+    ``--layers``; without it the table is still printed, with a note saying what is missing.
+    """
+    from vgjax.io import HISTORY_NAME, load_result, load_summary
+
+    summary = load_summary(args.dir)  # validated on its own: a fresh clone has no arrays
+    history = Path(args.dir) / HISTORY_NAME
+    if args.layers and not history.is_file():
+        raise ValueError(f"show --layers: needs {str(history)!r} (the per-epoch arrays, not "
+                         "committed); run the sweep again to write it")
+    result = load_result(args.dir) if history.is_file() else None
     _print_groups(summary)
-    diverged = int(result.runs.diverged.sum())
-    print(f"{len(result.runs)} runs, {result.config.epochs} epochs, {diverged} diverged")
+    n_div = sum(bool(r["diverged"]) for r in summary["runs"])
+    print(f"{summary['n_runs']} runs, {summary['config']['epochs']} epochs, {n_div} diverged")
+    if result is not None and args.layers:
+        _print_layers(result)
+    elif result is None:
+        print(f"({HISTORY_NAME} absent: the table above is from summary.json; "
+              "--layers, figures and TensorBoard need the per-epoch arrays)")
     return 0
 
 
@@ -201,9 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("show", help="print the results table of a finished sweep",
-                       description="Load DIR/summary.json and DIR/history.npz (checking "
-                       "them) and print the per-config table.")
-    p.add_argument("dir", help="a directory written by 'vgjax sweep'")
+                       description="Print the per-config table from DIR/summary.json "
+                       "(checked; DIR/history.npz is checked too when present, and is needed "
+                       "only for --layers).")
+    p.add_argument("dir", help="a directory written by 'vgjax sweep' (or OUT/NAME of 'vgjax run')")
+    p.add_argument("--layers", action="store_true",
+                   help="also print each config's final mean |dL/dW| per layer "
+                   "(needs DIR/history.npz)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("list", help="list the tutorial's experiments",

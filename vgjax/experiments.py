@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from vgjax.config import Config, check_choice
 
-LEARN_THRESHOLD = 0.7
-"""A run "learns" when its final test accuracy is >= 0.7 (chance is 0.5; the tutorial's
-working models reach 0.82-0.84 and its failing one 0.47)."""
+# A run "learns" when it did not diverge and its final test accuracy is >= 0.7 (chance is
+# 0.5; the tutorial's working models reach 0.82-0.84 and its failing one 0.47). Defined
+# once, in vgjax.result.
+from vgjax.result import LEARN_THRESHOLD  # noqa: E402,F401
 
 # Histograms every 25 epochs (20 per run) keep the TensorBoard logs of a whole reproduction
 # to a few GB; `vgjax sweep --hist-every 1` gives the tutorial's every-epoch histograms.
@@ -32,7 +33,8 @@ class Experiment:
     config: the protocol (None for figure-only experiments); depths, widths: the grid (the
     seeds come from the command line); prefix: TensorBoard run-name prefix; reported: the
     tutorial's words; reported_acc: its (train, test) accuracy where it gives numbers;
-    uses: experiments whose results this one reads.
+    uses: experiments whose results this one reads; figures: the PNG files it draws into
+    ``OUT/NAME/``, in the order the report shows them.
     """
 
     name: str
@@ -44,11 +46,12 @@ class Experiment:
     reported: str = "–"
     reported_acc: tuple[float, float] | None = None
     uses: tuple[str, ...] = field(default=())
+    figures: tuple[str, ...] = ("learning_curves.png",)
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("dataset", "The two-circles data set (1000 points, noise 0.1)",
-               reported="figure"),
+               reported="figure", figures=("dataset.png",)),
     Experiment("shallow-tanh", "1 hidden layer of 5 tanh units, U(0,1) init",
                config=TANH_U, depths=(1,), prefix="tanh_uniform",
                reported="Train 0.816, Test 0.816", reported_acc=(0.816, 0.816)),
@@ -62,10 +65,12 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                reported_acc=(0.836, 0.840)),
     Experiment("relu-depth", "ReLU/He with 1-25 hidden layers", config=RELU_HE,
                depths=tuple(range(1, 26)), prefix="relu_he",
-               reported="15 layers still learns, 20 no longer does"),
+               reported="15 layers still learns, 20 no longer does",
+               figures=("depth_study.png", "learning_curves_d15.png", "learning_curves_d20.png")),
     Experiment("gradients", "Per-layer gradients of deep-tanh vs deep-relu",
                reported="tanh first layer ~0.05-0.1, ReLU first layer ~0.2-0.4, "
-                        "output layer most active", uses=("deep-tanh", "deep-relu")),
+                        "output layer most active", uses=("deep-tanh", "deep-relu"),
+               figures=("layer_gradients.png", "layer_gradients_test.png", "gradient_profile.png")),
     Experiment("xavier-tanh", "5 tanh layers, Glorot (Xavier) uniform init (extension 1)",
                config=Config(**{**TANH_U.to_dict(), "init": "glorot_uniform",
                                 "output_init": "glorot_uniform"}),
@@ -74,12 +79,13 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                config=Config(**{**TANH_U.to_dict(), "optimizer": "adam", "lr": 0.001}),
                depths=(5,), prefix="tanh_uniform_adam"),
     Experiment("weight-norms", "L1 norm of each layer's kernel per epoch, tanh vs ReLU "
-               "(extension 3)", uses=("deep-tanh", "deep-relu")),
+               "(extension 3)", uses=("deep-tanh", "deep-relu"), figures=("weight_norms.png",)),
     Experiment("tanh-depth", "tanh U(0,1) with 1-10 hidden layers (extension 4)",
-               config=TANH_U, depths=tuple(range(1, 11)), prefix="tanh_uniform"),
+               config=TANH_U, depths=tuple(range(1, 11)), prefix="tanh_uniform",
+               figures=("depth_study.png",)),
     Experiment("tanh-breadth", "tanh U(0,1), widths 5-25 x 1-10 hidden layers (extension 5)",
                config=TANH_U, depths=tuple(range(1, 11)), widths=(5, 10, 15, 20, 25),
-               prefix="tanh_uniform"),
+               prefix="tanh_uniform", figures=("heatmap.png", "depth_study.png")),
 ]}
 
 

@@ -26,6 +26,7 @@ This module never imports jax (versions are read with ``importlib.metadata``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.metadata
 import json
 import math
@@ -44,12 +45,17 @@ import numpy as np
 from vgjax.config import Config, Grid
 from vgjax.result import (
     CURVES,
+    GROUP_FIELDS,
     HIST_ARRAYS,
     LAYER_STATS,
+    LEARN_THRESHOLD,
     TEST_LAYER_STATS,
     RunTable,
     SweepResult,
-    final_metric,
+    final_values,
+    group_indices,
+    learns,
+    seed_stats,
 )
 
 SUMMARY_FORMAT = "vgjax.sweep"
@@ -718,10 +724,6 @@ def _check_shapes(where: str, result: SweepResult, *, need_hist: bool = True) ->
 # Summary
 
 
-def _n_groups(result: SweepResult) -> int:
-    return len(result.depths) * len(result.widths) * max(1, len(result.lrs))
-
-
 def _group_keys(where: str, result: SweepResult) -> np.ndarray:
     """[R] int64 index of each run's depth x width x lr group, in grid order.
 
@@ -748,19 +750,6 @@ def _group_keys(where: str, result: SweepResult) -> np.ndarray:
     return key
 
 
-def final_values(result: SweepResult) -> dict[str, np.ndarray]:
-    """Each run's final train/test loss and accuracy.
-
-    The last finite value before the run diverged (see :func:`vgjax.result.final_metric`):
-    the one at the last epoch, or at epoch ``d - 1`` for a run that diverged in epoch ``d``
-    (1-based); NaN when no epoch qualifies (``d == 1``).
-
-    Returns:
-        curve name (``train_loss``, ...) -> [R] array of the history's dtype.
-    """
-    return {name: final_metric(result, name) for name in CURVES}
-
-
 def package_versions() -> dict[str, str | None]:
     """Installed versions of jax, jaxlib, flax, optax and numpy (None if absent), read from
     package metadata so that nothing is imported."""
@@ -774,70 +763,55 @@ def package_versions() -> dict[str, str | None]:
 
 
 def _stats(vals: np.ndarray) -> dict[str, float | None]:
-    v = vals[np.isfinite(vals)].astype(np.float64)
-    if v.size == 0:
-        return {"mean": None, "std": None, "min": None, "max": None}
-    return {"mean": _f32(float(v.mean())), "std": _f32(float(v.std())),
-            "min": _f32(float(v.min())), "max": _f32(float(v.max()))}
+    # Seed statistics (result.seed_stats) rounded to float32: that is all the data holds.
+    st = seed_stats(vals)
+    return {k: _f32(float(st[k])) for k in ("mean", "std", "min", "max")}
+
+
+def summary_runs(runs: RunTable, finals: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """The ``runs`` list of ``summary.json``: one dict per run, in run-axis order."""
+    fields = [f.name for f in dataclasses.fields(RunTable) if f.name != "diverged_epoch"]
+    columns = {f: np.asarray(getattr(runs, f)) for f in fields}
+    diverged = np.asarray(runs.diverged_epoch) >= 0
+    rows = []
+    for i in range(len(runs)):
+        row: dict[str, Any] = {f: _jsonable(columns[f][i]) for f in fields}
+        row["diverged"] = bool(diverged[i])
+        row["diverged_epoch"] = int(runs.diverged_epoch[i]) if diverged[i] else None
+        for name in CURVES:
+            row["final_" + name] = _jfloat(finals[name][i])
+        rows.append(row)
+    return rows
+
+
+def summary_groups(runs: RunTable, finals: Mapping[str, np.ndarray],
+                   learn_threshold: float) -> list[dict[str, Any]]:
+    """The ``groups`` list of ``summary.json``: one dict per config of :func:`group_indices`."""
+    learned = learns(finals["test_accuracy"], runs.diverged_epoch, learn_threshold)
+    diverged = np.asarray(runs.diverged_epoch) >= 0
+    groups = []
+    for key, sel in group_indices(runs).items():
+        n, n_learn = int(sel.size), int(learned[sel].sum())
+        group = {f: _jsonable(np.asarray(getattr(runs, f))[sel[0]]) for f in GROUP_FIELDS}
+        group.update({
+            "n_seeds": n,
+            "n_diverged": int(diverged[sel].sum()),
+            "n_learn": n_learn,
+            "share_learn": n_learn / n,
+            "final_train_accuracy": _stats(finals["train_accuracy"][sel]),
+            "final_test_accuracy": _stats(finals["test_accuracy"][sel]),
+        })
+        groups.append(group)
+    return groups
 
 
 def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
                   extra: Mapping[str, Any] | None = None,
-                  learn_threshold: float = 0.7) -> dict[str, Any]:
+                  learn_threshold: float = LEARN_THRESHOLD) -> dict[str, Any]:
     """The content of ``summary.json`` as plain JSON types (see :func:`write_summary`)."""
-    if not (isinstance(learn_threshold, (int, float)) and 0.0 <= learn_threshold <= 1.0):
-        raise ValueError(f"learn_threshold: {learn_threshold!r} is out of range; allowed: [0, 1]")
+    learns(np.zeros(0, np.float32), np.zeros(0), learn_threshold)  # checks the threshold
     _check_shapes("result:", result, need_hist=False)
-    runs = result.runs
     finals = final_values(result)
-    diverged = np.asarray(runs.diverged_epoch) >= 0
-    lr_arr = np.asarray(runs.lr)
-
-    run_rows = []
-    for i in range(len(runs)):
-        row: dict[str, Any] = {
-            "seed": int(runs.seed[i]),
-            "depth": int(runs.depth[i]),
-            "width": int(runs.width[i]),
-            "lr": _jfloat(lr_arr[i]),
-            "diverged": bool(diverged[i]),
-            "diverged_epoch": int(runs.diverged_epoch[i]) if diverged[i] else None,
-        }
-        for name in CURVES:
-            row["final_" + name] = _jfloat(finals[name][i])
-        run_rows.append(row)
-
-    # One pass over the runs (not one mask per group): sort runs by their group's index.
-    key = _group_keys("result:", result)
-    lrs = result.lrs if result.lrs else (result.config.lr,)
-    order = np.argsort(key, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=_n_groups(result)))])
-    test_all = finals["test_accuracy"]
-    # The threshold is compared in the data's dtype, so an accuracy of exactly float32(0.7)
-    # counts as reaching 0.7.
-    thr = np.asarray(learn_threshold, dtype=test_all.dtype)
-    learned_all = (~diverged) & np.isfinite(test_all) & (np.nan_to_num(test_all, nan=-1.0) >= thr)
-    groups = []
-    g = 0
-    for depth in result.depths:
-        for width in result.widths:
-            for lr in lrs:
-                sel = order[bounds[g]:bounds[g + 1]]
-                g += 1
-                n = int(sel.size)
-                n_learn = int(learned_all[sel].sum())
-                groups.append({
-                    "depth": int(depth),
-                    "width": int(width),
-                    "lr": float(lr),
-                    "n_seeds": n,
-                    "n_diverged": int(diverged[sel].sum()),
-                    "n_learn": n_learn,
-                    "share_learn": n_learn / n if n else None,
-                    "final_train_accuracy": _stats(finals["train_accuracy"][sel]),
-                    "final_test_accuracy": _stats(test_all[sel]),
-                })
-
     extra = dict(extra or {})
     versions: dict[str, Any] = dict(package_versions())
     clash = sorted(set(extra) & set(versions))
@@ -852,9 +826,9 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
                  "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs]},
         "versions": versions,
         "learn_threshold": float(learn_threshold),
-        "n_runs": len(runs),
-        "runs": run_rows,
-        "groups": groups,
+        "n_runs": len(result.runs),
+        "runs": summary_runs(result.runs, finals),
+        "groups": summary_groups(result.runs, finals, learn_threshold),
         "timing": dict(timing),
     })
 
@@ -994,6 +968,64 @@ def _read_summary(p: Path) -> dict[str, Any]:
         if not isinstance(data.get(key), kind):
             raise ValueError(f"results: {label!r} lacks a valid {key!r} entry")
     return data
+
+
+def _runs_from_rows(rows: list, where: str) -> tuple[RunTable, dict[str, np.ndarray]]:
+    """The run table and final values that a summary's ``runs`` list describes."""
+    fields = [f.name for f in dataclasses.fields(RunTable)]
+    try:
+        cols = {f: [r[f] for r in rows] for f in fields if f != "diverged_epoch"}
+        div = [-1 if r["diverged_epoch"] is None else int(r["diverged_epoch"]) for r in rows]
+        finals = {c: np.array([np.nan if r["final_" + c] is None else r["final_" + c]
+                               for r in rows], np.float32) for c in CURVES}
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{where} has a malformed run entry ({type(e).__name__}: {e})") from None
+    # Floats are stored as float32 in a run table (and written by their float32 repr).
+    arrays = {f: np.asarray(v, np.float32) if any(isinstance(x, float) for x in v)
+              else np.asarray(v) for f, v in cols.items()}
+    runs = RunTable(**arrays, diverged_epoch=np.asarray(div, np.int32))
+    return runs, finals
+
+
+def load_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check ``summary.json`` of a finished sweep, without ``history.npz``.
+
+    Checks the format and version, the config and grid, that the runs cover the grid, and
+    that the ``groups`` equal what :func:`summary_groups` computes from the ``runs`` (so a
+    truncated, edited or mixed-up file is refused).
+
+    Returns:
+        The summary as plain JSON types (see :func:`write_summary` for its fields).
+
+    Raises:
+        ValueError: one line naming the file and the problem.
+    """
+    path = Path(out_dir) / SUMMARY_NAME
+    summary = _read_summary(path)
+    where = f"results: {str(path)!r}"
+    try:
+        config = Config.from_dict(summary["config"])
+        g = summary["grid"]
+        grid = Grid(tuple(int(v) for v in g["seeds"]), tuple(int(v) for v in g["depths"]),
+                    tuple(int(v) for v in g["widths"]), tuple(float(v) for v in g["lrs"]))
+        threshold = float(summary["learn_threshold"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{where} has an invalid config or grid ({e})") from None
+    rows = summary["runs"]
+    n_grid = len(grid.seeds) * len(grid.depths) * len(grid.widths) * max(1, len(grid.lrs))
+    if len(rows) != n_grid or summary.get("n_runs") != n_grid:
+        raise ValueError(f"{where} lists {len(rows)} runs; its grid has {n_grid}")
+    runs, finals = _runs_from_rows(rows, where)
+    result = SweepResult(config=config, seeds=grid.seeds, depths=grid.depths,
+                         widths=grid.widths, lrs=grid.lrs, runs=runs, history={})
+    _group_keys(where, result)
+    try:
+        groups = _jsonable(summary_groups(runs, finals, threshold))
+    except ValueError as e:
+        raise ValueError(f"{where}: {e}") from None
+    if summary.get("groups") != groups:
+        raise ValueError(f"{where} has groups that do not match its runs (edited or corrupt?)")
+    return summary
 
 
 class _PickledArray(Exception):

@@ -1,143 +1,227 @@
-"""``OUT/README.md``: every experiment's numbers beside the tutorial's, then the figures."""
+"""``OUT/README.md``: every experiment's numbers beside the tutorial's, then the figures.
+
+The report is a function of the files in ``OUT`` alone, never of what was just trained: each
+sweep-shaped experiment contributes the rows of its ``OUT/NAME/summary.json``, each
+figure-only experiment the numbers of its ``OUT/NAME/tables.json``, every experiment the PNGs
+it declares (:attr:`vgjax.experiments.Experiment.figures`) that exist, and
+``OUT/benchmark.json`` the benchmark section. So running any subset of experiments rebuilds
+the whole report, and a fresh clone (which has no ``history.npz``) can rebuild it too.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import io, plots
-from vgjax.result import SweepResult
+from vgjax import io
+from vgjax.result import SweepResult, final_metric, seed_stats
+
+TABLES_NAME = "tables.json"
+TABLES_FORMAT, TABLES_VERSION = "vgjax.tables", 1
+BENCH_START, BENCH_END = "<!-- benchmark -->", "<!-- /benchmark -->"
 
 
-def _acc_cell(values: np.ndarray) -> str:
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return "n/a"
-    return f"{v.mean():.3f} ± {v.std():.3f} [{v.min():.3f}–{v.max():.3f}]"
+# ----------------------------------------------------------------- numbers of figure-only experiments
 
 
-def _config_rows(name: str, exp: ex.Experiment, res: SweepResult) -> list[str]:
-    finals = io.final_values(res)
-    runs = res.runs
-    rows = []
-    for depth in res.depths:
-        for width in res.widths:
-            idx = np.flatnonzero((runs.depth == depth) & (runs.width == width))
-            tr, te = finals["train_accuracy"][idx], finals["test_accuracy"][idx]
-            learn = np.mean(np.nan_to_num(te, nan=0.0) >= ex.LEARN_THRESHOLD)
-            reported = exp.reported
-            if name == "relu-depth":
-                reported = {15: "learns", 20: "no longer learns"}.get(depth, "")
-            rows.append(f"| {name} | {depth} × {width} | {reported} | {_acc_cell(tr)} | "
-                        f"{_acc_cell(te)} | {learn:.2f} | {int(runs.diverged[idx].sum())} |")
-    return rows
+def _layer_labels(n_layers: int) -> list[str]:
+    return [f"hidden {i + 1}" for i in range(n_layers - 1)] + ["output"]
 
 
 def _epoch_mean(res: SweepResult, stat: str) -> np.ndarray:
-    """[R, L] each run's mean over epochs of a per-layer statistic (NaN-aware)."""
-    a = res.history[stat]
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(a, axis=1) if np.isfinite(a).any() else np.full(a.shape[::2], np.nan)
+    """[R, L] each run's mean over epochs of a per-layer statistic (finite epochs only)."""
+    return seed_stats(res.history[stat], axis=1)["mean"]
 
 
-def _layer_labels(depth: int) -> list[tuple[int, str]]:
-    return [(i, f"hidden {i + 1}") for i in range(depth)] + [(-1, "output")]
+def gradient_tables(tanh: SweepResult, relu: SweepResult) -> dict[str, Any]:
+    """The ``gradients`` numbers: per layer, seed mean ± std of the epoch-mean |dL/dW|."""
+    columns = []  # a list, not a dict: JSON keys are sorted, the column order is not
+    for label, res in (("tanh", tanh), ("ReLU", relu)):
+        for stat, where in (("grad_mean_abs", "steps"), ("test_grad_mean_abs", "test set")):
+            st = seed_stats(_epoch_mean(res, stat)) if stat in res.history else None
+            columns.append({"label": f"{label}, {where}", "mean": None if st is None else st["mean"],
+                            "std": None if st is None else st["std"]})
+    return {"layers": _layer_labels(tanh.n_layers), "columns": columns}
 
 
-def _gradient_table(tanh: SweepResult, relu: SweepResult) -> list[str]:
-    lines = ["| layer | tanh, steps | tanh, test set | ReLU, steps | ReLU, test set |",
-             "|---|---|---|---|---|"]
-    cols = []
-    for res in (tanh, relu):
-        for stat in ("grad_mean_abs", "test_grad_mean_abs"):
-            cols.append(_epoch_mean(res, stat) if stat in res.history else None)
-    for i, label in _layer_labels(max(tanh.depths)):
+def weight_tables(tanh: SweepResult, relu: SweepResult) -> dict[str, Any]:
+    """The ``weight-norms`` numbers: per layer, seed mean of the kernel L1 after epoch 1 and
+    at the end (the final value: the last epoch before a run diverged)."""
+    columns = []
+    for label, res in (("tanh", tanh), ("ReLU", relu)):
+        columns.append({"label": label,
+                        "first": seed_stats(res.history["weight_l1"][:, 0])["mean"],
+                        "last": seed_stats(final_metric(res, "weight_l1"))["mean"]})
+    return {"layers": _layer_labels(tanh.n_layers), "columns": columns}
+
+
+def write_tables(exp_dir: Path, tables: dict[str, Any]) -> Path:
+    """Write a figure-only experiment's numbers as ``EXP_DIR/tables.json`` (atomically)."""
+    path = Path(exp_dir) / TABLES_NAME
+    io.atomic_write_text(path, io._dumps(io._jsonable(
+        {"format": TABLES_FORMAT, "version": TABLES_VERSION, **tables})))
+    return path
+
+
+def _read_tables(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ValueError(f"report: {str(path)!r} is not readable JSON ({type(e).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != TABLES_FORMAT \
+            or data.get("version") != TABLES_VERSION:
+        raise ValueError(f"report: {str(path)!r} is not a vgjax tables file version "
+                         f"{TABLES_VERSION}")
+    return data
+
+
+# ------------------------------------------------------------------------------ Markdown
+
+
+def _num(v: float | None, fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+def _acc_cell(st: dict[str, float | None]) -> str:
+    if st["mean"] is None:
+        return "n/a"
+    return f"{st['mean']:.3f} ± {st['std']:.3f} [{st['min']:.3f}–{st['max']:.3f}]"
+
+
+def _config_rows(name: str, exp: ex.Experiment, summary: dict[str, Any]) -> list[str]:
+    rows = []
+    for g in summary["groups"]:
+        reported = exp.reported
+        if name == "relu-depth":
+            reported = {15: "learns", 20: "no longer learns"}.get(g["depth"], "")
+        rows.append(f"| {name} | {g['depth']} × {g['width']} | {reported} | "
+                    f"{_acc_cell(g['final_train_accuracy'])} | "
+                    f"{_acc_cell(g['final_test_accuracy'])} | {g['share_learn']:.2f} | "
+                    f"{g['n_diverged']} |")
+    return rows
+
+
+def _breadth_table(summary: dict[str, Any]) -> list[str]:
+    groups = {(g["width"], g["depth"]): g for g in summary["groups"]}
+    depths, widths = summary["grid"]["depths"], summary["grid"]["widths"]
+    lines = ["| width \\ depth | " + " | ".join(str(d) for d in depths) + " |",
+             "|---" * (len(depths) + 1) + "|"]
+    for w in widths:
         cells = []
-        for c in cols:
-            v = None if c is None else c[:, i][np.isfinite(c[:, i])]
-            cells.append("n/a" if v is None or v.size == 0 else f"{v.mean():.3g} ± {v.std():.2g}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _weight_table(tanh: SweepResult, relu: SweepResult) -> list[str]:
-    lines = ["| layer | tanh: L1 after epoch 1 → last | ReLU: L1 after epoch 1 → last |",
-             "|---|---|---|"]
-    for i, label in _layer_labels(max(tanh.depths)):
-        cells = []
-        for res in (tanh, relu):
-            first = np.nanmean(res.history["weight_l1"][:, 0, i])
-            last = np.nanmean(plots.final_metric(res, "weight_l1")[:, i])
-            cells.append(f"{first:.3g} → {last:.3g}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _breadth_table(res: SweepResult) -> list[str]:
-    finals = io.final_values(res)["test_accuracy"]
-    runs = res.runs
-    head = "| width \\ depth | " + " | ".join(str(d) for d in res.depths) + " |"
-    lines = [head, "|---" * (len(res.depths) + 1) + "|"]
-    for w in res.widths:
-        cells = []
-        for d in res.depths:
-            v = finals[(runs.depth == d) & (runs.width == w)]
-            learn = np.mean(np.nan_to_num(v, nan=0.0) >= ex.LEARN_THRESHOLD)
-            cells.append(f"{np.nanmean(v):.2f} ({learn:.0%})")
+        for d in depths:
+            g = groups[(w, d)]
+            cells.append(f"{_num(g['final_test_accuracy']['mean'], '.2f')} "
+                         f"({g['share_learn']:.0%})")
         lines.append(f"| {w} | " + " | ".join(cells) + " |")
     return lines
 
 
-def render(out: Path, names: list[str], results: dict[str, SweepResult],
-           figures: dict[str, list[Path]], *, seeds: tuple[int, ...]) -> str:
-    """The report as Markdown text (figure links relative to ``out``)."""
-    any_res = next(iter(results.values()), None)
-    epochs = any_res.config.epochs if any_res is not None else 0
+def _gradient_lines(t: dict[str, Any]) -> list[str]:
+    cols = t["columns"]
+    lines = ["| layer | " + " | ".join(c["label"] for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for i, label in enumerate(t["layers"]):
+        cells = ["n/a" if c["mean"] is None or c["mean"][i] is None
+                 else f"{c['mean'][i]:.3g} ± {c['std'][i]:.2g}" for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _weight_lines(t: dict[str, Any]) -> list[str]:
+    cols = t["columns"]
+    lines = ["| layer | " + " | ".join(f"{c['label']}: L1 after epoch 1 → last" for c in cols)
+             + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for i, label in enumerate(t["layers"]):
+        cells = [f"{_num(c['first'][i], '.3g')} → {_num(c['last'][i], '.3g')}"
+                 for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _seed_text(seeds: list[int]) -> str:
+    s = sorted(seeds)
+    if s == list(range(s[0], s[-1] + 1)) and len(s) > 2:
+        return f"seeds {s[0]}–{s[-1]}"
+    return "seeds " + ", ".join(map(str, s))
+
+
+def _protocol(summaries: dict[str, dict[str, Any]]) -> str:
+    """'N seeds (...), E epochs' shared by most experiments, naming those that differ."""
+    def key(s):
+        return (tuple(s["grid"]["seeds"]), s["config"]["epochs"])
+    if not summaries:
+        return "no sweep results yet"
+    keys = [key(s) for s in summaries.values()]
+    common = max(set(keys), key=keys.count)
+    text = f"**{len(common[0])} seeds** ({_seed_text(list(common[0]))}), {common[1]} epochs"
+    others = [f"{n}: {len(key(s)[0])} seeds ({_seed_text(list(key(s)[0]))}), "
+              f"{key(s)[1]} epochs" for n, s in summaries.items() if key(s) != common]
+    return text + (f" (except {'; '.join(others)})" if others else "")
+
+
+def _load_all(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Every experiment's summary and tables present in ``out``, in experiment order."""
+    summaries, tables = {}, {}
+    for name, exp in ex.EXPERIMENTS.items():
+        exp_dir = out / io.sanitize_name(name)
+        if exp.config is not None and (exp_dir / io.SUMMARY_NAME).is_file():
+            summaries[name] = io.load_summary(exp_dir)
+        t = _read_tables(exp_dir / TABLES_NAME)
+        if t is not None:
+            tables[name] = t
+    return summaries, tables
+
+
+def render(out: str | Path) -> str:
+    """The report of everything in ``out`` as Markdown (figure links relative to ``out``)."""
+    out = Path(out)
+    summaries, tables = _load_all(out)
+    threshold = next(iter(summaries.values()), {}).get("learn_threshold", ex.LEARN_THRESHOLD)
     lines = [
         "# vgjax reproduction: *How to Fix the Vanishing Gradients Problem Using the ReLU*",
         "",
-        f"Every number is over **{len(seeds)} seeds** ({_seed_text(seeds)}), {epochs} epochs, "
+        f"Every number is over {_protocol(summaries)}, "
         "the tutorial's protocol (two circles, 500 train / 500 test points, SGD lr 0.01 "
         "momentum 0.9, batch 32) unless the experiment says otherwise. The tutorial reports "
-        "single runs. A run *learns* when its final test accuracy is "
-        f">= {ex.LEARN_THRESHOLD}. Cells read mean ± std [min–max] over seeds.",
+        "single runs. A run *learns* when it did not diverge and its final test accuracy is "
+        f">= {threshold}. Cells read mean ± std [min–max] over seeds.",
         "",
         "| experiment | depth × width | tutorial | train accuracy | test accuracy | "
         "share that learns | diverged |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in names:
-        exp = ex.get(name)
-        if name in results and name != "tanh-breadth":
-            lines += _config_rows(name, exp, results[name])
-    if "tanh-breadth" in results:
+    for name, summary in summaries.items():
+        if name != "tanh-breadth":
+            lines += _config_rows(name, ex.get(name), summary)
+    if "tanh-breadth" in summaries:
         lines += ["", "## tanh-breadth (extension 5): final test accuracy (share that learns)",
-                  "", *_breadth_table(results["tanh-breadth"])]
-    if "deep-tanh" in results and "deep-relu" in results:
-        if "gradients" in names:
-            lines += ["", "## gradients: mean |dL/dW| per layer, averaged over epochs",
-                      "", f"Tutorial: {ex.get('gradients').reported}. 'steps' averages the "
-                      "training minibatch gradients; 'test set' is the gradient on the test "
-                      "data at each epoch's end, as the tutorial's Keras callback computed it.",
-                      "", *_gradient_table(results["deep-tanh"], results["deep-relu"])]
-        if "weight-norms" in names:
-            lines += ["", "## weight-norms (extension 3): seed-mean L1 norm of each kernel",
-                      "", *_weight_table(results["deep-tanh"], results["deep-relu"])]
+                  "", *_breadth_table(summaries["tanh-breadth"])]
+    if "gradients" in tables:
+        lines += ["", "## gradients: mean |dL/dW| per layer, averaged over epochs",
+                  "", f"Tutorial: {ex.get('gradients').reported}. 'steps' averages the "
+                  "training minibatch gradients; 'test set' is the gradient on the test "
+                  "data at each epoch's end, as the tutorial's Keras callback computed it.",
+                  "", *_gradient_lines(tables["gradients"])]
+    if "weight-norms" in tables:
+        lines += ["", "## weight-norms (extension 3): seed-mean L1 norm of each kernel",
+                  "", *_weight_lines(tables["weight-norms"])]
     lines += ["", "## Figures", ""]
-    for name in names:
-        for fig in figures.get(name, []):
-            rel = Path(os.path.relpath(fig, out)).as_posix()
-            lines += [f"### {name}: {fig.stem.replace('_', ' ')}", "", f"![{name}]({rel})", ""]
+    for name, exp in ex.EXPERIMENTS.items():
+        for fig in exp.figures:
+            if (out / io.sanitize_name(name) / fig).is_file():
+                rel = f"{io.sanitize_name(name)}/{fig}"
+                lines += [f"### {name}: {Path(fig).stem.replace('_', ' ')}", "",
+                          f"![{name}]({rel})", ""]
     lines += ["TensorBoard logs (not committed): `tensorboard --logdir "
               f"{(out / 'tensorboard').as_posix()}`", ""]
     return "\n".join(lines) + benchmark_section(out)
-
-
-BENCH_START, BENCH_END = "<!-- benchmark -->", "<!-- /benchmark -->"
 
 
 def benchmark_section(out: Path) -> str:
@@ -162,16 +246,8 @@ def refresh_benchmark(out: Path) -> Path:
     return path
 
 
-def _seed_text(seeds: tuple[int, ...]) -> str:
-    s = sorted(seeds)
-    if s == list(range(s[0], s[-1] + 1)) and len(s) > 2:
-        return f"seeds {s[0]}–{s[-1]}"
-    return "seeds " + ", ".join(map(str, s))
-
-
-def write_report(out: Path, names: list[str], results: dict[str, SweepResult],
-                 figures: dict[str, list[Path]], *, seeds: tuple[int, ...]) -> Path:
-    """Write ``OUT/README.md`` atomically and return its path."""
+def write_report(out: str | Path) -> Path:
+    """Rebuild ``OUT/README.md`` from every experiment in ``OUT`` (atomically); its path."""
     path = Path(out) / "README.md"
-    io.atomic_write_text(path, render(Path(out), names, results, figures, seeds=seeds))
+    io.atomic_write_text(path, render(out))
     return path

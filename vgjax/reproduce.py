@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import io, plots
+from vgjax import io, plots, report
 from vgjax.config import Config, Grid, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.pipeline import run_sweep
@@ -70,6 +70,7 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                     title=f"relu-depth: {depth} hidden ReLU layers"))
     elif exp.name == "gradients":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
+        report.write_tables(out, report.gradient_tables(*pair.values()))
         figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients.png",
                     title="gradients: training steps, 5 hidden layers"))
         figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients_test.png",
@@ -80,6 +81,7 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                     title="gradients: 5 hidden layers"))
     elif exp.name == "weight-norms":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
+        report.write_tables(out, report.weight_tables(*pair.values()))
         figs.append(plots.plot_weight_norms(pair, out / "weight_norms.png",
                     title="weight-norms: 5 hidden layers"))
     elif exp.name == "tanh-depth":
@@ -106,8 +108,10 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
     """Run ``names`` (plus the experiments they read) into ``out``; returns figures per name.
 
     Every experiment writes ``OUT/NAME/`` (summary.json, history.npz and PNGs for sweeps,
-    PNGs only for derived ones) and TensorBoard logs under ``OUT/tensorboard/NAME/``.
-    Re-running resumes finished chunks. ``OUT/README.md`` is rewritten at the end.
+    PNGs and tables.json for derived ones) and TensorBoard logs under
+    ``OUT/tensorboard/NAME/``. Re-running resumes finished chunks. At the end
+    ``OUT/README.md`` is rebuilt from every experiment in ``OUT`` (see :mod:`vgjax.report`),
+    so the experiments not run now keep their rows and figures.
     """
     order = ex.dependencies(list(names))
     exps = [ex.get(n) for n in order]
@@ -136,7 +140,8 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
             results[e.name] = res.result
         else:
             exp_dir.mkdir(parents=True, exist_ok=True)
+        for stale in e.figures:  # a figure this run does not redraw must not outlive it
+            (exp_dir / stale).unlink(missing_ok=True)
         figures[e.name] = _figures(e, exp_dir, results)
-    from vgjax.report import write_report
-    write_report(out, order, results, figures, seeds=seeds)
+    report.write_report(out)
     return figures

@@ -116,3 +116,85 @@ def final_metric(result: SweepResult, name: "str | np.ndarray") -> np.ndarray:
     out = np.take_along_axis(arr, last[:, None], axis=1)[:, 0].copy()
     out[~usable.any(axis=1)] = np.nan
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# The one definition of every derived result. The summary, `vgjax show`, the report, the
+# figures and TensorBoard all call these; nothing else computes a final value, "learns",
+# seed statistics or a config grouping.
+
+GROUP_FIELDS = ("depth", "width", "lr")
+"""Run-table fields that make a config: runs equal in all of them are seeds of one config.
+Adding a run-table field to the grouping is adding its name here."""
+
+LEARN_THRESHOLD = 0.7
+"""Default: a run learns when its final test accuracy is >= 0.7 (chance is 0.5)."""
+
+
+def group_key(runs: RunTable, i: int) -> tuple:
+    """The config of run ``i``: its :data:`GROUP_FIELDS` values as Python scalars."""
+    return tuple(np.asarray(getattr(runs, f))[i].item() for f in GROUP_FIELDS)
+
+
+def group_indices(runs: "RunTable | SweepResult") -> dict[tuple, np.ndarray]:
+    """Map each config (a tuple of :data:`GROUP_FIELDS` values) to the indices of its runs.
+
+    Computed from the run table alone (no assumption about the run order). Keys are tuples of
+    Python scalars (``(depth, width, lr)`` today; ``lr`` is the run table's float32 value as
+    a float) in ascending order; each value is an ascending ``int64`` array of run indices
+    (one per seed in a full grid).
+    """
+    if isinstance(runs, SweepResult):
+        runs = runs.runs
+    columns = [np.asarray(getattr(runs, f)).tolist() for f in GROUP_FIELDS]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(zip(*columns)):
+        groups.setdefault(key, []).append(i)
+    return {k: np.asarray(groups[k], dtype=np.int64) for k in sorted(groups)}
+
+
+def seed_stats(values: np.ndarray, axis: int = 0) -> dict[str, np.ndarray]:
+    """Mean, std (population, ddof 0), min, max and count of the finite entries along ``axis``.
+
+    NaN/Inf entries (absent layers, epochs after a run diverged, runs without a final value)
+    are left out; where no entry is finite every statistic is NaN and the count is 0. Computed
+    in float64 without warnings. Returns arrays of ``values``' shape without ``axis``.
+    """
+    a = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(a)
+    n = ok.sum(axis=axis)
+    has = n > 0
+    safe_n = np.where(has, n, 1)
+    mean = np.where(ok, a, 0.0).sum(axis=axis) / safe_n
+    dev = np.where(ok, a - np.expand_dims(mean, axis), 0.0)
+    std = np.sqrt((dev ** 2).sum(axis=axis) / safe_n)
+    lo = np.where(ok, a, np.inf).min(axis=axis)
+    hi = np.where(ok, a, -np.inf).max(axis=axis)
+    nan = np.full(np.shape(mean), np.nan)
+    return {"mean": np.where(has, mean, nan), "std": np.where(has, std, nan),
+            "min": np.where(has, lo, nan), "max": np.where(has, hi, nan), "n": n}
+
+
+def learns(final_test_accuracy: np.ndarray, diverged_epoch: np.ndarray,
+           threshold: float = LEARN_THRESHOLD) -> np.ndarray:
+    """[R] bool: the run did not diverge and its final test accuracy is >= ``threshold``.
+
+    A diverged run never learns, whatever its accuracy before the divergence. The threshold is
+    compared in the accuracy's own dtype, so a float32 accuracy of exactly ``float32(0.7)``
+    reaches 0.7. A run without a final value (NaN) does not learn.
+    """
+    acc = np.asarray(final_test_accuracy)
+    if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+        raise ValueError(f"learn_threshold: {threshold!r} is out of range; allowed: [0, 1]")
+    thr = np.asarray(threshold, dtype=acc.dtype if acc.dtype.kind == "f" else np.float64)
+    reached = np.isfinite(acc) & (np.nan_to_num(acc, nan=-1.0) >= thr)
+    return reached & (np.asarray(diverged_epoch) < 0)
+
+
+def final_values(result: SweepResult) -> dict[str, np.ndarray]:
+    """Each run's final train/test loss and accuracy (:func:`final_metric` of every curve).
+
+    Returns:
+        curve name (``train_loss``, ...) -> [R] array of the history's dtype.
+    """
+    return {name: final_metric(result, name) for name in CURVES}
