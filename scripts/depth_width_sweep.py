@@ -9,10 +9,9 @@ heatmap (heatmap.png) and a Markdown table (table.md) under --out, and prints th
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from vgjax import plots
+from vgjax import figures
 from vgjax.config import Config, parse_int_list
+from vgjax.result import final_metric, group_indices, seed_stats
 from vgjax.sweep import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,9 +30,9 @@ except ValueError as err:
 
 out = Path(a.out)
 out.mkdir(parents=True, exist_ok=True)
-plots.plot_width_depth_heatmap(res, out / "heatmap.png", title="ELU / He normal")
-final = plots.final_metric(res, "test_accuracy")  # [R] each run's final test accuracy
-mean = {k[:2]: np.nanmean(final[i]) for k, i in plots.group_indices(res).items()}
+figures.plot_width_depth_heatmap(res, out / "heatmap.png", title="ELU / He normal")
+final = final_metric(res, "test_accuracy")  # [R] each run's final test accuracy
+mean = {k[:2]: seed_stats(final[i])["mean"] for k, i in group_indices(res).items()}
 rows = ["| width \\ depth | " + " | ".join(map(str, ds)) + " |", "|---" * (len(ds) + 1) + "|"]
 rows += [f"| {w} | " + " | ".join(f"{mean[d, w]:.3f}" for d in ds) + " |" for w in ws]
 (out / "table.md").write_text("\n".join(rows) + "\n")

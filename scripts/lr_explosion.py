@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vgjax import plots
 from vgjax.config import Config, parse_float_list, parse_int_list
+from vgjax.result import final_metric
 from vgjax.sweep import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -33,7 +33,7 @@ try:
 except ValueError as err:
     p.error(str(err))
 
-runs, acc = res.runs, plots.final_metric(res, "test_accuracy")  # NaN: diverged in epoch 1
+runs, acc = res.runs, final_metric(res, "test_accuracy")  # NaN: diverged in epoch 1
 ax = Figure(figsize=(7.5, 4.5), layout="tight").add_subplot(
     yscale="log", xlabel="epoch", ylabel="‖∂L/∂W‖₂ of hidden layer 1 (epoch mean)")
 for k, lr in enumerate(res.lrs):

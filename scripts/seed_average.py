@@ -10,10 +10,9 @@ profile (gradient_profile.png) under --out; prints the final test accuracy, mean
 import argparse
 from pathlib import Path
 
-import numpy as np
-
-from vgjax import plots
+from vgjax import figures
 from vgjax.config import Config, parse_int_list
+from vgjax.result import final_metric, seed_stats
 from vgjax.sweep import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,8 +30,9 @@ except ValueError as err:
 out = Path(a.out)
 out.mkdir(parents=True, exist_ok=True)
 name = f"sigmoid / Glorot uniform, {a.depth} hidden layers of 5"
-plots.plot_learning_curves(res, out / "learning_curves.png", title=name)
-plots.plot_gradient_profile({name: res}, out / "gradient_profile.png",
+figures.plot_learning_curves(res, out / "learning_curves.png", title=name)
+figures.plot_gradient_profile({name: res}, out / "gradient_profile.png",
                             epochs=(1, a.epochs // 10, a.epochs // 2, a.epochs))
-acc = plots.final_metric(res, "test_accuracy")  # [R]: last epoch before any divergence
-print(f"final test accuracy over {len(acc)} seeds: {np.nanmean(acc):.3f} ± {np.nanstd(acc):.3f}")
+acc = final_metric(res, "test_accuracy")  # [R]: last epoch before any divergence
+st = seed_stats(acc)
+print(f"final test accuracy over {len(acc)} seeds: {st['mean']:.3f} ± {st['std']:.3f}")

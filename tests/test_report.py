@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgjax import cli, io, report
+from vgjax import cli, outdir, report
 from vgjax.experiments import EXPERIMENTS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -46,7 +46,7 @@ def _table_lines(text: str) -> list[list[str]]:
 @pytest.mark.parametrize("name", SWEEPS)
 def test_show_without_history(clone, name, capsys):
     exp_dir = clone / name
-    assert not (exp_dir / io.HISTORY_NAME).exists()
+    assert not (exp_dir / outdir.HISTORY_NAME).exists()
     assert cli.main(["show", str(exp_dir)]) == 0
     out = capsys.readouterr().out
     summary = json.loads((exp_dir / "summary.json").read_text())

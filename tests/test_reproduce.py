@@ -18,7 +18,7 @@ import pytest
 from matplotlib.image import imread
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from vgjax import cli, io
+from vgjax import cli, history
 from vgjax.experiments import EXPERIMENTS
 from vgjax.reproduce import run_experiments
 
@@ -148,7 +148,7 @@ def test_readme_tables_and_links(both):
 def test_results_load(out):
     for name in ("deep-tanh", "deep-relu"):
         assert (out / name / "summary.json").is_file() and (out / name / "history.npz").is_file()
-        res = io.load_result(out / name)
+        res = history.load_result(out / name)
         assert res.seeds == SEEDS and res.depths == (5,) and res.widths == (5,)
         assert res.config == replace(EXPERIMENTS[name].config, epochs=EPOCHS, hist_every=EPOCHS)
         assert res.history["test_accuracy"].shape == (2, EPOCHS)
@@ -167,7 +167,7 @@ def _expected_scalars() -> list[str]:
 
 @pytest.mark.parametrize("name", ["deep-tanh", "deep-relu"])
 def test_tensorboard_runs(out, name):
-    res = io.load_result(out / name)
+    res = history.load_result(out / name)
     config_dir = out / "tensorboard" / name / CONFIG_DIRS[name]
     assert sorted(p.name for p in config_dir.iterdir()) == ["mean", "seed00", "seed01"]
     steps = list(range(1, EPOCHS + 1))
@@ -255,5 +255,5 @@ def test_cli_run(both):
     assert len(list((cli_out / "tensorboard" / "deep-relu" / CONFIG_DIRS["deep-relu"]
                      / "seed01").iterdir())) == 1
     # the same seeds and protocol in one process or the other: the same numbers
-    a, b = io.load_result(cli_out / "deep-relu"), io.load_result(both[0] / "deep-relu")
+    a, b = history.load_result(cli_out / "deep-relu"), history.load_result(both[0] / "deep-relu")
     np.testing.assert_array_equal(a.history["test_accuracy"], b.history["test_accuracy"])

@@ -17,6 +17,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboardX.record_writer import masked_crc32c
 
 from vgjax import tensorboard as tb
+from vgjax import tfevents
 from vgjax.config import Config
 from vgjax.result import CURVES, RunTable, SweepResult
 
@@ -107,11 +108,12 @@ def run_tags(result, r):
 
 
 def expected(result, r, stat, i):
-    """[E] values of run r the writer should write (NaN = nothing), masked after divergence."""
+    """[E] values of run r the writer should write (NaN = nothing): nothing from the epoch in
+    which the run diverged on (diverged_epoch is 1-based, so that is index d - 1)."""
     v = result.history[stat][r] if i is None else result.history[stat][r, :, i]
     v = v.astype(np.float64).copy()
     if result.runs.diverged_epoch[r] >= 0:
-        v[result.runs.diverged_epoch[r]:] = NAN
+        v[result.runs.diverged_epoch[r] - 1:] = NAN
     return v
 
 
@@ -171,9 +173,15 @@ def test_absent_layers_and_divergence(written):
     diverged = accs["relu_he_d03_w04/seed01"]
     steps = [ev.step for t in diverged.Tags()["scalars"] for ev in diverged.Scalars(t)]
     steps += [ev.step for t in diverged.Tags()["histograms"] for ev in diverged.Histograms(t)]
-    assert max(steps) == DIVERGED_EPOCH
+    # The epoch in which it diverged is not written (weight_l1 is finite there on purpose).
+    assert max(steps) == DIVERGED_EPOCH - 1
     assert diverged.Scalars("hparams/diverged_epoch")[0].value == DIVERGED_EPOCH
-    assert "hparams/final_train_loss" not in diverged.Tags()["scalars"]
+    # Its final values are the last finite ones before that epoch, as in summary.json:
+    # train_loss is NaN in epoch 4 too, so epoch 3's value.
+    for c in CURVES:
+        (ev,) = diverged.Scalars(f"hparams/final_{c}")
+        assert ev.step == DIVERGED_EPOCH - 1
+        assert ev.value == pytest.approx(result.history[c][DIVERGED_RUN, DIVERGED_EPOCH - 2])
     for acc in accs.values():
         for t in acc.Tags()["scalars"]:
             assert np.isfinite([ev.value for ev in acc.Scalars(t)]).all(), t
@@ -198,7 +206,7 @@ def test_histograms(written):
                 events = {ev.step: ev.histogram_value for ev in acc.Histograms(tag)}
                 for k, epoch in enumerate(h["hist_epochs"]):
                     stats, counts = h[arr + "_stats"][r, k, i], h[arr][r, k, i]
-                    if (last >= 0 and epoch > last) or not np.isfinite(stats).all():
+                    if (last >= 0 and epoch >= last) or not np.isfinite(stats).all():
                         assert epoch not in events
                         continue
                     got = events[epoch]
@@ -235,6 +243,14 @@ def test_mean_dirs(written):
                    for cat in layout.category for c in cat.chart}
         for tag in ["epoch/test_accuracy", f"dense_{depth + 1}/kernel_0_grad/mean_abs"]:
             assert margins[tag] == (tag, tag + tb.LOWER, tag + tb.UPPER)
+        # hparams finals: the seed mean of each run's last value before any divergence
+        for c in CURVES:
+            finals = []
+            for r in runs:
+                v = expected(result, r, c, None)
+                finals.append(v[np.flatnonzero(np.isfinite(v))[-1]])
+            (ev,) = acc.Scalars(f"hparams/final_{c}")
+            assert ev.value == pytest.approx(np.mean(finals), rel=1e-6), c
 
 
 def test_hparams(written):
@@ -356,7 +372,7 @@ def test_tag_filters(written):
 def test_crc_matches_tensorboardx():
     rng = np.random.default_rng(1)
     chunks = [rng.bytes(n) for n in (5, 8, 8, 9, 100, 101, 1500, 1499, 4000, 30)]
-    assert tb._masked_crc32c(chunks) == [masked_crc32c(c) for c in chunks]
+    assert tfevents.masked_crc32c(chunks) == [masked_crc32c(c) for c in chunks]
 
 
 def test_module_does_not_import_jax():

@@ -64,7 +64,7 @@ def _compile_counter():
 
 def case_w600(epochs: int, seeds: int, out: Path) -> dict:
     """Both W600 sweeps through the full pipeline, then the figures."""
-    from vgjax import plots
+    from vgjax import figures
     from vgjax.config import Config, Grid
     from vgjax.pipeline import run_sweep
     from vgjax.sweep import compile_plan, make_plan
@@ -87,9 +87,9 @@ def case_w600(epochs: int, seeds: int, out: Path) -> dict:
         t["tensorboard_s"] += timing["tensorboard_s"]
         t["history_summary_s"] += timing["write_s"]
         f0 = time.perf_counter()
-        plots.plot_learning_curves(res.result, out / name / "curves.png", title=name)
-        plots.plot_depth_study(res.result, out / name / "depth.png", title=name)
-        plots.plot_layer_gradients({name: res.result}, out / name / "grads.png", title=name)
+        figures.plot_learning_curves(res.result, out / name / "curves.png", title=name)
+        figures.plot_depth_study(res.result, out / name / "depth.png", title=name)
+        figures.plot_layer_gradients({name: res.result}, out / name / "grads.png", title=name)
         t["figures_s"] += time.perf_counter() - f0
     total = time.perf_counter() - start
     # The same shape again (other seeds): must reuse the compiled program.
@@ -231,13 +231,14 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
                   scale_epochs: int = 500, big_epochs: int = 50,
                   log=print) -> dict:
     """Run every case and write ``OUT/benchmark.json`` (and return it)."""
-    from vgjax import io
+    from vgjax.store import atomic_write_text
+    from vgjax.summary import package_versions
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                  "python": platform.python_version(),
                                  "xla_flags": os.environ.get("XLA_FLAGS", "")},
-                     "versions": io.package_versions()}
+                     "versions": package_versions()}
     with tempfile.TemporaryDirectory(prefix="vgjax-bench-") as tmp:
         tmp = Path(tmp)
         log("ceiling: large matmul ...")
@@ -264,7 +265,7 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
             r = _run_child(["scale", n, e, tmp / f"scale{n}"])
             results["scaling"].append(r)
             log(f"  {r['ms_per_run_epoch']:.4f} ms/run-epoch, peak {r['peak_rss_mb']:.0f} MB")
-    io.atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
+    atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
     plot_benchmark(results, out / "benchmark.png")
     return results
 
@@ -276,7 +277,7 @@ def plot_benchmark(b: dict, path: Path) -> Path:
 
     from matplotlib.figure import Figure
 
-    from vgjax import io
+    from vgjax.store import atomic_write_bytes
     runs = [r["runs"] for r in b["scaling"]]
     fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
@@ -298,7 +299,7 @@ def plot_benchmark(b: dict, path: Path) -> Path:
                  f"(10,000 runs at {b['scaling'][-1]['epochs']} epochs)")
     buf = _io.BytesIO()
     fig.savefig(buf, format="png")
-    io.atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
     return Path(path)
 
 

@@ -124,7 +124,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     ``history.npz`` is checked against the summary when present and is needed only for
     ``--layers``; without it the table is still printed, with a note saying what is missing.
     """
-    from vgjax.io import HISTORY_NAME, load_result, load_summary
+    from vgjax.history import load_result
+    from vgjax.outdir import HISTORY_NAME
+    from vgjax.summary import load_summary
 
     summary = load_summary(args.dir)  # validated on its own: a fresh clone has no arrays
     history = Path(args.dir) / HISTORY_NAME

@@ -26,10 +26,12 @@ from typing import Callable
 import numpy as np
 from jax.sharding import Mesh
 
-from vgjax import io
+from vgjax import history, outdir
 from vgjax import tensorboard as tb
 from vgjax.config import Config, Grid
-from vgjax.result import HIST_ARRAYS, SweepResult
+from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SweepResult
+from vgjax.store import atomic_write_text, sanitize_name
+from vgjax.summary import write_summary
 from vgjax.sweep import (assemble, compile_plan, device_data, make_plan, run_chunk, run_table)
 from vgjax.train import hist_epochs
 
@@ -57,7 +59,7 @@ def _chunk_result(config: Config, grid: Grid, runs, sl: slice, arrays: dict) -> 
 def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = False,
               chunk_size: int | None = None, mesh: Mesh | None = None,
               tensorboard: bool = True, prefix: str = "sweep", logdir: str | Path | None = None,
-              learn_threshold: float = 0.7,
+              learn_threshold: float = LEARN_THRESHOLD,
               progress: Callable[[int], None] | None = None) -> SweepOutput:
     """Train ``grid`` under ``config`` and write every output into ``out``.
 
@@ -69,13 +71,13 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
-    prefix = io.sanitize_name(prefix)
-    out = io.prepare_out_dir(out, io.make_manifest(config, grid), overwrite=overwrite)
+    prefix = sanitize_name(prefix)
+    out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now
-    store = io.ChunkStore(out)
+    store = outdir.ChunkStore(out)
     plan = _resume_layout(plan, store, chunk_size, mesh)
-    logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
+    logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
     timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
 
     done = store.done()
@@ -99,7 +101,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
             # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
             tb.write_sweep(_chunk_result(config, grid, plan.runs, sl, arrays), logdir, prefix,
                            write_means=False)
-            io.atomic_write_text(marker, "")
+            atomic_write_text(marker, "")
             timing["tensorboard_s"] += time.perf_counter() - t0
         parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
         names = sorted(k for k in arrays if k != "diverged_epoch")
@@ -108,8 +110,8 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
 
     t0 = time.perf_counter()
     result = assemble(config, grid, [parts[c] for c in range(plan.n_chunks)])
-    io.write_history_from_chunks(
-        out / io.HISTORY_NAME, names,
+    history.write_history_from_chunks(
+        out / outdir.HISTORY_NAME, names,
         lambda name: store.iter_array(name, range(plan.n_chunks)),
         runs=result.runs,
         shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
@@ -119,7 +121,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
         t0 = time.perf_counter()
         tb.write_means(result, logdir, prefix)
         timing["tensorboard_s"] += time.perf_counter() - t0
-    summary = io.write_summary(out / io.SUMMARY_NAME, result, timing=timing,
+    summary = write_summary(out / outdir.SUMMARY_NAME, result, timing=timing,
                                extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
                                learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
@@ -128,7 +130,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
 LAYOUT_NAME = "layout.json"
 
 
-def _resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+def _resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
     """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
 
     Chunk files hold fixed run slices, so resuming with another chunk size would mix slices
@@ -154,7 +156,7 @@ def _resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mes
             for p in old:
                 p.unlink()
     store.dir.mkdir(parents=True, exist_ok=True)
-    io.atomic_write_text(layout, json.dumps({"chunk_size": plan.chunk_size}))
+    atomic_write_text(layout, json.dumps({"chunk_size": plan.chunk_size}))
     return plan
 
 

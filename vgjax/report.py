@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import io
+from vgjax.outdir import SUMMARY_NAME
+from vgjax.store import atomic_write_text, dumps_json, jsonable, sanitize_name
+from vgjax.summary import load_summary
 from vgjax.result import SweepResult, final_metric, seed_stats
 
 TABLES_NAME = "tables.json"
@@ -62,7 +64,7 @@ def weight_tables(tanh: SweepResult, relu: SweepResult) -> dict[str, Any]:
 def write_tables(exp_dir: Path, tables: dict[str, Any]) -> Path:
     """Write a figure-only experiment's numbers as ``EXP_DIR/tables.json`` (atomically)."""
     path = Path(exp_dir) / TABLES_NAME
-    io.atomic_write_text(path, io._dumps(io._jsonable(
+    atomic_write_text(path, dumps_json(jsonable(
         {"format": TABLES_FORMAT, "version": TABLES_VERSION, **tables})))
     return path
 
@@ -170,9 +172,9 @@ def _load_all(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
     """Every experiment's summary and tables present in ``out``, in experiment order."""
     summaries, tables = {}, {}
     for name, exp in ex.EXPERIMENTS.items():
-        exp_dir = out / io.sanitize_name(name)
-        if exp.config is not None and (exp_dir / io.SUMMARY_NAME).is_file():
-            summaries[name] = io.load_summary(exp_dir)
+        exp_dir = out / sanitize_name(name)
+        if exp.config is not None and (exp_dir / SUMMARY_NAME).is_file():
+            summaries[name] = load_summary(exp_dir)
         t = _read_tables(exp_dir / TABLES_NAME)
         if t is not None:
             tables[name] = t
@@ -215,8 +217,8 @@ def render(out: str | Path) -> str:
     lines += ["", "## Figures", ""]
     for name, exp in ex.EXPERIMENTS.items():
         for fig in exp.figures:
-            if (out / io.sanitize_name(name) / fig).is_file():
-                rel = f"{io.sanitize_name(name)}/{fig}"
+            if (out / sanitize_name(name) / fig).is_file():
+                rel = f"{sanitize_name(name)}/{fig}"
                 lines += [f"### {name}: {Path(fig).stem.replace('_', ' ')}", "",
                           f"![{name}]({rel})", ""]
     lines += ["TensorBoard logs (not committed): `tensorboard --logdir "
@@ -242,12 +244,12 @@ def refresh_benchmark(out: Path) -> Path:
     if BENCH_START in text and BENCH_END in text:
         head, rest = text.split(BENCH_START, 1)
         text = head.rstrip("\n") + "\n" + rest.split(BENCH_END, 1)[1].lstrip("\n")
-    io.atomic_write_text(path, text.rstrip("\n") + "\n" + benchmark_section(out))
+    atomic_write_text(path, text.rstrip("\n") + "\n" + benchmark_section(out))
     return path
 
 
 def write_report(out: str | Path) -> Path:
     """Rebuild ``OUT/README.md`` from every experiment in ``OUT`` (atomically); its path."""
     path = Path(out) / "README.md"
-    io.atomic_write_text(path, render(out))
+    atomic_write_text(path, render(out))
     return path

@@ -15,11 +15,12 @@ from typing import Callable
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import io, plots, report
+from vgjax import figures, report
 from vgjax.config import Config, Grid, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.pipeline import run_sweep
 from vgjax.result import SweepResult
+from vgjax.store import safe_join, sanitize_name
 
 TENSORBOARD_ROOT = "tensorboard"
 
@@ -52,49 +53,49 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
     res = results.get(exp.name)
     if exp.name == "dataset":
         d = make_data(Config())
-        figs.append(plots.plot_dataset(np.concatenate([d.x_train, d.x_test]),
+        figs.append(figures.plot_dataset(np.concatenate([d.x_train, d.x_test]),
                                        np.concatenate([d.y_train, d.y_test]),
                                        out / "dataset.png", title="dataset: make_circles(noise=0.1, "
                                        "random_state=1) scaled to [-1, 1]"))
     elif exp.name in ("shallow-tanh", "deep-tanh", "deep-relu", "xavier-tanh", "adam-tanh"):
-        figs.append(plots.plot_learning_curves(res, out / "learning_curves.png",
+        figs.append(figures.plot_learning_curves(res, out / "learning_curves.png",
                                                title=f"{exp.name}: {exp.title}"))
     elif exp.name == "relu-depth":
-        figs.append(plots.plot_depth_study({"ReLU / He": res}, out / "depth_study.png",
+        figs.append(figures.plot_depth_study({"ReLU / He": res}, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
                                            title="relu-depth: ReLU/He, width 5"))
         for depth in (15, 20):
             if depth in res.depths:
-                figs.append(plots.plot_learning_curves(
+                figs.append(figures.plot_learning_curves(
                     res, out / f"learning_curves_d{depth}.png", runs=_sel(res, depth),
                     title=f"relu-depth: {depth} hidden ReLU layers"))
     elif exp.name == "gradients":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
         report.write_tables(out, report.gradient_tables(*pair.values()))
-        figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients.png",
+        figs.append(figures.plot_layer_gradients(pair, out / "layer_gradients.png",
                     title="gradients: training steps, 5 hidden layers"))
-        figs.append(plots.plot_layer_gradients(pair, out / "layer_gradients_test.png",
+        figs.append(figures.plot_layer_gradients(pair, out / "layer_gradients_test.png",
                     stat="test_grad_mean_abs",
                     title="gradients: on the test set at each epoch's end "
                           "(as the tutorial's callback logged)"))
-        figs.append(plots.plot_gradient_profile(pair, out / "gradient_profile.png",
+        figs.append(figures.plot_gradient_profile(pair, out / "gradient_profile.png",
                     title="gradients: 5 hidden layers"))
     elif exp.name == "weight-norms":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
         report.write_tables(out, report.weight_tables(*pair.values()))
-        figs.append(plots.plot_weight_norms(pair, out / "weight_norms.png",
+        figs.append(figures.plot_weight_norms(pair, out / "weight_norms.png",
                     title="weight-norms: 5 hidden layers"))
     elif exp.name == "tanh-depth":
         study = {"tanh / U(0,1)": res}
         if "relu-depth" in results:
             study["ReLU / He"] = results["relu-depth"]
-        figs.append(plots.plot_depth_study(study, out / "depth_study.png",
+        figs.append(figures.plot_depth_study(study, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
                                            title="tanh-depth: tanh U(0,1) and ReLU He, width 5"))
     elif exp.name == "tanh-breadth":
-        figs.append(plots.plot_width_depth_heatmap(res, out / "heatmap.png",
+        figs.append(figures.plot_width_depth_heatmap(res, out / "heatmap.png",
                     title="tanh-breadth: tanh U(0,1)"))
-        figs.append(plots.plot_depth_study(res, out / "depth_study.png",
+        figs.append(figures.plot_depth_study(res, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
                                            title="tanh-breadth: tanh U(0,1), one line per width"))
     return figs
@@ -128,9 +129,9 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
     for e in exps:
         if on_start is not None:
             on_start(e.name)
-        exp_dir = io.safe_join(out, io.sanitize_name(e.name))
+        exp_dir = safe_join(out, sanitize_name(e.name))
         if e.config is not None:
-            logdir = out / TENSORBOARD_ROOT / io.sanitize_name(e.name)
+            logdir = out / TENSORBOARD_ROOT / sanitize_name(e.name)
             if overwrite and logdir.exists():
                 shutil.rmtree(logdir)
             res = run_sweep(experiment_config(e, epochs), Grid(seeds, e.depths, e.widths),

@@ -33,6 +33,7 @@ the counts of one histogram add up to (number of real kernel entries) x (steps c
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -198,3 +199,92 @@ def final_values(result: SweepResult) -> dict[str, np.ndarray]:
         curve name (``train_loss``, ...) -> [R] array of the history's dtype.
     """
     return {name: final_metric(result, name) for name in CURVES}
+
+
+# --------------------------------------------------------------------------------------------
+# Consistency of a result (checked by the summary and history writers and by the loaders)
+
+SHARED_ARRAYS = ("hist_epochs", "hist_edges")
+"""History arrays without a leading run axis."""
+
+# Run-table field -> the SweepResult grid list its values must come from. (Seeds are checked
+# against the summary's runs instead: a run table of other seeds is another sweep.)
+_GRID_AXES = (("depth", "depths"), ("width", "widths"), ("lr", "lrs"))
+_INT_FIELDS = ("seed", "depth", "width", "diverged_epoch")
+
+
+def expected_arrays(config: Config) -> tuple[str, ...]:
+    """Names of the history arrays a sweep under ``config`` records."""
+    names = CURVES + LAYER_STATS
+    if config.test_gradients:
+        names += TEST_LAYER_STATS
+    if config.hist_every > 0:
+        names += HIST_ARRAYS + SHARED_ARRAYS
+    return names
+
+
+def check_in_grid(where: str, result: SweepResult) -> None:
+    """``ValueError(f'{where} ...')`` unless every run's grid values are in the grid lists."""
+    for field, axis in _GRID_AXES:
+        values = np.asarray(getattr(result.runs, field))
+        allowed = getattr(result, axis) or ((result.config.lr,) if field == "lr" else ())
+        # Matched in the run table's own dtype: float32(0.1) != 0.1 as float64.
+        ok = np.isin(values, np.asarray(allowed, dtype=values.dtype))
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise ValueError(f"{where} run {bad} has {field} {values[bad].item()!r}, "
+                             "which is not in the grid")
+
+
+def _check_run_table(where: str, result: SweepResult) -> None:
+    r = len(result.runs)
+    for f in dataclasses.fields(RunTable):
+        a = np.asarray(getattr(result.runs, f.name))
+        if a.shape != (r,):
+            raise ValueError(f"{where} run table field {f.name} has shape {a.shape}; "
+                             f"expected ({r},)")
+        want = "iu" if f.name in _INT_FIELDS else "f" if f.name == "lr" else "biufU"
+        if a.dtype.kind not in want:
+            raise ValueError(f"{where} run table field {f.name} has dtype {a.dtype}")
+    n_grid = (len(result.seeds) * len(result.depths) * len(result.widths)
+              * max(1, len(result.lrs)))
+    if r != n_grid:
+        raise ValueError(f"{where} has {r} runs; the grid has {n_grid}")
+    check_in_grid(where, result)
+
+
+def _expected_shapes(where: str, result: SweepResult) -> dict[str, tuple[int, ...]]:
+    h, r, e, layers = result.history, len(result.runs), result.config.epochs, result.n_layers
+    want: dict[str, tuple[int, ...]] = {n: (r, e) for n in CURVES}
+    want.update({n: (r, e, layers) for n in LAYER_STATS + TEST_LAYER_STATS if n in h})
+    if "hist_epochs" in h and "hist_edges" in h:
+        n_h = int(np.shape(h["hist_epochs"])[0]) if np.ndim(h["hist_epochs"]) == 1 else -1
+        n_k = int(np.shape(h["hist_edges"])[0]) - 1 if np.ndim(h["hist_edges"]) == 1 else -1
+        if n_h < 0 or n_k < 1:
+            raise ValueError(f"{where} hist_epochs/hist_edges must be 1-d (edges with >= 2 "
+                             "values)")
+        for n in ("grad_hist", "weight_hist"):
+            want[n] = (r, n_h, layers, n_k)
+        for n in ("grad_hist_stats", "weight_hist_stats"):
+            want[n] = (r, n_h, layers, 4)
+    return want
+
+
+def check_result(where: str, result: SweepResult, *, need_hist: bool = True) -> None:
+    """Raise ``ValueError(f'{where} ...')`` unless the history matches the run table and grid.
+
+    ``need_hist=False`` accepts a result without the histogram arrays (the summary needs
+    none; a chunked sweep streams them from the chunk files into history.npz).
+    """
+    _check_run_table(where, result)
+    h = result.history
+    missing = [n for n in expected_arrays(result.config) if n not in h
+               and (need_hist or n not in HIST_ARRAYS)]
+    if missing:
+        raise ValueError(f"{where} lacks array(s) {', '.join(missing)}")
+    for n, shape in _expected_shapes(where, result).items():
+        got = np.shape(h[n]) if n in h else shape
+        if got != shape:
+            raise ValueError(f"{where} array {n} has shape {got}; expected {shape} "
+                             f"(R={len(result.runs)} runs, E={result.config.epochs} epochs, "
+                             f"L={result.n_layers} layers)")

@@ -1,0 +1,361 @@
+"""A sweep's output directory: its file names, claiming it (manifest, resume, overwrite)
+and the chunk store that makes a sweep resumable.
+
+Layout of an output directory::
+
+    out/
+      manifest.json           written first: config + grid + format version (resume key)
+      chunks/chunk_00000.npz  per-chunk results of a resumable sweep (run axis split)
+      summary.json            final: per-run finals, per-config statistics (vgjax.summary)
+      history.npz             final: every history array plus the run table (vgjax.history)
+      tensorboard/            event files (vgjax.tensorboard), removed here on --overwrite
+
+Every file is written through :mod:`vgjax.store`'s atomic writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from vgjax.config import Config, Grid
+from vgjax.store import atomic_save_npz, atomic_write_text, dumps_json, is_temp_name, reject_constant
+
+MANIFEST_FORMAT = "vgjax.manifest"
+MANIFEST_VERSION = 1
+
+MANIFEST_NAME = "manifest.json"
+SUMMARY_NAME = "summary.json"
+HISTORY_NAME = "history.npz"
+CHUNKS_DIR = "chunks"
+TENSORBOARD_DIR = "tensorboard"
+PLOTS_DIR = "plots"
+# Names in an output directory that vgjax owns and may delete on --overwrite. Anything else
+# in the directory is foreign and is never touched.
+OWNED_NAMES = (MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, CHUNKS_DIR, TENSORBOARD_DIR, PLOTS_DIR)
+
+_CHUNK_RE = re.compile(r"^chunk_(\d+)\.npz$")
+
+# --------------------------------------------------------------------------------------------
+# Output directory
+
+
+def make_manifest(config: Config, grid: Grid) -> dict[str, Any]:
+    """The manifest for :func:`prepare_out_dir`: format, version, config and grid as plain dicts."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "version": MANIFEST_VERSION,
+        "config": config.to_dict(),
+        "grid": grid.to_dict(),
+    }
+
+
+def _probe_writable(directory: Path, label: str) -> None:
+    # os.access is useless as root and on some network file systems; creating a real file
+    # is the only reliable test. The probe is removed at once.
+    probe = directory / f".vgjax-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as e:
+        raise ValueError(
+            f"out: {label!r} is not writable ({e.strerror or type(e).__name__} in "
+            f"{str(directory)!r}); allowed: a directory you can write to"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+
+
+def _first_difference(old: Any, new: Any) -> str | None:
+    """'field NAME: OLD != NEW' for the first differing key of two dicts, else None."""
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return None if old == new else f"{old!r} != {new!r}"
+    missing = "(missing)"
+    for key in sorted(set(old) | set(new), key=str):
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a != b:
+            return f"field {key}: {a!r} != {b!r}"
+    return None
+
+
+def _remove_owned(out: Path) -> None:
+    """Delete vgjax-owned entries of ``out``; the manifest goes last so an interrupted
+    removal still leaves a directory recognised as a vgjax sweep."""
+    for entry in sorted(out.iterdir()):
+        if is_temp_name(entry.name):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+    for name in OWNED_NAMES:
+        if name == MANIFEST_NAME:
+            continue
+        p = out / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+    with contextlib.suppress(FileNotFoundError):
+        (out / MANIFEST_NAME).unlink()
+
+
+def _remove_stale_temps(out: Path) -> None:
+    # Leftovers of a killed writer; a sweep directory has one writer at a time.
+    for d in (out, out / CHUNKS_DIR):
+        if d.is_dir():
+            for entry in d.iterdir():
+                if is_temp_name(entry.name):
+                    with contextlib.suppress(OSError):
+                        entry.unlink()
+
+
+def _normalise_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(manifest, Mapping) or "config" not in manifest or "grid" not in manifest:
+        raise ValueError("manifest: needs 'config' and 'grid' entries (see make_manifest)")
+    m = dict(manifest)
+    for key in ("config", "grid"):
+        if hasattr(m[key], "to_dict"):
+            m[key] = m[key].to_dict()
+    m.setdefault("format", MANIFEST_FORMAT)
+    m.setdefault("version", MANIFEST_VERSION)
+    # A JSON round trip makes tuples lists and checks it is JSON-able (strictly: no NaN).
+    return json.loads(json.dumps(m, allow_nan=False, sort_keys=True))
+
+
+def _create(path: Path, label: str) -> None:
+    """Create the directory ``path`` (with parents) after checking it can be."""
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"out: {label!r} cannot be created: {str(ancestor)!r} is a file; "
+                         "allowed: a directory path")
+    _probe_writable(ancestor, label)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"out: {label!r} cannot be created ({e.strerror}); "
+                         "allowed: a directory you can write to") from None
+
+
+def _manifest_problem(mpath: Path, new: dict[str, Any]) -> str | None:
+    """Why the manifest at ``mpath`` is not the sweep ``new`` (None: the same sweep)."""
+    try:
+        old = json.loads(mpath.read_text(encoding="utf-8"), parse_constant=reject_constant)
+        if not isinstance(old, dict):
+            raise ValueError
+    except (OSError, ValueError, UnicodeDecodeError):
+        return "an unreadable manifest.json"
+    if old.get("format") != MANIFEST_FORMAT or old.get("version") != new["version"]:
+        return (f"a manifest.json of format {old.get('format')!r} version "
+                f"{old.get('version')!r}; this vgjax writes {MANIFEST_FORMAT!r} "
+                f"version {new['version']}")
+    for key in ("config", "grid"):
+        diff = _first_difference(old.get(key), new[key])
+        if diff is not None:
+            return f"a sweep with a different {key} ({diff})"
+    return None
+
+
+def prepare_out_dir(out: str | os.PathLike[str], manifest: Mapping[str, Any], *,
+                    overwrite: bool) -> Path:
+    """Check, create and claim a sweep's output directory, writing ``manifest.json``.
+
+    Everything is checked before anything is created or removed:
+
+    * ``out`` must not be a file, nor lie below a file, and must be writable (tested by
+      creating and removing a probe file, which also works when running as root).
+    * New or empty directory: created (with parents) and the manifest written.
+    * Directory with a ``manifest.json`` of the same config and grid: resume; chunk files
+      are kept, stale temp files of a killed writer are removed. With ``overwrite=True`` the
+      old vgjax-owned entries (:data:`OWNED_NAMES`) are removed instead, starting afresh.
+    * Directory with a manifest of a different config/grid/version, or an unreadable one:
+      ``ValueError`` unless ``overwrite=True``, which removes the old vgjax-owned entries.
+      Foreign files beside them are never touched.
+    * Non-empty directory without a manifest: refused even with ``overwrite=True`` if it
+      holds anything vgjax did not write (foreign files are never deleted nor mixed with a
+      sweep); if it only holds vgjax-named leftovers (``summary.json``, ``history.npz``,
+      ``chunks/``, ``tensorboard/``, temp files), ``overwrite=True`` removes them.
+
+    Args:
+        out: the output directory path.
+        manifest: dict with ``config`` and ``grid`` (dicts, or objects with ``to_dict``),
+            e.g. from :func:`make_manifest`; ``format``/``version`` are added if absent.
+            Only ``config``, ``grid`` and ``version`` decide resume vs. refusal.
+        overwrite: replace an existing sweep instead of refusing.
+
+    Returns:
+        ``Path(out)``.
+
+    Raises:
+        ValueError: one line naming the path and the problem, e.g. ``out: 'runs/a' holds a
+            sweep with a different config (field lr: 0.01 != 0.1); pass --overwrite to
+            replace it`` (stored value first, requested value second).
+    """
+    new = _normalise_manifest(manifest)
+    label = os.fspath(out)
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out: {label!r} is a file; allowed: a directory path")
+
+    if not path.exists():
+        _create(path, label)
+        atomic_write_text(path / MANIFEST_NAME, dumps_json(new))
+        return path
+
+    _probe_writable(path, label)
+    entries = [e.name for e in path.iterdir()]
+    mpath = path / MANIFEST_NAME
+    if MANIFEST_NAME in entries:
+        problem = _manifest_problem(mpath, new)
+        if problem is None and not overwrite:
+            _remove_stale_temps(path)
+            return path  # resume
+        if problem is not None and not overwrite:
+            raise ValueError(f"out: {label!r} holds {problem}; pass --overwrite to replace it")
+        _remove_owned(path)
+    elif entries:
+        leftovers = {CHUNKS_DIR, SUMMARY_NAME, HISTORY_NAME, TENSORBOARD_DIR}
+        foreign = sorted(n for n in entries if n not in leftovers and not is_temp_name(n))
+        if foreign:
+            raise ValueError(
+                f"out: {label!r} is not empty and holds no vgjax sweep (no manifest.json; "
+                f"found {foreign[0]!r}); allowed: a new or empty directory, or one vgjax wrote"
+            )
+        if not overwrite:
+            raise ValueError(
+                f"out: {label!r} holds leftovers of a vgjax sweep without manifest.json; "
+                "pass --overwrite to replace them"
+            )
+        _remove_owned(path)
+    atomic_write_text(mpath, dumps_json(new))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Chunks
+
+
+class ChunkStore:
+    """Per-chunk result files of a resumable sweep: ``OUT/chunks/chunk_00012.npz``.
+
+    A chunk holds a contiguous slice of the run axis of the per-run arrays; what exactly is in
+    it is up to the sweep. Files are written atomically, so a file under its final name is
+    complete unless the disk or someone else damaged it; damaged files are removed (with a
+    warning) so the sweep recomputes them.
+
+    Args:
+        out_dir: the sweep's output directory.
+        keys: array names every chunk must hold; ``None`` checks nothing.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike[str], keys: Iterable[str] | None = None):
+        self.dir = Path(out_dir) / CHUNKS_DIR
+        self.keys: tuple[str, ...] | None = None if keys is None else tuple(sorted(keys))
+
+    def path(self, i: int) -> Path:
+        """File of chunk ``i`` (``i >= 0``), e.g. ``OUT/chunks/chunk_00012.npz``."""
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or i < 0:
+            raise ValueError(f"chunk: index {i!r} is not allowed; allowed: integers >= 0")
+        return self.dir / f"chunk_{int(i):05d}.npz"
+
+    def save(self, i: int, arrays: Mapping[str, np.ndarray]) -> Path:
+        """Atomically write chunk ``i``.
+
+        Args:
+            i: chunk index.
+            arrays: name -> array (bool/int/float dtypes); must hold ``keys`` if set.
+
+        Returns:
+            The chunk's path.
+        """
+        missing = self._missing(arrays.keys())
+        if missing:
+            raise ValueError(f"chunk {i}: missing array(s) {missing}; expected {list(self.keys or ())}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        p = self.path(i)
+        atomic_save_npz(p, arrays)
+        return p
+
+    def _missing(self, names: Iterable[str]) -> list[str]:
+        return sorted(set(self.keys or ()) - set(names))
+
+    def _discard(self, p: Path, why: str) -> None:
+        warnings.warn(f"chunk {str(p)!r} is damaged ({why}); removed, it will be recomputed",
+                      RuntimeWarning, stacklevel=3)
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+    def done(self) -> set[int]:
+        """Indices of the chunks on disk that open as zip files and hold ``keys``.
+
+        The check reads only each file's zip directory (cheap); full reads happen in
+        :meth:`load`. Damaged files are removed with a ``RuntimeWarning``.
+        """
+        if not self.dir.is_dir():
+            return set()
+        out: set[int] = set()
+        for entry in sorted(self.dir.iterdir()):
+            m = _CHUNK_RE.match(entry.name)
+            if not m or not entry.is_file():
+                continue
+            try:
+                with zipfile.ZipFile(entry) as zf:
+                    names = {n[:-4] for n in zf.namelist() if n.endswith(".npy")}
+            except (zipfile.BadZipFile, OSError, EOFError) as e:
+                self._discard(entry, f"not a readable npz: {type(e).__name__}")
+                continue
+            missing = self._missing(names)
+            if missing:
+                self._discard(entry, f"missing array(s) {missing}")
+                continue
+            out.add(int(m.group(1)))
+        return out
+
+    def load(self, i: int, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """Read chunk ``i`` (all arrays, or only ``names``).
+
+        Returns:
+            name -> array, as saved.
+
+        Raises:
+            ValueError: the file is missing, unreadable or lacks an array. A damaged file
+                (bad zip, CRC error, truncated data) is removed first so that rerunning the
+                sweep recomputes it.
+        """
+        p = self.path(i)
+        if not p.is_file():
+            raise ValueError(f"results: chunk {str(p)!r} is missing; run the sweep again")
+        try:
+            with open(p, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+                wanted = list(z.files) if names is None else list(names)
+                missing = sorted(set(self.keys or ()) - set(z.files)) + \
+                    sorted(n for n in wanted if n not in z.files)
+                if missing:
+                    raise KeyError(f"missing array(s) {missing}")
+                return {n: z[n] for n in wanted}
+        except PermissionError as e:
+            raise ValueError(f"results: chunk {str(p)!r} cannot be read ({e.strerror})") from None
+        except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError, zlib.error) as e:
+            with contextlib.suppress(OSError):
+                p.unlink()
+            why = e.args[0] if isinstance(e, KeyError) and e.args else type(e).__name__
+            raise ValueError(f"results: chunk {str(p)!r} is damaged ({why}); it was removed, "
+                             "run the sweep again to recompute it") from None
+
+    def iter_array(self, name: str, indices: Iterable[int]) -> Iterator[np.ndarray]:
+        """Yield array ``name`` of each chunk in ``indices`` order, reading one at a time.
+
+        Meant for :func:`write_history_from_chunks`: peak memory is one chunk of one array.
+        """
+        for i in indices:
+            yield self.load(i, [name])[name]
