@@ -12,6 +12,7 @@ from pathlib import Path
 from vgjax import figures
 from vgjax.config import Config, parse_int_list
 from vgjax.result import final_metric, group_indices, seed_stats
+from vgjax.store import atomic_write_text
 from vgjax.sweep import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,5 +36,5 @@ final = final_metric(res, "test_accuracy")  # [R] each run's final test accuracy
 mean = {k[:2]: seed_stats(final[i])["mean"] for k, i in group_indices(res).items()}
 rows = ["| width \\ depth | " + " | ".join(map(str, ds)) + " |", "|---" * (len(ds) + 1) + "|"]
 rows += [f"| {w} | " + " | ".join(f"{mean[d, w]:.3f}" for d in ds) + " |" for w in ws]
-(out / "table.md").write_text("\n".join(rows) + "\n")
+atomic_write_text(out / "table.md", "\n".join(rows) + "\n")
 print(f"final test accuracy, mean over {len(seeds)} seeds:", *rows, sep="\n")

@@ -15,6 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vgjax.config import Config, parse_float_list, parse_int_list
+from vgjax.figures import save_png
 from vgjax.result import final_metric
 from vgjax.sweep import sweep
 
@@ -46,5 +47,4 @@ for k, lr in enumerate(res.lrs):
     ax.vlines(div[div > 0], 0, 1, transform=ax.get_xaxis_transform(), color=f"C{k}", ls=":")
     ax.plot([], [], color=f"C{k}", label=f"lr {lr:g}: {np.sum(div > 0)} of {div.size} diverged")
 ax.legend(fontsize="small")
-Path(a.out).mkdir(parents=True, exist_ok=True)
-ax.figure.savefig(Path(a.out) / "grad_norm_layer1.png", dpi=110)
+save_png(ax.figure, Path(a.out) / "grad_norm_layer1.png")  # atomic, like every vgjax file

@@ -34,6 +34,27 @@ def test_atomic_write_failure_keeps_old_file_and_leaves_no_temp(tmp_path, monkey
     assert (tmp_path / "a.txt").read_text() == "old"
 
 
+def test_atomic_file_temp_names_and_directory_fsync(tmp_path, monkeypatch):
+    """The temporary file is unique per process and writer, hidden, never named like the
+    target (so no *tfevents* half-file for TensorBoard), and file and directory are fsynced."""
+    import os
+    import stat
+
+    seen, synced = [], []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store.os, "fsync", lambda fd: synced.append(
+        stat.S_ISDIR(os.fstat(fd).st_mode)) or real_fsync(fd))
+    for _ in range(2):
+        with store.atomic_file(tmp_path / "events.out.tfevents.1.host") as f:
+            seen += [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+            f.write(b"x")
+    assert len(seen) == 2 and seen[0] != seen[1]
+    assert all(store.is_temp_name(n) and str(os.getpid()) in n and "tfevents" not in n
+               for n in seen)
+    assert synced == [False, True, False, True]  # the file, then the directory, each time
+    assert listing(tmp_path) == ["events.out.tfevents.1.host"]
+
+
 def test_streamed_write_failing_midway_leaves_nothing(tmp_path):
     res = make_result()
 

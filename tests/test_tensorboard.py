@@ -378,3 +378,24 @@ def test_crc_matches_tensorboardx():
 def test_module_does_not_import_jax():
     code = "import sys, vgjax.tensorboard; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_event_files_are_written_atomically_and_leftovers_cleaned(tmp_path, monkeypatch):
+    """Every event file goes through vgjax.store's writer (fsync of file and directory); a
+    killed writer's temporary file (never named *tfevents*, so TensorBoard skips it) is
+    removed when the directory is written again."""
+    from vgjax import store
+
+    result = make_result()
+    name = tb.run_dir_names(result, "p")[0]
+    (tmp_path / name).mkdir(parents=True)
+    stale = tmp_path / name / ".vgjax-123-abcdef012345.tmp"
+    stale.write_bytes(b"half an event file")
+    assert store.is_temp_name(stale.name) and "tfevents" not in stale.name
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(store.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    tb.write_sweep(result, tmp_path, "p", runs=[0], write_means=False)
+    (f,) = (tmp_path / name).iterdir()
+    assert "tfevents" in f.name and len(synced) >= 2  # the file, then its directory
+    assert len(load(tmp_path / name).Scalars("epoch/test_loss")) == E

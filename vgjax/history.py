@@ -18,7 +18,7 @@ import numpy as np
 
 from vgjax.outdir import HISTORY_NAME, SUMMARY_NAME
 from vgjax.result import RunTable, SweepResult, check_result
-from vgjax.store import atomic_file, check_array, read_npz, write_npz
+from vgjax.store import atomic_file, check_array, jsonable, read_npz, write_npz
 from vgjax.summary import read_summary, summary_grid
 
 RUN_ARRAYS = tuple(f"run_{f.name}" for f in dataclasses.fields(RunTable))
@@ -91,11 +91,13 @@ def _check_same_runs(rows: list, runs: RunTable, where_s: str, hp: Path) -> None
     """``summary.json``'s runs and ``history.npz``'s run table must be the same sweep."""
     if len(rows) != len(runs):
         raise ValueError(f"{where_s} lists {len(rows)} runs; {str(hp)!r} has {len(runs)}")
+    fields = [f.name for f in dataclasses.fields(RunTable) if f.name != "diverged_epoch"]
+    columns = {f: np.asarray(getattr(runs, f)) for f in fields}
     for i, row in enumerate(rows):
         try:
             d_epoch = row["diverged_epoch"]
-            same = (row["seed"] == int(runs.seed[i]) and row["depth"] == int(runs.depth[i])
-                    and row["width"] == int(runs.width[i])
+            # Every run-table field, as summary.json writes it (float32 by its shortest repr).
+            same = (all(row[f] == jsonable(columns[f][i]) for f in fields)
                     and (-1 if d_epoch is None else d_epoch) == int(runs.diverged_epoch[i]))
         except (KeyError, TypeError):
             same = False

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tensorboardX.crc32c import CRC_TABLE
 
-from vgjax.store import atomic_write_bytes, sanitize_name
+from vgjax.store import atomic_write_bytes, is_temp_name, sanitize_name
 
 _U32 = struct.Struct("<I").pack
 _U64 = struct.Struct("<Q").pack
@@ -168,6 +168,9 @@ def write_event_files(dirs: list[Path], event_lists: list[list[bytes]]) -> None:
 
 def _replace_event_file(path: Path, data: bytes, host: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
+    for entry in path.iterdir():  # a killed writer's temporary file (one writer per run dir)
+        if is_temp_name(entry.name):
+            entry.unlink(missing_ok=True)
     old = list(path.glob("*tfevents*"))
     final = path / f"events.out.tfevents.{int(time.time())}.{host}"
     atomic_write_bytes(final, data)

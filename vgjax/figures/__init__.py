@@ -19,7 +19,7 @@ layers, epochs from the one in which a run diverged); a curve with no finite val
 not drawn, and nothing here raises on NaN data.
 """
 
-from vgjax.figures._common import describe
+from vgjax.figures._common import describe, save_png
 from vgjax.figures.curves import make_learning_curves, plot_learning_curves
 from vgjax.figures.dataset import make_dataset, plot_dataset
 from vgjax.figures.depth import make_depth_study, plot_depth_study
@@ -28,7 +28,7 @@ from vgjax.figures.layers import make_layer_stat, plot_layer_gradients, plot_wei
 from vgjax.figures.profile import make_gradient_profile, plot_gradient_profile
 
 __all__ = [
-    "describe",
+    "describe", "save_png",
     "make_dataset", "make_depth_study", "make_gradient_profile", "make_heatmap",
     "make_layer_stat", "make_learning_curves",
     "plot_dataset", "plot_depth_study", "plot_gradient_profile", "plot_layer_gradients",
