@@ -1,13 +1,21 @@
-"""Test-wide settings: silent rank promotion fails, and everything runs on the CPU."""
+"""Test-wide settings: silent rank promotion fails, everything runs on the CPU, and no test
+reads or writes a persistent compilation cache it did not make itself.
+
+The package is imported here, before any test starts JAX's backends, so the tests run with
+vgjax's CPU defaults as a user gets them (one device per core, or ``JAX_NUM_CPU_DEVICES``
+when set: CI runs some modules under 1 and 8 devices that way).
+"""
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# As the CLI does: YNNPACK fusions are several times slower on these tiny tensors.
-if "xla_cpu_experimental_ynn_fusion_type" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+# A warm cache would hide compilations (some tests count them) and must not be the user's:
+# vgjax's cache is off here and in every subprocess; JAX's own setting is dropped too.
+os.environ["VGJAX_CACHE_DIR"] = "off"
+os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 import jax  # noqa: E402
+
+import vgjax  # noqa: E402,F401  (applies the CPU defaults before the backends start)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -3,9 +3,13 @@
 Most checks share one uninterrupted reference sweep made by the real ``vgjax`` command in a
 fresh process (module fixture ``ref``): ReLU/He, depth 10, width 16, seeds 0-7, lrs 0.01 and
 5 (most lr=5 runs diverge in their first epoch), 100 epochs, histograms every 25, chunks of
-2 runs (8 chunks), TensorBoard on, and the run-name prefix ``../../evil``. The later
-processes reuse its compiled program through JAX's persistent compilation cache (a directory
-private to this module), so only the first one pays the compile.
+2 runs (8 chunks), TensorBoard on, and the run-name prefix ``../../evil``. That layout is for
+1 or 2 CPU devices: the command uses one device per core (or ``JAX_NUM_CPU_DEVICES``), and a
+chunk is a multiple of the device count, so on more devices the chunks grow and the seeds
+with them (at least 4 chunks: the resume test kills the sweep twice between chunks); see
+CLI_DEVICES below. The later processes reuse its compiled program through JAX's persistent
+compilation cache (a directory private to this module), so only the first one pays the
+compile.
 """
 
 from __future__ import annotations
@@ -45,14 +49,22 @@ ROOT = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("vgjax")
 VGJAX = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "vgjax.cli"]
 
+# The CPU devices of every vgjax process started here (the env fixture drops XLA_FLAGS):
+# JAX_NUM_CPU_DEVICES when set, else one per core, as vgjax.runtime sets up (checked by
+# test_cli_process_uses_the_expected_devices). A chunk is the smallest multiple of it that
+# holds 2 runs; there are at least 4 chunks of it.
+CLI_DEVICES = int(os.environ.get("JAX_NUM_CPU_DEVICES") or os.cpu_count() or 1)
+CHUNK = -(-2 // CLI_DEVICES) * CLI_DEVICES
+N_SEEDS = max(8, 2 * CHUNK)
+N_RUNS, EPOCHS = 2 * N_SEEDS, 100
+N_CHUNKS = -(-N_RUNS // CHUNK)
 # The reference command (everything but --out). Seeds are the outer run axis and the lr the
-# inner one, so every chunk of 2 runs holds one lr=0.01 run beside one lr=5 run.
+# inner one, so every chunk holds lr=0.01 runs beside lr=5 runs.
 REF_ARGS = ["sweep", "--activation", "relu", "--init", "he_uniform", "--depths", "10",
-            "--widths", "16", "--seeds", "0-7", "--lrs", "0.01,5", "--epochs", "100",
-            "--hist-every", "25", "--chunk-size", "2", "--name", "../../evil"]
+            "--widths", "16", "--seeds", f"0-{N_SEEDS - 1}", "--lrs", "0.01,5", "--epochs",
+            str(EPOCHS), "--hist-every", "25", "--chunk-size", str(CHUNK), "--name", "../../evil"]
 # The same grid with a sane learning rate in the lr=5 slot.
 SANE_ARGS = [a if a != "0.01,5" else "0.01,0.02" for a in REF_ARGS]
-N_RUNS, N_CHUNKS, EPOCHS = 16, 8, 100
 LR_SANE, LR_BIG = np.float32(0.01), np.float32(5.0)
 TIMEOUT = 600
 
@@ -150,7 +162,7 @@ def env(tmp_path_factory):
     e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    e.pop("XLA_FLAGS", None)  # the same single CPU device in every process
+    e.pop("XLA_FLAGS", None)  # CLI_DEVICES in every process
     return e
 
 
@@ -635,7 +647,7 @@ def test_divergence_leaves_the_other_runs_bit_identical(ref, sane):
     a, b = ref.result, sane.result
     assert not b.runs.diverged.any()
     ia, ib = np.flatnonzero(a.runs.lr == LR_SANE), np.flatnonzero(b.runs.lr == LR_SANE)
-    assert len(ia) == len(ib) == 8
+    assert len(ia) == len(ib) == N_SEEDS
     np.testing.assert_array_equal(a.runs.seed[ia], b.runs.seed[ib])
     n = 0
     for name, arr in a.history.items():
@@ -752,7 +764,8 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     # What a kill leaves: whole files only (a killed writer's temp files may remain).
     stamps = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in kept}
     for p in kept:
-        assert _npz(p)["train_loss"].shape == (2, EPOCHS)
+        first_run = CHUNK * int(_CHUNK_RE.fullmatch(p.name).group(1))
+        assert _npz(p)["train_loss"].shape == (min(CHUNK, N_RUNS - first_run), EPOCHS)
     assert not (out / io.SUMMARY_NAME).exists() and not (out / io.HISTORY_NAME).exists()
     _strict_json((out / io.MANIFEST_NAME).read_text())
 
@@ -777,7 +790,7 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     # TensorBoard: the same run directories, one event file each, the same tags and steps
     la, lb = out / io.TENSORBOARD_DIR, ref.out / io.TENSORBOARD_DIR
     assert _leaf_dirs(la) == _leaf_dirs(lb)
-    assert len(_leaf_dirs(la)) == N_RUNS + 2  # 16 runs + 2 seed means
+    assert len(_leaf_dirs(la)) == N_RUNS + 2  # the runs + 2 seed means
     for root in (la, lb):
         per_dir = Counter(str(p.parent.relative_to(root)) for p in root.rglob("*")
                           if p.is_file())
@@ -842,6 +855,14 @@ def test_same_command_twice_gives_identical_files(ref, tmp_path, env):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert (ref.out / io.HISTORY_NAME).read_bytes() == (out / io.HISTORY_NAME).read_bytes()
+
+
+def test_cli_process_uses_the_expected_devices(ref):
+    """The CLI made one CPU device per core (or JAX_NUM_CPU_DEVICES) and chunked by it."""
+    assert ref.summary["versions"]["device"].endswith(f" x{CLI_DEVICES}"), ref.summary["versions"]
+    layout = _strict_json((ref.out / io.CHUNKS_DIR / "layout.json").read_text())
+    assert layout["chunk_size"] == CHUNK
+    assert len(_chunk_files(ref.out / io.CHUNKS_DIR)) == N_CHUNKS >= 4
 
 
 def test_summary_records_versions_and_device(ref):

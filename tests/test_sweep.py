@@ -85,8 +85,10 @@ def test_sharded_over_devices_equals_one_device():
             np.testing.assert_allclose(multi.history[k], single.history[k], rtol=1e-5, atol=1e-6)
         print("OK", multi.history["train_loss"].shape)
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=3",
-               JAX_PLATFORMS="cpu")
+    # JAX_NUM_CPU_DEVICES, not the XLA flag: vgjax keeps the user's count, and CI exports
+    # JAX_NUM_CPU_DEVICES (which would win over the flag) to run this module on 1 and 8.
+    env = dict(os.environ, JAX_NUM_CPU_DEVICES="3", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
