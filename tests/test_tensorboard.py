@@ -317,10 +317,10 @@ def test_error_midway_leaves_whole_files(tmp_path, monkeypatch):
     real = tb._run_events
     monkeypatch.setattr(tb, "_BATCH", 1)
 
-    def flaky(res, r):
+    def flaky(res, r, *rest):
         if r == 2:
             raise RuntimeError("boom")
-        return real(res, r)
+        return real(res, r, *rest)
 
     monkeypatch.setattr(tb, "_run_events", flaky)
     fds = _open_fds()

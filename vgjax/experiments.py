@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vgjax.config import Config, check_choice
-
 # A run "learns" when it did not diverge and its final test accuracy is >= 0.7 (chance is
 # 0.5; the tutorial's working models reach 0.82-0.84 and its failing one 0.47). Defined
-# once, in vgjax.result.
-from vgjax.result import LEARN_THRESHOLD  # noqa: E402,F401
+# once, in vgjax.result; re-exported because the experiments are judged by it.
+from vgjax.result import LEARN_THRESHOLD  # noqa: F401
 
 # Histograms every 25 epochs (20 per run) keep the TensorBoard logs of a whole reproduction
 # to a few GB; `vgjax sweep --hist-every 1` gives the tutorial's every-epoch histograms.

@@ -41,7 +41,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tensorboardX.summary import custom_scalars, hparams
 
-from vgjax.result import (CURVES, LAYER_STATS, TEST_LAYER_STATS, SweepResult, final_metric,
+from vgjax.result import (CURVES, LAYER_STATS, TEST_LAYER_STATS, SweepResult, final_values,
                           group_indices, seed_stats)
 from vgjax.store import sanitize_name
 from vgjax.tfevents import HISTO_HEAD, event, ld, scalar_events, version_event, write_event_files
@@ -189,11 +189,11 @@ def _last_good_epoch(result: SweepResult, r: int) -> int:
     return result.config.epochs if diverged < 0 else diverged - 1
 
 
-def _final_metrics(result: SweepResult, runs: np.ndarray) -> dict[str, float]:
-    """``hparams/final_*``: each curve's final value (vgjax.result.final_metric), the seed
-    mean (vgjax.result.seed_stats) over ``runs`` when there are several."""
-    return {METRIC_TAGS[c]: float(seed_stats(final_metric(result, c)[runs])["mean"])
-            for c in CURVES}
+def _final_metrics(finals: dict[str, np.ndarray], runs: np.ndarray) -> dict[str, float]:
+    """``hparams/final_*``: each curve's final value (``finals`` = vgjax.result.final_values
+    of the whole result, computed once per write), the seed mean (vgjax.result.seed_stats)
+    over ``runs`` when there are several."""
+    return {METRIC_TAGS[c]: float(seed_stats(finals[c][runs])["mean"]) for c in CURVES}
 
 
 def _hparams(result: SweepResult, r: int, seed: str) -> dict:
@@ -226,14 +226,14 @@ def _assemble(wall: float, hp: dict, head: list[bytes], timeline: list[tuple[int
     return events
 
 
-def _run_events(result: SweepResult, r: int) -> list[bytes]:
+def _run_events(result: SweepResult, r: int, finals: dict[str, np.ndarray]) -> list[bytes]:
     """All events of run ``r``: scalars, histograms, hparams."""
     wall = time.time()
     tags, values = _run_series(result, r)
     diverged = int(result.runs.diverged_epoch[r])
     timeline = scalar_events(wall, tags, values) + _histogram_events(
         result, r, wall, _last_good_epoch(result, r))
-    metrics = _final_metrics(result, np.array([r]))
+    metrics = _final_metrics(finals, np.array([r]))
     if diverged >= 0:
         metrics[DIVERGED_TAG] = float(diverged)
     seed = str(int(result.runs.seed[r]))
@@ -251,7 +251,8 @@ def _margin_layout(tags: list[str]) -> dict:
     }
 
 
-def _mean_events(result: SweepResult, runs: list[int]) -> list[bytes]:
+def _mean_events(result: SweepResult, runs: list[int],
+                 finals: dict[str, np.ndarray]) -> list[bytes]:
     """Events of one config's mean dir; ``runs`` are its seeds' run indices."""
     wall = time.time()
     series = [_run_series(result, r) for r in runs]
@@ -260,7 +261,7 @@ def _mean_events(result: SweepResult, runs: list[int]) -> list[bytes]:
     mean, std = st["mean"], st["std"]
     all_tags = tags + [t + LOWER for t in tags] + [t + UPPER for t in tags]
     timeline = scalar_events(wall, all_tags, np.concatenate([mean, mean - std, mean + std], 1))
-    metrics = _final_metrics(result, np.asarray(runs))
+    metrics = _final_metrics(finals, np.asarray(runs))
     layout = custom_scalars(_margin_layout(tags)).SerializeToString()
     return _assemble(wall, _hparams(result, runs[0], "mean"), [layout], timeline, metrics)
 
@@ -297,7 +298,9 @@ def write_sweep(result: SweepResult, logdir: str | os.PathLike, prefix: str, *,
     for r in todo:
         if not 0 <= r < len(names):
             raise ValueError(f"runs: index {r} is out of range 0..{len(names) - 1}")
-    items = [(_run_dir(logdir, names[r]), lambda r=r: _run_events(result, r)) for r in todo]
+    finals = final_values(result)
+    items = [(_run_dir(logdir, names[r]), lambda r=r: _run_events(result, r, finals))
+             for r in todo]
     written = _write_batches(items, progress)
     if write_means:
         written += _write_mean_dirs(result, logdir, prefix, progress)
@@ -320,6 +323,7 @@ def _write_mean_dirs(result: SweepResult, logdir: Path, prefix: str,
     if len(configs) != len(group_indices(result)):
         raise ValueError("run directory names do not tell the configs apart; "
                          "every GROUP_FIELDS entry needs a place in run_dir_names")
-    items = [(_run_dir(logdir, f"{c}/mean"), lambda rs=rs: _mean_events(result, rs))
+    finals = final_values(result)
+    items = [(_run_dir(logdir, f"{c}/mean"), lambda rs=rs: _mean_events(result, rs, finals))
              for c, rs in configs.items()]
     return _write_batches(items, progress)
