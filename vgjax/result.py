@@ -50,7 +50,8 @@ class RunTable:
     """One row per run, in run-axis order. Every field is a NumPy array of shape [R].
 
     ``lr`` is each run's learning rate; ``diverged_epoch`` is the 1-based epoch in which a
-    run's loss or parameters first became NaN/Inf, or -1 if it never did.
+    run's loss or parameters first became NaN/Inf, or -1 if it never did; ``weight_var`` and
+    ``bias_var`` are each run's sigma_w^2 and sigma_b^2 (default 1 and 0 when not given).
     """
 
     seed: np.ndarray
@@ -58,6 +59,14 @@ class RunTable:
     width: np.ndarray
     lr: np.ndarray
     diverged_epoch: np.ndarray
+    weight_var: np.ndarray | None = None
+    bias_var: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = np.shape(self.seed)[0]
+        for name, default in (("weight_var", 1.0), ("bias_var", 0.0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, default, np.float32))
 
     @property
     def diverged(self) -> np.ndarray:
@@ -79,6 +88,12 @@ class SweepResult:
     lrs: tuple[float, ...]
     runs: RunTable
     history: dict[str, np.ndarray]
+    # Optional grid axes (empty: the config's single value) and, from
+    # sweep(..., keep_params=True), the final parameters: kernels [R, D, P, P], biases
+    # [R, D, P], out_kernel [R, P] (or [R, P, C]), out_bias [R] (or [R, C]).
+    weight_vars: tuple[float, ...] = ()
+    bias_vars: tuple[float, ...] = ()
+    params: dict[str, np.ndarray] | None = None
 
     @property
     def n_layers(self) -> int:
