@@ -240,6 +240,8 @@ def validate(config: Config) -> Config:
                              f"{', '.join(DATASETS)} or arrays (x_train, y_train, x_test, y_test)")
         if not config.data.startswith("arrays:"):
             check_choice("data", config.data, DATASETS)
+    else:  # before the sizes: n_train and n_samples come from the arrays
+        config.data.validate()
     _check_float("weight_var", config.weight_var, lo=0.0, lo_open=True)
     _check_float("bias_var", config.bias_var, lo=0.0, lo_open=False)
     _check_float("lr", config.lr, lo=0.0, lo_open=True)
@@ -253,9 +255,7 @@ def validate(config: Config) -> Config:
     _check_int("hist_every", config.hist_every, 0, 10**7)
     if not isinstance(config.test_gradients, bool):
         raise ValueError(f"test_gradients: {config.test_gradients!r} is not a boolean")
-    if isinstance(config.data, ArrayData):
-        config.data.validate()
-    elif config.data == "digits":
+    if config.data == "digits":
         _check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
     if config.loss == "bce" and not (isinstance(config.data, str) and config.data.startswith("arrays:")):
         n_classes = data_dims(config)[1]
