@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import itertools
 import json
 import math
 import os
@@ -65,10 +66,14 @@ TENSORBOARD_DIR = "tensorboard"
 PLOTS_DIR = "plots"
 # Names in an output directory that vgjax owns and may delete on --overwrite. Anything else
 # in the directory is foreign and is never touched.
-OWNED_NAMES = (MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, CHUNKS_DIR, TENSORBOARD_DIR, PLOTS_DIR)
+OWNED_NAMES = (MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, CHUNKS_DIR, TENSORBOARD_DIR, PLOTS_DIR,
+               "params.npz")
 
 # Run-table arrays stored in history.npz beside the history arrays.
-RUN_ARRAYS = ("run_seed", "run_depth", "run_width", "run_lr", "run_diverged_epoch")
+RUN_ARRAYS = ("run_seed", "run_depth", "run_width", "run_lr", "run_diverged_epoch",
+              "run_weight_var", "run_bias_var")
+# Files written before the variance axes existed lack these; they default to 1 and 0.
+OPTIONAL_RUN_ARRAYS = ("run_weight_var", "run_bias_var")
 # History arrays without a leading run axis.
 SHARED_ARRAYS = ("hist_epochs", "hist_edges")
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "numpy")
@@ -675,15 +680,14 @@ def _check_shapes(where: str, result: SweepResult, *, need_hist: bool = True) ->
     """
     runs = result.runs
     r = len(runs)
-    for f in ("seed", "depth", "width", "lr", "diverged_epoch"):
+    for f in ("seed", "depth", "width", "lr", "diverged_epoch", "weight_var", "bias_var"):
         a = np.asarray(getattr(runs, f))
         if a.shape != (r,):
             raise ValueError(f"{where} run table field {f} has shape {a.shape}; expected ({r},)")
-        want = "f" if f == "lr" else "iu"
+        want = "f" if f in ("lr", "weight_var", "bias_var") else "iu"
         if a.dtype.kind not in want:
             raise ValueError(f"{where} run table field {f} has dtype {a.dtype}")
-    n_lrs = max(1, len(result.lrs))
-    n_grid = len(result.seeds) * len(result.depths) * len(result.widths) * n_lrs
+    n_grid = len(result.seeds) * _n_groups(result)
     if r != n_grid:
         raise ValueError(f"{where} has {r} runs; the grid has {n_grid}")
     _group_keys(where, result)
@@ -718,25 +722,36 @@ def _check_shapes(where: str, result: SweepResult, *, need_hist: bool = True) ->
 # Summary
 
 
+def _float_axes(result: SweepResult) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """The float grid axes that group runs, each with its values (the config's if empty)."""
+    c = result.config
+    return (("lr", result.lrs or (c.lr,)), ("weight_var", result.weight_vars or (c.weight_var,)),
+            ("bias_var", result.bias_vars or (c.bias_var,)))
+
+
 def _n_groups(result: SweepResult) -> int:
-    return len(result.depths) * len(result.widths) * max(1, len(result.lrs))
+    n = len(result.depths) * len(result.widths)
+    for _, values in _float_axes(result):
+        n *= len(values)
+    return n
 
 
 def _group_keys(where: str, result: SweepResult) -> np.ndarray:
-    """[R] int64 index of each run's depth x width x lr group, in grid order.
+    """[R] int64 index of each run's depth x width x lr x weight_var x bias_var group, in
+    grid order.
 
-    Raises ValueError if a run's depth, width or lr is not in the grid.
+    Raises ValueError if a run's depth, width, lr, weight_var or bias_var is not in the grid.
     """
     runs = result.runs
-    lr_arr = np.asarray(runs.lr)
-    lrs = result.lrs if result.lrs else (result.config.lr,)
-    # lrs are matched in the run table's own dtype: float32(0.1) != 0.1 as float64.
+    # Floats are matched in the run table's own dtype: float32(0.1) != 0.1 as float64.
     maps = (
         ("depth", np.asarray(runs.depth), {int(v): i for i, v in enumerate(result.depths)}, int),
         ("width", np.asarray(runs.width), {int(v): i for i, v in enumerate(result.widths)}, int),
-        ("lr", lr_arr, {float(v): i for i, v in
-                        enumerate(np.asarray(lrs, dtype=lr_arr.dtype))}, float),
-    )
+    ) + tuple(
+        (name, np.asarray(getattr(runs, name)),
+         {float(v): i for i, v in enumerate(np.asarray(values, dtype=np.asarray(getattr(runs, name)).dtype))},
+         float)
+        for name, values in _float_axes(result))
     key = np.zeros(len(runs), np.int64)
     for field, values, index, conv in maps:
         idx = np.array([index.get(conv(v), -1) for v in values.tolist()], np.int64)
@@ -792,6 +807,7 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
     finals = final_values(result)
     diverged = np.asarray(runs.diverged_epoch) >= 0
     lr_arr = np.asarray(runs.lr)
+    wv_arr, bv_arr = np.asarray(runs.weight_var), np.asarray(runs.bias_var)
 
     run_rows = []
     for i in range(len(runs)):
@@ -800,6 +816,8 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
             "depth": int(runs.depth[i]),
             "width": int(runs.width[i]),
             "lr": _jfloat(lr_arr[i]),
+            "weight_var": _jfloat(wv_arr[i]),
+            "bias_var": _jfloat(bv_arr[i]),
             "diverged": bool(diverged[i]),
             "diverged_epoch": int(runs.diverged_epoch[i]) if diverged[i] else None,
         }
@@ -809,7 +827,7 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
 
     # One pass over the runs (not one mask per group): sort runs by their group's index.
     key = _group_keys("result:", result)
-    lrs = result.lrs if result.lrs else (result.config.lr,)
+    (_, lrs), (_, wvs), (_, bvs) = _float_axes(result)
     order = np.argsort(key, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=_n_groups(result)))])
     test_all = finals["test_accuracy"]
@@ -821,7 +839,7 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
     g = 0
     for depth in result.depths:
         for width in result.widths:
-            for lr in lrs:
+            for lr, wv, bv in itertools.product(lrs, wvs, bvs):
                 sel = order[bounds[g]:bounds[g + 1]]
                 g += 1
                 n = int(sel.size)
@@ -830,6 +848,8 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
                     "depth": int(depth),
                     "width": int(width),
                     "lr": float(lr),
+                    "weight_var": float(wv),
+                    "bias_var": float(bv),
                     "n_seeds": n,
                     "n_diverged": int(diverged[sel].sum()),
                     "n_learn": n_learn,
@@ -849,7 +869,9 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
         "version": SUMMARY_VERSION,
         "config": result.config.to_dict(),
         "grid": {"seeds": [int(s) for s in result.seeds], "depths": [int(d) for d in result.depths],
-                 "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs]},
+                 "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs],
+                 "weight_vars": [float(x) for x in result.weight_vars],
+                 "bias_vars": [float(x) for x in result.bias_vars]},
         "versions": versions,
         "learn_threshold": float(learn_threshold),
         "n_runs": len(runs),
@@ -903,6 +925,8 @@ def _run_arrays(runs: RunTable) -> dict[str, np.ndarray]:
         "run_width": np.asarray(runs.width),
         "run_lr": np.asarray(runs.lr),
         "run_diverged_epoch": np.asarray(runs.diverged_epoch),
+        "run_weight_var": np.asarray(runs.weight_var),
+        "run_bias_var": np.asarray(runs.bias_var),
     }
 
 
@@ -1053,6 +1077,8 @@ def load_result(out_dir: str | os.PathLike[str]) -> SweepResult:
         depths = tuple(int(v) for v in g["depths"])
         widths = tuple(int(v) for v in g["widths"])
         lrs = tuple(float(v) for v in g["lrs"])
+        wvs = tuple(float(v) for v in g.get("weight_vars", ()))
+        bvs = tuple(float(v) for v in g.get("bias_vars", ()))
         if not (seeds and depths and widths):
             raise ValueError("empty seeds/depths/widths")
     except (ValueError, TypeError, KeyError) as e:
@@ -1060,15 +1086,16 @@ def load_result(out_dir: str | os.PathLike[str]) -> SweepResult:
 
     arrays = _read_npz(hp)
     where_h = f"results: {str(hp)!r}"
-    missing = [n for n in RUN_ARRAYS if n not in arrays]
+    missing = [n for n in RUN_ARRAYS if n not in arrays and n not in OPTIONAL_RUN_ARRAYS]
     if missing:
         raise ValueError(f"{where_h} lacks array(s) {', '.join(missing)}")
     runs = RunTable(seed=arrays["run_seed"], depth=arrays["run_depth"],
                     width=arrays["run_width"], lr=arrays["run_lr"],
-                    diverged_epoch=arrays["run_diverged_epoch"])
+                    diverged_epoch=arrays["run_diverged_epoch"],
+                    weight_var=arrays.get("run_weight_var"), bias_var=arrays.get("run_bias_var"))
     history = {k: v for k, v in arrays.items() if k not in RUN_ARRAYS}
     result = SweepResult(config=config, seeds=seeds, depths=depths, widths=widths, lrs=lrs,
-                         runs=runs, history=history)
+                         runs=runs, history=history, weight_vars=wvs, bias_vars=bvs)
     _check_shapes(where_h, result)
 
     rows = summary["runs"]
