@@ -204,3 +204,14 @@ def test_loss_callable_and_validate_keeps_names():
     step = make_step(cfg, max_depth=2, p=3)
     assert step.loss is mse
     assert np.all(np.isfinite(res.history["train_loss"]))
+
+
+def test_a_loaded_config_with_objects_shows_but_does_not_train():
+    """Objects are recorded by description; such a config loads (for show/plots) but
+    training it again is refused with one line naming the field."""
+    arrays = tuple(make_data(BASE))
+    cfg = Config(**{**BASE.__dict__, "activation": jnp.tanh, "data": arrays})
+    loaded = Config.from_dict(cfg.to_dict())
+    assert loaded.to_dict() == cfg.to_dict()
+    with pytest.raises(ValueError, match="^(activation|data): .*loaded config"):
+        sweep(loaded, **GRID)

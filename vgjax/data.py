@@ -109,6 +109,9 @@ def data_dims(config: "Config") -> tuple[int, int]:
     """(input width F, number of classes C) of the config's data, without generating it."""
     if isinstance(config.data, ArrayData):
         return config.data.dims()
+    if config.data not in BUILTIN_DIMS:  # "arrays:<digest>" of a loaded config
+        raise ValueError(f"data: {config.data!r} describes the user arrays of a loaded config "
+                         f"and cannot be rebuilt from its name; allowed: pass the arrays")
     return BUILTIN_DIMS[config.data]
 
 
