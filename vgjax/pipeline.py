@@ -72,7 +72,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     With ``save_params`` also ``OUT/params.npz``: every run's final parameters (``kernels``
     [R, D, P, P], ``biases`` [R, D, P], ``out_kernel``, ``out_bias``) and the run table
     (``run_depth``, ``run_width``, ...); one run's exact layers are
-    ``vgjax.model.unpack_run(np.load(path), depth, width, run=r)``.
+    ``unpack_run(np.load(path, allow_pickle=False), depth, width, run=r)``.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, keep_params=save_params)
