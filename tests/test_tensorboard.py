@@ -264,7 +264,8 @@ def test_hparams(written):
     hp = {k: v.string_value or v.number_value for k, v in start.hparams.items()}
     assert hp == {"activation": "relu", "init": "he_uniform", "output_init": "glorot_uniform",
                   "optimizer": "sgd", "lr": 0.01, "depth": 3, "width": 4, "seed": "1",
-                  "batch_size": 32, "epochs": E}
+                  "batch_size": 32, "epochs": E, "data": "circles", "weight_var": 1.0,
+                  "bias_var": 0.0}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/experiment"]).experiment
     metric_tags = {m.name.tag for m in experiment.metric_infos}

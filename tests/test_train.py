@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from tests import reference
+from vgjax import diagnostics as diag
 from vgjax.config import Config
 from vgjax.data import make_data
 from vgjax.model import init_params, to_exact_params
@@ -48,17 +49,23 @@ def _reference_run(config, seed, depth, width, max_depth, p):
     cast = lambda a: a.astype(np.float64)
     return reference.train((ws, bs, wo, 0.0), cast(d.x_train), cast(d.y_train), cast(d.x_test),
                            cast(d.y_test), batches, activation=config.activation,
-                           optimizer=config.optimizer, lr=config.lr, momentum=config.momentum)
+                           optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
+                           hist_every=config.hist_every, edges=diag.HIST_EDGES,
+                           test_gradients=config.test_gradients)
 
 
-@pytest.mark.parametrize("activation, init, optimizer, lr", [
-    ("tanh", "uniform", "sgd", 0.01),
-    ("relu", "he_uniform", "sgd", 0.05),
-    ("tanh", "glorot_uniform", "adam", 0.01),
+@pytest.mark.parametrize("activation, init, optimizer, lr, momentum", [
+    ("tanh", "uniform", "sgd", 0.01, 0.9),
+    ("relu", "he_uniform", "sgd", 0.05, 0.9),
+    ("tanh", "glorot_uniform", "adam", 0.01, 0.9),
+    ("sigmoid", "glorot_uniform", "sgd", 0.5, 0.0),
 ])
-def test_training_matches_numpy_reference(activation, init, optimizer, lr):
+def test_training_matches_numpy_reference(activation, init, optimizer, lr, momentum):
+    """Curves, per-layer gradient stats, test-set gradients and histograms (counts and
+    min/max/sum/sum of squares) against the float64 NumPy reference."""
     config = Config(activation=activation, init=init, output_init="glorot_uniform",
-                    optimizer=optimizer, lr=lr, epochs=3, hist_every=0)
+                    optimizer=optimizer, lr=lr, momentum=momentum, epochs=3, hist_every=2,
+                    test_gradients=True)
     seed, depth, width, max_depth, p = 4, 2, 3, 3, 5
     train_run = jax.jit(make_train(config, max_depth, p))
     spec = RunSpec(jax.random.key_data(jax.random.PRNGKey(seed)), jnp.int32(depth),
@@ -69,10 +76,27 @@ def test_training_matches_numpy_reference(activation, init, optimizer, lr):
         for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
             np.testing.assert_allclose(out[name][e], rec[name], rtol=2e-4, atol=1e-5, err_msg=name)
         present = list(range(depth)) + [max_depth]  # output layer sits at index D
-        for name in ("grad_mean_abs", "grad_norm", "weight_l1"):
+        for name in ("grad_mean_abs", "grad_norm", "weight_l1", "test_grad_mean_abs",
+                     "test_grad_norm"):
             np.testing.assert_allclose(np.asarray(out[name][e])[present], rec[name], rtol=2e-4,
                                        atol=1e-7, err_msg=name)
         assert np.all(np.isnan(np.asarray(out["grad_mean_abs"][e])[depth:max_depth]))
+        if "grad_hist" in rec:
+            h = (e + 1) // config.hist_every - 1
+            for name in ("grad_hist", "weight_hist"):
+                got = np.asarray(out[name][h])[present].astype(np.int64)
+                np.testing.assert_array_equal(got.sum(-1), rec[name].sum(-1), err_msg=name)
+                # float32 vs float64 values: at most a value or two may sit across an edge
+                assert np.abs(got - rec[name]).sum() <= 4, name
+                st = np.asarray(out[name + "_stats"][h])[present]
+                np.testing.assert_allclose(st[:, :2], rec[name + "_stats"][:, :2], rtol=2e-4,
+                                           atol=1e-7, err_msg=name)
+                np.testing.assert_allclose(st[:, 3], rec[name + "_stats"][:, 3], rtol=2e-4,
+                                           err_msg=name)
+                # signed sums cancel: compare them on the scale of the sum of |values|
+                scale = np.sqrt(rec[name + "_stats"][:, 3] * got.sum(-1))
+                assert np.all(np.abs(st[:, 2] - rec[name + "_stats"][:, 2]) <= 1e-4 * scale), name
+    assert sum("grad_hist" in rec for rec in ref) == 1
     assert int(out["diverged_epoch"]) == -1
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vgjax import runtime
-from vgjax.config import (ACTIVATIONS, INITIALISERS, OPTIMIZERS, Config, Grid, parse_float_list,
-                          parse_int_list)
+from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZERS, Config, Grid,
+                          parse_float_list, parse_int_list)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,13 +41,42 @@ def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = 
                    help=f"histograms every N epochs, 0 = off (default {d.hist_every})")
     p.add_argument("--test-gradients", action="store_true",
                    help="also record each epoch's gradients on the test set")
+    p.add_argument("--data", default=d.data_name, metavar="NAME",
+                   help=f"data set: {', '.join(DATASETS)} (default {d.data_name})")
+    p.add_argument("--loss", default=None, metavar="NAME",
+                   help=f"{' or '.join(LOSSES)} (default: bce for two classes, else softmax_ce)")
+    p.add_argument("--weight-var", default=None, metavar="LIST",
+                   help="sigma_w^2 > 0, a comma list (several values: a grid axis); kernels "
+                        "have variance sigma_w^2/fan_in with --init normal or "
+                        "symmetric_uniform, other initialisers get gain sqrt(sigma_w^2) "
+                        f"(default {d.weight_var})")
+    p.add_argument("--bias-var", default=None, metavar="LIST",
+                   help="sigma_b^2 >= 0, a comma list (several values: a grid axis); biases "
+                        f"drawn N(0, sigma_b^2), 0 keeps zero biases (default {d.bias_var})")
+
+
+def _variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(Config fields, Grid fields) of --weight-var/--bias-var: one value sets the config,
+    several make a grid axis."""
+    cfg, grid = {}, {}
+    for flag, field in (("weight_var", "weight_var"), ("bias_var", "bias_var")):
+        text = getattr(args, flag, None)
+        if text is None:
+            continue
+        values = parse_float_list(flag, text)
+        if len(values) == 1:
+            cfg[field] = values[0]
+        else:
+            grid[field + "s"] = values
+    return cfg, grid
 
 
 def _config_from(args: argparse.Namespace) -> Config:
     return Config(activation=args.activation, init=args.init, output_init=args.output_init,
                   optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                   epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
-                  hist_every=args.hist_every, test_gradients=args.test_gradients)
+                  hist_every=args.hist_every, test_gradients=args.test_gradients,
+                  data=args.data, loss=args.loss, **_variance_axes(args)[0])
 
 
 def _progress(total: int, desc: str):
@@ -71,19 +100,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = validate_grid(Grid(parse_int_list("seeds", args.seeds),
                               parse_int_list("depths", args.depths),
                               parse_int_list("widths", args.widths),
-                              parse_float_list("lrs", args.lrs) if args.lrs else ()))
+                              parse_float_list("lrs", args.lrs) if args.lrs else (),
+                              **_variance_axes(args)[1]))
     # Imported only now: bad flags are reported without the seconds it takes to import jax.
     from vgjax.pipeline import expected_runs, run_sweep
     with _progress(expected_runs(grid, config), "sweep") as bar:
         res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
                         chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,
                         prefix=args.name or f"{config.activation}_{config.init}",
-                        progress=_on_progress(bar))
+                        progress=_on_progress(bar), save_params=args.save_params)
     _print_groups(res.summary)
     diverged = int(res.result.runs.diverged.sum())
     if diverged:
         print(f"{diverged} of {len(res.result.runs)} runs diverged (loss or weights became NaN/Inf)")
-    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}"
+          + (f" and {res.out / 'params.npz'}" if args.save_params else ""))
     if not args.no_tensorboard:
         print(f"view: tensorboard --logdir {res.out / 'tensorboard'}")
     return 0
@@ -93,10 +124,13 @@ def _print_groups(summary: dict) -> None:
     from vgjax.result import GROUP_FIELDS
     fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    print(" ".join(f"{f:>8}" for f in GROUP_FIELDS) + f" {'seeds':>5}  {'train acc':>15}  "
+    # sigma_w^2 / sigma_b^2 columns only for sweeps with that axis
+    fields = [f for f in GROUP_FIELDS
+              if f not in ("weight_var", "bias_var") or summary["grid"].get(f + "s")]
+    print(" ".join(f"{f:>8}" for f in fields) + f" {'seeds':>5}  {'train acc':>15}  "
           f"{'test acc':>15}  learn")
     for g in summary["groups"]:
-        print(" ".join(f"{cell(g[f]):>8}" for f in GROUP_FIELDS)
+        print(" ".join(f"{cell(g[f]):>8}" for f in fields)
               + f" {g['n_seeds']:>5}  {fmt(g['final_train_accuracy']):>15}  "
               f"{fmt(g['final_test_accuracy']):>15}  {g['share_learn']:.2f}")
 
@@ -241,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="optional comma list of learning rates, an extra grid axis")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--name", default=None, help="TensorBoard run-name prefix")
+    p.add_argument("--save-params", action="store_true",
+                   help="also write every run's final parameters to OUT/params.npz "
+                        "(load one run with vgjax.model.unpack_run)")
     _add_output_args(p, overwrite_help="replace an output directory that holds a different sweep")
     _add_runtime_args(p)
     p.set_defaults(func=cmd_sweep)

@@ -10,9 +10,13 @@ import dataclasses
 import difflib
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+from vgjax.data import ArrayData, as_array_data, data_dims
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "linear")
+# "normal" (N(0, sigma_w^2 / fan_in)) and "symmetric_uniform" (same variance) are the
+# variance-scaling schemes of signal-propagation studies; the rest are Keras's.
 INITIALISERS = (
     "uniform",
     "he_uniform",
@@ -22,8 +26,15 @@ INITIALISERS = (
     "glorot_normal",
     "lecun_uniform",
     "orthogonal",
+    "normal",
+    "symmetric_uniform",
 )
 OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("bce", "softmax_ce")
+DATASETS = ("circles", "moons", "digits")
+# Objects (callables, optax transformations, arrays) are recorded in JSON by a description
+# that starts with this; such a config can be loaded and shown but not trained again.
+CUSTOM = "custom:"
 
 MAX_DEPTH = 256
 MAX_WIDTH = 1024
@@ -37,14 +48,32 @@ class Config:
     The defaults are the tutorial's Keras protocol: SGD(lr=0.01, momentum=0.9), batch 32,
     500 epochs, ``make_circles(1000, noise=0.1, random_state=1)`` scaled to [-1, 1], first
     500 points for training.
+
+    Pluggable parts take a name or an object:
+
+    * ``activation``: a name of :data:`ACTIVATIONS` or any JAX-traceable callable
+      ``[...] -> [...]`` (e.g. ``jax.nn.swish``);
+    * ``optimizer``: ``"sgd"`` (Keras SGD with ``momentum``), ``"adam"`` (Keras's Adam,
+      :func:`vgjax.step.keras_adam`), an ``optax.GradientTransformation`` (then the learning
+      rate is its own and ``lr``/``lrs`` are not used), or a factory ``lr ->
+      GradientTransformation`` (the ``lrs`` grid axis works: ``lr`` may be traced);
+    * ``loss``: ``None`` (binary cross-entropy for two classes, softmax cross-entropy for
+      more), ``"bce"``, ``"softmax_ce"`` or a callable ``(logits [B] or [B, C], labels [B])
+      -> per-example loss [B]``;
+    * ``data``: ``"circles"``, ``"moons"``, ``"digits"`` or arrays ``(x_train [N, F],
+      y_train [N], x_test [M, F], y_test [M])``; with arrays, ``n_train`` and ``n_samples``
+      are taken from them.
+
+    ``weight_var`` (sigma_w^2 > 0) and ``bias_var`` (sigma_b^2 >= 0) set the initial scale
+    (see :func:`vgjax.model.init_params`); :class:`Grid` can make each a per-run axis.
     """
 
-    activation: str = "relu"
+    activation: str | Callable = "relu"
     init: str = "he_uniform"
     # None means "the same as ``init``" (the tutorial's tanh models); its ReLU models use
     # Keras's default, glorot_uniform, for the output layer.
     output_init: str | None = None
-    optimizer: str = "sgd"
+    optimizer: Any = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     epochs: int = 500
@@ -57,6 +86,19 @@ class Config:
     hist_every: int = 10
     # Also compute each epoch's gradients on the test set, as the tutorial's callback did.
     test_gradients: bool = False
+    loss: str | Callable | None = None
+    data: Any = "circles"
+    weight_var: float = 1.0
+    bias_var: float = 0.0
+
+    def __post_init__(self):
+        # Arrays become a hashable, content-addressed ArrayData (the compile cache keys on
+        # the config), and fix n_train / n_samples.
+        arrays = as_array_data(self.data)
+        if arrays is not None:
+            object.__setattr__(self, "data", arrays)
+            object.__setattr__(self, "n_train", arrays.n_train)
+            object.__setattr__(self, "n_samples", arrays.n_train + arrays.n_test)
 
     @property
     def resolved_output_init(self) -> str:
@@ -68,9 +110,14 @@ class Config:
         """Optimizer steps per epoch; Keras keeps the final partial batch."""
         return -(-self.n_train // self.batch_size)
 
+    @property
+    def data_name(self) -> str:
+        """The data set's name, or ``arrays:<digest>`` for user arrays."""
+        return describe(self.data)
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the fields."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict of the fields; objects are recorded by :func:`describe`."""
+        return {f.name: describe(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -82,9 +129,19 @@ class Config:
         return validate(cls(**d))
 
 
+def hist_epochs(config: Config) -> list[int]:
+    """1-based epochs that carry histograms: every ``hist_every``-th epoch ([H] list).
+
+    A host-side fact of a config: sweep, pipeline and the result writers read it here.
+    """
+    if config.hist_every == 0:
+        return []
+    return list(range(config.hist_every, config.epochs + 1, config.hist_every))
+
+
 @dataclass(frozen=True)
 class Grid:
-    """The runs of a sweep: the product seeds x depths x widths x learning rates.
+    """The runs of a sweep: the product seeds x depths x widths x lrs x weight_vars x bias_vars.
 
     ``lrs`` empty means every run uses ``Config.lr``; a non-empty tuple adds a learning-rate
     axis (useful to study exploding gradients in one program).
@@ -94,10 +151,25 @@ class Grid:
     depths: tuple[int, ...] = (1,)
     widths: tuple[int, ...] = (5,)
     lrs: tuple[float, ...] = field(default=())
+    # Optional sigma_w^2 and sigma_b^2 axes; empty means the config's single value.
+    weight_vars: tuple[float, ...] = field(default=())
+    bias_vars: tuple[float, ...] = field(default=())
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the lists."""
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def describe(value: Any) -> Any:
+    """A JSON-able description of a config value: itself for plain values, ``arrays:<digest>``
+    for user arrays, ``custom:<module.name>`` for callables and optax transformations."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, ArrayData):
+        return value.name
+    fn = getattr(value, "func", value)  # functools.partial
+    name = getattr(fn, "__qualname__", None) or type(value).__qualname__
+    return f"{CUSTOM}{getattr(fn, '__module__', None) or type(value).__module__}.{name}"
 
 
 def _suggest(value: str, allowed: Iterable[str]) -> str:
@@ -137,13 +209,41 @@ def _check_float(name: str, value: Any, *, lo: float, lo_open: bool, hi: float |
         raise ValueError(f"{name}: {value!r} is out of range; allowed: {allowed}")
 
 
+def _check_object(name: str, value: Any, names: tuple[str, ...], what: str) -> None:
+    """A name from ``names``, a loaded description of an object, or a callable."""
+    if isinstance(value, str):
+        if value.startswith(CUSTOM) or value.startswith("arrays:"):
+            return  # a loaded config: fine to show; training it again is refused in step.py
+        check_choice(name, value, names)
+    elif not (callable(value) or hasattr(value, "update")):  # optax transformations
+        raise ValueError(f"{name}: {value!r} is neither a name nor {what}; allowed: "
+                         f"{', '.join(names)} or {what}")
+
+
 def validate(config: Config) -> Config:
-    """Check every field of ``config``; return it unchanged or raise a one-line ``ValueError``."""
-    check_choice("activation", config.activation, ACTIVATIONS)
+    """Check every field of ``config``; return it unchanged or raise a one-line ``ValueError``.
+
+    Callables are traced once on tiny shapes (``jax.eval_shape``: nothing is compiled) and user
+    arrays are checked for matching lengths, finite values and at least two classes.
+    """
+    _check_object("activation", config.activation, ACTIVATIONS, "a JAX-traceable callable")
     check_choice("init", config.init, INITIALISERS)
     if config.output_init is not None:
         check_choice("output_init", config.output_init, INITIALISERS)
-    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    _check_object("optimizer", config.optimizer, OPTIMIZERS,
+                  "an optax.GradientTransformation or a factory lr -> GradientTransformation")
+    if config.loss is not None:
+        _check_object("loss", config.loss, LOSSES, "a callable (logits, labels) -> [B] loss")
+    if not isinstance(config.data, ArrayData):
+        if not isinstance(config.data, str):
+            raise ValueError(f"data: {config.data!r} is not allowed; allowed: "
+                             f"{', '.join(DATASETS)} or arrays (x_train, y_train, x_test, y_test)")
+        if not config.data.startswith("arrays:"):
+            check_choice("data", config.data, DATASETS)
+    else:  # before the sizes: n_train and n_samples come from the arrays
+        config.data.validate()
+    _check_float("weight_var", config.weight_var, lo=0.0, lo_open=True)
+    _check_float("bias_var", config.bias_var, lo=0.0, lo_open=False)
     _check_float("lr", config.lr, lo=0.0, lo_open=True)
     _check_float("momentum", config.momentum, lo=0.0, lo_open=False, hi=1.0)
     _check_int("epochs", config.epochs, 1, 10**7)
@@ -155,6 +255,17 @@ def validate(config: Config) -> Config:
     _check_int("hist_every", config.hist_every, 0, 10**7)
     if not isinstance(config.test_gradients, bool):
         raise ValueError(f"test_gradients: {config.test_gradients!r} is not a boolean")
+    if config.data == "digits":
+        _check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
+    if config.loss == "bce" and not (isinstance(config.data, str) and config.data.startswith("arrays:")):
+        n_classes = data_dims(config)[1]
+        if n_classes > 2:
+            raise ValueError(f"loss: 'bce' needs two classes, the data has {n_classes}; "
+                             f"allowed: 'softmax_ce' or a callable")
+    if any(v is not None and not isinstance(v, str)
+           for v in (config.activation, config.optimizer, config.loss)):
+        from vgjax.step import check_parts  # imports jax: only for user objects
+        check_parts(config)
     return config
 
 
@@ -171,10 +282,12 @@ def validate_grid(grid: Grid) -> Grid:
             _check_int(name, v, lo, hi)
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
-    for v in grid.lrs:
-        _check_float("lrs", v, lo=0.0, lo_open=True)
-    if len(set(grid.lrs)) != len(grid.lrs):
-        raise ValueError(f"lrs: {list(grid.lrs)} has duplicates; give each value once")
+    for name, values, lo_open in (("lrs", grid.lrs, True), ("weight_vars", grid.weight_vars, True),
+                                  ("bias_vars", grid.bias_vars, False)):
+        for v in values:
+            _check_float(name, v, lo=0.0, lo_open=lo_open)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
     return grid
 
 

@@ -21,7 +21,7 @@ N_BUCKETS = HIST_EDGES.size - 1
 
 
 def layer_kernels(tree: Params) -> tuple[jax.Array, jax.Array]:
-    """Hidden kernels [D, P, P] and output kernel [P] of a params or grads tree."""
+    """Hidden kernels [D, P, P] and output kernel [P] (or [P, C]) of a params or grads tree."""
     return tree["kernels"], tree["out_kernel"]
 
 
@@ -38,12 +38,14 @@ def l2_norms(tree: Params) -> jax.Array:
     return jnp.sqrt(sq)
 
 
-def real_counts(depth, width, *, max_depth: int) -> jax.Array:
-    """[L] float32 number of real kernel entries per layer: 2w, w*w, ..., output w; 0 if absent."""
+def real_counts(depth, width, *, max_depth: int, n_features: int = 2,
+                n_outputs: int = 1) -> jax.Array:
+    """[L] float32 number of real kernel entries per layer: F*w, w*w, ..., output w*C; 0 if
+    absent (F input features, C = n_outputs logits)."""
     layers = jnp.arange(max_depth)
-    fan_in = jnp.where(layers == 0, 2, width)
+    fan_in = jnp.where(layers == 0, n_features, width)
     hidden = jnp.where(layers < depth, fan_in * width, 0)
-    return jnp.concatenate([hidden, jnp.asarray(width)[None]]).astype(jnp.float32)
+    return jnp.concatenate([hidden, jnp.asarray(width * n_outputs)[None]]).astype(jnp.float32)
 
 
 def layer_present(depth, *, max_depth: int) -> jax.Array:
@@ -54,11 +56,14 @@ def layer_present(depth, *, max_depth: int) -> jax.Array:
 def histogram(tree: Params, hidden_mask: jax.Array, out_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Histogram each layer's real kernel entries on the fixed :data:`HIST_EDGES`.
 
-    A compare-and-count against fixed edges (deterministic, no scatter).
+    A compare-and-count against fixed edges (deterministic, no scatter). The counts equal
+    ``numpy.histogram(clip(v, edges[0], edges[-1]), HIST_EDGES)`` of the real, non-NaN
+    entries: buckets are [e_k, e_k+1) (the last one closed), values beyond the outer edges
+    (and +-inf) land in the outermost buckets, NaN is left out.
 
     Args:
-      tree: params or grads with kernels [D, P, P] and out_kernel [P].
-      hidden_mask: [D, P, P] bool, real hidden entries; out_mask: [P] bool.
+      tree: params or grads with kernels [D, P, P] and out_kernel [P] (or [P, C]).
+      hidden_mask: [D, P, P] bool, real hidden entries; out_mask: [P] (or [P, C]) bool.
     Returns:
       counts [L, K] int32 and stats [L, 4] float32 (min, max, sum, sum of squares) over the
       real entries; min/max of a layer with no entries are +inf/-inf.
@@ -66,8 +71,11 @@ def histogram(tree: Params, hidden_mask: jax.Array, out_mask: jax.Array) -> tupl
     hidden, out = layer_kernels(tree)
     d, p, _ = hidden.shape
     # [L, P*P] values and masks; the output kernel is padded into the same shape.
-    vals = jnp.concatenate([hidden.reshape(d, p * p), jnp.pad(out, (0, p * p - p))[None]])
-    mask = jnp.concatenate([hidden_mask.reshape(d, p * p), jnp.pad(out_mask, (0, p * p - p))[None]])
+    flat = lambda o: jnp.pad(o.reshape(-1), (0, p * p - o.size))[None]
+    vals = jnp.concatenate([hidden.reshape(d, p * p), flat(out)])
+    mask = jnp.concatenate([hidden_mask.reshape(d, p * p), flat(out_mask)])
+    # NaN is in no bucket and no statistic, as numpy.histogram leaves it out.
+    mask = mask & ~jnp.isnan(vals)
     edges = jnp.asarray(HIST_EDGES[1:-1])
     # Bucket index = number of inner edges <= value; outside values clamp to the end buckets.
     idx = (vals[..., None] >= edges[None, None, :]).sum(-1)

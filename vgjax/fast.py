@@ -62,9 +62,14 @@ FAST_ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 
 
 def supports(config) -> bool:
-    """Whether :func:`make_fast_train` covers ``config`` (else use the vmap engine)."""
-    return (config.optimizer == "sgd" and not config.test_gradients
-            and config.activation in FAST_ACTIVATIONS)
+    """Whether :func:`make_fast_train` covers ``config`` (else use the vmap engine): named
+    SGD, a named activation of :data:`FAST_ACTIVATIONS`, the default binary cross-entropy on
+    two-feature, two-class data, no test-set gradients."""
+    from vgjax.data import data_dims
+    named = lambda v: isinstance(v, str)
+    return (named(config.optimizer) and config.optimizer == "sgd" and not config.test_gradients
+            and named(config.activation) and config.activation in FAST_ACTIVATIONS
+            and config.loss in (None, "bce") and data_dims(config) == (N_FEATURES, 2))
 
 
 def _log_sigmoid(x):
@@ -211,6 +216,7 @@ def histogram(kern, ko, hmask, omask):
                             jnp.pad(ko, ((0, P * P - P), (0, 0)))[None]])   # [L, E, R]
     mask = jnp.concatenate([hmask.reshape(D, P * P, R),
                             jnp.pad(omask, ((0, P * P - P), (0, 0)))[None]])
+    mask = mask & ~jnp.isnan(vals)  # NaN is in no bucket, as in numpy.histogram
     edges = jnp.asarray(_INNER_EDGES)
     # ge[l, k, r] = #{e real : v >= edge_k}
     ge = jnp.sum((vals[:, None] >= edges[None, :, None, None]) & mask[:, None],
@@ -306,11 +312,11 @@ def permutations(keys, n):
 # ----------------------------------------------------------------------------------------
 # the whole training program
 
-def make_fast_train(config, max_depth: int, p: int):
+def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False):
     """Build ``train(spec, data) -> dict`` for a whole chunk of runs (``spec`` fields [R]).
 
     Returns the same dict, shapes and dtypes as
-    ``jax.vmap(vgjax.train.make_train(config, max_depth, p), in_axes=(0, None))``.
+    ``jax.vmap(vgjax.train.make_train(config, max_depth, p, keep_params=...), in_axes=(0, None))``.
     """
     if not supports(config):
         raise ValueError(f"config: the fast engine covers SGD without test_gradients and "
@@ -392,9 +398,12 @@ def make_fast_train(config, max_depth: int, p: int):
         keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
         init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
         shuffle_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-        p0 = jax.vmap(lambda k, d, wd: init_params(
+        p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
             k, d, wd, max_depth=D, p=P, init=config.init,
-            output_init=config.resolved_output_init))(init_keys, spec.depth, spec.width)
+            output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
+            init_keys, spec.depth, spec.width, *jnp.broadcast_arrays(
+                jnp.asarray(spec.weight_var, jnp.float32) * jnp.ones((R,), jnp.float32),
+                jnp.asarray(spec.bias_var, jnp.float32) * jnp.ones((R,), jnp.float32)))
         # runs-last parameter layout
         params = (jnp.moveaxis(p0["kernels"], 0, -1), jnp.moveaxis(p0["biases"], 0, -1),
                   jnp.moveaxis(p0["out_kernel"], 0, -1), p0["out_bias"])
@@ -446,6 +455,9 @@ def make_fast_train(config, max_depth: int, p: int):
         # back to run-leading layout
         curves = jnp.moveaxis(curves, -1, 0)      # [R, E, 4]
         layers = jnp.moveaxis(layers, -1, 0)      # [R, E, 3, L]
+        if keep_params:
+            out.update({"param_" + k: jnp.moveaxis(v, -1, 0) for k, v in
+                        zip(("kernels", "biases", "out_kernel", "out_bias"), params)})
         out.update(train_loss=curves[..., 0], test_loss=curves[..., 1],
                    train_accuracy=curves[..., 2], test_accuracy=curves[..., 3],
                    grad_mean_abs=layers[:, :, 0], grad_norm=layers[:, :, 1],

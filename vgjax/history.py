@@ -23,9 +23,12 @@ from vgjax.summary import read_summary, summary_grid
 
 RUN_ARRAYS = tuple(f"run_{f.name}" for f in dataclasses.fields(RunTable))
 """Run-table arrays stored in history.npz beside the history arrays."""
+OPTIONAL_RUN_ARRAYS = ("run_weight_var", "run_bias_var")
+"""Absent from files written before the variance axes; the run table then has the defaults."""
 
 
-def _run_arrays(runs: RunTable) -> dict[str, np.ndarray]:
+def run_arrays(runs: RunTable) -> dict[str, np.ndarray]:
+    """The run table as ``run_<field>`` arrays [R] (as stored in history.npz and params.npz)."""
     return {f"run_{f.name}": np.asarray(getattr(runs, f.name)) for f in dataclasses.fields(RunTable)}
 
 
@@ -38,7 +41,7 @@ def write_history(path: str | os.PathLike[str], result: SweepResult) -> None:
     bytes to :func:`write_history_from_chunks` for the same data.
     """
     check_result("result:", result)
-    arrays = {**result.history, **_run_arrays(result.runs)}
+    arrays = {**result.history, **run_arrays(result.runs)}
     if len(arrays) != len(result.history) + len(RUN_ARRAYS):
         raise ValueError(f"result: history must not use the names {list(RUN_ARRAYS)}")
     checked = {k: check_array(k, v) for k, v in arrays.items()}
@@ -71,7 +74,7 @@ def write_history_from_chunks(path: str | os.PathLike[str], names: Sequence[str]
     left at ``path``.
     """
     shared = dict(shared or {})
-    run_arrays = _run_arrays(runs)
+    run_arrays = run_arrays(runs)
     all_names = list(names) + list(shared) + list(run_arrays)
     if len(set(all_names)) != len(all_names):
         raise ValueError(f"history: array names repeat across names/shared/run table: {all_names}")
@@ -128,13 +131,14 @@ def load_result(out_dir: str | os.PathLike[str]) -> SweepResult:
     config, grid = summary_grid(summary, where_s)
     arrays = read_npz(hp)
     where_h = f"results: {str(hp)!r}"
-    missing = [n for n in RUN_ARRAYS if n not in arrays]
+    missing = [n for n in RUN_ARRAYS if n not in arrays and n not in OPTIONAL_RUN_ARRAYS]
     if missing:
         raise ValueError(f"{where_h} lacks array(s) {', '.join(missing)}")
-    runs = RunTable(**{f.name: arrays[f"run_{f.name}"] for f in dataclasses.fields(RunTable)})
+    runs = RunTable(**{f.name: arrays.get(f"run_{f.name}") for f in dataclasses.fields(RunTable)})
     history = {k: v for k, v in arrays.items() if k not in RUN_ARRAYS}
     result = SweepResult(config=config, seeds=grid.seeds, depths=grid.depths,
-                         widths=grid.widths, lrs=grid.lrs, runs=runs, history=history)
+                         widths=grid.widths, lrs=grid.lrs, runs=runs, history=history,
+                         weight_vars=grid.weight_vars, bias_vars=grid.bias_vars)
     check_result(where_h, result)
     _check_same_runs(summary["runs"], runs, where_s, hp)
     return result

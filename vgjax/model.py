@@ -1,16 +1,18 @@
 """The MLP: activations, Keras-faithful initialisers and a masked, stacked Flax model.
 
-One parameter layout serves every run of a grid. With ``D`` the grid's largest depth and
-``P = max(largest width, 2)`` (inputs are zero-padded from 2 to ``P`` features):
+One parameter layout serves every run of a grid. With ``D`` the grid's largest depth, ``F``
+the data's input width and ``P >= max(largest width, F)`` (inputs are zero-padded from ``F``
+to ``P`` features):
 
-=============  ==========  ==================================================
-leaf           shape       meaning
-=============  ==========  ==================================================
-kernels        [D, P, P]   hidden layer i maps P -> P (layer 0 reads the input)
+=============  ===============  ==================================================
+leaf           shape            meaning
+=============  ===============  ==================================================
+kernels        [D, P, P]        hidden layer i maps P -> P (layer 0 reads the input)
 biases         [D, P]
-out_kernel     [P]         the output Dense(1) kernel
-out_bias       []          its bias
-=============  ==========  ==================================================
+out_kernel     [P] or [P, C]    the output Dense kernel: one logit for two classes,
+                                ``C`` logits for ``C > 2`` classes
+out_bias       [] or [C]        its bias
+=============  ===============  ==================================================
 
 A run of depth ``d`` and width ``w`` uses hidden layers ``0..d-1``; the others are masked to
 the exact identity. Units ``>= w`` are masked to zero and their kernel entries start at zero,
@@ -38,7 +40,9 @@ _TRUNC_STD = 0.87962566103423978
 
 Params = dict[str, jax.Array]
 
-ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
+Activation = Callable[[jax.Array], jax.Array]
+
+ACTIVATION_FNS: dict[str, Activation] = {
     "tanh": jnp.tanh,
     "relu": jax.nn.relu,
     "sigmoid": jax.nn.sigmoid,
@@ -50,6 +54,11 @@ ACTIVATION_FNS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "leaky_relu": partial(jax.nn.leaky_relu, negative_slope=0.3),
     "linear": lambda z: z,
 }
+
+
+def activation_fn(activation: "str | Activation") -> Activation:
+    """The activation called ``activation`` (see :data:`ACTIVATION_FNS`), or the callable itself."""
+    return activation if callable(activation) else ACTIVATION_FNS[activation]
 
 
 def _uniform(key, lo, hi):
@@ -71,7 +80,12 @@ _SCALAR_INITS = {
     "lecun_normal": lambda k, fi, fo: _truncated(k, jnp.sqrt(1.0 / fi)),
     "glorot_normal": lambda k, fi, fo: _truncated(k, jnp.sqrt(2.0 / (fi + fo))),
     "orthogonal": lambda k, fi, fo: jax.random.normal(k, (), jnp.float32),
+    # Variance-scaling schemes of signal-propagation studies: Var = sigma_w^2 / fan_in once
+    # scaled by sqrt(weight_var) (see init_params).
+    "normal": lambda k, fi, fo: jax.random.normal(k, (), jnp.float32) / jnp.sqrt(fi),
+    "symmetric_uniform": lambda k, fi, fo: _uniform(k, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
 }
+_BIAS_TAG = 1 << 21
 
 
 def _entry_draws(key: jax.Array, rows: int, cols: int, init: str, fan_in, fan_out) -> jax.Array:
@@ -114,7 +128,8 @@ def init_kernel(key: jax.Array, p: int, init: str, fan_in, fan_out) -> jax.Array
 
 
 def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: str,
-                output_init: str) -> Params:
+                output_init: str, n_features: int = N_FEATURES, n_outputs: int = 1,
+                weight_var=1.0, bias_var=0.0) -> Params:
     """Initialise one run's parameters in the padded layout (see module docstring).
 
     Args:
@@ -122,89 +137,150 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
       depth, width: the run's real depth (1..max_depth) and width (1..p); may be traced.
       max_depth, p: the grid's padded sizes D and P.
       init, output_init: initialiser names for the hidden layers and the output layer.
+      n_features: the data's input width F (<= p); n_outputs: 1 (two classes, one logit) or
+        the number of classes C (<= p).
+      weight_var: sigma_w^2, may be traced. For ``normal`` and ``symmetric_uniform`` kernel
+        entries have variance sigma_w^2 / fan_in; every other initialiser is multiplied by
+        sqrt(sigma_w^2) (a gain: ``orthogonal`` with gain sqrt(sigma_w^2)); 1 changes nothing.
+      bias_var: sigma_b^2, may be traced: biases drawn N(0, sigma_b^2); 0 keeps Keras's zeros.
     Returns:
-      dict with kernels [D, P, P], biases [D, P], out_kernel [P], out_bias [] (float32);
-      biases start at zero (Keras's default).
+      dict with kernels [D, P, P], biases [D, P], out_kernel [P] (or [P, C]), out_bias []
+      (or [C]), float32.
     """
     layers = jnp.arange(max_depth)
-    fan_in = jnp.where(layers == 0, N_FEATURES, width)
+    fan_in = jnp.where(layers == 0, n_features, width)
     layer_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(layers)
     kernels = jax.vmap(lambda k, fi: init_kernel(k, p, init, fi, width))(layer_keys, fan_in)
     kernels = jnp.where((layers < depth)[:, None, None], kernels, 0.0)
     out_key = jax.random.fold_in(key, _OUTPUT_LAYER_TAG)
-    out_kernel = init_kernel(out_key, p, output_init, width, 1)[:, 0]
+    out_kernel = init_kernel(out_key, p, output_init, width, n_outputs)[:, :n_outputs]
+    gain = jnp.sqrt(jnp.asarray(weight_var, jnp.float32))
+    # Bias draws use their own streams, so sigma_b^2 > 0 leaves the kernels' draws unchanged.
+    i = jnp.arange(p)
+    bias_keys = jax.vmap(lambda l: jax.random.fold_in(key, _BIAS_TAG + l))(layers)
+    b_std = jnp.sqrt(jnp.asarray(bias_var, jnp.float32))
+    biases = _entry_draws_normal(bias_keys, p) * b_std
+    biases = jnp.where((layers < depth)[:, None] & (i < width)[None, :], biases, 0.0)
+    out_bias = _entry_draws_normal(
+        jax.random.fold_in(key, _BIAS_TAG + _OUTPUT_LAYER_TAG)[None], n_outputs)[0] * b_std
+    if n_outputs == 1:
+        out_kernel, out_bias = out_kernel[:, 0], out_bias[0]
     return {
-        "kernels": kernels,
-        "biases": jnp.zeros((max_depth, p), jnp.float32),
-        "out_kernel": out_kernel,
-        "out_bias": jnp.zeros((), jnp.float32),
+        "kernels": kernels * gain,
+        # sigma_b^2 = 0 gives exact zeros (not -0.0 or NaN) whatever the draws.
+        "biases": jnp.where(b_std > 0, biases, 0.0),
+        "out_kernel": out_kernel * gain,
+        "out_bias": jnp.where(b_std > 0, out_bias, 0.0),
     }
 
 
-def kernel_mask(depth, width, *, max_depth: int, p: int) -> tuple[jax.Array, jax.Array]:
-    """Which kernel entries are real for a run: ([D, P, P] bool hidden, [P] bool output)."""
+def _entry_draws_normal(keys: jax.Array, n: int) -> jax.Array:
+    """[len(keys), n] standard normals where entry (l, j) depends only on (keys[l], j)."""
+    return jax.vmap(lambda k: jax.vmap(
+        lambda j: jax.random.normal(jax.random.fold_in(k, j), (), jnp.float32))(jnp.arange(n)))(keys)
+
+
+def kernel_mask(depth, width, *, max_depth: int, p: int, n_features: int = N_FEATURES,
+                n_outputs: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Which kernel entries are real for a run: ([D, P, P] bool hidden, [P] (or [P, C]) bool
+    output)."""
     layers = jnp.arange(max_depth)
     i = jnp.arange(p)
-    fan_in = jnp.where(layers == 0, N_FEATURES, width)
+    fan_in = jnp.where(layers == 0, n_features, width)
     hidden = ((i[None, :, None] < fan_in[:, None, None]) & (i[None, None, :] < width)
               & (layers < depth)[:, None, None])
-    return hidden, i < width
+    out = i < width
+    return hidden, (out if n_outputs == 1 else jnp.broadcast_to(out[:, None], (p, n_outputs)))
 
 
 class MaskedMLP(nn.Module):
     """The stacked MLP of a grid: ``max_depth`` hidden layers of ``p`` units, then Dense(1).
 
-    ``__call__(x [B, 2], depth, width) -> logits [B]``; ``depth`` and ``width`` may be traced,
-    so one compiled program serves every run of a grid. Parameters come from
-    :func:`init_params` (the declared initialisers only fix shapes).
+    ``__call__(x [B, F], depth, width) -> logits [B]`` (or [B, C] with ``n_outputs = C``);
+    ``depth`` and ``width`` may be traced, so one compiled program serves every run of a grid.
+    ``activation`` is a name of :data:`ACTIVATION_FNS` or any JAX-traceable callable.
+    Parameters come from :func:`init_params` (the declared initialisers only fix shapes).
     """
 
     max_depth: int
     p: int
-    activation: str
+    activation: "str | Activation"
+    n_outputs: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, depth, width) -> jax.Array:
         zeros = nn.initializers.zeros
         kernels = self.param("kernels", zeros, (self.max_depth, self.p, self.p))
         biases = self.param("biases", zeros, (self.max_depth, self.p))
-        out_kernel = self.param("out_kernel", zeros, (self.p,))
-        out_bias = self.param("out_bias", zeros, ())
-        act = ACTIVATION_FNS[self.activation]
+        out_shape = () if self.n_outputs == 1 else (self.n_outputs,)
+        out_kernel = self.param("out_kernel", zeros, (self.p,) + out_shape)
+        out_bias = self.param("out_bias", zeros, out_shape)
+        act = activation_fn(self.activation)
         unit = (jnp.arange(self.p) < width).astype(x.dtype)
         h = jnp.pad(x, ((0, 0), (0, self.p - x.shape[-1])))
         # Unrolled: D is small and static, and XLA fuses across the unrolled layers.
         for i in range(self.max_depth):
             a = act(h @ kernels[i] + biases[i][None, :]) * unit[None, :]
             h = jnp.where(i < depth, a, h)
-        return h @ out_kernel + out_bias
+        return h @ out_kernel + (out_bias if self.n_outputs == 1 else out_bias[None, :])
 
 
 class ExactMLP(nn.Module):
     """Reference model built exactly as Keras builds it: ``depth`` x Dense(width), Dense(1).
 
-    ``__call__(x [B, 2]) -> logits [B]``. Used to check that the masked stack equals it.
+    ``__call__(x [B, F]) -> logits [B]`` (or [B, C]). Used to check that the masked stack
+    equals it.
     """
 
     depth: int
     width: int
-    activation: str
+    activation: "str | Activation"
+    n_outputs: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        act = ACTIVATION_FNS[self.activation]
+        act = activation_fn(self.activation)
         for i in range(self.depth):
             x = act(nn.Dense(self.width, name=f"dense_{i + 1}")(x))
-        return nn.Dense(1, name=f"dense_{self.depth + 1}")(x)[:, 0]
+        out = nn.Dense(self.n_outputs, name=f"dense_{self.depth + 1}")(x)
+        return out[:, 0] if self.n_outputs == 1 else out
 
 
-def to_exact_params(params: Params, depth: int, width: int) -> dict:
-    """Slice one run's padded parameters into :class:`ExactMLP`'s parameter tree."""
+def unpack_run(tree, depth: int, width: int, *, n_features: int = N_FEATURES,
+               run: int | None = None) -> dict:
+    """One run's exact per-layer pytree from the padded layout of a grid.
+
+    Works for parameters and for gradients (they share the layout), on JAX or NumPy arrays,
+    e.g. a row ``r`` of ``sweep(..., keep_params=True).params`` taken with
+    ``{k: v[r] for k, v in params.items()}``.
+
+    Args:
+      tree: dict with kernels [D, P, P], biases [D, P], out_kernel [P] or [P, C], out_bias []
+        or [C] (one run, no run axis).
+      depth, width: the run's real depth and width (Python ints).
+      n_features: the data's input width F.
+      run: index into a leading run axis of every leaf (e.g. a loaded ``params.npz``, or
+        ``result.params``); None: ``tree`` is one run's.
+    Returns:
+      ``{"dense_1": {"kernel": [F, w], "bias": [w]}, ..., "dense_<depth>": {"kernel": [w, w],
+      "bias": [w]}, "output": {"kernel": [w, C'], "bias": [C']}}`` with C' = 1 for two classes.
+    """
+    if run is not None:
+        tree = {k: tree[k][run] for k in ("kernels", "biases", "out_kernel", "out_bias")}
     out = {}
     for i in range(depth):
-        fan_in = N_FEATURES if i == 0 else width
-        out[f"dense_{i + 1}"] = {"kernel": params["kernels"][i, :fan_in, :width],
-                                 "bias": params["biases"][i, :width]}
-    out[f"dense_{depth + 1}"] = {"kernel": params["out_kernel"][:width, None],
-                                 "bias": params["out_bias"][None]}
+        fan_in = n_features if i == 0 else width
+        out[f"dense_{i + 1}"] = {"kernel": tree["kernels"][i, :fan_in, :width],
+                                 "bias": tree["biases"][i, :width]}
+    ko, bo = tree["out_kernel"], tree["out_bias"]
+    out["output"] = {"kernel": ko[:width, None] if ko.ndim == 1 else ko[:width],
+                     "bias": bo[None] if bo.ndim == 0 else bo}
+    return out
+
+
+def to_exact_params(params: Params, depth: int, width: int, *, n_features: int = N_FEATURES) -> dict:
+    """Slice one run's padded parameters into :class:`ExactMLP`'s parameter tree (Keras's
+    names: the output layer is ``dense_<depth + 1>``)."""
+    out = unpack_run(params, depth, width, n_features=n_features)
+    out[f"dense_{depth + 1}"] = out.pop("output")
     return {"params": out}

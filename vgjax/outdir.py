@@ -41,9 +41,11 @@ HISTORY_NAME = "history.npz"
 CHUNKS_DIR = "chunks"
 TENSORBOARD_DIR = "tensorboard"
 PLOTS_DIR = "plots"
+PARAMS_NAME = "params.npz"
 # Names in an output directory that vgjax owns and may delete on --overwrite. Anything else
 # in the directory is foreign and is never touched.
-OWNED_NAMES = (MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, CHUNKS_DIR, TENSORBOARD_DIR, PLOTS_DIR)
+OWNED_NAMES = (MANIFEST_NAME, SUMMARY_NAME, HISTORY_NAME, CHUNKS_DIR, TENSORBOARD_DIR, PLOTS_DIR,
+               PARAMS_NAME)
 
 _CHUNK_RE = re.compile(r"^chunk_(\d+)\.npz$")
 

@@ -27,13 +27,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from vgjax import history, outdir
+from vgjax.outdir import PARAMS_NAME
 from vgjax import tensorboard as tb
-from vgjax.config import Config, Grid
+from vgjax.config import Config, Grid, hist_epochs
 from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SweepResult
-from vgjax.store import atomic_write_text, sanitize_name
+from vgjax.store import atomic_save_npz, atomic_write_text, sanitize_name
 from vgjax.summary import write_summary
 from vgjax.sweep import (assemble, compile_plan, device_data, make_plan, run_chunk, run_table)
-from vgjax.train import hist_epochs
+from vgjax.train import PARAM_KEYS, PARAM_PREFIX
 
 TB_DONE_SUFFIX = ".tb-done"
 
@@ -51,7 +52,8 @@ class SweepOutput:
 def _chunk_result(config: Config, grid: Grid, runs, sl: slice, arrays: dict) -> SweepResult:
     """A SweepResult of only the runs in ``sl`` (for per-chunk TensorBoard writing)."""
     part = assemble(config, grid, [arrays])
-    sub = replace(runs, **{f: getattr(runs, f)[sl] for f in ("seed", "depth", "width", "lr")},
+    sub = replace(runs, **{f: getattr(runs, f)[sl] for f in ("seed", "depth", "width", "lr",
+                                                              "weight_var", "bias_var")},
                   diverged_epoch=part.runs.diverged_epoch)
     return replace(part, runs=sub)
 
@@ -60,7 +62,8 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
               chunk_size: int | None = None, mesh: Mesh | None = None,
               tensorboard: bool = True, prefix: str = "sweep", logdir: str | Path | None = None,
               learn_threshold: float = LEARN_THRESHOLD,
-              progress: Callable[[int], None] | None = None) -> SweepOutput:
+              progress: Callable[[int], None] | None = None,
+              save_params: bool = False) -> SweepOutput:
     """Train ``grid`` under ``config`` and write every output into ``out``.
 
     Writes ``OUT/summary.json``, ``OUT/history.npz`` (arrays as in :mod:`vgjax.result`, plus
@@ -68,9 +71,13 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     ``OUT/chunks/`` and, with ``tensorboard``, ``OUT/tensorboard/PREFIX_dDD_wWW/seedSS`` and
     ``.../mean`` (or under ``logdir`` when given). ``progress`` is called with 0 once the
     output directory is claimed (before compiling), then with the runs finished, per chunk.
+    With ``save_params`` also ``OUT/params.npz``: every run's final parameters (``kernels``
+    [R, D, P, P], ``biases`` [R, D, P], ``out_kernel``, ``out_bias``) and the run table
+    (``run_depth``, ``run_width``, ...); one run's exact layers are
+    ``unpack_run(np.load(path, allow_pickle=False), depth, width, run=r)``.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
-    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
+    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, keep_params=save_params)
     prefix = sanitize_name(prefix)
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
@@ -85,9 +92,10 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     parts: dict[int, dict[str, np.ndarray]] = {}
     for c in range(plan.n_chunks):
         sl = plan.chunk_slice(c)
-        if c in done:
-            arrays = store.load(c)
-        else:
+        arrays = store.load(c) if c in done else None
+        if arrays is not None and save_params and PARAM_PREFIX + PARAM_KEYS[0] not in arrays:
+            arrays = None  # finished without its parameters: train it again to get them
+        if arrays is None:
             if compiled is None:
                 compiled, timing["compile_s"] = compile_plan(plan)
                 data = device_data(plan)
@@ -103,8 +111,9 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
                            write_means=False)
             atomic_write_text(marker, "")
             timing["tensorboard_s"] += time.perf_counter() - t0
-        parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
-        names = sorted(k for k in arrays if k != "diverged_epoch")
+        parts[c] = {k: v for k, v in arrays.items()
+                    if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
+        names = sorted(k for k in arrays if k != "diverged_epoch" and not k.startswith(PARAM_PREFIX))
         if progress is not None:
             progress(sl.stop - sl.start)
 
@@ -116,14 +125,18 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
         runs=result.runs,
         shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
                 "hist_edges": result.history["hist_edges"]})
+    if save_params:
+        params = {k: np.concatenate([np.asarray(store.load(c, [PARAM_PREFIX + k])[PARAM_PREFIX + k])
+                                     for c in range(plan.n_chunks)]) for k in PARAM_KEYS}
+        atomic_save_npz(out / PARAMS_NAME, {**params, **history.run_arrays(result.runs)})
     timing["write_s"] = time.perf_counter() - t0
     if tensorboard:
         t0 = time.perf_counter()
         tb.write_means(result, logdir, prefix)
         timing["tensorboard_s"] += time.perf_counter() - t0
     summary = write_summary(out / outdir.SUMMARY_NAME, result, timing=timing,
-                               extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
-                               learn_threshold=learn_threshold)
+                            extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
+                            learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
 
 
@@ -146,7 +159,8 @@ def _resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh:
     n_dev = plan.mesh.devices.size
     if (chunk_size is None and saved is not None and saved != plan.chunk_size
             and saved % n_dev == 0):
-        plan = make_plan(plan.config, plan.grid, chunk_size=saved, mesh=mesh)
+        plan = make_plan(plan.config, plan.grid, chunk_size=saved, mesh=mesh,
+                         keep_params=plan.keep_params)
     if store.dir.is_dir() and saved != plan.chunk_size:
         old = [p for p in store.dir.iterdir() if p.name.startswith("chunk_")]
         if old:

@@ -34,6 +34,7 @@ the counts of one histogram add up to (number of real kernel entries) x (steps c
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,7 +52,8 @@ class RunTable:
     """One row per run, in run-axis order. Every field is a NumPy array of shape [R].
 
     ``lr`` is each run's learning rate; ``diverged_epoch`` is the 1-based epoch in which a
-    run's loss or parameters first became NaN/Inf, or -1 if it never did.
+    run's loss or parameters first became NaN/Inf, or -1 if it never did; ``weight_var`` and
+    ``bias_var`` are each run's sigma_w^2 and sigma_b^2 (default 1 and 0 when not given).
     """
 
     seed: np.ndarray
@@ -59,6 +61,14 @@ class RunTable:
     width: np.ndarray
     lr: np.ndarray
     diverged_epoch: np.ndarray
+    weight_var: np.ndarray | None = None
+    bias_var: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = np.shape(self.seed)[0]
+        for name, default in (("weight_var", 1.0), ("bias_var", 0.0)):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.full(n, default, np.float32))
 
     @property
     def diverged(self) -> np.ndarray:
@@ -80,6 +90,12 @@ class SweepResult:
     lrs: tuple[float, ...]
     runs: RunTable
     history: dict[str, np.ndarray]
+    # Optional grid axes (empty: the config's single value) and, from
+    # sweep(..., keep_params=True), the final parameters: kernels [R, D, P, P], biases
+    # [R, D, P], out_kernel [R, P] (or [R, P, C]), out_bias [R] (or [R, C]).
+    weight_vars: tuple[float, ...] = ()
+    bias_vars: tuple[float, ...] = ()
+    params: dict[str, np.ndarray] | None = None
 
     @property
     def n_layers(self) -> int:
@@ -124,7 +140,7 @@ def final_metric(result: SweepResult, name: "str | np.ndarray") -> np.ndarray:
 # figures and TensorBoard all call these; nothing else computes a final value, "learns",
 # seed statistics or a config grouping.
 
-GROUP_FIELDS = ("depth", "width", "lr")
+GROUP_FIELDS = ("depth", "width", "lr", "weight_var", "bias_var")
 """Run-table fields that make a config: runs equal in all of them are seeds of one config.
 Adding a run-table field to the grouping is adding its name here."""
 
@@ -142,8 +158,8 @@ def group_indices(runs: "RunTable | SweepResult") -> dict[tuple, np.ndarray]:
     """Map each config (a tuple of :data:`GROUP_FIELDS` values) to the indices of its runs.
 
     Computed from the run table alone (no assumption about the run order). Keys are tuples of
-    Python scalars (``(depth, width, lr)`` today; ``lr`` is the run table's float32 value as
-    a float) in ascending order; each value is an ascending ``int64`` array of run indices
+    Python scalars (``(depth, width, lr, weight_var, bias_var)``; floats are the run table's
+    float32 values as Python floats) in ascending order; each value is an ascending ``int64`` array of run indices
     (one per seed in a full grid).
     """
     if isinstance(runs, SweepResult):
@@ -210,7 +226,10 @@ SHARED_ARRAYS = ("hist_epochs", "hist_edges")
 
 # Run-table field -> the SweepResult grid list its values must come from. (Seeds are checked
 # against the summary's runs instead: a run table of other seeds is another sweep.)
-_GRID_AXES = (("depth", "depths"), ("width", "widths"), ("lr", "lrs"))
+_GRID_AXES = (("depth", "depths"), ("width", "widths"), ("lr", "lrs"),
+              ("weight_var", "weight_vars"), ("bias_var", "bias_vars"))
+# Float axes: an empty grid list means every run uses the config's value.
+_FLOAT_AXES = ("lr", "weight_var", "bias_var")
 _INT_FIELDS = ("seed", "depth", "width", "diverged_epoch")
 
 
@@ -224,11 +243,21 @@ def expected_arrays(config: Config) -> tuple[str, ...]:
     return names
 
 
+def axis_values(result: SweepResult, field: str) -> tuple:
+    """The grid values of run-table ``field`` (``depth``, ``width``, ``lr``, ``weight_var``,
+    ``bias_var``); an empty float axis means the config's single value."""
+    axis = dict(_GRID_AXES)[field]
+    values = tuple(getattr(result, axis))
+    if not values and field in _FLOAT_AXES:
+        values = (getattr(result.config, field),)
+    return values
+
+
 def check_in_grid(where: str, result: SweepResult) -> None:
     """``ValueError(f'{where} ...')`` unless every run's grid values are in the grid lists."""
     for field, axis in _GRID_AXES:
         values = np.asarray(getattr(result.runs, field))
-        allowed = getattr(result, axis) or ((result.config.lr,) if field == "lr" else ())
+        allowed = axis_values(result, field)
         # Matched in the run table's own dtype: float32(0.1) != 0.1 as float64.
         ok = np.isin(values, np.asarray(allowed, dtype=values.dtype))
         if not ok.all():
@@ -244,11 +273,10 @@ def _check_run_table(where: str, result: SweepResult) -> None:
         if a.shape != (r,):
             raise ValueError(f"{where} run table field {f.name} has shape {a.shape}; "
                              f"expected ({r},)")
-        want = "iu" if f.name in _INT_FIELDS else "f" if f.name == "lr" else "biufU"
+        want = "iu" if f.name in _INT_FIELDS else "f" if f.name in _FLOAT_AXES else "biufU"
         if a.dtype.kind not in want:
             raise ValueError(f"{where} run table field {f.name} has dtype {a.dtype}")
-    n_grid = (len(result.seeds) * len(result.depths) * len(result.widths)
-              * max(1, len(result.lrs)))
+    n_grid = len(result.seeds) * math.prod(len(axis_values(result, f)) for f, _ in _GRID_AXES)
     if r != n_grid:
         raise ValueError(f"{where} has {r} runs; the grid has {n_grid}")
     check_in_grid(where, result)

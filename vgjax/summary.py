@@ -154,7 +154,9 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
         "version": SUMMARY_VERSION,
         "config": result.config.to_dict(),
         "grid": {"seeds": [int(s) for s in result.seeds], "depths": [int(d) for d in result.depths],
-                 "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs]},
+                 "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs],
+                 "weight_vars": [float(x) for x in result.weight_vars],
+                 "bias_vars": [float(x) for x in result.bias_vars]},
         "versions": versions,
         "learn_threshold": float(learn_threshold),
         "n_runs": len(result.runs),
@@ -222,7 +224,21 @@ def read_summary(p: Path) -> Summary:
     for key, kind in (("config", dict), ("grid", dict), ("runs", list)):
         if not isinstance(data.get(key), kind):
             raise ValueError(f"results: {label!r} lacks a valid {key!r} entry")
+    _fill_variance_defaults(data)
     return data  # type: ignore[return-value]
+
+
+# Summaries written before the sigma_w^2 / sigma_b^2 axes existed lack these run fields; their
+# runs used the defaults (Keras's zero biases, unscaled initialisers).
+_VARIANCE_DEFAULTS = {"weight_var": 1.0, "bias_var": 0.0}
+
+
+def _fill_variance_defaults(data: dict) -> None:
+    """Give an older summary's runs and groups the variance fields they implicitly had."""
+    for row in [*data["runs"], *(data.get("groups") or [])]:
+        if isinstance(row, dict):
+            for k, v in _VARIANCE_DEFAULTS.items():
+                row.setdefault(k, v)
 
 
 def summary_grid(summary: Summary, where: str) -> tuple[Config, Grid]:
@@ -231,7 +247,9 @@ def summary_grid(summary: Summary, where: str) -> tuple[Config, Grid]:
         config = Config.from_dict(summary["config"])
         g = summary["grid"]
         grid = Grid(tuple(int(v) for v in g["seeds"]), tuple(int(v) for v in g["depths"]),
-                    tuple(int(v) for v in g["widths"]), tuple(float(v) for v in g["lrs"]))
+                    tuple(int(v) for v in g["widths"]), tuple(float(v) for v in g["lrs"]),
+                    tuple(float(v) for v in g.get("weight_vars", ())),
+                    tuple(float(v) for v in g.get("bias_vars", ())))
         if not (grid.seeds and grid.depths and grid.widths):
             raise ValueError("empty seeds/depths/widths")
     except (ValueError, TypeError, KeyError) as e:
@@ -270,12 +288,14 @@ def load_summary(out_dir: str | os.PathLike[str]) -> Summary:
     where = f"results: {str(path)!r}"
     config, grid = summary_grid(summary, where)
     rows = summary["runs"]
-    n_grid = len(grid.seeds) * len(grid.depths) * len(grid.widths) * max(1, len(grid.lrs))
+    n_grid = (len(grid.seeds) * len(grid.depths) * len(grid.widths) * max(1, len(grid.lrs))
+              * max(1, len(grid.weight_vars)) * max(1, len(grid.bias_vars)))
     if len(rows) != n_grid or summary.get("n_runs") != n_grid:
         raise ValueError(f"{where} lists {len(rows)} runs; its grid has {n_grid}")
     runs, finals = _runs_from_rows(rows, where)
     check_in_grid(where, SweepResult(config, grid.seeds, grid.depths, grid.widths, grid.lrs,
-                                     runs, history={}))
+                                     runs, history={}, weight_vars=grid.weight_vars,
+                                     bias_vars=grid.bias_vars))
     try:
         groups = jsonable(summary_groups(runs, finals, float(summary["learn_threshold"])))
     except (ValueError, TypeError, KeyError) as e:

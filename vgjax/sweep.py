@@ -1,4 +1,5 @@
-"""The grid of runs (seeds x depths x widths x lrs) as one compiled program.
+"""The grid of runs (seeds x depths x widths x lrs x weight_vars x bias_vars) as one
+compiled program.
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
 the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
@@ -25,30 +26,43 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
 from vgjax import fast, runtime
-from vgjax.config import Config, Grid, check_choice, validate, validate_grid
-from vgjax.data import make_data
+from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
+from vgjax.data import data_dims, make_data
 from vgjax.result import RunTable, SweepResult
-from vgjax.train import DeviceData, RunSpec, hist_epochs, make_train
+from vgjax.step import n_outputs_for
+from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
 
 # Memory the chunk's outputs and working set may use, when the caller does not say.
 DEFAULT_CHUNK_BYTES = 512 * 2**20
 
 
 def run_table(grid: Grid, config: Config) -> RunTable:
-    """The runs of ``grid`` in run-axis order: seed outermost, then depth, width, lr."""
+    """The runs of ``grid`` in run-axis order: seed outermost, then depth, width, lr,
+    weight_var, bias_var (an empty axis of the grid is the config's single value)."""
     lrs = grid.lrs or (config.lr,)
-    rows = list(itertools.product(grid.seeds, grid.depths, grid.widths, lrs))
-    seed, depth, width, lr = (np.array(c) for c in zip(*rows))
+    wvs = grid.weight_vars or (config.weight_var,)
+    bvs = grid.bias_vars or (config.bias_var,)
+    rows = list(itertools.product(grid.seeds, grid.depths, grid.widths, lrs, wvs, bvs))
+    seed, depth, width, lr, wv, bv = (np.array(c) for c in zip(*rows))
     return RunTable(seed=seed.astype(np.int64), depth=depth.astype(np.int32),
                     width=width.astype(np.int32), lr=lr.astype(np.float32),
-                    diverged_epoch=np.full(len(rows), -1, np.int32))
+                    diverged_epoch=np.full(len(rows), -1, np.int32),
+                    weight_var=wv.astype(np.float32), bias_var=bv.astype(np.float32))
 
 
 def run_specs(runs: RunTable) -> RunSpec:
     """Stack the table into a :class:`RunSpec` of NumPy arrays with leading axis R."""
     # One vectorised call: equal to PRNGKey(seed) per run (seeds are < 2**31, validated).
     keys = np.asarray(jax.vmap(jax.random.PRNGKey)(jnp.asarray(runs.seed, jnp.int32)))
-    return RunSpec(key=keys.astype(np.uint32), depth=runs.depth, width=runs.width, lr=runs.lr)
+    return RunSpec(key=keys.astype(np.uint32), depth=runs.depth, width=runs.width, lr=runs.lr,
+                   weight_var=runs.weight_var, bias_var=runs.bias_var)
+
+
+def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
+    """(D, P): the grid's largest depth, and P >= every width, the input width and the
+    number of logits."""
+    f, c = data_dims(config)
+    return max(grid.depths), max(max(grid.widths), f, n_outputs_for(config, c))
 
 
 def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
@@ -80,7 +94,7 @@ class Plan(NamedTuple):
     sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
     n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: ``"fast"``
     (:mod:`vgjax.fast`, runs-last with hand-written backprop) or ``"vmap"`` (the reference:
-    ``vmap`` of :func:`vgjax.train.make_train`).
+    ``vmap`` of :func:`vgjax.train.make_train`); keep_params: return the final parameters.
     """
 
     config: Config
@@ -93,6 +107,7 @@ class Plan(NamedTuple):
     n_chunks: int
     mesh: Mesh
     engine: str
+    keep_params: bool = False
 
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
@@ -100,7 +115,7 @@ class Plan(NamedTuple):
 
 
 def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
-              mesh: Mesh | None = None, engine: str = "auto") -> Plan:
+              mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
     ``engine="auto"`` uses the fast engine where it covers the config (SGD without
@@ -108,6 +123,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     """
     validate(config)
     validate_grid(grid)
+    if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
+        raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
+                         "allowed: no lrs axis, or a factory lr -> GradientTransformation")
     check_choice("engine", engine, ("auto", "fast", "vmap"))
     if engine == "auto":
         engine = "fast" if fast.supports(config) else "vmap"
@@ -119,34 +137,35 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
     runs = run_table(grid, config)
-    max_depth, p = max(grid.depths), max(max(grid.widths), 2)
+    max_depth, p = padded_sizes(config, grid)
     mesh = mesh or default_mesh()
     n_dev = mesh.devices.size
     size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh, engine)
+                math.ceil(len(runs) / size), mesh, engine, bool(keep_params))
 
 
 @functools.lru_cache(maxsize=16)
 def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh,
-             engine: str):
+             engine: str, keep_params: bool = False):
     """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
     Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
     """
     if engine == "fast":
-        train_grid = fast.make_fast_train(static_config, max_depth, p)
+        train_grid = fast.make_fast_train(static_config, max_depth, p, keep_params=keep_params)
     else:
-        train_grid = jax.vmap(make_train(static_config, max_depth, p), in_axes=(0, None))
+        train_grid = jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
+                              in_axes=(0, None))
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
     fn = jax.jit(train_grid, in_shardings=(runs, replicated), out_shardings=runs)
     data = make_data(static_config)
-    spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32),
-                   jax.ShapeDtypeStruct((chunk_size,), jnp.int32),
-                   jax.ShapeDtypeStruct((chunk_size,), jnp.int32),
-                   jax.ShapeDtypeStruct((chunk_size,), jnp.float32))
+    per_run = lambda dtype: jax.ShapeDtypeStruct((chunk_size,), dtype)
+    spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32), per_run(jnp.int32),
+                   per_run(jnp.int32), per_run(jnp.float32), per_run(jnp.float32),
+                   per_run(jnp.float32))
     shapes = DeviceData(*(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in data))
     start = time.perf_counter()
     # runtime: the CPU compile options (YNNPACK fusions off) where the mesh is on the CPU
@@ -158,13 +177,13 @@ def compile_plan(plan: Plan):
     """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
     hits = _compile.cache_info().hits
     compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
-                                 plan.chunk_size, plan.mesh, plan.engine)
+                                 plan.chunk_size, plan.mesh, plan.engine, plan.keep_params)
     return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
 
 
 def _static_config(config: Config) -> Config:
-    # The learning rate is a per-run traced input, so it must not key the compile cache.
-    return replace(config, lr=1.0)
+    # The learning rate and variances are per-run traced inputs: they must not key the cache.
+    return replace(config, lr=1.0, weight_var=1.0, bias_var=0.0)
 
 
 def default_mesh(devices: list | None = None) -> Mesh:
@@ -194,7 +213,7 @@ def run_chunk(plan: Plan, compiled, data: DeviceData, c: int) -> dict[str, np.nd
     sl = plan.chunk_slice(c)
     take = np.minimum(np.arange(sl.start, sl.start + plan.chunk_size), sl.stop - 1)
     runs = NamedSharding(plan.mesh, PartitionSpec("runs"))
-    chunk = RunSpec(*(jax.device_put(a[take], runs) for a in plan.specs))
+    chunk = RunSpec(*(jax.device_put(np.asarray(a)[take], runs) for a in plan.specs))
     out = compiled(chunk, data)
     n = sl.stop - sl.start
     return {k: _to_host(v)[:n] for k, v in out.items()}
@@ -204,34 +223,45 @@ def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> 
     """Concatenate chunk outputs (in chunk order) into a :class:`SweepResult`."""
     runs = run_table(grid, config)
     history = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "diverged_epoch"}
+    params = {k: history.pop(PARAM_PREFIX + k) for k in PARAM_KEYS if PARAM_PREFIX + k in history}
     history["hist_epochs"] = np.asarray(hist_epochs(config), np.int32)
     history["hist_edges"] = diag.HIST_EDGES.copy()
     diverged = np.concatenate([p["diverged_epoch"] for p in parts]).astype(np.int32)
     runs = replace(runs, diverged_epoch=diverged)
     return SweepResult(config=config, seeds=tuple(grid.seeds), depths=tuple(grid.depths),
                        widths=tuple(grid.widths), lrs=tuple(grid.lrs), runs=runs,
-                       history=history)
+                       history=history, weight_vars=tuple(grid.weight_vars),
+                       bias_vars=tuple(grid.bias_vars), params=params or None)
 
 
-def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(),
-          chunk_size: int | None = None, mesh: Mesh | None = None, engine: str = "auto",
+def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weight_vars=(),
+          bias_vars=(), chunk_size: int | None = None, mesh: Mesh | None = None,
+          engine: str = "auto", keep_params: bool = False,
           progress: Callable[[int], None] | None = None) -> SweepResult:
-    """Train every run of seeds x depths x widths (x lrs) and return the result in memory.
+    """Train every run of the grid and return the result in memory.
 
     Args:
       config: the protocol (see :class:`vgjax.config.Config`).
-      seeds, depths, widths: lists of ints; lrs: optional list of learning rates (empty: the
-        config's). Runs are their product, seed outermost.
+      seeds, depths, widths: lists of ints; lrs, weight_vars (sigma_w^2), bias_vars
+        (sigma_b^2): optional lists of floats (empty: the config's value), each a traced
+        per-run value, so the whole grid is one compiled program. Runs are their product,
+        seed outermost, then depth, width, lr, weight_var, bias_var.
       chunk_size: runs per compiled call (default: chosen from memory).
       mesh: a 1-D ``runs`` mesh (default: all devices).
       engine: "auto", "fast" or "vmap" (see :func:`make_plan`).
+      keep_params: also return every run's final parameters in ``result.params``
+        (kernels [R, D, P, P], biases [R, D, P], out_kernel [R, P] or [R, P, C], out_bias
+        [R] or [R, C]); :func:`vgjax.model.unpack_run` gives one run's exact layers.
       progress: called with the number of runs finished after each chunk.
     Returns:
       :class:`SweepResult` with history arrays [R, E], [R, E, L] and histograms
       [R, H, L, K] (see :mod:`vgjax.result`).
     """
-    grid = Grid(tuple(seeds), tuple(depths), tuple(widths), tuple(float(x) for x in lrs))
-    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, engine=engine)
+    floats = lambda xs: tuple(float(x) for x in xs)
+    grid = Grid(tuple(seeds), tuple(depths), tuple(widths), floats(lrs), floats(weight_vars),
+                floats(bias_vars))
+    plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, engine=engine,
+                     keep_params=keep_params)
     compiled, _ = compile_plan(plan)
     data = device_data(plan)
     parts = []

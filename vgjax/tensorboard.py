@@ -41,6 +41,7 @@ from typing import Callable, Iterable
 import numpy as np
 from tensorboardX.summary import custom_scalars, hparams
 
+from vgjax.config import describe
 from vgjax.result import (CURVES, LAYER_STATS, TEST_LAYER_STATS, SweepResult, final_values,
                           group_indices, seed_stats)
 from vgjax.store import sanitize_name
@@ -77,21 +78,27 @@ def _pad(values: np.ndarray) -> int:
 def run_dir_names(result: SweepResult, prefix: str) -> list[str]:
     """Relative run directory of every run, in run-axis order (length R).
 
-    ``prefix_dDD_wWW[_lrX]/seedSS``, e.g. ``relu_he_d05_w05/seed03``; the lr appears only when
-    ``result.lrs`` is non-empty. Numbers are zero-padded to the widest value in the sweep.
+    ``prefix_dDD_wWW[_lrX][_wvX][_bvX]/seedSS``, e.g. ``relu_he_d05_w05/seed03``; the lr,
+    sigma_w^2 (wv) and sigma_b^2 (bv) appear only when the sweep has that axis
+    (``result.lrs``, ``result.weight_vars``, ``result.bias_vars`` non-empty). Numbers are
+    zero-padded to the widest value in the sweep.
     """
     t = result.runs
     head = sanitize_name(prefix) + "_" if prefix else ""
     pd, pw, ps = _pad(t.depth), _pad(t.width), _pad(t.seed)
     names = []
-    for seed, depth, width, lr in zip(t.seed.tolist(), t.depth.tolist(), t.width.tolist(),
-                                      t.lr.tolist()):
+    for seed, depth, width, lr, wv, bv in zip(t.seed.tolist(), t.depth.tolist(),
+                                              t.width.tolist(), t.lr.tolist(),
+                                              t.weight_var.tolist(), t.bias_var.tolist()):
         config = f"{head}d{depth:0{pd}d}_w{width:0{pw}d}"
-        if result.lrs:
-            config += "_lr" + sanitize_name(_lr_text(lr))
+        for tag, axis, value in (("lr", result.lrs, lr), ("wv", result.weight_vars, wv),
+                                 ("bv", result.bias_vars, bv)):
+            if axis:
+                config += f"_{tag}" + sanitize_name(_lr_text(value))
         names.append(f"{config}/seed{seed:0{ps}d}")
     if len(set(names)) != len(names):
-        raise ValueError("run table has duplicate (seed, depth, width, lr) rows")
+        raise ValueError("run table has duplicate (seed, depth, width, lr, weight_var, "
+                         "bias_var) rows")
     return names
 
 
@@ -199,10 +206,11 @@ def _final_metrics(finals: dict[str, np.ndarray], runs: np.ndarray) -> dict[str,
 def _hparams(result: SweepResult, r: int, seed: str) -> dict:
     c, t = result.config, result.runs
     return {
-        "activation": c.activation, "init": c.init, "output_init": c.resolved_output_init,
-        "optimizer": c.optimizer, "lr": float(t.lr[r]), "depth": int(t.depth[r]),
-        "width": int(t.width[r]), "seed": seed, "batch_size": c.batch_size,
-        "epochs": c.epochs,
+        "activation": describe(c.activation), "init": c.init,
+        "output_init": c.resolved_output_init, "optimizer": describe(c.optimizer),
+        "lr": float(t.lr[r]), "depth": int(t.depth[r]), "width": int(t.width[r]), "seed": seed,
+        "batch_size": c.batch_size, "epochs": c.epochs, "data": c.data_name,
+        "weight_var": float(t.weight_var[r]), "bias_var": float(t.bias_var[r]),
     }
 
 

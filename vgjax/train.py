@@ -1,9 +1,9 @@
 """Training one run as a pure function of (run spec, data): Keras ``fit`` semantics in JAX.
 
 ``make_train(config, max_depth, p)`` returns ``train_run(spec, data) -> history`` for one run;
-:mod:`vgjax.sweep` vmaps it over the run axis. Inside, an epoch is a ``lax.scan`` over
-optimizer steps and training is a ``lax.scan`` over epochs; per-epoch statistics are reduced
-in the scan carry, so no per-step array is ever stored.
+:mod:`vgjax.sweep` vmaps it over the run axis. Training is a ``lax.scan`` over epochs, each a
+``lax.scan`` over the ONE train step of :mod:`vgjax.step` (``Step.train_step``); per-epoch
+statistics are reduced in the scan carry, so no per-step array is ever stored.
 """
 
 from __future__ import annotations
@@ -12,28 +12,34 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from vgjax import diagnostics as diag
-from vgjax.config import Config
-from vgjax.model import MaskedMLP, Params, init_params, kernel_mask
+from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
+from vgjax.model import kernel_mask
+from vgjax.step import Batch, Step, bce, make_step
+
+# Final parameters, when kept, come back under these history-style keys ([R, ...] each).
+PARAM_KEYS = ("kernels", "biases", "out_kernel", "out_bias")
+PARAM_PREFIX = "param_"
 
 
 class RunSpec(NamedTuple):
     """What distinguishes one run of a grid. Each field is a scalar per run ([R] when stacked).
 
     key: the run's PRNG key data (uint32 [2], from ``jax.random.key_data(PRNGKey(seed))``);
-    depth, width: int32; lr: float32 learning rate.
+    depth, width: int32; lr, weight_var (sigma_w^2), bias_var (sigma_b^2): float32.
     """
 
     key: jax.Array
     depth: jax.Array
     width: jax.Array
     lr: jax.Array
+    weight_var: jax.Array | float = 1.0
+    bias_var: jax.Array | float = 0.0
 
 
 class DeviceData(NamedTuple):
-    """Data on device: x_train [N, 2], y_train [N], x_test [M, 2], y_test [M] (float32)."""
+    """Data on device: x_train [N, F], y_train [N], x_test [M, F], y_test [M] (float32)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -46,19 +52,7 @@ def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Ar
 
     Keras averages over the examples of a batch; padded examples have weight 0.
     """
-    per_example = optax.sigmoid_binary_cross_entropy(logits, labels)
-    return (per_example * weights).sum() / weights.sum()
-
-
-def make_optimizer(config: Config, lr: jax.Array) -> optax.GradientTransformation:
-    """Keras's SGD(lr, momentum) or Adam(lr) (Keras epsilon 1e-7); ``lr`` may be traced.
-
-    optax's momentum trace t = g + m t with update -lr t equals Keras's v = m v - lr g for a
-    constant learning rate.
-    """
-    if config.optimizer == "sgd":
-        return optax.sgd(lr, momentum=config.momentum if config.momentum > 0 else None)
-    return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-7)
+    return (bce(logits, labels) * weights).sum() / weights.sum()
 
 
 def batch_indices(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
@@ -86,73 +80,69 @@ class EpochStats(NamedTuple):
     test_layers: jax.Array | None
 
 
-def make_train(config: Config, max_depth: int, p: int):
+def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = None,
+               keep_params: bool = False):
     """Build ``train_run(spec, data) -> dict`` for one run of a grid padded to (D, P).
 
     The returned dict holds train_loss/test_loss/train_accuracy/test_accuracy [E],
     grad_mean_abs/grad_norm/weight_l1 [E, L], diverged_epoch [] int32 (1-based, -1 never),
     and, when ``config.hist_every > 0``, grad_hist/weight_hist [H, L, K] int32 and
     grad_hist_stats/weight_hist_stats [H, L, 4]; with ``config.test_gradients``
-    test_grad_mean_abs/test_grad_norm [E, L]. Statistics of absent layers and of epochs from
-    the one that diverged on are NaN.
+    test_grad_mean_abs/test_grad_norm [E, L]; with ``keep_params`` the final parameters as
+    ``param_kernels`` [D, P, P], ``param_biases`` [D, P], ``param_out_kernel``,
+    ``param_out_bias``. Statistics of absent layers and of epochs from the one that diverged
+    on are NaN. ``step`` defaults to ``make_step(config, max_depth=max_depth, p=p)``.
     """
-    model = MaskedMLP(max_depth=max_depth, p=p, activation=config.activation)
+    step = step or make_step(config, max_depth=max_depth, p=p)
     n_layers = max_depth + 1
     steps = config.steps_per_epoch
     every = config.hist_every
+    dims = dict(max_depth=max_depth, p=p, n_features=step.n_features, n_outputs=step.n_outputs)
 
     def train_run(spec: RunSpec, data: DeviceData) -> dict[str, jax.Array]:
         key = jax.random.wrap_key_data(spec.key)
         init_key, shuffle_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-        params = init_params(init_key, spec.depth, spec.width, max_depth=max_depth, p=p,
-                             init=config.init, output_init=config.resolved_output_init)
-        opt = make_optimizer(config, spec.lr)
-        hidden_mask, out_mask = kernel_mask(spec.depth, spec.width, max_depth=max_depth, p=p)
-        counts = diag.real_counts(spec.depth, spec.width, max_depth=max_depth)
+        state = step.init(init_key, spec.depth, spec.width, lr=spec.lr,
+                          weight_var=spec.weight_var, bias_var=spec.bias_var)
+        hidden_mask, out_mask = kernel_mask(spec.depth, spec.width, **dims)
+        counts = diag.real_counts(spec.depth, spec.width, max_depth=max_depth,
+                                  n_features=step.n_features, n_outputs=step.n_outputs)
         present = diag.layer_present(spec.depth, max_depth=max_depth)
-
-        def loss_fn(params: Params, x, y, w):
-            return bce_loss(model.apply({"params": params}, x, spec.depth, spec.width), y, w)
-
-        grad_fn = jax.value_and_grad(loss_fn)
-
-        def evaluate(params: Params, x, y) -> tuple[jax.Array, jax.Array]:
-            logits = model.apply({"params": params}, x, spec.depth, spec.width)
-            loss = optax.sigmoid_binary_cross_entropy(logits, y).mean()
-            acc = ((logits > 0).astype(jnp.float32) == y).sum() / y.shape[0]
-            return loss, acc
-
         n_hist = config.epochs // every if every > 0 else 0
 
-        def run_epoch(state, epoch):
-            # state = (params, opt_state, hist buffers or None). Histogram epochs share this
-            # one compiled body: their extra work sits in conds on the (unbatched) epoch
-            # number, as in vgjax.fast, so the program holds a single epoch.
-            params, opt_state, bufs = state
+        def run_epoch(carry, epoch):
+            # carry = (TrainState, hist buffers or None). Histogram epochs share this one
+            # compiled body: their extra work sits in conds on the (unbatched) epoch number,
+            # as in vgjax.fast, so the program holds a single epoch.
+            state, bufs = carry
             hist_now = (epoch + 1) % every == 0 if every > 0 else False
             idx, weights = batch_indices(jax.random.fold_in(shuffle_key, epoch),
                                          config.n_train, config.batch_size)
 
-            def step(carry, batch):
-                params, opt_state, sums, hist = carry
+            def one_step(carry, batch):
+                state, sums, hist = carry
                 b_idx, b_w = batch
-                loss, grads = grad_fn(params, data.x_train[b_idx], data.y_train[b_idx], b_w)
-                updates, opt_state = opt.update(grads, opt_state, params)
-                params = optax.apply_updates(params, updates)
-                sums = sums + jnp.stack([diag.abs_sums(grads), diag.l2_norms(grads)])
+                state, out = step.train_step(
+                    state, Batch(data.x_train[b_idx], data.y_train[b_idx], b_w))
+                # |g| sums (not the step's means) keep the epoch mean's rounding as before;
+                # XLA computes the shared reductions once.
+                sums = sums + jnp.stack([diag.abs_sums(out.grads), out.grad_norm])
                 if hist is not None:
                     def add(h):
-                        c, s = diag.histogram(grads, hidden_mask, out_mask)
+                        c, s = diag.histogram(out.grads, hidden_mask, out_mask)
                         return h[0] + c, diag.merge_hist_stats(h[1], s)
                     hist = jax.lax.cond(hist_now, add, lambda h: h, hist)
-                return (params, opt_state, sums, hist), loss
+                return (state, sums, hist), out.loss
 
             hist0 = _empty_hist(n_layers) if bufs is not None else None
-            carry = (params, opt_state, jnp.zeros((2, n_layers), jnp.float32), hist0)
-            (params, opt_state, sums, ghist), _ = jax.lax.scan(step, carry, (idx, weights))
+            carry = (state, jnp.zeros((2, n_layers), jnp.float32), hist0)
+            (state, sums, ghist), _ = jax.lax.scan(one_step, carry, (idx, weights))
 
-            train_loss, train_acc = evaluate(params, data.x_train, data.y_train)
-            test_loss, test_acc = evaluate(params, data.x_test, data.y_test)
+            params = state.params
+            train_loss, train_acc = step.evaluate(params, data.x_train, data.y_train,
+                                                  spec.depth, spec.width)
+            test_loss, test_acc = step.evaluate(params, data.x_test, data.y_test,
+                                                spec.depth, spec.width)
             layer_stats = jnp.stack([
                 sums[0] / (steps * jnp.maximum(counts, 1.0)),
                 sums[1] / steps,
@@ -161,7 +151,9 @@ def make_train(config: Config, max_depth: int, p: int):
             test_stats = None
             if config.test_gradients:
                 n_test = data.y_test.shape[0]
-                _, tg = grad_fn(params, data.x_test, data.y_test, jnp.ones((n_test,), jnp.float32))
+                _, tg = step.loss_and_grads(
+                    params, Batch(data.x_test, data.y_test, jnp.ones((n_test,), jnp.float32)),
+                    spec.depth, spec.width)
                 test_stats = jnp.stack([diag.abs_sums(tg) / jnp.maximum(counts, 1.0),
                                         diag.l2_norms(tg)])
             stats = EpochStats(jnp.stack([train_loss, test_loss, train_acc, test_acc]),
@@ -174,57 +166,62 @@ def make_train(config: Config, max_depth: int, p: int):
                     put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, h, 0)
                     return tuple(map(put, bufs, (*ghist, *whist)))
                 bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
-            return (params, opt_state, bufs), stats
+            return (state, bufs), stats
 
         bufs0 = None
         if n_hist > 0:
             bufs0 = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
         epochs = jnp.arange(config.epochs, dtype=jnp.int32)
-        (_, _, bufs), stats = jax.lax.scan(run_epoch, (params, opt.init(params), bufs0), epochs)
-        out: dict[str, jax.Array] = {}
-        if every > 0:
-            if bufs is None:  # hist_every > epochs: no histogram epoch at all
-                bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
-            out.update(grad_hist=bufs[0], grad_hist_stats=bufs[1],
-                       weight_hist=bufs[2], weight_hist_stats=bufs[3])
-
-        # Divergence: the first epoch whose loss or statistics are not finite. From that
-        # epoch on, the run's statistics are masked to NaN instead of reporting garbage.
-        finite = jnp.isfinite(stats.curves).all(axis=1) & jnp.isfinite(stats.layers).all(axis=(1, 2))
-        bad = ~finite
-        first_bad = jnp.argmax(bad)
-        diverged_epoch = jnp.where(bad.any(), first_bad + 1, -1).astype(jnp.int32)
-        valid_epoch = jnp.where(bad.any(), epochs < first_bad, True)
-        curves = jnp.where(valid_epoch[:, None], stats.curves, jnp.nan)
-        layer_ok = valid_epoch[:, None] & present[None, :]
-        layers = jnp.where(layer_ok[:, None, :], stats.layers, jnp.nan)
-        out.update(
-            train_loss=curves[:, 0], test_loss=curves[:, 1],
-            train_accuracy=curves[:, 2], test_accuracy=curves[:, 3],
-            grad_mean_abs=layers[:, 0], grad_norm=layers[:, 1], weight_l1=layers[:, 2],
-            diverged_epoch=diverged_epoch,
-        )
-        if config.test_gradients:
-            t = jnp.where(layer_ok[:, None, :], stats.test_layers, jnp.nan)
-            out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
-        if every > 0:
-            hist_ok = valid_epoch[every - 1::every][: config.epochs // every]
-            for name in ("grad_hist", "weight_hist"):
-                keep = hist_ok[:, None] & present[None, :]
-                out[name] = jnp.where(keep[:, :, None], out[name], 0)
-                out[name + "_stats"] = jnp.where(keep[:, :, None], out[name + "_stats"], jnp.nan)
+        (state, bufs), stats = jax.lax.scan(run_epoch, (state, bufs0), epochs)
+        out = finish(config, stats, bufs, present, epochs)
+        if keep_params:
+            out.update({PARAM_PREFIX + k: state.params[k] for k in PARAM_KEYS})
         return out
 
     return train_run
 
 
+def finish(config: Config, stats: EpochStats, bufs, present: jax.Array,
+           epochs: jax.Array) -> dict[str, jax.Array]:
+    """One run's history dict from its stacked per-epoch stats and histogram buffers.
+
+    Divergence: the first epoch whose loss or statistics are not finite. From that epoch on,
+    the run's statistics are masked to NaN instead of reporting garbage.
+    """
+    every = config.hist_every
+    n_layers = present.shape[0]
+    out: dict[str, jax.Array] = {}
+    if every > 0:
+        if bufs is None:  # hist_every > epochs: no histogram epoch at all
+            bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
+        out.update(grad_hist=bufs[0], grad_hist_stats=bufs[1],
+                   weight_hist=bufs[2], weight_hist_stats=bufs[3])
+    finite = jnp.isfinite(stats.curves).all(axis=1) & jnp.isfinite(stats.layers).all(axis=(1, 2))
+    bad = ~finite
+    first_bad = jnp.argmax(bad)
+    diverged_epoch = jnp.where(bad.any(), first_bad + 1, -1).astype(jnp.int32)
+    valid_epoch = jnp.where(bad.any(), epochs < first_bad, True)
+    curves = jnp.where(valid_epoch[:, None], stats.curves, jnp.nan)
+    layer_ok = valid_epoch[:, None] & present[None, :]
+    layers = jnp.where(layer_ok[:, None, :], stats.layers, jnp.nan)
+    out.update(
+        train_loss=curves[:, 0], test_loss=curves[:, 1],
+        train_accuracy=curves[:, 2], test_accuracy=curves[:, 3],
+        grad_mean_abs=layers[:, 0], grad_norm=layers[:, 1], weight_l1=layers[:, 2],
+        diverged_epoch=diverged_epoch,
+    )
+    if config.test_gradients:
+        t = jnp.where(layer_ok[:, None, :], stats.test_layers, jnp.nan)
+        out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
+    if every > 0:
+        hist_ok = valid_epoch[every - 1::every][: config.epochs // every]
+        for name in ("grad_hist", "weight_hist"):
+            keep = hist_ok[:, None] & present[None, :]
+            out[name] = jnp.where(keep[:, :, None], out[name], 0)
+            out[name + "_stats"] = jnp.where(keep[:, :, None], out[name + "_stats"], jnp.nan)
+    return out
+
+
 def _empty_hist(n_layers: int) -> tuple[jax.Array, jax.Array]:
     """Zero counts [L, K] int32 and identity stats [L, 4] for accumulating a histogram."""
     return jnp.zeros((n_layers, diag.N_BUCKETS), jnp.int32), diag.empty_hist_stats(n_layers)
-
-
-def hist_epochs(config: Config):
-    """1-based epochs that carry histograms: every ``hist_every``-th epoch ([H] list)."""
-    if config.hist_every == 0:
-        return []
-    return list(range(config.hist_every, config.epochs + 1, config.hist_every))

@@ -1,0 +1,64 @@
+"""The CLI's protocol flags: --data, --loss, --weight-var/--bias-var axes, --save-params,
+and their bad values (one line, exit 2, nothing written)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from vgjax import cli
+from vgjax.config import Config
+from vgjax.model import unpack_run
+from vgjax.sweep import sweep
+
+ARGS = ["sweep", "--activation", "tanh", "--init", "normal", "--depths", "1,2", "--widths", "3",
+        "--seeds", "0", "--epochs", "2", "--hist-every", "0", "--weight-var", "0.5,2",
+        "--bias-var", "0,0.1"]
+
+
+def test_variance_axes_data_and_params_out(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert cli.main(ARGS + ["--data", "moons", "--save-params", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "params.npz" in printed and " wv" in printed and " bv" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["data"] == "moons"
+    assert summary["grid"]["weight_vars"] == [0.5, 2.0]
+    assert [(r["depth"], r["weight_var"], r["bias_var"]) for r in summary["runs"]] == [
+        (d, wv, bv) for d in (1, 2) for wv in (0.5, 2.0) for bv in (0.0, 0.1)]
+    assert len(summary["groups"]) == 8
+    assert {g["weight_var"] for g in summary["groups"]} == {0.5, 2.0}
+    names = sorted(p.relative_to(out / "tensorboard").parts[0]
+                   for p in (out / "tensorboard").glob("*/seed*"))
+    assert "tanh_normal_d02_w03_wv0.5_bv0.1" in names and len(set(names)) == 8
+
+    cfg = Config(activation="tanh", init="normal", epochs=2, hist_every=0, data="moons")
+    ref = sweep(cfg, seeds=(0,), depths=(1, 2), widths=(3,), weight_vars=(0.5, 2.0),
+                bias_vars=(0.0, 0.1), keep_params=True)
+    with np.load(out / "params.npz", allow_pickle=False) as z:
+        for k in ref.params:
+            np.testing.assert_allclose(z[k], ref.params[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(z["run_depth"], ref.runs.depth)
+        r = 7
+        layers = unpack_run(z, int(z["run_depth"][r]), int(z["run_width"][r]), run=r)
+    assert layers["dense_2"]["kernel"].shape == (3, 3) and layers["output"]["bias"].shape == (1,)
+    np.testing.assert_array_equal(layers["dense_1"]["bias"], ref.params["biases"][r, 0, :3])
+
+
+@pytest.mark.parametrize("flags, field", [
+    (["--weight-var", "0"], "weight_var"),
+    (["--weight-var", "1,-2"], "weight_vars"),
+    (["--weight-var", "1,abc"], "weight_var"),
+    (["--bias-var", "-1"], "bias_var"),
+    (["--data", "mnist"], "data"),
+    (["--loss", "hinge"], "loss"),
+    (["--data", "digits", "--loss", "bce"], "loss"),
+    (["--init", "gaussian"], "init"),
+])
+def test_bad_protocol_flags(flags, field, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = [a for a in ARGS if a not in ("--weight-var", "0.5,2", "--bias-var", "0,0.1")]
+    assert cli.main(argv + flags + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"vgjax: error: {field}:") and "\n" not in err and "allowed" in err
+    assert not out.exists()
