@@ -20,7 +20,7 @@ def test_variance_axes_data_and_params_out(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(ARGS + ["--data", "moons", "--save-params", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "params.npz" in printed and " wv" in printed and " bv" in printed
+    assert "params.npz" in printed and " weight_var" in printed and " bias_var" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["config"]["data"] == "moons"
     assert summary["grid"]["weight_vars"] == [0.5, 2.0]

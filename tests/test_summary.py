@@ -27,7 +27,8 @@ def test_summary_content(tmp_path):
     assert on_disk == s
     assert s["format"] == "vgjax.sweep" and s["version"] == 1
     assert s["config"] == res.config.to_dict()
-    assert s["grid"] == {"seeds": [0, 1, 2], "depths": [1, 2], "widths": [3], "lrs": [0.1]}
+    assert s["grid"] == {"seeds": [0, 1, 2], "depths": [1, 2], "widths": [3], "lrs": [0.1],
+                         "weight_vars": [], "bias_vars": []}  # no variance axes
     assert s["versions"]["device"] == "cpu"
     assert set(s["versions"]) == {"jax", "jaxlib", "flax", "optax", "numpy", "device"}
     assert s["versions"]["numpy"] == np.__version__

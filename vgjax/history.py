@@ -74,8 +74,8 @@ def write_history_from_chunks(path: str | os.PathLike[str], names: Sequence[str]
     left at ``path``.
     """
     shared = dict(shared or {})
-    run_arrays = run_arrays(runs)
-    all_names = list(names) + list(shared) + list(run_arrays)
+    table = run_arrays(runs)
+    all_names = list(names) + list(shared) + list(table)
     if len(set(all_names)) != len(all_names):
         raise ValueError(f"history: array names repeat across names/shared/run table: {all_names}")
     members: dict[str, Callable[[], Iterable[np.ndarray]]] = {}
@@ -83,7 +83,7 @@ def write_history_from_chunks(path: str | os.PathLike[str], names: Sequence[str]
     for n in names:
         members[n] = (lambda n=n: chunks_of(n))
         leading[n] = len(runs)
-    for n, v in {**shared, **run_arrays}.items():
+    for n, v in {**shared, **table}.items():
         members[n] = (lambda v=v: [v])
         leading[n] = None
     with atomic_file(path) as f:
