@@ -66,23 +66,58 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     ``OUT/chunks/`` and, with ``tensorboard``, ``OUT/tensorboard/PREFIX_dDD_wWW/seedSS`` and
     ``.../mean`` (or under ``logdir`` when given). ``progress`` is called with 0 once the
     output directory is claimed (before compiling), then with the runs finished, per chunk.
+    A directory filled by array-job shards (:mod:`vgjax.distributed`) is only merged: nothing
+    is trained, and missing chunks raise :class:`MissingChunks`.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh)
     prefix = io.sanitize_name(prefix)
+    from vgjax import distributed  # late: distributed builds on this module
+    if distributed.sharded_layout(out, config, grid) is not None:
+        return distributed.merge(out, tensorboard=tensorboard, prefix=prefix, logdir=logdir,
+                                 learn_threshold=learn_threshold, progress=progress)
     out = io.prepare_out_dir(out, io.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now
     store = io.ChunkStore(out)
     plan = _resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
-    timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+    timing = new_timing()
 
-    done = store.done()
+    def chunk_done(c: int, arrays: dict[str, np.ndarray]) -> None:
+        if tensorboard:
+            write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c), arrays, store,
+                                    c, logdir, prefix, timing)
+        if progress is not None:
+            progress(len(arrays["diverged_epoch"]))
+
+    parts = compute_chunks(plan, store, range(plan.n_chunks), timing, on_chunk=chunk_done)
+    return finish_sweep(config, grid, out, plan.chunk_size, tensorboard=tensorboard,
+                        prefix=prefix, logdir=logdir, learn_threshold=learn_threshold,
+                        timing=timing, extra={"device": device_kind(plan.mesh),
+                                              "engine": plan.engine}, parts=parts)
+
+
+def new_timing() -> dict[str, float]:
+    """The ``timing`` record of a sweep, all zeros."""
+    return {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+
+
+def compute_chunks(plan: Plan, store: io.ChunkStore, chunks, timing: dict[str, float], *,
+                   on_chunk: Callable[[int, dict], None] | None = None,
+                   done: set[int] | None = None, save: bool = True) -> dict[int, dict]:
+    """Train each chunk of ``chunks`` not yet in ``store`` and save it there; load the rest.
+
+    Compiles only if a chunk must be trained. ``on_chunk(c, arrays)`` is called per chunk in
+    order (arrays: the chunk's history, run axis first). ``done`` overrides the store's own
+    list of finished chunks (multi-process JAX: process 0's view); ``save=False`` trains
+    without writing (the processes that do not write). Returns chunk -> arrays without the
+    histogram arrays (which stay on disk; memory stays flat in the number of runs).
+    """
+    done = store.done() if done is None else done
     compiled = data = None
     parts: dict[int, dict[str, np.ndarray]] = {}
-    for c in range(plan.n_chunks):
-        sl = plan.chunk_slice(c)
+    for c in chunks:
         if c in done:
             arrays = store.load(c)
         else:
@@ -92,25 +127,77 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
             t0 = time.perf_counter()
             arrays = run_chunk(plan, compiled, data, c)
             timing["train_s"] += time.perf_counter() - t0
-            store.save(c, arrays)
-        marker = store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
-        if tensorboard and not marker.exists():
-            t0 = time.perf_counter()
-            # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
-            tb.write_sweep(_chunk_result(config, grid, plan.runs, sl, arrays), logdir, prefix,
-                           write_means=False)
-            io.atomic_write_text(marker, "")
-            timing["tensorboard_s"] += time.perf_counter() - t0
+            if save:
+                store.save(c, arrays)
+        if on_chunk is not None:
+            on_chunk(c, arrays)
         parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
-        names = sorted(k for k in arrays if k != "diverged_epoch")
-        if progress is not None:
-            progress(sl.stop - sl.start)
+    return parts
 
+
+def _tb_marker(store: io.ChunkStore, c: int) -> Path:
+    return store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
+
+
+def write_chunk_tensorboard(config: Config, grid: Grid, runs, sl: slice, arrays: dict,
+                            store: io.ChunkStore, c: int, logdir: Path, prefix: str,
+                            timing: dict[str, float]) -> None:
+    """Write the TensorBoard run directories of chunk ``c`` unless its marker says done."""
+    marker = _tb_marker(store, c)
+    if marker.exists():
+        return
     t0 = time.perf_counter()
-    result = assemble(config, grid, [parts[c] for c in range(plan.n_chunks)])
+    # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
+    tb.write_sweep(_chunk_result(config, grid, runs, sl, arrays), logdir, prefix,
+                   write_means=False)
+    io.atomic_write_text(marker, "")
+    timing["tensorboard_s"] += time.perf_counter() - t0
+
+
+class MissingChunks(ValueError):
+    """Raised by :func:`finish_sweep` when chunk files are missing (one line, lists them)."""
+
+
+def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
+                 tensorboard: bool, prefix: str, logdir: Path | None, learn_threshold: float,
+                 timing: dict[str, float], extra: dict, parts: dict[int, dict] | None = None,
+                 hint: str = "", progress: Callable[[int], None] | None = None) -> SweepOutput:
+    """Assemble ``summary.json``, ``history.npz`` and TensorBoard from the chunk files.
+
+    Chunks are the slices of ``chunk_size`` runs of the run table; ``parts`` holds those
+    already in memory (as :func:`compute_chunks` returns them), the rest are read from
+    ``OUT/chunks`` (writing their TensorBoard directories if not yet marked done).
+    Raises :class:`MissingChunks` naming the missing chunks (plus ``hint``) before writing.
+    """
+    out = Path(out)
+    runs = run_table(grid, config)
+    n_chunks = -(-len(runs) // chunk_size)
+    store = io.ChunkStore(out)
+    parts = dict(parts or {})
+    missing = sorted(set(range(n_chunks)) - set(parts) - store.done())
+    if missing:
+        raise MissingChunks(f"chunks: {_ranges(missing)} of 0-{n_chunks - 1} are missing in "
+                            f"{str(out / io.CHUNKS_DIR)!r}{hint}")
+    logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
+    for c in range(n_chunks):
+        if c in parts and not tensorboard:
+            continue
+        sl = slice(c * chunk_size, min((c + 1) * chunk_size, len(runs)))
+        if c not in parts or not _tb_marker(store, c).exists():
+            arrays = store.load(c)
+            parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
+            if tensorboard:
+                write_chunk_tensorboard(config, grid, runs, sl, arrays, store, c, logdir,
+                                        prefix, timing)
+            if progress is not None:
+                progress(sl.stop - sl.start)
+    with np.load(store.path(0), allow_pickle=False) as z:  # lazy: reads the zip directory
+        names = sorted(k for k in z.files if k != "diverged_epoch")
+    t0 = time.perf_counter()
+    result = assemble(config, grid, [parts[c] for c in range(n_chunks)])
     io.write_history_from_chunks(
         out / io.HISTORY_NAME, names,
-        lambda name: store.iter_array(name, range(plan.n_chunks)),
+        lambda name: store.iter_array(name, range(n_chunks)),
         runs=result.runs,
         shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
                 "hist_edges": result.history["hist_edges"]})
@@ -119,10 +206,20 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
         t0 = time.perf_counter()
         tb.write_means(result, logdir, prefix)
         timing["tensorboard_s"] += time.perf_counter() - t0
-    summary = io.write_summary(out / io.SUMMARY_NAME, result, timing=timing,
-                               extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
+    summary = io.write_summary(out / io.SUMMARY_NAME, result, timing=timing, extra=extra,
                                learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
+
+
+def _ranges(xs: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    spans: list[list[int]] = []
+    for x in xs:
+        if spans and x == spans[-1][1] + 1:
+            spans[-1][1] = x
+        else:
+            spans.append([x, x])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 LAYOUT_NAME = "layout.json"
@@ -158,7 +255,8 @@ def _resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mes
     return plan
 
 
-def _device_kind(mesh: Mesh) -> str:
+def device_kind(mesh: Mesh) -> str:
+    """E.g. ``cpu:cpu x2``: platform, device kind and count of ``mesh``."""
     dev = mesh.devices.flat[0]
     return f"{dev.platform}:{dev.device_kind} x{mesh.devices.size}"
 

@@ -1,0 +1,217 @@
+"""One sweep spread over processes: array-job shards, multi-process JAX, Ray.
+
+The oracle everywhere is the same sweep run by one ``vgjax sweep`` process with the same
+total device count: summary.json outside ``timing`` and every history.npz array must be
+identical, and the TensorBoard tree the same. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vgjax import distributed as dist
+from vgjax import io
+from vgjax.config import Config, Grid
+
+ARGS = ["--activation", "relu", "--init", "he_uniform", "--depths", "1-3", "--seeds", "0-3",
+        "--epochs", "4", "--hist-every", "2"]
+N_RUNS = 12
+TIMEOUT = 300
+
+
+def _env(devices: int) -> dict:
+    env = dict(os.environ)
+    env["JAX_PLATFORMS"] = "cpu"
+    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_cpu_experimental_ynn_fusion_type=")
+    env.pop("JAX_COORDINATOR_ADDRESS", None)
+    return env
+
+
+def _vgjax(*argv: str) -> list[str]:
+    return [sys.executable, "-m", "vgjax.cli", *argv]
+
+
+def _run(argv: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _summary(out: Path) -> dict:
+    s = json.loads((out / io.SUMMARY_NAME).read_text())
+    s.pop("timing")
+    return s
+
+
+def _tb_tree(out: Path) -> dict[str, int]:
+    root = out / io.TENSORBOARD_DIR
+    tree: dict[str, int] = {}
+    for p in root.rglob("*"):
+        if p.is_file():
+            key = str(p.parent.relative_to(root))
+            tree[key] = tree.get(key, 0) + 1
+    return tree
+
+
+def assert_same_sweep(a: Path, b: Path, *, tensorboard: bool = True) -> None:
+    """summary.json (outside timing), history.npz arrays and TensorBoard dirs are equal."""
+    assert _summary(a) == _summary(b)
+    with np.load(a / io.HISTORY_NAME) as x, np.load(b / io.HISTORY_NAME) as y:
+        assert sorted(x.files) == sorted(y.files)
+        for k in x.files:
+            np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+    if tensorboard:
+        ta, tb_ = _tb_tree(a), _tb_tree(b)
+        assert ta == tb_ and set(ta.values()) == {1}
+        assert len(ta) == N_RUNS + 3  # every run + one seed-mean dir per depth
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The single-process sweep, 1 device, chunks of 2 runs."""
+    d = tmp_path_factory.mktemp("ref")
+    _ok(_run(_vgjax("sweep", *ARGS, "--chunk-size", "2", "--out", str(d / "out")), _env(1), d))
+    return d / "out"
+
+
+# ---------------------------------------------------------------------------- array jobs
+
+
+@pytest.mark.slow
+def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path):
+    out = tmp_path / "out"
+    cmd = _vgjax("sweep", *ARGS, "--chunk-size", "2", "--out", str(out))
+    # Shards 0 and 1 start at the same moment (racing for the claim); shard 2 not yet.
+    procs = [subprocess.Popen(cmd + ["--shard", f"{i}/3"], env=_env(1), cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, stderr[-3000:]
+    chunks = sorted(p.name for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz"))
+    assert chunks == [f"chunk_{c:05d}.npz" for c in (0, 1, 3, 4)]
+
+    # Merging now names the missing chunks and the shard that owes them, writes nothing.
+    for argv in (_vgjax("merge", str(out)), cmd):
+        proc = _run(argv, _env(1), tmp_path)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "chunks: 2, 5 of 0-5 are missing" in proc.stderr and "2/3" in proc.stderr
+        assert not (out / io.SUMMARY_NAME).exists() and not (out / io.HISTORY_NAME).exists()
+
+    _ok(_run(cmd + ["--shard", "2/3"], _env(1), tmp_path))
+    # a finished shard run again computes nothing (its chunk files stay as they were)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    _ok(_run(cmd + ["--shard", "0/3"], _env(1), tmp_path))
+    assert stamp == {p.name: p.stat().st_mtime_ns
+                     for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    _ok(_run(_vgjax("merge", str(out)), _env(1), tmp_path))
+    assert_same_sweep(out, reference)
+    assert not [p for p in out.rglob(".*")], "temp files were left behind"
+
+
+@pytest.mark.slow
+def test_shards_on_machines_with_other_device_counts_cut_the_same_chunks(tmp_path):
+    """The chunk size is fixed by the manifest: a 3-device shard joins a 2-device one."""
+    out = tmp_path / "out"
+    cmd = _vgjax("sweep", *ARGS, "--out", str(out))
+    _ok(_run(cmd + ["--shard", "0/2"], _env(2), tmp_path))
+    layout = json.loads((out / io.MANIFEST_NAME).read_text())[dist.LAYOUT_KEY]
+    assert layout["shards"] == 2 and layout["chunk_size"] % 2 == 0
+    _ok(_run(cmd + ["--shard", "1/2"], _env(3), tmp_path))
+    n_chunks = -(-N_RUNS // layout["chunk_size"])
+    assert len(list((out / io.CHUNKS_DIR).glob("chunk_*.npz"))) == n_chunks
+    _ok(_run(cmd, _env(1), tmp_path))  # the plain command merges
+    with np.load(out / io.HISTORY_NAME) as h:
+        assert h["train_loss"].shape == (N_RUNS, 4) and np.isfinite(h["train_loss"]).all()
+    assert _summary(out)["n_runs"] == N_RUNS
+
+
+@pytest.mark.parametrize("n_dev,size,want", [(1, 5, 1), (2, 6, 2), (4, 6, 3), (3, 4, 2),
+                                           (8, 5, 5), (4, 1, 1), (16, 12, 12)])
+def test_mesh_size_is_the_largest_device_count_dividing_the_chunk(n_dev, size, want):
+    assert dist.mesh_size(n_dev, size) == want
+
+
+def test_fixed_plan_keeps_the_chunk_size():
+    grid = Grid(seeds=tuple(range(5)), depths=(1, 2), widths=(3,))
+    for size in (1, 3, 7):
+        plan = dist.fixed_plan(Config(epochs=2), grid, size)
+        assert plan.chunk_size == size and plan.n_chunks == -(-10 // size)
+
+
+def _claim(out, cfg=Config(epochs=2), grid=Grid(seeds=(0, 1)), shards=2, size=2):
+    return dist.claim_shared(out, io.make_manifest(cfg, grid),
+                             {"chunk_size": size, "shards": shards, "prefix": "p"})
+
+
+def test_claim_is_made_once_and_later_shards_take_its_layout(tmp_path):
+    out = tmp_path / "out"
+    assert _claim(out, size=4)["chunk_size"] == 4
+    first = (out / io.MANIFEST_NAME).read_bytes()
+    assert _claim(out, size=2)["chunk_size"] == 4  # the manifest decides
+    assert (out / io.MANIFEST_NAME).read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == [io.CHUNKS_DIR, io.MANIFEST_NAME]
+
+
+@pytest.mark.parametrize("kw,words", [
+    ({"cfg": Config(epochs=3)}, ["different config"]),
+    ({"grid": Grid(seeds=(0, 2))}, ["different grid"]),
+    ({"shards": 3}, ["2 shards", "I/2"]),
+])
+def test_claim_refuses_another_sweep(tmp_path, kw, words):
+    out = tmp_path / "out"
+    _claim(out)
+    with pytest.raises(ValueError) as e:
+        _claim(out, **kw)
+    msg = str(e.value)
+    assert "\n" not in msg and str(out) in msg and all(w in msg for w in words), msg
+
+
+def test_claim_refuses_foreign_files_and_unsharded_sweeps(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="notes.txt"):
+        _claim(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    plain = tmp_path / "plain"
+    io.prepare_out_dir(plain, io.make_manifest(Config(epochs=2), Grid(seeds=(0, 1))),
+                       overwrite=False)
+    with pytest.raises(ValueError, match="without --shard"):
+        _claim(plain)
+    with pytest.raises(ValueError, match="without --shard"):
+        dist.merge(plain)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--shard", "3/3"], ["shard", "'3/3'", "0 <= I < N"]),
+    (["--shard", "a/2"], ["shard", "'a/2'", "I/N"]),
+    (["--shard", "0/2", "--overwrite"], ["overwrite", "--shard"]),
+    (["--shard", "0/2", "--ray"], ["--ray", "--shard"]),
+])
+def test_bad_distribution_flags_one_line_exit_2(tmp_path, capsys, argv, words):
+    from vgjax import cli
+    out = tmp_path / "out"
+    assert cli.main(["sweep", *ARGS, "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+    assert not out.exists()
+
+
+def test_merge_of_a_directory_without_a_sweep_is_refused(tmp_path, capsys):
+    from vgjax import cli
+    assert cli.main(["merge", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no manifest.json" in err
