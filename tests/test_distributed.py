@@ -215,3 +215,93 @@ def test_merge_of_a_directory_without_a_sweep_is_refused(tmp_path, capsys):
     assert cli.main(["merge", str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no manifest.json" in err
+
+
+# --------------------------------------------------------------------- multi-process JAX
+
+# Slow enough per chunk (6 chunks of 2 runs) that a process can be killed mid-sweep.
+ARGS_MP = ARGS[:-4] + ["--epochs", "100", "--hist-every", "50", "--chunk-size", "2"]
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_processes(out: Path, cwd: Path, n: int = 2) -> list[subprocess.Popen]:
+    coord = f"127.0.0.1:{_free_port()}"
+    return [subprocess.Popen(_vgjax("sweep", *ARGS_MP, "--out", str(out), "--coordinator",
+                                    coord, "--num-processes", str(n), "--process-id", str(i)),
+                             env=_env(1), cwd=cwd, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for i in range(n)]
+
+
+def _wait_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=TIMEOUT)
+        assert p.returncode == 0, stdout[-1000:] + stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def reference_2dev(tmp_path_factory) -> Path:
+    """One process with 2 CPU devices: the total device count of the 2-process tests."""
+    d = tmp_path_factory.mktemp("ref2")
+    _ok(_run(_vgjax("sweep", *ARGS_MP, "--out", str(d / "out")), _env(2), d))
+    return d / "out"
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_two_devices(reference_2dev, tmp_path):
+    out = tmp_path / "out"
+    _wait_all(_start_processes(out, tmp_path))
+    assert_same_sweep(out, reference_2dev)
+    assert _summary(out)["versions"]["device"] == "cpu:cpu x2"  # the mesh spans both
+
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_path):
+    import signal
+    import time
+    out = tmp_path / "out"
+    first = out / io.CHUNKS_DIR / "chunk_00000.npz"
+    p0, p1 = _start_processes(out, tmp_path)
+    deadline = time.monotonic() + TIMEOUT
+    while not first.exists() and time.monotonic() < deadline and p0.poll() is None:
+        time.sleep(0.02)
+    assert p0.poll() is None, "process 0 ended before the kill: " + p0.communicate()[1][-2000:]
+    p1.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    _, stderr = p0.communicate(timeout=120)
+    took = time.monotonic() - killed_at
+    p1.wait(timeout=60)
+    assert p0.returncode == 1, stderr[-3000:]
+    # bounded: the broken gloo socket is seen at once; JAX's heartbeat timeout is 20 s
+    assert took < 60, took
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("vgjax: error: process 0 of 2 lost another process") and \
+        "resume" in last, last
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    assert 1 <= len(kept) < 6 and not (out / io.SUMMARY_NAME).exists()
+
+    _wait_all(_start_processes(out, tmp_path))  # the same command: resumes
+    assert {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")
+            if p.name in kept} == kept, "finished chunks were recomputed"
+    assert_same_sweep(out, reference_2dev)
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--coordinator", "nohost"], ["coordinator", "'nohost'", "HOST:PORT"]),
+    (["--coordinator", "127.0.0.1:1", "--num-processes", "2", "--process-id", "2"],
+     ["process-id", "0..1"]),
+    (["--coordinator", "127.0.0.1:1", "--process-id", "0"], ["num-processes", "None"]),
+    (["--num-processes", "2"], ["--num-processes", "--coordinator"]),
+])
+def test_bad_multiprocess_flags_one_line_exit_2(tmp_path, capsys, argv, words):
+    from vgjax import cli
+    out = tmp_path / "out"
+    assert cli.main(["sweep", *ARGS, "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and all(w in err for w in words), err
+    assert not out.exists()

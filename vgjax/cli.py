@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -96,6 +97,9 @@ def _distribution(args: argparse.Namespace) -> str | None:
     set_ = [f for f, on in (("--shard", args.shard is not None),
                             ("--coordinator", args.coordinator is not None),
                             ("--ray", args.ray is not None)) if on]
+    if args.coordinator is None and (args.num_processes, args.process_id) != (None, None):
+        flag = "--num-processes" if args.num_processes is not None else "--process-id"
+        raise ValueError(f"{flag}: needs --coordinator HOST:PORT (multi-process JAX)")
     if len(set_) > 1:
         raise ValueError(f"{set_[1]}: cannot be combined with {set_[0]}; allowed: one of "
                          "--shard, --coordinator, --ray")
@@ -119,7 +123,35 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
         print(f"shard {shard}/{n}: {len(mine)} chunk(s) in {args.out}; when every shard is "
               f"done: vgjax merge {args.out}")
         return 0
+    if how == "--coordinator":
+        dist.initialize(args.coordinator, args.num_processes, args.process_id)
+        import jax
+        bar_desc = f"process {jax.process_index()}/{jax.process_count()}"
+        from vgjax.pipeline import expected_runs
+        with _progress(expected_runs(grid, config), bar_desc) as bar, _exit_on(dist.ProcessFailed):
+            res = dist.run_multiprocess(config, grid, args.out, overwrite=args.overwrite,
+                                        chunk_size=args.chunk_size,
+                                        tensorboard=not args.no_tensorboard, prefix=prefix,
+                                        progress=_on_progress(bar))
+        if res is None:
+            print(f"{bar_desc}: done; process 0 wrote {args.out}")
+        else:
+            _print_groups(res.summary)
+            print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+        return 0
     raise ValueError(f"{how}: not available in this build")
+
+
+@contextlib.contextmanager
+def _exit_on(error: type[BaseException]):
+    """Report ``error`` in one line and leave at once (exit 1): after a peer of a
+    multi-process job died, JAX's own exit would wait for it, then abort with a trace."""
+    try:
+        yield
+    except error as e:
+        print(f"vgjax: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def cmd_merge(args: argparse.Namespace) -> int:

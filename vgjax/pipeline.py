@@ -80,7 +80,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now
     store = io.ChunkStore(out)
-    plan = _resume_layout(plan, store, chunk_size, mesh)
+    plan = resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / io.TENSORBOARD_DIR
     timing = new_timing()
 
@@ -225,7 +225,7 @@ def _ranges(xs: list[int]) -> str:
 LAYOUT_NAME = "layout.json"
 
 
-def _resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+def resume_layout(plan, store: io.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
     """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
 
     Chunk files hold fixed run slices, so resuming with another chunk size would mix slices
