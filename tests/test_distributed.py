@@ -305,3 +305,116 @@ def test_bad_multiprocess_flags_one_line_exit_2(tmp_path, capsys, argv, words):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and all(w in err for w in words), err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------ Ray
+
+
+def _ray_sweep(out: Path, cache: Path, **kw):
+    """The reference sweep (ARGS, chunks of 2) through a local 2-CPU Ray instance."""
+    from vgjax import cli
+    args = cli.build_parser().parse_args(["sweep", *ARGS, "--out", str(out)])
+    config = cli._config_from(args)
+    grid = Grid(seeds=(0, 1, 2, 3), depths=(1, 2, 3), widths=(5,))
+    return dist.run_ray(config, grid, out, chunk_size=2, num_cpus=2, cache_dir=cache,
+                        prefix=f"{config.activation}_{config.init}", **kw)
+
+
+def _ray_workers_running_chunks() -> list[int]:
+    """Pids of Ray worker processes executing a chunk task right now (by process title)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "cmdline").read_bytes().startswith(b"ray::compute_one_chunk"):
+                    pids.append(int(d.name))
+            except OSError:
+                continue
+    return pids
+
+
+@pytest.mark.slow
+def test_ray_sweep_survives_a_killed_worker_and_equals_a_local_sweep(reference, tmp_path):
+    pytest.importorskip("ray")
+    import signal
+    import threading
+    if not Path("/proc/self/cmdline").exists():
+        pytest.skip("needs /proc to find a Ray worker")
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def kill_first_worker():  # SIGKILL the first worker seen training a chunk
+        while not stop.is_set() and not killed:
+            for pid in _ray_workers_running_chunks():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            stop.wait(0.02)
+
+    killer = threading.Thread(target=kill_first_worker, daemon=True)
+    killer.start()
+    try:
+        res = _ray_sweep(tmp_path / "out", tmp_path / "cache")
+    finally:
+        stop.set()
+        killer.join(timeout=10)
+    assert killed, "no Ray worker was seen training a chunk"
+    out = tmp_path / "out"
+    # every chunk exactly once, and the results those of the local sweep
+    assert sorted(p.name for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")) == \
+        [f"chunk_{c:05d}.npz" for c in range(6)]
+    assert res.summary["n_runs"] == N_RUNS
+    assert_same_sweep(out, reference)
+    # the tasks' compiled program went to the persistent cache
+    assert any("train" in p.name for p in (tmp_path / "cache").iterdir())
+
+
+@pytest.mark.slow
+def test_interrupted_ray_driver_resumes(reference, tmp_path):
+    pytest.importorskip("ray")
+    import signal
+    import time
+    out = tmp_path / "out"
+    env = _env(1)
+    env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "cache")
+    cmd = _vgjax("sweep", *ARGS, "--chunk-size", "2", "--out", str(out), "--ray")
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = out / io.CHUNKS_DIR / "chunk_00000.npz"
+    deadline = time.monotonic() + TIMEOUT
+    chunks = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        chunks = list((out / io.CHUNKS_DIR).glob("chunk_*.npz")) if first.parent.exists() else []
+        if chunks:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "interrupted" in stderr and not (out / io.SUMMARY_NAME).exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    assert kept
+    _ok(_run(cmd, env, tmp_path))
+    assert {n: (out / io.CHUNKS_DIR / n).stat().st_mtime_ns for n in kept} == kept
+    assert_same_sweep(out, reference)
+
+
+def test_ray_missing_says_so_in_one_line(tmp_path, capsys, monkeypatch):
+    from vgjax import cli
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    out = tmp_path / "out"
+    assert cli.main(["sweep", *ARGS, "--out", str(out), "--ray"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "ray: not installed" in err and "vgjax[ray]" in err, err
+    assert not out.exists()
+
+
+def test_worker_env_sets_devices_and_the_compile_cache(tmp_path):
+    env = dist.worker_env(3, tmp_path, environ={
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8 --xla_dump_to=/x",
+        "JAX_PLATFORMS": "cpu"})
+    flags = env["XLA_FLAGS"].split()
+    assert "--xla_force_host_platform_device_count=3" in flags and "--xla_dump_to=/x" in flags
+    assert not any(f.endswith("=8") for f in flags)
+    assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path) and env["JAX_PLATFORMS"] == "cpu"

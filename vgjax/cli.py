@@ -139,7 +139,15 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
             _print_groups(res.summary)
             print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
         return 0
-    raise ValueError(f"{how}: not available in this build")
+    from vgjax.pipeline import expected_runs
+    with _progress(expected_runs(grid, config), "ray") as bar:
+        res = dist.run_ray(config, grid, args.out, address=None if args.ray == "local" else
+                           args.ray, overwrite=args.overwrite, chunk_size=args.chunk_size,
+                           tensorboard=not args.no_tensorboard, prefix=prefix,
+                           progress=_on_progress(bar))
+    _print_groups(res.summary)
+    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+    return 0
 
 
 @contextlib.contextmanager
