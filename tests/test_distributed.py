@@ -90,7 +90,7 @@ def reference(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path):
+def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path, capsys):
     out = tmp_path / "out"
     cmd = _vgjax("sweep", *ARGS, "--chunk-size", "2", "--out", str(out))
     # Shards 0 and 1 start at the same moment (racing for the claim); shard 2 not yet.
@@ -103,20 +103,23 @@ def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path):
     chunks = sorted(p.name for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz"))
     assert chunks == [f"chunk_{c:05d}.npz" for c in (0, 1, 3, 4)]
 
-    # Merging now names the missing chunks and the shard that owes them, writes nothing.
-    for argv in (_vgjax("merge", str(out)), cmd):
-        proc = _run(argv, _env(1), tmp_path)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
-        assert "chunks: 2, 5 of 0-5 are missing" in proc.stderr and "2/3" in proc.stderr
+    # Merging now names the missing chunks and the shard that owes them, writes nothing
+    # (in this process: merging needs no devices, and it saves a JAX start-up).
+    from vgjax import cli
+    for argv in (["merge", str(out)], ["sweep", *ARGS, "--chunk-size", "2", "--out", str(out)]):
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1, err
+        assert "chunks: 2, 5 of 0-5 are missing" in err and "2/3" in err, err
         assert not (out / io.SUMMARY_NAME).exists() and not (out / io.HISTORY_NAME).exists()
 
     _ok(_run(cmd + ["--shard", "2/3"], _env(1), tmp_path))
-    # a finished shard run again computes nothing (its chunk files stay as they were)
+    # a finished shard run again (here, on this process's devices) computes nothing
     stamp = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
-    _ok(_run(cmd + ["--shard", "0/3"], _env(1), tmp_path))
+    assert cli.main(cmd[3:] + ["--shard", "0/3"]) == 0
     assert stamp == {p.name: p.stat().st_mtime_ns
                      for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
-    _ok(_run(_vgjax("merge", str(out)), _env(1), tmp_path))
+    assert cli.main(["merge", str(out)]) == 0
     assert_same_sweep(out, reference)
     assert not [p for p in out.rglob(".*")], "temp files were left behind"
 
@@ -418,3 +421,21 @@ def test_worker_env_sets_devices_and_the_compile_cache(tmp_path):
     assert "--xla_force_host_platform_device_count=3" in flags and "--xla_dump_to=/x" in flags
     assert not any(f.endswith("=8") for f in flags)
     assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path) and env["JAX_PLATFORMS"] == "cpu"
+
+
+def test_multiprocess_and_ray_refuse_a_sharded_directory(tmp_path):
+    """Their own chunk layout would discard the shards' chunks: refused, nothing changed."""
+    cfg, grid = Config(epochs=2), Grid(seeds=(0, 1))
+    out = tmp_path / "out"
+    _claim(out, cfg=cfg, grid=grid)
+    before = sorted(str(p) for p in out.rglob("*"))
+    runners = [dist.run_multiprocess]
+    try:
+        import ray  # noqa: F401
+        runners.append(dist.run_ray)
+    except ImportError:
+        pass
+    for run in runners:
+        with pytest.raises(ValueError, match="array-job shards"):
+            run(cfg, grid, out)
+    assert sorted(str(p) for p in out.rglob("*")) == before

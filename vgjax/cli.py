@@ -140,7 +140,7 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
             print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
         return 0
     from vgjax.pipeline import expected_runs
-    with _progress(expected_runs(grid, config), "ray") as bar:
+    with _progress(expected_runs(grid, config), "ray") as bar, _exit_on(dist.TaskFailed):
         res = dist.run_ray(config, grid, args.out, address=None if args.ray == "local" else
                            args.ray, overwrite=args.overwrite, chunk_size=args.chunk_size,
                            tensorboard=not args.no_tensorboard, prefix=prefix,
