@@ -24,6 +24,7 @@ from vgjax.distributed.ray_tasks import (RAY_INSTALL, TaskFailed, compute_one_ch
 from vgjax.distributed.shards import (LAYOUT_KEY, claim_shared, fixed_plan, merge, mesh_size,
                                       parse_shard, run_shard, shard_chunks, sharded_layout)
 
-__all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "claim_shared", "compute_one_chunk",
-           "fixed_plan", "initialize", "merge", "mesh_size", "parse_shard", "run_multiprocess",
-           "run_ray", "run_shard", "shard_chunks", "sharded_layout", "worker_env"]
+__all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "claim_shared",
+           "compute_one_chunk", "fixed_plan", "initialize", "merge", "mesh_size", "parse_shard",
+           "run_multiprocess", "run_ray", "run_shard", "shard_chunks", "sharded_layout",
+           "worker_env"]
