@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -102,6 +104,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                               parse_int_list("widths", args.widths),
                               parse_float_list("lrs", args.lrs) if args.lrs else (),
                               **_variance_axes(args)[1]))
+    if _distribution(args) is not None:
+        return cmd_sweep_distributed(args, config, grid)
     # Imported only now: bad flags are reported without the seconds it takes to import jax.
     from vgjax.pipeline import expected_runs, run_sweep
     with _progress(expected_runs(grid, config), "sweep") as bar:
@@ -118,6 +122,102 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not args.no_tensorboard:
         print(f"view: tensorboard --logdir {res.out / 'tensorboard'}")
     return 0
+
+
+def _distribution(args: argparse.Namespace) -> str | None:
+    """Which distribution flag of ``vgjax sweep`` is set (one at most), else None."""
+    set_ = [f for f, on in (("--shard", args.shard is not None),
+                            ("--coordinator", args.coordinator is not None),
+                            ("--ray", args.ray is not None)) if on]
+    if args.coordinator is None and (args.num_processes, args.process_id) != (None, None):
+        flag = "--num-processes" if args.num_processes is not None else "--process-id"
+        raise ValueError(f"{flag}: needs --coordinator HOST:PORT (multi-process JAX)")
+    if len(set_) > 1:
+        raise ValueError(f"{set_[1]}: cannot be combined with {set_[0]}; allowed: one of "
+                         "--shard, --coordinator, --ray")
+    return set_[0] if set_ else None
+
+
+def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) -> int:
+    """``vgjax sweep`` with --shard, --coordinator or --ray (see vgjax.distributed)."""
+    from vgjax import distributed as dist
+    prefix = args.name or f"{config.activation}_{config.init}"
+    how = _distribution(args)
+    if how == "--shard":
+        shard, n = dist.parse_shard(args.shard)
+        if args.overwrite:
+            raise ValueError("overwrite: not allowed with --shard (shards would delete each "
+                             "other's chunks); remove the directory instead")
+        from vgjax.pipeline import expected_runs
+        with _progress(expected_runs(grid, config), f"shard {shard}/{n}") as bar:
+            mine = dist.run_shard(config, grid, args.out, shard, n, chunk_size=args.chunk_size,
+                                  prefix=prefix, progress=_on_progress(bar))
+        print(f"shard {shard}/{n}: {len(mine)} chunk(s) in {args.out}; when every shard is "
+              f"done: vgjax merge {args.out}")
+        return 0
+    if how == "--coordinator":
+        dist.initialize(args.coordinator, args.num_processes, args.process_id)
+        import jax
+        bar_desc = f"process {jax.process_index()}/{jax.process_count()}"
+        from vgjax.pipeline import expected_runs
+        with _progress(expected_runs(grid, config), bar_desc) as bar, _exit_on(dist.ProcessFailed):
+            res = dist.run_multiprocess(config, grid, args.out, overwrite=args.overwrite,
+                                        chunk_size=args.chunk_size,
+                                        tensorboard=not args.no_tensorboard, prefix=prefix,
+                                        progress=_on_progress(bar))
+        if res is None:
+            print(f"{bar_desc}: done; process 0 wrote {args.out}")
+        else:
+            _print_groups(res.summary)
+            print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+        return 0
+    from vgjax.pipeline import expected_runs
+    with _progress(expected_runs(grid, config), "ray") as bar, _exit_on(dist.TaskFailed):
+        res = dist.run_ray(config, grid, args.out, address=None if args.ray == "local" else
+                           args.ray, overwrite=args.overwrite, chunk_size=args.chunk_size,
+                           tensorboard=not args.no_tensorboard, prefix=prefix,
+                           progress=_on_progress(bar))
+    _print_groups(res.summary)
+    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+    return 0
+
+
+@contextlib.contextmanager
+def _exit_on(error: type[BaseException]):
+    """Report ``error`` in one line and leave at once (exit 1): after a peer of a
+    multi-process job died, JAX's own exit would wait for it, then abort with a trace."""
+    try:
+        yield
+    except error as e:
+        print(f"vgjax: error: {e}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``vgjax merge DIR``: summary, history and TensorBoard of a sweep run in shards."""
+    from vgjax.distributed import merge
+    res = merge(args.dir, tensorboard=not args.no_tensorboard, prefix=args.name)
+    _print_groups(res.summary)
+    print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
+    return 0
+
+
+def _add_distribution_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``vgjax sweep`` that spread one sweep over processes or machines."""
+    g = p.add_argument_group("beyond one machine (see README, 'Beyond one machine')")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="array jobs: compute only shard I of N (0 <= I < N) into the shared "
+                   "--out; then 'vgjax merge OUT' (or this command without --shard)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process JAX: address of process 0 (with --num-processes, "
+                   "--process-id)")
+    g.add_argument("--num-processes", type=int, default=None, help="multi-process JAX: N")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="multi-process JAX: this process, 0..N-1")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each chunk as a Ray task: 'auto', HOST:PORT, or no value for "
+                   "a local Ray instance (pip install 'vgjax[ray]')")
 
 
 def _print_groups(summary: dict) -> None:
@@ -280,7 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "(load one run with vgjax.model.unpack_run)")
     _add_output_args(p, overwrite_help="replace an output directory that holds a different sweep")
     _add_runtime_args(p)
+    _add_distribution_args(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("merge", help="assemble a sweep computed by 'sweep --shard' jobs",
+                       description="Once every shard of a sweep has finished, write "
+                       "DIR/summary.json, DIR/history.npz and the TensorBoard logs from its "
+                       "chunk files; if chunks are missing, name them and exit 2.")
+    p.add_argument("dir", help="the shared --out directory of the shards")
+    p.add_argument("--name", default=None, help="TensorBoard run-name prefix (default: the "
+                   "shards')")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("show", help="print the results table of a finished sweep",
                        description="Print the per-config table from DIR/summary.json "

@@ -27,13 +27,14 @@ import numpy as np
 from jax.sharding import Mesh
 
 from vgjax import history, outdir
-from vgjax.outdir import PARAMS_NAME
 from vgjax import tensorboard as tb
 from vgjax.config import Config, Grid, hist_epochs
+from vgjax.outdir import PARAMS_NAME
 from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SweepResult
 from vgjax.store import atomic_save_npz, atomic_write_text, sanitize_name
 from vgjax.summary import write_summary
-from vgjax.sweep import (assemble, compile_plan, device_data, make_plan, run_chunk, run_table)
+from vgjax.sweep import (Plan, assemble, compile_plan, device_data, make_plan, run_chunk,
+                         run_table)
 from vgjax.train import PARAM_KEYS, PARAM_PREFIX
 
 TB_DONE_SUFFIX = ".tb-done"
@@ -75,25 +76,63 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     [R, D, P, P], ``biases`` [R, D, P], ``out_kernel``, ``out_bias``) and the run table
     (``run_depth``, ``run_width``, ...); one run's exact layers are
     ``unpack_run(np.load(path, allow_pickle=False), depth, width, run=r)``.
+    A directory filled by array-job shards (:mod:`vgjax.distributed`) is only merged: nothing
+    is trained, and missing chunks raise :class:`MissingChunks`.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, keep_params=save_params)
     prefix = sanitize_name(prefix)
+    from vgjax import distributed  # late: distributed builds on this module
+    if distributed.sharded_layout(out, config, grid) is not None:
+        return distributed.merge(out, tensorboard=tensorboard, prefix=prefix, logdir=logdir,
+                                 learn_threshold=learn_threshold, progress=progress)
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now
     store = outdir.ChunkStore(out)
-    plan = _resume_layout(plan, store, chunk_size, mesh)
+    plan = resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
-    timing = {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+    timing = new_timing()
 
-    done = store.done()
+    def chunk_done(c: int, arrays: dict[str, np.ndarray]) -> None:
+        if tensorboard:
+            write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c), arrays, store,
+                                    c, logdir, prefix, timing)
+        if progress is not None:
+            progress(len(arrays["diverged_epoch"]))
+
+    parts = compute_chunks(plan, store, range(plan.n_chunks), timing, on_chunk=chunk_done)
+    return finish_sweep(config, grid, out, plan.chunk_size, tensorboard=tensorboard,
+                        prefix=prefix, logdir=logdir, learn_threshold=learn_threshold,
+                        timing=timing, extra={"device": device_kind(plan.mesh),
+                                              "engine": plan.engine}, parts=parts,
+                        save_params=save_params)
+
+
+def new_timing() -> dict[str, float]:
+    """The ``timing`` record of a sweep, all zeros."""
+    return {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+
+
+def compute_chunks(plan: Plan, store: outdir.ChunkStore, chunks, timing: dict[str, float], *,
+                   on_chunk: Callable[[int, dict], None] | None = None,
+                   done: set[int] | None = None, save: bool = True) -> dict[int, dict]:
+    """Train each chunk of ``chunks`` not yet in ``store`` and save it there; load the rest.
+
+    Compiles only if a chunk must be trained. ``on_chunk(c, arrays)`` is called per chunk in
+    order (arrays: the chunk's history, run axis first). ``done`` overrides the store's own
+    list of finished chunks (multi-process JAX: process 0's view); ``save=False`` trains
+    without writing (the processes that do not write). Returns chunk -> arrays without the
+    histogram arrays (which stay on disk; memory stays flat in the number of runs) and
+    without the final parameters (``param_*``, kept in the chunk files when the plan keeps
+    them; a finished chunk saved without them is trained again).
+    """
+    done = store.done() if done is None else done
     compiled = data = None
     parts: dict[int, dict[str, np.ndarray]] = {}
-    for c in range(plan.n_chunks):
-        sl = plan.chunk_slice(c)
+    for c in chunks:
         arrays = store.load(c) if c in done else None
-        if arrays is not None and save_params and PARAM_PREFIX + PARAM_KEYS[0] not in arrays:
+        if arrays is not None and plan.keep_params and PARAM_PREFIX + PARAM_KEYS[0] not in arrays:
             arrays = None  # finished without its parameters: train it again to get them
         if arrays is None:
             if compiled is None:
@@ -102,48 +141,118 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
             t0 = time.perf_counter()
             arrays = run_chunk(plan, compiled, data, c)
             timing["train_s"] += time.perf_counter() - t0
-            store.save(c, arrays)
-        marker = store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
-        if tensorboard and not marker.exists():
-            t0 = time.perf_counter()
-            # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
-            tb.write_sweep(_chunk_result(config, grid, plan.runs, sl, arrays), logdir, prefix,
-                           write_means=False)
-            atomic_write_text(marker, "")
-            timing["tensorboard_s"] += time.perf_counter() - t0
-        parts[c] = {k: v for k, v in arrays.items()
-                    if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
-        names = sorted(k for k in arrays if k != "diverged_epoch" and not k.startswith(PARAM_PREFIX))
-        if progress is not None:
-            progress(sl.stop - sl.start)
+            if save:
+                store.save(c, arrays)
+        if on_chunk is not None:
+            on_chunk(c, arrays)
+        parts[c] = _without_bulk(arrays)
+    return parts
 
+
+def _without_bulk(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A chunk's arrays without histograms and parameters (those are read from disk)."""
+    return {k: v for k, v in arrays.items()
+            if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
+
+
+def _tb_marker(store: outdir.ChunkStore, c: int) -> Path:
+    return store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
+
+
+def write_chunk_tensorboard(config: Config, grid: Grid, runs, sl: slice, arrays: dict,
+                            store: outdir.ChunkStore, c: int, logdir: Path, prefix: str,
+                            timing: dict[str, float]) -> None:
+    """Write the TensorBoard run directories of chunk ``c`` unless its marker says done."""
+    marker = _tb_marker(store, c)
+    if marker.exists():
+        return
     t0 = time.perf_counter()
-    result = assemble(config, grid, [parts[c] for c in range(plan.n_chunks)])
+    # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
+    tb.write_sweep(_chunk_result(config, grid, runs, sl, arrays), logdir, prefix,
+                   write_means=False)
+    atomic_write_text(marker, "")
+    timing["tensorboard_s"] += time.perf_counter() - t0
+
+
+class MissingChunks(ValueError):
+    """Raised by :func:`finish_sweep` when chunk files are missing (one line, lists them)."""
+
+
+def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
+                 tensorboard: bool, prefix: str, logdir: Path | None, learn_threshold: float,
+                 timing: dict[str, float], extra: dict, parts: dict[int, dict] | None = None,
+                 hint: str = "", progress: Callable[[int], None] | None = None,
+                 save_params: bool = False) -> SweepOutput:
+    """Assemble ``summary.json``, ``history.npz`` and TensorBoard from the chunk files.
+
+    Chunks are the slices of ``chunk_size`` runs of the run table; ``parts`` holds those
+    already in memory (as :func:`compute_chunks` returns them), the rest are read from
+    ``OUT/chunks`` (writing their TensorBoard directories if not yet marked done).
+    With ``save_params`` also writes ``params.npz`` from the chunks' ``param_*`` arrays.
+    Raises :class:`MissingChunks` naming the missing chunks (plus ``hint``) before writing.
+    """
+    out = Path(out)
+    runs = run_table(grid, config)
+    n_chunks = -(-len(runs) // chunk_size)
+    store = outdir.ChunkStore(out)
+    parts = dict(parts or {})
+    missing = sorted(set(range(n_chunks)) - set(parts) - store.done())
+    if missing:
+        raise MissingChunks(f"chunks: {_ranges(missing)} of 0-{n_chunks - 1} are missing in "
+                            f"{str(out / outdir.CHUNKS_DIR)!r}{hint}")
+    logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
+    for c in range(n_chunks):
+        if c in parts and not tensorboard:
+            continue
+        sl = slice(c * chunk_size, min((c + 1) * chunk_size, len(runs)))
+        if c not in parts or not _tb_marker(store, c).exists():
+            arrays = store.load(c)
+            parts[c] = _without_bulk(arrays)
+            if tensorboard:
+                write_chunk_tensorboard(config, grid, runs, sl, arrays, store, c, logdir,
+                                        prefix, timing)
+            if progress is not None:
+                progress(sl.stop - sl.start)
+    with np.load(store.path(0), allow_pickle=False) as z:  # lazy: reads the zip directory
+        names = sorted(k for k in z.files
+                       if k != "diverged_epoch" and not k.startswith(PARAM_PREFIX))
+    t0 = time.perf_counter()
+    result = assemble(config, grid, [parts[c] for c in range(n_chunks)])
     history.write_history_from_chunks(
         out / outdir.HISTORY_NAME, names,
-        lambda name: store.iter_array(name, range(plan.n_chunks)),
+        lambda name: store.iter_array(name, range(n_chunks)),
         runs=result.runs,
         shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
                 "hist_edges": result.history["hist_edges"]})
     if save_params:
-        params = {k: np.concatenate([np.asarray(store.load(c, [PARAM_PREFIX + k])[PARAM_PREFIX + k])
-                                     for c in range(plan.n_chunks)]) for k in PARAM_KEYS}
+        params = {k: np.concatenate([store.load(c, [PARAM_PREFIX + k])[PARAM_PREFIX + k]
+                                     for c in range(n_chunks)]) for k in PARAM_KEYS}
         atomic_save_npz(out / PARAMS_NAME, {**params, **history.run_arrays(result.runs)})
     timing["write_s"] = time.perf_counter() - t0
     if tensorboard:
         t0 = time.perf_counter()
         tb.write_means(result, logdir, prefix)
         timing["tensorboard_s"] += time.perf_counter() - t0
-    summary = write_summary(out / outdir.SUMMARY_NAME, result, timing=timing,
-                            extra={"device": _device_kind(plan.mesh), "engine": plan.engine},
+    summary = write_summary(out / outdir.SUMMARY_NAME, result, timing=timing, extra=extra,
                             learn_threshold=learn_threshold)
     return SweepOutput(result, summary, out)
+
+
+def _ranges(xs: list[int]) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5'."""
+    spans: list[list[int]] = []
+    for x in xs:
+        if spans and x == spans[-1][1] + 1:
+            spans[-1][1] = x
+        else:
+            spans.append([x, x])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 LAYOUT_NAME = "layout.json"
 
 
-def _resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+def resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
     """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
 
     Chunk files hold fixed run slices, so resuming with another chunk size would mix slices
@@ -174,7 +283,8 @@ def _resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh:
     return plan
 
 
-def _device_kind(mesh: Mesh) -> str:
+def device_kind(mesh: Mesh) -> str:
+    """E.g. ``cpu:cpu x2``: platform, device kind and count of ``mesh``."""
     dev = mesh.devices.flat[0]
     return f"{dev.platform}:{dev.device_kind} x{mesh.devices.size}"
 

@@ -1,0 +1,30 @@
+"""Beyond one machine: array-job shards, multi-process JAX and Ray, all over one chunk store.
+
+A sweep's output directory holds one file per chunk of runs (``OUT/chunks/chunk_NNNNN.npz``,
+written atomically by :class:`vgjax.outdir.ChunkStore`), and every path below only decides *who*
+computes which chunk; :func:`vgjax.pipeline.finish_sweep` then assembles the same
+``summary.json``, ``history.npz`` and TensorBoard logs from the chunk files.
+
+Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.ray_tasks`.
+
+* **Array jobs** (SLURM ``--array``, Kubernetes Indexed Jobs): :func:`run_shard` computes the
+  chunks ``c`` with ``c % N == I`` into a shared directory; the first shard claims it by
+  creating ``manifest.json`` with ``os.link`` (atomic, fails if it exists), which also fixes
+  the chunk size for every shard, whatever its device count. :func:`merge` assembles.
+* **Multi-process JAX** (TPU pods, GPU clusters): :func:`initialize` then
+  :func:`run_multiprocess`: every process runs every chunk (the run axis is sharded over the
+  devices of all processes), process 0 alone reads and writes the directory.
+* **Ray**: :func:`run_ray` runs each missing chunk as a Ray task and saves each result as it
+  arrives.
+"""
+
+from vgjax.distributed.multiprocess import ProcessFailed, initialize, run_multiprocess
+from vgjax.distributed.ray_tasks import (RAY_INSTALL, TaskFailed, compute_one_chunk, run_ray,
+                                         worker_env)
+from vgjax.distributed.shards import (LAYOUT_KEY, claim_shared, fixed_plan, merge, mesh_size,
+                                      parse_shard, run_shard, shard_chunks, sharded_layout)
+
+__all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "claim_shared",
+           "compute_one_chunk", "fixed_plan", "initialize", "merge", "mesh_size", "parse_shard",
+           "run_multiprocess", "run_ray", "run_shard", "shard_chunks", "sharded_layout",
+           "worker_env"]

@@ -1,0 +1,179 @@
+"""Ray: each missing chunk of a sweep is a Ray task; the driver saves results as they
+arrive, so an interrupted driver resumes and a dead worker's task is retried."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from vgjax import outdir
+from vgjax.store import sanitize_name
+from vgjax.config import Config, Grid
+from vgjax.distributed.shards import _refuse_sharded, _split_address, fixed_plan
+
+RAY_INSTALL = "pip install 'vgjax[ray]'"
+
+
+class TaskFailed(RuntimeError):
+    """A chunk's Ray task failed for good (an error in it, or its workers kept dying)."""
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"ray: not installed; allowed: install it with {RAY_INSTALL}, or "
+                         "run without --ray") from None
+    return ray
+
+
+def worker_env(cpus_per_task: int, cache_dir: str | Path | None = None,
+               environ: dict | None = None) -> dict[str, str]:
+    """Environment of a Ray chunk task: ``cpus_per_task`` CPU devices (JAX_NUM_CPU_DEVICES,
+    which :mod:`vgjax.runtime` honours) and JAX's persistent compilation cache in
+    ``cache_dir`` (default: the driver's cache, else :func:`vgjax.runtime.default_cache_dir`;
+    a path on each node), so a chunk shape compiles once per node, not once per worker."""
+    from vgjax import runtime
+    environ = dict(os.environ if environ is None else environ)
+    # The driver's device count is its own; the task's follows the CPUs Ray gives it.
+    flags = " ".join(f for f in environ.get("XLA_FLAGS", "").split()
+                     if not f.startswith(runtime.XLA_DEVICES_FLAG))
+    cache = cache_dir or environ.get(runtime.JAX_CACHE_ENV) or runtime.default_cache_dir(environ)
+    env = {runtime.JAX_DEVICES_ENV: str(max(1, cpus_per_task)),
+           "XLA_FLAGS": flags,
+           # cache every program: these compile in seconds, but do so per chunk shape
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    if cache:
+        env[runtime.JAX_CACHE_ENV] = str(cache)
+    if environ.get("JAX_PLATFORMS"):
+        env["JAX_PLATFORMS"] = environ["JAX_PLATFORMS"]
+    return env
+
+
+def compute_one_chunk(config: dict, grid: dict, chunk_size: int,
+                      c: int) -> tuple[dict, str]:
+    """Train chunk ``c`` of the sweep (config and grid as plain dicts) in this process.
+
+    The body of a Ray task: returns the chunk's history arrays (run axis first) and the
+    devices it ran on (as :func:`vgjax.pipeline.device_kind` names them). The
+    compiled program is cached in the process (and on disk, see :func:`worker_env`).
+    """
+    from vgjax.sweep import compile_plan, device_data, run_chunk
+    cfg = Config.from_dict(config)
+    g = Grid(**{k: tuple(v) for k, v in grid.items()})
+    plan = fixed_plan(cfg, g, chunk_size)
+    compiled, _ = compile_plan(plan)
+    from vgjax.pipeline import device_kind
+    return run_chunk(plan, compiled, device_data(plan), c), device_kind(plan.mesh)
+
+
+def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None = None,
+            overwrite: bool = False, chunk_size: int | None = None, tensorboard: bool = True,
+            prefix: str = "sweep", learn_threshold: float = 0.7, num_cpus: int | None = None,
+            cpus_per_task: int = 1, max_retries: int = 3, cache_dir: str | Path | None = None,
+            progress: Callable[[int], None] | None = None):
+    """Run each missing chunk of the sweep as a Ray task; save each result as it arrives.
+
+    ``address``: ``None`` starts a local Ray instance on 127.0.0.1 (``num_cpus`` CPUs, no
+    dashboard); ``"auto"`` or ``"HOST:PORT"`` joins a running cluster. Each task is a Ray
+    worker process with :func:`worker_env` (``cpus_per_task`` CPU devices); a task whose
+    worker dies is retried up to ``max_retries`` times. The driver (this process) alone
+    writes ``out``, one chunk file per chunk, so none is lost or written twice, and an
+    interrupted driver resumes from the saved chunks when run again. Returns the
+    :class:`vgjax.pipeline.SweepOutput`.
+    """
+    from vgjax import pipeline
+    from vgjax.result import HIST_ARRAYS
+    from vgjax.sweep import make_plan
+
+    ray = _import_ray()
+    if address is not None and address != "auto":
+        _split_address(address, "ray")
+    for name, v in (("cpus_per_task", cpus_per_task), ("max_retries", max_retries + 1)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: {v!r} is not allowed; allowed: a positive integer")
+    # The tasks' devices, not the driver's, decide how a chunk is sharded: fix its size.
+    plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
+    prefix = sanitize_name(prefix)
+    _refuse_sharded(out, config, grid)
+    out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
+    store = outdir.ChunkStore(out)
+    plan = pipeline.resume_layout(plan, store, chunk_size, plan.mesh)
+    if progress is not None:
+        progress(0)
+    timing = pipeline.new_timing()
+    logdir = out / outdir.TENSORBOARD_DIR
+    todo = [c for c in range(plan.n_chunks) if c not in store.done()]
+    started = _ray_start(ray, address, num_cpus) if todo else False
+    parts: dict[int, dict] = {}
+    devices: set[str] = set()
+    try:
+        t0 = time.perf_counter()
+        for c, (arrays, device) in _ray_chunks(ray, plan, todo, cpus_per_task, max_retries,
+                                               cache_dir):
+            store.save(c, arrays)
+            devices.add(device)
+            parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
+            if tensorboard:
+                pipeline.write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c),
+                                                 arrays, store, c, logdir, prefix, timing)
+            if progress is not None:
+                progress(len(arrays["diverged_epoch"]))
+        timing["train_s"] = time.perf_counter() - t0 - timing["tensorboard_s"]
+    finally:
+        if started:
+            ray.shutdown()
+    return pipeline.finish_sweep(
+        config, grid, out, plan.chunk_size, tensorboard=tensorboard, prefix=prefix,
+        logdir=logdir, learn_threshold=learn_threshold, timing=timing,
+        extra={"device": "; ".join(sorted(devices)) or "unknown", "engine": plan.engine},
+        parts=parts, progress=progress)
+
+
+def _ray_start(ray, address: str | None, num_cpus: int | None) -> bool:
+    """Connect to Ray; True if this call started it (so the caller shuts it down)."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no reports to the internet
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                 log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, log_to_driver=False)
+    return True
+
+
+def _ray_chunks(ray, plan, todo: list[int], cpus_per_task: int, max_retries: int,
+                cache_dir):
+    """Yield (chunk, arrays) as Ray tasks finish, with at most twice the cluster's task
+    slots in flight (so results never pile up in the object store)."""
+    if not todo:
+        return
+    task = ray.remote(compute_one_chunk).options(
+        num_cpus=cpus_per_task, max_retries=max_retries, retry_exceptions=False,
+        runtime_env={"env_vars": worker_env(cpus_per_task, cache_dir)})
+    slots = max(1, int(ray.cluster_resources().get("CPU", 1)) // cpus_per_task)
+    args = (plan.config.to_dict(), plan.grid.to_dict(), plan.chunk_size)
+    queue, pending = list(todo), {}
+    try:
+        while queue or pending:
+            while queue and len(pending) < 2 * slots:
+                c = queue.pop(0)
+                pending[task.remote(*args, c)] = c
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                c = pending.pop(ref)
+                try:
+                    value = ray.get(ref)
+                except ray.exceptions.RayError as e:
+                    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+                    raise TaskFailed(f"ray: chunk {c} failed ({type(e).__name__}: {first}) "
+                                     f"after up to {max_retries} retries; finished chunks "
+                                     "are kept, run the same command to resume") from None
+                yield c, value
+    finally:
+        for ref in pending:  # interrupted: do not leave work running on the cluster
+            ray.cancel(ref, force=True)

@@ -1,0 +1,240 @@
+"""Array jobs (SLURM ``--array``, Kubernetes Indexed Jobs): shard I of N computes the
+chunks ``c % N == I`` into one shared directory, claimed once; :func:`merge` assembles."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Callable
+
+from vgjax import outdir
+from vgjax.store import atomic_write_text, sanitize_name
+from vgjax.config import Config, Grid, validate, validate_grid
+
+LAYOUT_KEY = "layout"  # manifest entry of a sharded sweep: chunk_size, shards, prefix
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; ``ValueError`` (one line) otherwise."""
+    try:
+        i, n = (int(x) for x in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"shard: {text!r} is not allowed; allowed: I/N with integers "
+                         "0 <= I < N, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"shard: {text!r} is out of range; allowed: I/N with 0 <= I < N")
+    return i, n
+
+
+def _read_manifest(out: Path) -> dict | None:
+    p = Path(out) / outdir.MANIFEST_NAME
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"out: {str(p)!r} is unreadable; allowed: a manifest vgjax "
+                         "wrote") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"out: {str(p)!r} is not a vgjax manifest")
+    return m
+
+
+def _plain(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
+
+
+def sharded_layout(out: str | Path, config: Config, grid: Grid) -> dict | None:
+    """The ``layout`` of ``out`` if it holds array-job shards of this sweep, else None."""
+    m = _read_manifest(Path(out)) if Path(out).is_dir() else None
+    if not m or LAYOUT_KEY not in m:
+        return None
+    if m.get("config") != _plain(config.to_dict()) or m.get("grid") != _plain(grid.to_dict()):
+        return None  # a different sweep: prepare_out_dir refuses or overwrites it
+    return m[LAYOUT_KEY]
+
+
+def _refuse_sharded(out: str | Path, config: Config, grid: Grid) -> None:
+    """Multi-process and Ray sweeps keep their own chunk layout: not in a sharded directory."""
+    if sharded_layout(out, config, grid) is not None:
+        raise ValueError(f"out: {os.fspath(out)!r} holds this sweep split into array-job "
+                         "shards; allowed: finish it with --shard I/N and 'vgjax merge', or "
+                         "a new directory")
+
+
+def claim_shared(out: str | Path, manifest: dict, layout: dict) -> dict:
+    """Claim ``out`` for the shards of one sweep; return the layout every shard must use.
+
+    Safe when many shards start at once: the manifest (config, grid and ``layout``) is
+    written to a temp file and hard-linked to ``manifest.json``, which fails if any shard
+    got there first; then the manifest in place is compared with ours. A directory holding
+    another sweep, a sweep run without shards, or foreign files is refused (one line).
+    """
+    label = os.fspath(out)
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"out: {label!r} is a file; allowed: a directory path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"out: {label!r} cannot be created ({e.strerror}); allowed: a "
+                         "directory you can write to") from None
+    ours = _plain({**manifest, LAYOUT_KEY: layout})
+    mpath = path / outdir.MANIFEST_NAME
+    if not mpath.exists():
+        foreign = sorted(e.name for e in path.iterdir()
+                         if e.name not in outdir.OWNED_NAMES and not e.name.startswith("."))
+        if foreign:
+            raise ValueError(f"out: {label!r} is not empty and holds no vgjax sweep (found "
+                             f"{foreign[0]!r}); allowed: a new or empty directory")
+        tmp = path / f".{outdir.MANIFEST_NAME}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        atomic_write_text(tmp, json.dumps(ours, sort_keys=True, indent=1) + "\n")
+        try:
+            os.link(tmp, mpath)  # atomic and exclusive: exactly one shard wins
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    theirs = _read_manifest(path)
+    for key in ("config", "grid"):
+        if theirs.get(key) != ours[key]:
+            raise ValueError(f"out: {label!r} holds a sweep with a different {key}; allowed: "
+                             "the same command for every shard, or a new directory")
+    got = theirs.get(LAYOUT_KEY)
+    if not isinstance(got, dict):
+        raise ValueError(f"out: {label!r} holds a sweep run without --shard; allowed: a new "
+                         "directory for a sharded sweep")
+    if got.get("shards") != layout["shards"]:
+        raise ValueError(f"out: {label!r} is split into {got.get('shards')} shards, not "
+                         f"{layout['shards']}; allowed: --shard I/{got.get('shards')}")
+    (path / outdir.CHUNKS_DIR).mkdir(exist_ok=True)
+    return got
+
+
+def fixed_plan(config: Config, grid: Grid, chunk_size: int, devices: list | None = None):
+    """A plan cutting the grid into chunks of exactly ``chunk_size`` runs on any device count.
+
+    The mesh uses the largest number of ``devices`` (default all) that divides the chunk
+    size, so chunk boundaries (hence chunk files) never depend on the machine.
+    """
+    import jax
+
+    from vgjax.sweep import default_mesh, make_plan
+    devices = list(devices if devices is not None else jax.devices())
+    k = mesh_size(len(devices), chunk_size)
+    return make_plan(config, grid, chunk_size=chunk_size, mesh=default_mesh(devices[:k]))
+
+
+def mesh_size(n_devices: int, chunk_size: int) -> int:
+    """The largest device count <= ``n_devices`` that divides ``chunk_size``."""
+    return max(d for d in range(1, min(n_devices, chunk_size) + 1) if chunk_size % d == 0)
+
+
+def shard_chunks(n_chunks: int, shard: int, n_shards: int) -> list[int]:
+    """Chunks of shard ``shard`` of ``n_shards``: round robin, so shards get equal work."""
+    return list(range(shard, n_chunks, n_shards))
+
+
+def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards: int, *,
+              chunk_size: int | None = None, prefix: str = "sweep",
+              progress: Callable[[int], None] | None = None) -> list[int]:
+    """Compute shard ``shard`` of ``n_shards`` of the sweep into the shared directory ``out``.
+
+    The first shard to start fixes the chunk size in ``manifest.json`` (``chunk_size``, or
+    from memory and the number of shards); finished chunks are skipped, so a rerun of a
+    killed shard resumes. Returns the chunk indices of this shard. Each shard records its
+    device and timing in ``OUT/chunks/shard_I_of_N.json`` for the merged summary.
+    """
+    from vgjax import pipeline
+    from vgjax.sweep import make_plan
+
+    validate(config)
+    validate_grid(grid)
+    if not 0 <= shard < n_shards:
+        raise ValueError(f"shard: {shard}/{n_shards} is out of range; allowed: 0 <= I < N")
+    proposal = make_plan(config, grid, chunk_size=chunk_size)
+    size = proposal.chunk_size
+    if chunk_size is None:  # at least one chunk per shard where the grid allows it
+        n_dev = proposal.mesh.devices.size
+        per_shard = -(-len(proposal.runs) // n_shards)
+        size = max(n_dev, min(size, -(-per_shard // n_dev) * n_dev))
+    layout = claim_shared(out, outdir.make_manifest(config, grid),
+                          {"chunk_size": size, "shards": n_shards,
+                           "prefix": sanitize_name(prefix)})
+    if chunk_size is not None and layout["chunk_size"] != chunk_size:
+        raise ValueError(f"chunk_size: {chunk_size} differs from the {layout['chunk_size']} "
+                         f"fixed in {str(Path(out) / outdir.MANIFEST_NAME)!r}; allowed: the same "
+                         "value for every shard, or none")
+    if progress is not None:
+        progress(0)
+    plan = fixed_plan(config, grid, int(layout["chunk_size"]))
+    mine = shard_chunks(plan.n_chunks, shard, n_shards)
+    store = outdir.ChunkStore(out)
+    timing = pipeline.new_timing()
+    pipeline.compute_chunks(plan, store, mine, timing, on_chunk=(
+        None if progress is None else lambda c, a: progress(len(a["diverged_epoch"]))))
+    record = {"device": pipeline.device_kind(plan.mesh), "engine": plan.engine,
+              "chunks": mine, "timing": timing}
+    atomic_write_text(store.dir / f"shard_{shard}_of_{n_shards}.json",
+                         json.dumps(record, sort_keys=True))
+    return mine
+
+
+def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = None,
+          logdir: str | Path | None = None, learn_threshold: float = 0.7,
+          progress: Callable[[int], None] | None = None):
+    """Assemble a sharded sweep in ``out`` once every chunk exists.
+
+    Returns the :class:`vgjax.pipeline.SweepOutput`. Raises
+    :class:`vgjax.pipeline.MissingChunks` (one line: which chunks, which shards) otherwise.
+    ``prefix`` defaults to the one the shards were started with.
+    """
+    from vgjax import pipeline
+
+    path = Path(out)
+    m = _read_manifest(path) if path.is_dir() else None
+    if m is None:
+        raise ValueError(f"out: {os.fspath(out)!r} holds no vgjax sweep (no manifest.json); "
+                         "allowed: a directory that 'vgjax sweep --shard' wrote")
+    if not isinstance(m.get(LAYOUT_KEY), dict):
+        raise ValueError(f"out: {os.fspath(out)!r} holds a sweep run without --shard; "
+                         "allowed: a directory that 'vgjax sweep --shard' wrote (rerun "
+                         "the sweep command itself to finish this one)")
+    try:
+        config = Config.from_dict(m["config"])
+        grid = validate_grid(Grid(**{k: tuple(v) for k, v in m["grid"].items()}))
+        layout = m[LAYOUT_KEY]
+        size, n_shards = int(layout["chunk_size"]), int(layout["shards"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"out: {str(path / outdir.MANIFEST_NAME)!r} is invalid ({e})") from None
+    store = outdir.ChunkStore(path)
+    records = []
+    for p in sorted(store.dir.glob(f"shard_*_of_{n_shards}.json")):
+        try:
+            records.append(json.loads(p.read_text()))
+        except (OSError, ValueError):
+            continue
+    timing = pipeline.new_timing()
+    for r in records:
+        for k in ("compile_s", "train_s"):
+            timing[k] += float(r.get("timing", {}).get(k, 0.0))
+    extra = {k: "; ".join(sorted({str(r.get(k)) for r in records})) or "unknown"
+             for k in ("device", "engine")}
+    n_chunks = -(-len(pipeline.run_table(grid, config)) // size)
+    done = store.done()
+    lacking = sorted({c % n_shards for c in range(n_chunks) if c not in done})
+    hint = (f" (shards {', '.join(f'{s}/{n_shards}' for s in lacking)} have not finished; "
+            "run them, then merge again)") if lacking else ""
+    return pipeline.finish_sweep(config, grid, path, size, tensorboard=tensorboard,
+                                 prefix=prefix or layout.get("prefix", "sweep"),
+                                 logdir=logdir, learn_threshold=learn_threshold,
+                                 timing=timing, extra=extra, hint=hint, progress=progress)
+
+
+def _split_address(text: str, name: str) -> tuple[str, int]:
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name}: {text!r} is not allowed; allowed: HOST:PORT, e.g. "
+                         "127.0.0.1:12345")
+    return host, int(port)
