@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from vgjax import distributed as dist
-from vgjax import io
+from vgjax import outdir
 from vgjax.config import Config, Grid
 
 ARGS = ["--activation", "relu", "--init", "he_uniform", "--depths", "1-3", "--seeds", "0-3",
@@ -50,13 +50,13 @@ def _ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
 
 
 def _summary(out: Path) -> dict:
-    s = json.loads((out / io.SUMMARY_NAME).read_text())
+    s = json.loads((out / outdir.SUMMARY_NAME).read_text())
     s.pop("timing")
     return s
 
 
 def _tb_tree(out: Path) -> dict[str, int]:
-    root = out / io.TENSORBOARD_DIR
+    root = out / outdir.TENSORBOARD_DIR
     tree: dict[str, int] = {}
     for p in root.rglob("*"):
         if p.is_file():
@@ -68,7 +68,7 @@ def _tb_tree(out: Path) -> dict[str, int]:
 def assert_same_sweep(a: Path, b: Path, *, tensorboard: bool = True) -> None:
     """summary.json (outside timing), history.npz arrays and TensorBoard dirs are equal."""
     assert _summary(a) == _summary(b)
-    with np.load(a / io.HISTORY_NAME) as x, np.load(b / io.HISTORY_NAME) as y:
+    with np.load(a / outdir.HISTORY_NAME) as x, np.load(b / outdir.HISTORY_NAME) as y:
         assert sorted(x.files) == sorted(y.files)
         for k in x.files:
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
@@ -100,7 +100,7 @@ def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path, capsy
     for p in procs:
         stdout, stderr = p.communicate(timeout=TIMEOUT)
         assert p.returncode == 0, stderr[-3000:]
-    chunks = sorted(p.name for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz"))
+    chunks = sorted(p.name for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz"))
     assert chunks == [f"chunk_{c:05d}.npz" for c in (0, 1, 3, 4)]
 
     # Merging now names the missing chunks and the shard that owes them, writes nothing
@@ -111,14 +111,14 @@ def test_concurrent_shards_then_merge_equal_one_sweep(reference, tmp_path, capsy
         err = capsys.readouterr().err
         assert err.count("\n") == 1, err
         assert "chunks: 2, 5 of 0-5 are missing" in err and "2/3" in err, err
-        assert not (out / io.SUMMARY_NAME).exists() and not (out / io.HISTORY_NAME).exists()
+        assert not (out / outdir.SUMMARY_NAME).exists() and not (out / outdir.HISTORY_NAME).exists()
 
     _ok(_run(cmd + ["--shard", "2/3"], _env(1), tmp_path))
     # a finished shard run again (here, on this process's devices) computes nothing
-    stamp = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    stamp = {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
     assert cli.main(cmd[3:] + ["--shard", "0/3"]) == 0
     assert stamp == {p.name: p.stat().st_mtime_ns
-                     for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+                     for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
     assert cli.main(["merge", str(out)]) == 0
     assert_same_sweep(out, reference)
     assert not [p for p in out.rglob(".*")], "temp files were left behind"
@@ -130,13 +130,13 @@ def test_shards_on_machines_with_other_device_counts_cut_the_same_chunks(tmp_pat
     out = tmp_path / "out"
     cmd = _vgjax("sweep", *ARGS, "--out", str(out))
     _ok(_run(cmd + ["--shard", "0/2"], _env(2), tmp_path))
-    layout = json.loads((out / io.MANIFEST_NAME).read_text())[dist.LAYOUT_KEY]
+    layout = json.loads((out / outdir.MANIFEST_NAME).read_text())[dist.LAYOUT_KEY]
     assert layout["shards"] == 2 and layout["chunk_size"] % 2 == 0
     _ok(_run(cmd + ["--shard", "1/2"], _env(3), tmp_path))
     n_chunks = -(-N_RUNS // layout["chunk_size"])
-    assert len(list((out / io.CHUNKS_DIR).glob("chunk_*.npz"))) == n_chunks
+    assert len(list((out / outdir.CHUNKS_DIR).glob("chunk_*.npz"))) == n_chunks
     _ok(_run(cmd, _env(1), tmp_path))  # the plain command merges
-    with np.load(out / io.HISTORY_NAME) as h:
+    with np.load(out / outdir.HISTORY_NAME) as h:
         assert h["train_loss"].shape == (N_RUNS, 4) and np.isfinite(h["train_loss"]).all()
     assert _summary(out)["n_runs"] == N_RUNS
 
@@ -155,17 +155,17 @@ def test_fixed_plan_keeps_the_chunk_size():
 
 
 def _claim(out, cfg=Config(epochs=2), grid=Grid(seeds=(0, 1)), shards=2, size=2):
-    return dist.claim_shared(out, io.make_manifest(cfg, grid),
+    return dist.claim_shared(out, outdir.make_manifest(cfg, grid),
                              {"chunk_size": size, "shards": shards, "prefix": "p"})
 
 
 def test_claim_is_made_once_and_later_shards_take_its_layout(tmp_path):
     out = tmp_path / "out"
     assert _claim(out, size=4)["chunk_size"] == 4
-    first = (out / io.MANIFEST_NAME).read_bytes()
+    first = (out / outdir.MANIFEST_NAME).read_bytes()
     assert _claim(out, size=2)["chunk_size"] == 4  # the manifest decides
-    assert (out / io.MANIFEST_NAME).read_bytes() == first
-    assert sorted(p.name for p in out.iterdir()) == [io.CHUNKS_DIR, io.MANIFEST_NAME]
+    assert (out / outdir.MANIFEST_NAME).read_bytes() == first
+    assert sorted(p.name for p in out.iterdir()) == [outdir.CHUNKS_DIR, outdir.MANIFEST_NAME]
 
 
 @pytest.mark.parametrize("kw,words", [
@@ -190,7 +190,7 @@ def test_claim_refuses_foreign_files_and_unsharded_sweeps(tmp_path):
         _claim(foreign)
     assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
     plain = tmp_path / "plain"
-    io.prepare_out_dir(plain, io.make_manifest(Config(epochs=2), Grid(seeds=(0, 1))),
+    outdir.prepare_out_dir(plain, outdir.make_manifest(Config(epochs=2), Grid(seeds=(0, 1))),
                        overwrite=False)
     with pytest.raises(ValueError, match="without --shard"):
         _claim(plain)
@@ -268,7 +268,7 @@ def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_
     import signal
     import time
     out = tmp_path / "out"
-    first = out / io.CHUNKS_DIR / "chunk_00000.npz"
+    first = out / outdir.CHUNKS_DIR / "chunk_00000.npz"
     p0, p1 = _start_processes(out, tmp_path)
     deadline = time.monotonic() + TIMEOUT
     while not first.exists() and time.monotonic() < deadline and p0.poll() is None:
@@ -285,11 +285,11 @@ def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("vgjax: error: process 0 of 2 lost another process") and \
         "resume" in last, last
-    kept = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
-    assert 1 <= len(kept) < 6 and not (out / io.SUMMARY_NAME).exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
+    assert 1 <= len(kept) < 6 and not (out / outdir.SUMMARY_NAME).exists()
 
     _wait_all(_start_processes(out, tmp_path))  # the same command: resumes
-    assert {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")
+    assert {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")
             if p.name in kept} == kept, "finished chunks were recomputed"
     assert_same_sweep(out, reference_2dev)
 
@@ -364,7 +364,7 @@ def test_ray_sweep_survives_a_killed_worker_and_equals_a_local_sweep(reference, 
     assert killed, "no Ray worker was seen training a chunk"
     out = tmp_path / "out"
     # every chunk exactly once, and the results those of the local sweep
-    assert sorted(p.name for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")) == \
+    assert sorted(p.name for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")) == \
         [f"chunk_{c:05d}.npz" for c in range(6)]
     assert res.summary["n_runs"] == N_RUNS
     assert_same_sweep(out, reference)
@@ -383,11 +383,11 @@ def test_interrupted_ray_driver_resumes(reference, tmp_path):
     cmd = _vgjax("sweep", *ARGS, "--chunk-size", "2", "--out", str(out), "--ray")
     proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    first = out / io.CHUNKS_DIR / "chunk_00000.npz"
+    first = out / outdir.CHUNKS_DIR / "chunk_00000.npz"
     deadline = time.monotonic() + TIMEOUT
     chunks = []
     while time.monotonic() < deadline and proc.poll() is None:
-        chunks = list((out / io.CHUNKS_DIR).glob("chunk_*.npz")) if first.parent.exists() else []
+        chunks = list((out / outdir.CHUNKS_DIR).glob("chunk_*.npz")) if first.parent.exists() else []
         if chunks:
             break
         time.sleep(0.01)
@@ -395,11 +395,11 @@ def test_interrupted_ray_driver_resumes(reference, tmp_path):
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
-    assert "interrupted" in stderr and not (out / io.SUMMARY_NAME).exists()
-    kept = {p.name: p.stat().st_mtime_ns for p in (out / io.CHUNKS_DIR).glob("chunk_*.npz")}
+    assert "interrupted" in stderr and not (out / outdir.SUMMARY_NAME).exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
     assert kept
     _ok(_run(cmd, env, tmp_path))
-    assert {n: (out / io.CHUNKS_DIR / n).stat().st_mtime_ns for n in kept} == kept
+    assert {n: (out / outdir.CHUNKS_DIR / n).stat().st_mtime_ns for n in kept} == kept
     assert_same_sweep(out, reference)
 
 

@@ -36,13 +36,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vgjax import cli, io
+from vgjax import cli, figures, history, outdir, store, summary
 from vgjax import experiments as ex
-from vgjax import plots
 from vgjax import tensorboard as tb
 from vgjax.config import Config, Grid, parse_float_list, parse_int_list
 from vgjax.pipeline import run_sweep
-from vgjax.result import CURVES, HIST_ARRAYS, LAYER_STATS, RunTable, SweepResult
+from vgjax.result import CURVES, HIST_ARRAYS, LAYER_STATS, RunTable, SweepResult, final_metric
 from vgjax.sweep import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -182,8 +181,8 @@ def ref(tmp_path_factory, env):
     _check_ok(proc)
     return SimpleNamespace(out=out, proc=proc, cwd_after=sorted(os.listdir(cwd)),
                            parent_after=sorted(os.listdir(parent)),
-                           result=io.load_result(out),
-                           summary=_strict_json((out / io.SUMMARY_NAME).read_text()))
+                           result=history.load_result(out),
+                           summary=_strict_json((out / outdir.SUMMARY_NAME).read_text()))
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +194,7 @@ def sane(tmp_path_factory, env, ref):
     shutil.copytree(ref.out, out)
     proc = _run(SANE_ARGS + ["--out", str(out), "--overwrite"], env=env, cwd=base)
     _check_ok(proc)
-    return SimpleNamespace(out=out, proc=proc, result=io.load_result(out))
+    return SimpleNamespace(out=out, proc=proc, result=history.load_result(out))
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -475,8 +474,8 @@ def _tiny_result() -> SweepResult:
 def _write_tiny(out: Path) -> None:
     out.mkdir(parents=True)
     result = _tiny_result()
-    io.write_summary(out / io.SUMMARY_NAME, result, timing={})
-    io.write_history(out / io.HISTORY_NAME, result)
+    summary.write_summary(out / outdir.SUMMARY_NAME, result, timing={})
+    history.write_history(out / outdir.HISTORY_NAME, result)
 
 
 class _Payload:
@@ -491,7 +490,7 @@ class _Payload:
 
 def _damage(kind: str, out: Path, marker: Path) -> tuple[str, list[str]]:
     """Damage the tiny result in ``out``; return (file named in the message, needles)."""
-    sp, hp = out / io.SUMMARY_NAME, out / io.HISTORY_NAME
+    sp, hp = out / outdir.SUMMARY_NAME, out / outdir.HISTORY_NAME
     if kind == "summary-truncated":
         sp.write_bytes(sp.read_bytes()[: sp.stat().st_size // 2])
         return str(sp), ["not valid JSON", "truncated"]
@@ -570,11 +569,11 @@ BAD_RESULTS = ["summary-truncated", "summary-garbage", "summary-not-an-object",
 def test_bad_results_files(kind, tmp_path, capsys):
     out, marker = tmp_path / "out", tmp_path / "pickle-ran"
     _write_tiny(out)
-    io.load_result(out)  # intact, it loads
+    history.load_result(out)  # intact, it loads
     named, needles = _damage(kind, out, marker)
     before = _tree(tmp_path)
     with pytest.raises(ValueError) as err:
-        io.load_result(out)
+        history.load_result(out)
     _one_line_error(str(err.value), "results", repr(named), *needles)
     assert cli.main(["show", str(out)]) == 2
     captured = capsys.readouterr()
@@ -666,26 +665,26 @@ def test_plots_skip_the_diverged_part(ref, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "mean of empty slice" and the like
         paths = [
-            plots.plot_learning_curves(res, tmp_path / "curves.png"),
-            plots.plot_learning_curves(res, tmp_path / "curves_dead.png", runs=dead),
-            plots.plot_layer_gradients({"lr 5": (res, big), "all": res}, tmp_path / "grads.png"),
-            plots.plot_weight_norms({"lr 5": (res, big)}, tmp_path / "weights.png"),
-            plots.plot_gradient_profile({"diverged": (res, dead)}, tmp_path / "profile.png",
+            figures.plot_learning_curves(res, tmp_path / "curves.png"),
+            figures.plot_learning_curves(res, tmp_path / "curves_dead.png", runs=dead),
+            figures.plot_layer_gradients({"lr 5": (res, big), "all": res}, tmp_path / "grads.png"),
+            figures.plot_weight_norms({"lr 5": (res, big)}, tmp_path / "weights.png"),
+            figures.plot_gradient_profile({"diverged": (res, dead)}, tmp_path / "profile.png",
                                         epochs=(1, 50, 100)),
-            plots.plot_depth_study(res, tmp_path / "depth.png"),
-            plots.plot_width_depth_heatmap(res, tmp_path / "heat.png"),
+            figures.plot_depth_study(res, tmp_path / "depth.png"),
+            figures.plot_width_depth_heatmap(res, tmp_path / "heat.png"),
         ]
     for p in paths:
         assert p.is_file() and p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    final = plots.final_metric(res, "test_accuracy")
+    final = final_metric(res, "test_accuracy")
     d1 = res.runs.diverged_epoch == 1
     assert np.all(np.isnan(final[d1])) and np.all(np.isfinite(final[~res.runs.diverged]))
 
 
 def test_tensorboard_has_nothing_after_divergence(ref, tmp_path):
     res = ref.result
-    names = tb.run_dir_names(res, io.sanitize_name("../../evil"))
-    logdir = ref.out / io.TENSORBOARD_DIR
+    names = tb.run_dir_names(res, store.sanitize_name("../../evil"))
+    logdir = ref.out / outdir.TENSORBOARD_DIR
     checked = 0
     for r in np.flatnonzero(res.runs.lr == LR_BIG):
         content = _event_content(logdir / names[r])
@@ -745,7 +744,7 @@ def _kill_when(out: Path, ready, tmp_path: Path, env) -> None:
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     out = tmp_path / "out"
-    chunks = out / io.CHUNKS_DIR
+    chunks = out / outdir.CHUNKS_DIR
 
     # Kill 1: as soon as the first chunk file exists (its TensorBoard logs are usually not
     # done yet). Kill 2, in the rerun: once a further chunk has its TensorBoard logs marked
@@ -766,8 +765,8 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     for p in kept:
         first_run = CHUNK * int(_CHUNK_RE.fullmatch(p.name).group(1))
         assert _npz(p)["train_loss"].shape == (min(CHUNK, N_RUNS - first_run), EPOCHS)
-    assert not (out / io.SUMMARY_NAME).exists() and not (out / io.HISTORY_NAME).exists()
-    _strict_json((out / io.MANIFEST_NAME).read_text())
+    assert not (out / outdir.SUMMARY_NAME).exists() and not (out / outdir.HISTORY_NAME).exists()
+    _strict_json((out / outdir.MANIFEST_NAME).read_text())
 
     # The same command again finishes the sweep, reusing the chunks it finds.
     _check_ok(_run(REF_ARGS + ["--out", str(out)], env=env, cwd=tmp_path))
@@ -778,17 +777,17 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     assert _hidden_files(out) == [], "temp files were left behind"
 
     # summary.json (but for timing) and history.npz equal the uninterrupted run's
-    sa, sb = out / io.SUMMARY_NAME, ref.out / io.SUMMARY_NAME
+    sa, sb = out / outdir.SUMMARY_NAME, ref.out / outdir.SUMMARY_NAME
     assert _summary_sans_timing(sa) == _summary_sans_timing(sb)
     assert _without_timing(sa.read_text()) == _without_timing(sb.read_text())
-    a, b = _npz(out / io.HISTORY_NAME), _npz(ref.out / io.HISTORY_NAME)
+    a, b = _npz(out / outdir.HISTORY_NAME), _npz(ref.out / outdir.HISTORY_NAME)
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert (out / io.HISTORY_NAME).read_bytes() == (ref.out / io.HISTORY_NAME).read_bytes()
+    assert (out / outdir.HISTORY_NAME).read_bytes() == (ref.out / outdir.HISTORY_NAME).read_bytes()
 
     # TensorBoard: the same run directories, one event file each, the same tags and steps
-    la, lb = out / io.TENSORBOARD_DIR, ref.out / io.TENSORBOARD_DIR
+    la, lb = out / outdir.TENSORBOARD_DIR, ref.out / outdir.TENSORBOARD_DIR
     assert _leaf_dirs(la) == _leaf_dirs(lb)
     assert len(_leaf_dirs(la)) == N_RUNS + 2  # the runs + 2 seed means
     for root in (la, lb):
@@ -796,7 +795,7 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
                           if p.is_file())
         assert set(per_dir) == _leaf_dirs(root) and set(per_dir.values()) == {1}, per_dir
         assert all("tfevents" in p.name for p in root.rglob("*") if p.is_file())
-    names = tb.run_dir_names(ref.result, io.sanitize_name("../../evil"))
+    names = tb.run_dir_names(ref.result, store.sanitize_name("../../evil"))
     first_big = int(np.flatnonzero(ref.result.runs.lr == LR_BIG)[0])
     for rel in [names[0], names[first_big], names[-2], names[0].split("/")[0] + "/mean"]:
         ca, cb = _event_content(la / rel), _event_content(lb / rel)
@@ -828,14 +827,14 @@ def test_different_sweep_in_existing_dir_is_refused(change, ref, tmp_path, capsy
 
 def test_overwrite_replaces_a_different_sweep(sane):
     out = sane.out
-    manifest = _strict_json((out / io.MANIFEST_NAME).read_text())
+    manifest = _strict_json((out / outdir.MANIFEST_NAME).read_text())
     assert manifest["grid"]["lrs"] == [0.01, 0.02]
-    summary = _strict_json((out / io.SUMMARY_NAME).read_text())
+    summary = _strict_json((out / outdir.SUMMARY_NAME).read_text())
     assert summary["grid"]["lrs"] == [0.01, 0.02] and summary["n_runs"] == N_RUNS
     assert "diverged" not in sane.proc.stdout
-    tb_configs = sorted(os.listdir(out / io.TENSORBOARD_DIR))
+    tb_configs = sorted(os.listdir(out / outdir.TENSORBOARD_DIR))
     assert len(tb_configs) == 2 and not any(c.endswith("_lr5") for c in tb_configs), tb_configs
-    chunk_files = sorted(p.name for p in (out / io.CHUNKS_DIR).iterdir() if p.suffix == ".npz")
+    chunk_files = sorted(p.name for p in (out / outdir.CHUNKS_DIR).iterdir() if p.suffix == ".npz")
     assert len(chunk_files) == N_CHUNKS
     assert _hidden_files(out) == []
 
@@ -846,23 +845,23 @@ def test_overwrite_replaces_a_different_sweep(sane):
 def test_same_command_twice_gives_identical_files(ref, tmp_path, env):
     out = tmp_path / "out"
     _check_ok(_run(REF_ARGS + ["--out", str(out)], env=env, cwd=tmp_path))
-    sa, sb = ref.out / io.SUMMARY_NAME, out / io.SUMMARY_NAME
+    sa, sb = ref.out / outdir.SUMMARY_NAME, out / outdir.SUMMARY_NAME
     assert _summary_sans_timing(sa) == _summary_sans_timing(sb)
     # and the raw bytes outside the timing block
     assert _without_timing(sa.read_bytes().decode()) == _without_timing(sb.read_bytes().decode())
-    a, b = _npz(ref.out / io.HISTORY_NAME), _npz(out / io.HISTORY_NAME)
+    a, b = _npz(ref.out / outdir.HISTORY_NAME), _npz(out / outdir.HISTORY_NAME)
     assert sorted(a) == sorted(b)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    assert (ref.out / io.HISTORY_NAME).read_bytes() == (out / io.HISTORY_NAME).read_bytes()
+    assert (ref.out / outdir.HISTORY_NAME).read_bytes() == (out / outdir.HISTORY_NAME).read_bytes()
 
 
 def test_cli_process_uses_the_expected_devices(ref):
     """The CLI made one CPU device per core (or JAX_NUM_CPU_DEVICES) and chunked by it."""
     assert ref.summary["versions"]["device"].endswith(f" x{CLI_DEVICES}"), ref.summary["versions"]
-    layout = _strict_json((ref.out / io.CHUNKS_DIR / "layout.json").read_text())
+    layout = _strict_json((ref.out / outdir.CHUNKS_DIR / "layout.json").read_text())
     assert layout["chunk_size"] == CHUNK
-    assert len(_chunk_files(ref.out / io.CHUNKS_DIR)) == N_CHUNKS >= 4
+    assert len(_chunk_files(ref.out / outdir.CHUNKS_DIR)) == N_CHUNKS >= 4
 
 
 def test_summary_records_versions_and_device(ref):
@@ -879,9 +878,9 @@ def test_summary_records_versions_and_device(ref):
 
 
 def test_results_are_json_and_plain_npz(ref):
-    _strict_json((ref.out / io.SUMMARY_NAME).read_text())
-    _strict_json((ref.out / io.MANIFEST_NAME).read_text())
-    for path in [ref.out / io.HISTORY_NAME, *sorted((ref.out / io.CHUNKS_DIR).glob("*.npz"))]:
+    _strict_json((ref.out / outdir.SUMMARY_NAME).read_text())
+    _strict_json((ref.out / outdir.MANIFEST_NAME).read_text())
+    for path in [ref.out / outdir.HISTORY_NAME, *sorted((ref.out / outdir.CHUNKS_DIR).glob("*.npz"))]:
         for name, arr in _npz(path).items():  # allow_pickle=False throughout
             assert arr.dtype.kind in "biuf", (path.name, name, arr.dtype)
 
@@ -906,7 +905,7 @@ def test_names_are_sanitised_and_nothing_is_written_outside_out(ref):
     assert ref.parent_after == ["out"]
     assert ref.cwd_after == []
     out = ref.out.resolve()
-    logdir = out / io.TENSORBOARD_DIR
+    logdir = out / outdir.TENSORBOARD_DIR
     for p in out.rglob("*"):
         assert p.resolve().is_relative_to(out)
         assert not p.is_symlink()
@@ -916,8 +915,8 @@ def test_names_are_sanitised_and_nothing_is_written_outside_out(ref):
         assert "/" not in c and ".." not in c and not c.startswith(".") and "evil" in c
     # the helpers behind it
     for bad in ("../../evil", "..", ".", "/etc/passwd", "a/../../b", "", "x" * 300):
-        s = io.sanitize_name(bad)
+        s = store.sanitize_name(bad)
         assert s and "/" not in s and not s.startswith(".") and len(s) <= 209
-        assert io.safe_join(ref.out, s).resolve().parent == ref.out.resolve()
+        assert store.safe_join(ref.out, s).resolve().parent == ref.out.resolve()
     with pytest.raises(ValueError, match="outside"):
-        io.safe_join(ref.out, "..", "evil")
+        store.safe_join(ref.out, "..", "evil")
