@@ -132,8 +132,14 @@ def test_padded_layout_equals_exact_layers_and_is_vmappable():
     def run(ks, bs, depth, width):
         return probes.signal_probes(list(zip(ks, bs)), jnp.asarray(x, jnp.float32), "tanh",
                                     depth=depth, width=width)
-    got = jax.jit(jax.vmap(run))(kernels, biases, jnp.array([d for d, _ in runs]),
-                                 jnp.array([w for _, w in runs]))
+    def run_stacked(ks, bs, depth, width):      # the same net as one scanned stack
+        return probes.signal_probes((ks, bs), jnp.asarray(x, jnp.float32), "tanh",
+                                    depth=depth, width=width)
+    args = (kernels, biases, jnp.array([d for d, _ in runs]), jnp.array([w for _, w in runs]))
+    got = jax.jit(jax.vmap(run))(*args)
+    stacked = jax.jit(jax.vmap(run_stacked))(*args)
+    for key in got:
+        np.testing.assert_allclose(stacked[key], got[key], rtol=1e-5)
     for r, (depth, _) in enumerate(runs):
         for key in ("q", "saturation", "dead"):
             np.testing.assert_allclose(got[key][r, :depth], want[r][key], rtol=1e-5)

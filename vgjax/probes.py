@@ -1,8 +1,9 @@
 """Per-layer signal probes of an MLP: pure on-device functions of its layers and a data batch.
 
 The net is given explicitly as a sequence of hidden layers ``[(kernel [n_in, n_out],
-bias [n_out]), ...]`` (Flax's ``x @ kernel + bias`` convention), so the probes work with any
-engine's weights: an exact per-layer pytree, or the padded layout of a grid run (every kernel
+bias [n_out]), ...]`` (Flax's ``x @ kernel + bias`` convention), or as one stack
+``(kernels [L, N, N], biases [L, N])`` of equal square layers, which runs under ``lax.scan``
+(compile time independent of depth). So the probes work with any engine's weights: an exact per-layer pytree, or the padded layout of a grid run (every kernel
 [P, P]; pass the run's traced ``depth`` and ``width`` and the probes treat the padding exactly
 as :class:`vgjax.model.MaskedMLP` does: units >= width are zero, layers >= depth pass their
 input through, and those layers' probe values are NaN). Everything is jit-able and vmappable
@@ -21,7 +22,7 @@ import jax.numpy as jnp
 
 from vgjax.theory import Activation, activation_fn, derivative_fn
 
-Layers = Sequence[tuple[jax.Array, jax.Array]]
+Layers = Sequence[tuple[jax.Array, jax.Array]] | tuple[jax.Array, jax.Array]
 
 SATURATION_THRESHOLD = 0.05
 """A unit is saturated on a point when |φ′(h)| < 0.05 (Glorot & Bengio 2010's sense)."""
@@ -32,7 +33,8 @@ LOG_SIGMA_EDGES = jnp.linspace(-8.0, 8.0, 65)
 
 def preactivations(layers: Layers, x: jax.Array, activation: Activation, *, depth=None,
                    width=None) -> list[jax.Array]:
-    """Pre-activations ``h_l = φ(h_{l-1}) W_l + b_l`` of every layer: a list of [B, n_l].
+    """Pre-activations ``h_l = φ(h_{l-1}) W_l + b_l`` of every layer: a list of [B, n_l]
+    (for a stack: one array [L, B, N]).
 
     ``x [B, n_0]`` is zero-padded to the first kernel's rows when narrower (the grid layout).
     With ``depth``/``width`` given (scalars, may be traced), the padded stack is run as the
@@ -40,6 +42,8 @@ def preactivations(layers: Layers, x: jax.Array, activation: Activation, *, dept
     pass their input through (their entries here are then meaningless; the probes NaN them).
     """
     phi = activation_fn(activation)
+    if _is_stack(layers):
+        return _stacked_preactivations(layers, x, phi, depth=depth, width=width)
     h = x
     out = []
     for i, (kernel, bias) in enumerate(layers):
@@ -54,8 +58,39 @@ def preactivations(layers: Layers, x: jax.Array, activation: Activation, *, dept
     return out
 
 
-def _per_layer(values: list[jax.Array], width, depth) -> jax.Array:
-    """[L] means of per-unit values ``[n_l]`` over the real units; NaN for layers >= depth."""
+def _is_stack(layers) -> bool:
+    return (isinstance(layers, tuple) and len(layers) == 2 and hasattr(layers[0], "ndim")
+            and layers[0].ndim == 3)
+
+
+def _stacked_preactivations(layers, x, phi, *, depth, width) -> jax.Array:
+    kernels, biases = layers
+    n = kernels.shape[-1]
+    h = jnp.pad(x, ((0, 0), (0, n - x.shape[-1]))) if x.shape[-1] < n else x
+    unit = None if width is None else (jnp.arange(n) < width)[None, :].astype(h.dtype)
+
+    def step(h, layer):
+        i, kernel, bias = layer
+        z = h @ kernel + bias[None, :]
+        a = phi(z) if unit is None else phi(z) * unit
+        return (a if depth is None else jnp.where(i < depth, a, h)), z
+    _, zs = jax.lax.scan(step, h, (jnp.arange(kernels.shape[0]), kernels, biases))
+    return zs
+
+
+def _each(f, zs):
+    """``f`` applied to every layer's pre-activations: a list, or vmapped over a stack."""
+    return jax.vmap(f)(zs) if hasattr(zs, "ndim") else [f(z) for z in zs]
+
+
+def _per_layer(values, width, depth) -> jax.Array:
+    """[L] means of per-unit values ``[n_l]`` (a list, or a stack [L, N]) over the real
+    units; NaN for layers >= depth."""
+    if hasattr(values, "ndim"):
+        real = jnp.ones(values.shape[1:], bool) if width is None else (
+            jnp.arange(values.shape[1]) < width)
+        m = jnp.sum(jnp.where(real[None, :], values, 0.0), axis=1) / jnp.maximum(jnp.sum(real), 1)
+        return m if depth is None else jnp.where(jnp.arange(values.shape[0]) < depth, m, jnp.nan)
     out = []
     for i, v in enumerate(values):
         real = jnp.ones(v.shape, bool) if width is None else jnp.arange(v.shape[0]) < width
@@ -68,7 +103,7 @@ def second_moment(layers: Layers, x: jax.Array, activation: Activation, *, depth
                   width=None) -> jax.Array:
     """[L] measured q^l: mean of h_l² over the data points and the layer's units."""
     zs = preactivations(layers, x, activation, depth=depth, width=width)
-    return _per_layer([jnp.mean(z * z, axis=0) for z in zs], width, depth)
+    return _per_layer(_each(lambda z: jnp.mean(z * z, axis=0), zs), width, depth)
 
 
 def saturation(layers: Layers, x: jax.Array, activation: Activation, *, depth=None, width=None,
@@ -76,7 +111,8 @@ def saturation(layers: Layers, x: jax.Array, activation: Activation, *, depth=No
     """[L] share of (unit, point) pairs of each layer with |φ′(h)| < ``threshold``."""
     dphi = derivative_fn(activation)
     zs = preactivations(layers, x, activation, depth=depth, width=width)
-    return _per_layer([jnp.mean(jnp.abs(dphi(z)) < threshold, axis=0) for z in zs], width, depth)
+    return _per_layer(_each(lambda z: jnp.mean(jnp.abs(dphi(z)) < threshold, axis=0), zs),
+                      width, depth)
 
 
 def dead_units(layers: Layers, x: jax.Array, activation: Activation, *, depth=None,
@@ -87,7 +123,7 @@ def dead_units(layers: Layers, x: jax.Array, activation: Activation, *, depth=No
     """
     phi = activation_fn(activation)
     zs = preactivations(layers, x, activation, depth=depth, width=width)
-    return _per_layer([jnp.all(phi(z) == 0, axis=0).astype(jnp.float32) for z in zs],
+    return _per_layer(_each(lambda z: jnp.all(phi(z) == 0, axis=0).astype(jnp.float32), zs),
                       width, depth)
 
 
@@ -102,7 +138,8 @@ def input_output_jacobian(layers: Layers, x: jax.Array, activation: Activation, 
         zs = preactivations(layers, xi[None, :], activation, depth=depth, width=width)
         if depth is None:
             return zs[-1][0]
-        return jnp.stack([z[0] for z in zs])[depth - 1]
+        stack = zs if hasattr(zs, "ndim") else jnp.stack(zs)
+        return stack[depth - 1, 0]
     return jax.vmap(jax.jacfwd(last))(x)
 
 
@@ -155,12 +192,12 @@ def signal_probes(layers: Layers, x: jax.Array, activation: Activation, *, depth
     phi, dphi = activation_fn(activation), derivative_fn(activation)
     zs = preactivations(layers, x, activation, depth=depth, width=width)
     out = {
-        "q": _per_layer([jnp.mean(z * z, axis=0) for z in zs], width, depth),
-        "saturation": _per_layer(
-            [jnp.mean(jnp.abs(dphi(z)) < SATURATION_THRESHOLD, axis=0) for z in zs], width,
+        "q": _per_layer(_each(lambda z: jnp.mean(z * z, axis=0), zs), width, depth),
+        "saturation": _per_layer(_each(
+            lambda z: jnp.mean(jnp.abs(dphi(z)) < SATURATION_THRESHOLD, axis=0), zs), width,
             depth),
-        "dead": _per_layer([jnp.all(phi(z) == 0, axis=0).astype(jnp.float32) for z in zs],
-                           width, depth),
+        "dead": _per_layer(_each(lambda z: jnp.all(phi(z) == 0, axis=0).astype(jnp.float32),
+                                 zs), width, depth),
     }
     jac = input_output_jacobian(layers, x, activation, depth=depth, width=width)
     s, valid = singular_values(jac, n_in=x.shape[-1] if n_in is None else n_in,

@@ -44,6 +44,8 @@ N_RADIAL = 32    # radial nodes for 2-D expectations
 N_ARC = 24       # Gauss–Legendre nodes on each of the 4 angular arcs
 Q_ITERS = 2000   # most q-map iterations for q*
 Q_RTOL = 1e-7    # q* converged when |q' - q| <= Q_RTOL * q (relative, so q* -> 0 reaches 0)
+Q_GROW = 1e-5    # q* diverges when the map still grows q by this fraction where it stopped
+Q_STALL = 1e-6   # steps below Q_STALL * q that stop shrinking are float32 rounding: stop
 C_BISECT = 40    # bisection steps for c* (bracket [-1, 1 - C_EPS] shrinks 2^40-fold)
 C_EPS = 1e-6
 XI_EPS = 1e-6    # chi_c within this of 1 is critical: float32 cannot resolve xi_c > ~1e6
@@ -164,22 +166,24 @@ def q_trajectory(q0, depth: int, weight_var, bias_var, activation: Activation) -
 def q_star(weight_var, bias_var, activation: Activation, *, q0=1.0) -> jax.Array:
     """Fixed point q* of :func:`qmap` reached by iterating it from ``q0`` (``lax.while_loop``).
 
-    Stops when ``|q' − q| <= Q_RTOL q`` or after ``Q_ITERS`` steps; ``inf`` when the
-    length diverges (e.g. ReLU with σ_w² >= 2 and σ_b² > 0, linear with σ_w² >= 1), also when
-    it still grows after ``Q_ITERS`` steps (a divergence as slow as ReLU's q' = q + σ_b²).
+    Stops when ``|q' − q| <= Q_RTOL q``, when the steps have stalled at float32 rounding
+    (growing again while below ``Q_STALL q``), or after ``Q_ITERS`` steps. ``inf`` when
+    the length diverges, i.e. the map still grows q by more than ``Q_GROW`` where the loop
+    stopped (e.g. ReLU with σ_w² >= 2 and σ_b² > 0, linear with σ_w² >= 1).
     """
     def cond(state):
-        i, _, dq, q = state
-        return (i < Q_ITERS) & (dq > Q_RTOL * q)   # NaN/inf stops the loop
+        i, q, dq, dq_prev = state
+        stalled = (dq > dq_prev) & (dq <= Q_STALL * q)
+        return (i < Q_ITERS) & (dq > Q_RTOL * q) & ~stalled   # NaN/inf stops too
 
     def body(state):
-        i, q, _, _ = state
+        i, q, dq, _ = state
         nxt = qmap(q, weight_var, bias_var, activation)
-        return i + 1, nxt, jnp.abs(nxt - q), nxt
+        return i + 1, nxt, jnp.abs(nxt - q), dq
 
     q0 = jnp.asarray(q0, jnp.float32)
-    i, q, dq, _ = jax.lax.while_loop(cond, body, (0, q0, jnp.float32(jnp.inf), q0))
-    growing = (i >= Q_ITERS) & (qmap(q, weight_var, bias_var, activation) > q + Q_RTOL * q)
+    _, q, _, _ = jax.lax.while_loop(cond, body, (0, q0, jnp.float32(3e38), jnp.float32(jnp.inf)))
+    growing = qmap(q, weight_var, bias_var, activation) > q * (1.0 + Q_GROW)
     return jnp.where(jnp.isnan(q) | growing, jnp.inf, q)
 
 
@@ -265,6 +269,24 @@ def phase_grid(weight_vars, bias_vars, activation: Activation, *, q0=1.0) -> Mea
     f = lambda w, b: mean_field(w, b, activation, q0=q0)
     grid = jax.jit(jax.vmap(jax.vmap(f, in_axes=(None, 0)), in_axes=(0, None)))
     return grid(jnp.asarray(weight_vars, jnp.float32), jnp.asarray(bias_vars, jnp.float32))
+
+
+def critical_weight_var(bias_var, activation: Activation, *, lo=0.25, hi=16.0,
+                        steps: int = 30) -> jax.Array:
+    """σ_w² on the order-to-chaos line χ₁(σ_w², σ_b²) = 1 for a scalar σ_b² (vmap for a line).
+
+    Bisection in log σ_w² over [lo, hi] for a fixed ``steps`` under ``lax.fori_loop`` (χ₁ at
+    q* grows with σ_w² for the usual activations); ``hi`` or ``lo`` when no crossing lies
+    between them.
+    """
+    def body(_, bracket):
+        a, b = bracket
+        mid = jnp.sqrt(a * b)
+        x1 = chi1(jnp.maximum(q_star(mid, bias_var, activation), Q_MIN), mid, activation)
+        return jnp.where(x1 < 1.0, mid, a), jnp.where(x1 < 1.0, b, mid)
+
+    a, b = jax.lax.fori_loop(0, steps, body, (jnp.float32(lo), jnp.float32(hi)))
+    return jnp.sqrt(a * b)
 
 
 def grad_scale(chi1_value, depth: int) -> jax.Array:
