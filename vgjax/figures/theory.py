@@ -163,10 +163,14 @@ def _spectrum(key, act, weight_var, bias_var, q0, depth, scheme, n_nets, n_point
 
 
 def compute_spectra(*, seed: int = 0, n_nets: int = 4, n_points: int = 4,
-                    depths=SPECTRA_DEPTHS) -> dict:
+                    depths=SPECTRA_DEPTHS) -> tuple[dict, dict]:
     """Singular values of J at criticality per :data:`SPECTRA_CASES` x :data:`SCHEMES` x
-    depth, plus the mean σ² beside its prediction (also off criticality, :data:`OFF_CRITICAL`).
-    Inputs have ‖x‖²/N = q* (1 where q* is marginal), as in Pennington et al."""
+    depth, and the mean σ² beside its prediction (also off criticality, :data:`OFF_CRITICAL`).
+    Inputs have ‖x‖²/N = q* (1 where q* is marginal), as in Pennington et al.
+
+    Returns (a JSON-able dict with one entry per case in ``cases``, the singular values
+    [n_nets * n_points * width] per (label, scheme, depth) at criticality).
+    """
     key = jax.random.PRNGKey(seed)
     out = {"width": SPECTRA_WIDTH, "n_nets": n_nets, "n_points": n_points, "cases": []}
     svals = {}
@@ -219,7 +223,7 @@ def make_spectra(svals: dict, depths=SPECTRA_DEPTHS) -> Figure:
                    ylabel="density")
             ax.legend(fontsize=8)
     fig.suptitle(f"Input-output Jacobian spectra at criticality, width {SPECTRA_WIDTH} "
-                 "(cf. Pennington et al. 2017); σ < 1e-6 is below float32's resolution "
+                 "(cf. Pennington et al. 2017)\nσ < 1e-6 is below float32's resolution "
                  "(or exactly 0) and only counted in the legend")
     return fig
 
