@@ -333,6 +333,43 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_theory(args: argparse.Namespace) -> int:
+    """``vgjax theory``: mean-field q*, χ₁, c*, χ_c, ξ_c for lists of σ_w² and σ_b²."""
+    import json
+    import math
+
+    from vgjax.config import check_choice
+
+    check_choice("activation", args.activation, ACTIVATIONS)
+    weight_vars = parse_float_list("weight-var", args.weight_var)
+    bias_vars = parse_float_list("bias-var", args.bias_var)
+    for name, values, ok in (("weight-var", weight_vars, lambda v: v > 0),
+                             ("bias-var", bias_vars, lambda v: v >= 0)):
+        bad = [v for v in values if not (math.isfinite(v) and ok(v))]
+        if bad:
+            allowed = "finite numbers > 0" if name == "weight-var" else "finite numbers >= 0"
+            raise ValueError(f"{name}: {bad[0]!r} is out of range; allowed: {allowed}")
+    if args.figures:
+        from vgjax.figures.theory import write_all
+        written = write_all(Path(args.figures))
+        for path in written:
+            print(f"wrote {path}")
+        return 0
+    from vgjax.theory import FIELDS, table  # imports jax: after the cheap checks
+    rows = table(weight_vars, bias_vars, args.activation)
+    if args.json:
+        # JSON has no inf/NaN: null where a value is not finite (q* diverges; ξ_c at χ_c = 1).
+        clean = [{k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                  for k, v in r.items()} for r in rows]
+        print(json.dumps(clean[0] if len(clean) == 1 else clean))
+        return 0
+    print(f"{'weight_var':>10} {'bias_var':>9} " + " ".join(f"{k:>10}" for k in FIELDS))
+    for r in rows:
+        print(f"{r['weight_var']:>10.4g} {r['bias_var']:>9.4g} "
+              + " ".join(f"{r[k]:>10.5g}" for k in FIELDS))
+    return 0
+
+
 def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:
     """Options every training subcommand shares: chunking, TensorBoard, overwriting."""
     p.add_argument("--chunk-size", type=int, default=None,
@@ -429,6 +466,25 @@ def build_parser() -> argparse.ArgumentParser:
                        "on the CPU by default, writing OUT/NAME/ results, figures, TensorBoard "
                        "logs under OUT/tensorboard/ and OUT/README.md. Resumable.")
     _add_run_args(p)
+
+    p = sub.add_parser("theory", help="mean-field theory: q*, chi1, c*, chi_c, xi_c",
+                       description="Mean-field signal propagation (Poole et al. 2016, "
+                       "Schoenholz et al. 2017) for a random MLP with kernel variance "
+                       "weight-var/fan_in and bias variance bias-var: the length fixed point "
+                       "q*, chi1 (per-layer gradient factor), the correlation fixed point c*, "
+                       "chi_c and the depth scale xi_c = -1/ln chi_c. Comma lists give a table "
+                       "over their outer product.")
+    p.add_argument("--activation", default="tanh", metavar="NAME",
+                   help=f"{', '.join(ACTIVATIONS)} (default tanh)")
+    p.add_argument("--weight-var", default="1.5", help="sigma_w^2 > 0, or a comma list")
+    p.add_argument("--bias-var", default="0.05", help="sigma_b^2 >= 0, or a comma list")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON (one object, or a list for several pairs; null where "
+                   "not finite)")
+    p.add_argument("--figures", default=None, metavar="OUT",
+                   help="instead: draw the theory and jacobian-spectra figures into "
+                   "OUT/theory/ and OUT/jacobian-spectra/")
+    p.set_defaults(func=cmd_theory)
     return parser
 
 
