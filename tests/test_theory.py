@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vgjax.model import activation_fn
 from vgjax import theory as th
 from vgjax.cli import main
 
@@ -117,7 +118,9 @@ def test_phase_grid_is_one_vmapped_program_matching_scalar_calls():
         for j, b in enumerate(bs):
             want = _mf(w, b, "tanh")
             got = [float(f[i, j]) for f in g]
-            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+            # float32 rounding differs between the batched and the scalar program (XLA:CPU
+            # fuses them differently); c* and xi_c amplify it by 1/(1 - chi_c) (~33 here).
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_grad_scale_is_chi1_power():
@@ -160,7 +163,7 @@ def test_bad_activation_and_variances():
     with pytest.raises(ValueError, match="not a JAX-traceable"):
         th.check_activation(lambda z: float(z) if z.ndim == 0 else math.tanh(z))
     with pytest.raises(ValueError, match="activation: 'foo' is not known"):
-        th.activation_fn("foo")
+        activation_fn("foo")
     with pytest.raises(ValueError, match="weight_var: 0"):
         th.table([0], [0.1], "tanh")
     with pytest.raises(ValueError, match="bias_var: -1"):

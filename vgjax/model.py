@@ -57,8 +57,15 @@ ACTIVATION_FNS: dict[str, Activation] = {
 
 
 def activation_fn(activation: "str | Activation") -> Activation:
-    """The activation called ``activation`` (see :data:`ACTIVATION_FNS`), or the callable itself."""
-    return activation if callable(activation) else ACTIVATION_FNS[activation]
+    """The activation called ``activation`` (see :data:`ACTIVATION_FNS`), or the callable itself.
+
+    Raises a one-line ``ValueError`` for an unknown name."""
+    if callable(activation):
+        return activation
+    if activation not in ACTIVATION_FNS:
+        raise ValueError(f"activation: {activation!r} is not known; allowed: "
+                         f"{', '.join(ACTIVATION_FNS)} or a JAX-traceable callable")
+    return ACTIVATION_FNS[activation]
 
 
 def _uniform(key, lo, hi):

@@ -20,7 +20,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from vgjax.theory import Activation, activation_fn, derivative_fn
+from vgjax.model import activation_fn
+from vgjax.theory import Activation, derivative_fn
 
 Layers = Sequence[tuple[jax.Array, jax.Array]] | tuple[jax.Array, jax.Array]
 

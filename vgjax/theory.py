@@ -37,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgjax.model import activation_fn
+
 Activation = str | Callable[[jax.Array], jax.Array]
 
 N_HALF = 40      # half-range Gauss–Hermite nodes per half-line (1-D expectations)
@@ -90,17 +92,6 @@ def half_hermite_rule(n: int = N_HALF) -> tuple[np.ndarray, np.ndarray]:
 def radial_rule(n: int = N_RADIAL) -> tuple[np.ndarray, np.ndarray]:
     """Nodes and weights for ``∫_0^∞ f(r) r e^{-r²/2} dr`` (the 2-D normal's radius; Σw = 1)."""
     return _gauss_rule(lambda r: r * np.exp(-0.5 * r * r), n)
-
-
-def activation_fn(activation: Activation) -> Callable[[jax.Array], jax.Array]:
-    """The elementwise function for a name in ``ACTIVATION_FNS`` or a callable (returned as is)."""
-    if callable(activation):
-        return activation
-    from vgjax.model import ACTIVATION_FNS
-    if activation not in ACTIVATION_FNS:
-        raise ValueError(f"activation: {activation!r} is not known; allowed: "
-                         f"{', '.join(ACTIVATION_FNS)} or a JAX-traceable callable")
-    return ACTIVATION_FNS[activation]
 
 
 def derivative_fn(activation: Activation) -> Callable[[jax.Array], jax.Array]:

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from vgjax import probes
 from vgjax import theory as th
-from vgjax.io import atomic_write_bytes, atomic_write_text
+from vgjax.store import atomic_write_bytes, atomic_write_text
 
 DPI = 110
 # (label, activation, σ_b²) of the mean-field curves: Poole et al.'s tanh at two bias
