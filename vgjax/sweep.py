@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast
+from vgjax import fast, wide
 from vgjax.config import Config, Grid, check_choice, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.result import RunTable, SweepResult
@@ -65,9 +65,10 @@ def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
 
 
 def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devices: int,
-                    budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Runs per chunk: as many as fit ``budget_bytes``, a multiple of the device count."""
-    per_run = bytes_per_run(config, max_depth, p)
+                    budget_bytes: int = DEFAULT_CHUNK_BYTES, per_run: int | None = None) -> int:
+    """Runs per chunk: as many as fit ``budget_bytes`` (at ``per_run`` bytes each, default
+    :func:`bytes_per_run`), a multiple of the device count."""
+    per_run = per_run or bytes_per_run(config, max_depth, p)
     fit = max(1, budget_bytes // per_run)
     size = min(n_runs, fit)
     return max(n_devices, (size // n_devices) * n_devices)
@@ -93,6 +94,7 @@ class Plan(NamedTuple):
     n_chunks: int
     mesh: Mesh
     engine: str
+    n_blocks: int = 1
 
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
@@ -108,11 +110,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     """
     validate(config)
     validate_grid(grid)
-    check_choice("engine", engine, ("auto", "fast", "vmap"))
-    if engine == "auto":
-        engine = "fast" if fast.supports(config) else "vmap"
-    elif engine == "fast" and not fast.supports(config):
-        raise ValueError(f"engine: 'fast' does not cover optimizer {config.optimizer!r}, "
+    check_choice("engine", engine, ENGINES)
+    if engine in ("fast", "wide") and not fast.supports(config):
+        raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
                          f"activation {config.activation!r}, test_gradients="
                          f"{config.test_gradients}; allowed: 'vmap' or 'auto'")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
@@ -122,21 +122,86 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     max_depth, p = max(grid.depths), max(max(grid.widths), 2)
     mesh = mesh or default_mesh()
     n_dev = mesh.devices.size
-    size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
+    if engine == "auto":
+        engine = choose_engine(config, p, mesh)
+    if engine == "wide":  # a chunk's outputs stay, its working set is per block
+        out_b, work_b = wide.bytes_per_run(config, max_depth, p)
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
+                                             per_run=out_b)
+    else:
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
+    n_blocks = 1
+    if engine == "wide":
+        n_blocks = depth_blocks(runs.depth, size, n_dev,
+                                max_block=max(1, DEFAULT_CHUNK_BYTES // work_b))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh, engine)
+                math.ceil(len(runs) / size), mesh, engine, n_blocks)
+
+
+ENGINES = ("auto", "fast", "wide", "vmap")
+# Padded width from which the wide engine beats the fast one on XLA:CPU (measured with
+# `vgjax bench`, see the README's performance section).
+CPU_WIDE_FROM = 16
+
+
+def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
+    """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
+    padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
+    wide engine; the vmap reference wherever neither covers the config."""
+    if not fast.supports(config):
+        return "vmap"
+    if mesh.devices.flat[0].platform != "cpu":
+        return "wide"
+    return "wide" if p >= CPU_WIDE_FROM else "fast"
+
+
+# A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
+# overhead (loop and dispatch work that does not shrink with the block).
+_BLOCK_OVERHEAD = 2.0
+
+
+def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
+                 max_block: int | None = None) -> int:
+    """How many depth-sorted blocks each chunk of the wide engine is trained in.
+
+    Each block computes the layers of its deepest run, so blocks of equal-depth runs save
+    the work of padded layers; but a block must hold a multiple of the device count and
+    small blocks make small matmuls. Picks the count that minimises the modelled cost
+    (sum over blocks of runs x deepest depth, plus a fixed overhead per block) over the
+    plan's chunks, preferring fewer blocks on ties, among blocks of at most ``max_block``
+    runs (memory) where possible.
+    """
+    depths = np.asarray(depths)
+    n = len(depths)
+    chunks = [np.sort(depths[np.minimum(np.arange(s, s + chunk_size), n - 1)])
+              for s in range(0, n, chunk_size)]
+    best, best_cost = 1, None
+    for g in range(1, chunk_size // n_devices + 1):
+        b = chunk_size // g
+        if chunk_size % g or b % n_devices or (max_block and b > max_block and b > n_devices):
+            continue
+        cost = sum(b * float(ch.reshape(g, b).max(1).sum()) + _BLOCK_OVERHEAD * g
+                   for ch in chunks)
+        if best_cost is None or cost < best_cost * 0.97:
+            best, best_cost = g, cost
+    return best
 
 
 @functools.lru_cache(maxsize=16)
 def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh,
-             engine: str):
+             engine: str, n_blocks: int = 1):
     """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
     Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
     """
     if engine == "fast":
         train_grid = fast.make_fast_train(static_config, max_depth, p)
+    elif engine == "wide":
+        def pin(x, axis):
+            spec = PartitionSpec(*([None] * axis + ["runs"]))
+            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+        train_grid = wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
     else:
         train_grid = jax.vmap(make_train(static_config, max_depth, p), in_axes=(0, None))
     runs = NamedSharding(mesh, PartitionSpec("runs"))
@@ -157,7 +222,7 @@ def compile_plan(plan: Plan):
     """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
     hits = _compile.cache_info().hits
     compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
-                                 plan.chunk_size, plan.mesh, plan.engine)
+                                 plan.chunk_size, plan.mesh, plan.engine, plan.n_blocks)
     return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
 
 
