@@ -108,35 +108,52 @@ def _empty_hist(shape):
 
 
 # ----------------------------------------------------------------------------------------
-# one block of runs: params P0 = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
-# bh [D-1, R, P]), output (ko [R, P], bo [R]); activations [R, B, P].
+# one block of runs: params = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
+# bh [D-1, R, P]), output (ko [R, P], bo [R]); momentum traces of the same shapes;
+# activations [R, B, P].
 
 def _first_layer(x, k0, b0):
     """x [R, B, 2] (or [1, N, 2] shared) -> pre-activation [R, B, P]: two broadcast FMAs."""
     return x[..., 0:1] * k0[:, None, 0, :] + x[..., 1:2] * k0[:, None, 1, :] + b0[:, None, :]
 
 
+def _index(a, i):
+    return jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False)
+
+
+def _put(a, v, i):
+    return jax.lax.dynamic_update_index_in_dim(a, v, i, 0)
+
+
 def _forward(params, x, c, act, keep):
-    """Logits [R, B], last hidden activation, and (a0, [h_in, a] stacked per hidden layer)."""
+    """Logits [R, B], the last hidden activation, and (when ``keep``) every hidden layer's
+    masked output stacked [D, R, B, P] (layer l's input is entry l-1, its output entry l).
+
+    Only the block's own layers run: a loop up to its deepest run (``c["depth"]``, unbatched).
+    """
     k0, b0, kh, bh, ko, bo = params
     unit = c["unit"][:, None, :]
-    a0 = act(_first_layer(x, k0, b0)) * unit
-
-    def layer(h, xs):
-        k, b, m, need = xs
-
-        def run(h):
-            a = act(jnp.einsum("rbp,rpq->rbq", h, k) + b[:, None, :]) * unit
-            return jnp.where(m[:, None, None], a, h), a
-
-        h2, a = jax.lax.cond(need, run, lambda h: (h, h), h)
-        return h2, ((h, a) if keep else None)
-
-    h, saved = a0, None
+    h = act(_first_layer(x, k0, b0)) * unit
+    hs = None
+    if keep:
+        hs = _put(jnp.zeros((kh.shape[0] + 1,) + h.shape, h.dtype), h, 0)
     if kh.shape[0] > 0:
-        h, saved = jax.lax.scan(layer, a0, (kh, bh, c["mask"][1:], c["need"][1:]))
+        def layer(l, carry):
+            h, hs = carry
+            a = act(jnp.einsum("rbp,rpq->rbq", h, _index(kh, l - 1))
+                    + _index(bh, l - 1)[:, None, :]) * unit
+            h = jnp.where(_index(c["mask"], l)[:, None, None], a, h)
+            return h, (None if hs is None else _put(hs, h, l))
+
+        h, hs = jax.lax.fori_loop(1, c["depth"], layer, (h, hs))
     logits = jnp.einsum("rbp,rp->rb", h, ko) + bo[:, None]
-    return logits, h, (a0, saved)
+    return logits, h, hs
+
+
+def _row_sums(g):
+    """[R, ...] -> sum |g| [R] and sum g^2 [R], reduced over one flat minor axis."""
+    g = g.reshape(g.shape[0], -1)
+    return jnp.sum(jnp.abs(g), axis=1), jnp.einsum("rk,rk->r", g, g)
 
 
 def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain=None):
@@ -166,78 +183,76 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
             g = m
         return w + (-lr) * g, m
 
-    def step(params, moms, x, y, w, c, hist_now, gacc):
-        """One SGD step with its per-layer statistics. Returns params, moms, |g| sums [L, R],
-        squared norms [L, R], and the gradient histogram accumulator (or None)."""
+    def step(params, moms, x, y, w, c, hist_now, acc):
+        """One SGD step. ``acc`` = (|g| sums [L, R], norm sums [L, R], gradient histogram
+        counts [L, R, K] and stats [L, R, 4] or None) gains this step's statistics."""
         k0, b0, kh, bh, ko, bo = params
+        mk0, mb0, mkh, mbh, mko, mbo = moms
+        sa, ss, gacc = acc
         unit = c["unit"][:, None, :]
         lr = c["lr"]
-        logits, hD, (a0, saved) = _forward(params, x, c, act, keep=True)
+        logits, hD, hs = _forward(params, x, c, act, keep=True)
         wsum = jnp.sum(w)
         dlogit = (jax.nn.sigmoid(logits) - y) * (w / wsum)[None, :]           # [R, B]
         g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
         g_bo = jnp.sum(dlogit, axis=1)
         dh = dlogit[:, :, None] * ko[:, None, :]
-        new_ko, mko = sgd(ko, g_ko, moms[4], lr[:, None])
-        new_bo, mbo = sgd(bo, g_bo, moms[5], lr)
-        zero = jnp.zeros_like(lr)
+        ko, mko = sgd(ko, g_ko, mko, lr[:, None])
+        bo, mbo = sgd(bo, g_bo, mbo, lr)
 
-        def layer(dh, xs):
-            k, b, mk, mb, m, need, h, a, hacc = xs
+        def record(l, g, mask, sa, ss, gacc):
+            # this layer's statistics, written in place into the accumulators
+            a, q = _row_sums(g)
+            sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
+            if gacc is not None:
+                r = g.shape[0]
+                new = jax.lax.cond(hist_now, lambda: histogram(g.reshape(r, -1), mask.reshape(r, -1)),
+                                   lambda: _empty_hist((r,)))
+                old = (_index(gacc[0], l), _index(gacc[1], l))
+                merged = _merge(old, new)
+                gacc = (_put(gacc[0], merged[0], l), _put(gacc[1], merged[1], l))
+            return sa, ss, gacc
 
-            def run(dh, k, b, mk, mb, hacc):
-                dz = jnp.where(m[:, None, None], dh, 0.0) * unit * dact(a)
-                gk = jnp.einsum("rbp,rbq->rpq", h, dz)
+        sa, ss, gacc = record(D, g_ko, c["omask"], sa, ss, gacc)
+        if D > 1:
+            ub = c["unit_b"]
+
+            def layer(i, carry):
+                # backward through hidden layer l = depth-1 ... 1, with its SGD update and
+                # statistics done while its gradient is hot
+                dh, stacks, pending, sa, ss, gacc = carry
+                # The previous layer's update is written first, so every read of the stacks
+                # below depends on that write: XLA then updates them in place (a write that
+                # is independent of some read makes it copy the whole stack each layer).
+                stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
+                kh, bh, mkh, mbh = stacks
+                l = c["depth"] - i
+                m = _index(c["mask"], l)[:, None, None]
+                k = _index(kh, l - 1)
+                dz = jnp.where(m, dh, 0.0) * unit * dact(_index(hs, l))
+                gk = jnp.einsum("rbp,rbq->rpq", _index(hs, l - 1), dz)
                 gb = jnp.sum(dz, axis=1)
-                dh = jnp.where(m[:, None, None], jnp.einsum("rbq,rpq->rbp", dz, k), dh)
-                k, mk = sgd(k, gk, mk, lr[:, None, None])
-                b, mb = sgd(b, gb, mb, lr[:, None])
-                if hacc is not None:
-                    hmask = c["unit_b"][:, :, None] & c["unit_b"][:, None, :] & m[:, None, None]
-                    hacc = jax.lax.cond(hist_now, lambda h: _merge(h, histogram(
-                        gk.reshape(gk.shape[0], -1), hmask.reshape(gk.shape[0], -1))),
-                        lambda h: h, hacc)
-                return dh, (k, b, mk, mb, jnp.abs(gk).sum((1, 2)), jnp.square(gk).sum((1, 2)),
-                            hacc)
+                dh = jnp.where(m, jnp.einsum("rbq,rpq->rbp", dz, k), dh)
+                k, mk = sgd(k, gk, _index(mkh, l - 1), lr[:, None, None])
+                b, mb = sgd(_index(bh, l - 1), gb, _index(mbh, l - 1), lr[:, None])
+                pending = (k, b, mk, mb, l - 1)
+                hmask = ub[:, :, None] & ub[:, None, :] & m
+                sa, ss, gacc = record(l, gk, hmask, sa, ss, gacc)
+                return dh, stacks, pending, sa, ss, gacc
 
-            def skip(dh, k, b, mk, mb, hacc):
-                return dh, (k, b, mk, mb, zero, zero, hacc)
-
-            return jax.lax.cond(need, run, skip, dh, k, b, mk, mb, hacc)
-
-        mk_h, mb_h = moms[2], moms[3]
-        sums_h = (zero[None], zero[None])
-        hacc_h = None if gacc is None else (gacc[0][1:-1], gacc[1][1:-1])
-        if kh.shape[0] > 0:
-            xs = (kh, bh, mk_h, mb_h, c["mask"][1:], c["need"][1:], *saved, hacc_h)
-            dh, (kh, bh, mk_h, mb_h, sa, ss, hacc_h) = jax.lax.scan(layer, dh, xs, reverse=True)
-            sums_h = (sa, ss)
-        dz0 = dh * unit * dact(a0)
+            stacks = (kh, bh, mkh, mbh)
+            first = c["depth"] - 2  # a no-op write of the first layer's own values
+            pending = tuple(_index(a, first) for a in stacks) + (first,)
+            dh, stacks, pending, sa, ss, gacc = jax.lax.fori_loop(
+                1, c["depth"], layer, (dh, stacks, pending, sa, ss, gacc))
+            kh, bh, mkh, mbh = (_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
+        dz0 = dh * unit * dact(hs[0])
         g_k0 = jnp.einsum("rbi,rbq->riq", x, dz0)                             # [R, 2, P]
         g_b0 = jnp.sum(dz0, axis=1)
-        k0, mk0 = sgd(k0, g_k0, moms[0], lr[:, None, None])
-        b0, mb0 = sgd(b0, g_b0, moms[1], lr[:, None])
-        abs_ = jnp.concatenate([jnp.abs(g_k0).sum((1, 2))[None], sums_h[0],
-                                jnp.abs(g_ko).sum(1)[None]])
-        sq = jnp.concatenate([jnp.square(g_k0).sum((1, 2))[None], sums_h[1],
-                              jnp.square(g_ko).sum(1)[None]])
-        if gacc is not None:
-            def ends(h):
-                h0 = histogram(g_k0.reshape(g_k0.shape[0], -1), c["mask0"].reshape(g_k0.shape[0], -1))
-                ho = histogram(g_ko, c["omask"])
-                first = _merge((h[0][0], h[1][0]), h0)
-                last = _merge((h[0][-1], h[1][-1]), ho)
-                return first, last
-            keep = lambda h: ((h[0][0], h[1][0]), (h[0][-1], h[1][-1]))
-            first, last = jax.lax.cond(hist_now, ends, keep, gacc)
-            parts = [(first[0][None], first[1][None])]
-            if hacc_h is not None and kh.shape[0] > 0:
-                parts.append(hacc_h)
-            parts.append((last[0][None], last[1][None]))
-            gacc = tuple(jnp.concatenate(t) for t in zip(*parts))
-        params = (k0, b0, kh, bh, new_ko, new_bo)
-        moms = (mk0, mb0, mk_h, mb_h, mko, mbo)
-        return params, moms, abs_, sq, gacc
+        k0, mk0 = sgd(k0, g_k0, mk0, lr[:, None, None])
+        b0, mb0 = sgd(b0, g_b0, mb0, lr[:, None])
+        sa, ss, gacc = record(0, g_k0, c["mask0"], sa, ss, gacc)
+        return (k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo), (sa, ss, gacc)
 
     def weight_hist(params, c):
         k0, _, kh, _, ko, _ = params
@@ -279,14 +294,13 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
         hist_now = ((e + 1) % every == 0) if every > 0 else False
 
         def body(carry, batch):
-            params, moms, sa, ss, gacc = carry
-            params, moms, a, s, gacc = step(params, moms, *batch, c, hist_now, gacc)
-            return (params, moms, sa + a, ss + jnp.sqrt(s), gacc), None
+            params, moms, acc = carry
+            return step(params, moms, *batch, c, hist_now, acc), None
 
         zero = jnp.zeros((L, r), jnp.float32)
         gacc0 = None if hists is None else _empty_hist((L, r))
-        (params, moms, sa, ss, gacc), _ = jax.lax.scan(
-            body, (params, moms, zero, zero, gacc0), (xb, yb, wb))
+        (params, moms, (sa, ss, gacc)), _ = jax.lax.scan(
+            body, (params, moms, (zero, zero, gacc0)), (xb, yb, wb))
         curves = jnp.stack(evaluate(params, c))                             # [4, R]
         layers = jnp.stack([sa / (S * jnp.maximum(c["counts"], 1.0)), ss / S,
                             layer_abs(params)])                              # [3, L, R]
@@ -324,9 +338,9 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
                  mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b, lr=spec.lr,
                  mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)),
                  omask=unit_b, counts=counts,
-                 # computed once per block, so no per-step cross-device reduction feeds
-                 # the per-layer conds when the run axis is sharded
-                 need=jnp.any(mask, axis=1))
+                 # the block's deepest run bounds its layer loops; computed once per block,
+                 # so no per-step cross-device reduction when the run axis is sharded
+                 depth=jnp.max(spec.depth))
         hists = None
         if n_hist > 0:
             buf = lambda: jax.tree.map(lambda a: jnp.zeros((n_hist,) + a.shape, a.dtype),
