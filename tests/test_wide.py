@@ -109,3 +109,21 @@ def test_engine_choice_by_backend_width_and_config():
     assert plan.engine == "wide"
     with pytest.raises(ValueError, match="^engine: 'wide' does not cover"):
         make_plan(Config(optimizer="adam", epochs=1), Grid(), engine="wide")
+
+
+def test_benchmark_table_marks_each_wide_target():
+    from vgjax.bench import render_wide
+    rows = [dict(name="W-wide", depths=[4, 8], width=128, seeds=8, engine="wide", n_blocks=2,
+                 compile_s=8.0, train_s=20.0, useful_gflop_per_s=30.0,
+                 ceiling_gflop_per_s=50.0, ceiling_fraction=0.6, target_fraction=0.5),
+            dict(name="w512-d16", depths=[16], width=512, seeds=4, engine="wide", n_blocks=1,
+                 compile_s=12.0, train_s=20.0, useful_gflop_per_s=25.0,
+                 ceiling_gflop_per_s=50.0, ceiling_fraction=0.5, target_fraction=0.6)]
+    cross = [dict(width=5, fast=dict(ms_per_run_epoch=0.05, compile_s=9.0),
+                  wide=dict(ms_per_run_epoch=0.2, compile_s=6.0))]
+    lines = "\n".join(render_wide({"wide": rows, "crossover": cross,
+                                   "reproduce": {"total_s": 540.0}}))
+    assert "60 % (>= 50 %: met)" in lines and "50 % (>= 60 %: missed)" in lines
+    assert "8.0 s (<= 10 s: met)" in lines and "12.0 s (<= 10 s: missed)" in lines
+    assert "| 5 | 0.0500 | 0.2000 |" in lines and "9.0 min" in lines
+    assert render_wide({}) == []

@@ -140,9 +140,10 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
 
 
 ENGINES = ("auto", "fast", "wide", "vmap")
-# Padded width from which the wide engine beats the fast one on XLA:CPU (measured with
-# `vgjax bench`, see the README's performance section).
-CPU_WIDE_FROM = 16
+# Padded width from which the wide engine beats the fast one on XLA:CPU. Measured on the
+# tanh-breadth shape (depths 1-10 x 30 seeds, 2 CPU devices): fast 1.7x faster at width 5,
+# wide 2.5x faster at 10 and 16 (`vgjax bench`'s crossover table; README, Performance).
+CPU_WIDE_FROM = 8
 
 
 def choose_engine(config: Config, p: int, mesh: Mesh) -> str:

@@ -16,8 +16,9 @@ its program and its work grow with ``P``), this program's size does not depend o
   (on histogram epochs) gradient histogram are computed in the same scan iteration while
   the layer's ``[R, P, P]`` gradient is in cache: no stacked gradient pytree is written and
   re-read by separate optimizer and statistics passes;
-* histograms find each entry's bucket by binary search and count with one scatter-add
-  (work ~ entries x log K instead of entries x K for compare-and-count);
+* histograms find each entry's bucket from its logarithm (checked against the two
+  neighbouring edges, so it is exact) and count with one scatter-add: work ~ entries
+  instead of entries x K for compare-and-count;
 * depth-aware blocks: a chunk's runs are sorted by depth inside the program and trained in
   ``n_blocks`` consecutive blocks (a ``lax.map``), so a depth-4 run never pays for layer 32;
   outputs come back in the chunk's run order.
@@ -81,7 +82,7 @@ def histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     <= value): a binary search per entry, then one scatter-add per run.
     """
     r, e = vals.shape
-    idx = jnp.searchsorted(jnp.asarray(_INNER_EDGES), vals, side="right", method="scan_unrolled")
+    idx = _bucket(vals)
     flat = (idx + N_BUCKETS * jnp.arange(r, dtype=idx.dtype)[:, None]).reshape(-1)
     counts = jnp.zeros((r * N_BUCKETS,), jnp.int32).at[flat].add(
         mask.reshape(-1).astype(jnp.int32), indices_are_sorted=False, mode="promise_in_bounds")
@@ -92,6 +93,20 @@ def histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         jnp.sum(jnp.where(mask, vals * vals, 0.0), axis=1),
     ], axis=1)
     return counts.reshape(r, N_BUCKETS), stats
+
+
+def _bucket(v: jax.Array) -> jax.Array:
+    """Number of inner edges <= v (int32, same shape): the decade quarter from log10, then
+    one exact comparison with each neighbouring edge, since the logarithm's rounding can
+    put a value on an edge one bucket off (a binary search compiles to far more code)."""
+    n_mag = (_INNER_EDGES.size // 2)                      # 52 magnitudes on each side
+    a = jnp.abs(v)
+    k = jnp.floor(4.0 * (jnp.log10(jnp.maximum(a, 1e-30)) + 10.0))
+    below = jnp.minimum(jnp.clip(k, -1.0, n_mag).astype(jnp.int32) + 1, n_mag)  # #{M_j <= a}
+    idx = jnp.clip(jnp.where(v >= 0, n_mag + below, n_mag - below), 0, 2 * n_mag)
+    edges = jnp.asarray(_INNER_EDGES)
+    idx = idx - ((idx > 0) & (edges[jnp.maximum(idx - 1, 0)] > v)).astype(jnp.int32)
+    return idx + ((idx < 2 * n_mag) & (edges[jnp.minimum(idx, 2 * n_mag - 1)] <= v)).astype(jnp.int32)
 
 
 def _merge(acc, new):
@@ -213,7 +228,6 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
                 gacc = (_put(gacc[0], merged[0], l), _put(gacc[1], merged[1], l))
             return sa, ss, gacc
 
-        sa, ss, gacc = record(D, g_ko, c["omask"], sa, ss, gacc)
         if D > 1:
             ub = c["unit_b"]
 
@@ -251,22 +265,38 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
         g_b0 = jnp.sum(dz0, axis=1)
         k0, mk0 = sgd(k0, g_k0, mk0, lr[:, None, None])
         b0, mb0 = sgd(b0, g_b0, mb0, lr[:, None])
-        sa, ss, gacc = record(0, g_k0, c["mask0"], sa, ss, gacc)
+        # the first and the output layer recorded together: one histogram call to compile
+        r = g_ko.shape[0]
+        g_ends = jnp.concatenate([g_k0.reshape(r, -1), jnp.pad(g_ko, ((0, 0), (0, P)))])
+        m_ends = jnp.concatenate([c["mask0"].reshape(r, -1), jnp.pad(c["omask"], ((0, 0), (0, P)))])
+        a, q = _row_sums(g_ends)
+        sa = sa.at[::D].add(a.reshape(2, r))
+        ss = ss.at[::D].add(jnp.sqrt(q).reshape(2, r))
+        if gacc is not None:
+            new = jax.lax.cond(hist_now, lambda: histogram(g_ends, m_ends),
+                               lambda: _empty_hist((2 * r,)))
+            old = (gacc[0][::D].reshape(2 * r, -1), gacc[1][::D].reshape(2 * r, 4))
+            cnt, st = _merge(old, new)
+            gacc = (gacc[0].at[::D].set(cnt.reshape(2, r, -1)),
+                    gacc[1].at[::D].set(st.reshape(2, r, 4)))
         return (k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo), (sa, ss, gacc)
 
     def weight_hist(params, c):
+        # one histogram call over every layer, the first and output kernels zero-padded
+        # (masked) to the hidden layers' P*P entries: one copy of the code to compile
         k0, _, kh, _, ko, _ = params
         r = ko.shape[0]
-        h0 = histogram(k0.reshape(r, -1), c["mask0"].reshape(r, -1))
-        parts = [(h0[0][None], h0[1][None])]
+        ub = c["unit_b"]
+        flat = lambda a, m: (jnp.pad(a.reshape(r, -1), ((0, 0), (0, P * P - a[0].size)))[None],
+                             jnp.pad(m.reshape(r, -1), ((0, 0), (0, P * P - a[0].size)))[None])
+        vals, masks = zip(flat(k0, c["mask0"]), flat(ko, c["omask"]))
         if kh.shape[0] > 0:
-            ub = c["unit_b"]
             hmask = ub[None, :, :, None] & ub[None, :, None, :] & c["mask"][1:, :, None, None]
-            cnt, st = histogram(kh.reshape((D - 1) * r, -1), hmask.reshape((D - 1) * r, -1))
-            parts.append((cnt.reshape(D - 1, r, -1), st.reshape(D - 1, r, 4)))
-        ho = histogram(ko, c["omask"])
-        parts.append((ho[0][None], ho[1][None]))
-        return tuple(jnp.concatenate(t) for t in zip(*parts))                # [L, R, K], [L, R, 4]
+            vals = (vals[0], kh.reshape(D - 1, r, -1), vals[1])
+            masks = (masks[0], hmask.reshape(D - 1, r, -1), masks[1])
+        cnt, st = histogram(jnp.concatenate(vals).reshape(L * r, -1),
+                            jnp.concatenate(masks).reshape(L * r, -1))
+        return cnt.reshape(L, r, -1), st.reshape(L, r, 4)                   # [L, R, K], [L, R, 4]
 
     def layer_abs(params):
         k0, _, kh, _, ko, _ = params
