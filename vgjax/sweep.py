@@ -2,8 +2,10 @@
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
 the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
-the fast runs-last engine (:mod:`vgjax.fast`) where it covers the config, else
-``jit(vmap(train_run))`` of :mod:`vgjax.train`.
+on a CPU the fast runs-last engine (:mod:`vgjax.fast`) for tiny widths and the wide
+batched-matmul engine (:mod:`vgjax.wide`) from :data:`CPU_WIDE_FROM` units on (on a GPU/TPU
+always the wide engine) where they cover the config, else ``jit(vmap(train_run))`` of
+:mod:`vgjax.train`.
 The run axis is the leading axis of every input and output and is sharded over all devices
 with a 1-D mesh, so the same code runs on one CPU, several CPU devices, a GPU or a TPU slice.
 Every chunk has the same shape, so the program compiles once per grid shape.
@@ -80,8 +82,9 @@ class Plan(NamedTuple):
     runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
     sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
     n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: ``"fast"``
-    (:mod:`vgjax.fast`, runs-last with hand-written backprop) or ``"vmap"`` (the reference:
-    ``vmap`` of :func:`vgjax.train.make_train`).
+    (:mod:`vgjax.fast`, runs-last with hand-written backprop), ``"wide"`` (:mod:`vgjax.wide`,
+    runs-leading batched matmuls) or ``"vmap"`` (the reference: ``vmap`` of
+    :func:`vgjax.train.make_train`); n_blocks: depth-sorted blocks per chunk (wide engine).
     """
 
     config: Config
@@ -105,8 +108,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto") -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
-    ``engine="auto"`` uses the fast engine where it covers the config (SGD without
-    test-set gradients, activations in :data:`vgjax.fast.FAST_ACTIVATIONS`), else vmap.
+    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`). The wide
+    engine's chunks are trained in depth-sorted blocks (:func:`depth_blocks`), each
+    computing only the layers its runs have; outputs keep the run-table order.
     """
     validate(config)
     validate_grid(grid)
@@ -289,7 +293,7 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(),
         config's). Runs are their product, seed outermost.
       chunk_size: runs per compiled call (default: chosen from memory).
       mesh: a 1-D ``runs`` mesh (default: all devices).
-      engine: "auto", "fast" or "vmap" (see :func:`make_plan`).
+      engine: "auto", "fast", "wide" or "vmap" (see :func:`make_plan`).
       progress: called with the number of runs finished after each chunk.
     Returns:
       :class:`SweepResult` with history arrays [R, E], [R, E, L] and histograms

@@ -9,13 +9,14 @@ unrolls every product into ``P`` broadcast multiplies (fast at the tutorial's 5 
 its program and its work grow with ``P``), this program's size does not depend on ``P`` or
 ``D``:
 
-* the hidden layers are a ``lax.scan`` over a layer-stacked ``[D-1, R, P, P]`` kernel, each
-  layer in a ``lax.cond`` on an unbatched "some run of this block has the layer" flag, so
-  layers no run of the block has cost nothing;
+* the hidden layers are a loop over a layer-stacked ``[D-1, R, P, P]`` kernel that runs
+  up to the block's deepest run (an unbatched bound), so layers no run of the block has
+  cost nothing;
 * backprop is written out per layer, and each layer's optimizer update, |g| sum, norm and
-  (on histogram epochs) gradient histogram are computed in the same scan iteration while
-  the layer's ``[R, P, P]`` gradient is in cache: no stacked gradient pytree is written and
-  re-read by separate optimizer and statistics passes;
+  (on histogram epochs) gradient histogram are computed in the same loop iteration while
+  the layer's ``[R, P, P]`` gradient is in cache, and written in place into the stacked
+  parameters: no gradient pytree is stored and re-read by separate optimizer and
+  statistics passes;
 * histograms find each entry's bucket from its logarithm (checked against the two
   neighbouring edges, so it is exact) and count with one scatter-add: work ~ entries
   instead of entries x K for compare-and-count;
@@ -265,20 +266,9 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
         g_b0 = jnp.sum(dz0, axis=1)
         k0, mk0 = sgd(k0, g_k0, mk0, lr[:, None, None])
         b0, mb0 = sgd(b0, g_b0, mb0, lr[:, None])
-        # the first and the output layer recorded together: one histogram call to compile
-        r = g_ko.shape[0]
-        g_ends = jnp.concatenate([g_k0.reshape(r, -1), jnp.pad(g_ko, ((0, 0), (0, P)))])
-        m_ends = jnp.concatenate([c["mask0"].reshape(r, -1), jnp.pad(c["omask"], ((0, 0), (0, P)))])
-        a, q = _row_sums(g_ends)
-        sa = sa.at[::D].add(a.reshape(2, r))
-        ss = ss.at[::D].add(jnp.sqrt(q).reshape(2, r))
-        if gacc is not None:
-            new = jax.lax.cond(hist_now, lambda: histogram(g_ends, m_ends),
-                               lambda: _empty_hist((2 * r,)))
-            old = (gacc[0][::D].reshape(2 * r, -1), gacc[1][::D].reshape(2 * r, 4))
-            cnt, st = _merge(old, new)
-            gacc = (gacc[0].at[::D].set(cnt.reshape(2, r, -1)),
-                    gacc[1].at[::D].set(st.reshape(2, r, 4)))
+        sa, ss, gacc = record(0, g_k0.reshape(g_k0.shape[0], -1),
+                              c["mask0"].reshape(g_k0.shape[0], -1), sa, ss, gacc)
+        sa, ss, gacc = record(D, g_ko, c["omask"], sa, ss, gacc)
         return (k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo), (sa, ss, gacc)
 
     def weight_hist(params, c):
@@ -294,9 +284,9 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
             hmask = ub[None, :, :, None] & ub[None, :, None, :] & c["mask"][1:, :, None, None]
             vals = (vals[0], kh.reshape(D - 1, r, -1), vals[1])
             masks = (masks[0], hmask.reshape(D - 1, r, -1), masks[1])
-        cnt, st = histogram(jnp.concatenate(vals).reshape(L * r, -1),
-                            jnp.concatenate(masks).reshape(L * r, -1))
-        return cnt.reshape(L, r, -1), st.reshape(L, r, 4)                   # [L, R, K], [L, R, 4]
+        # vmapped over layers (not flattened into [L*R, ...], which would mix the unsharded
+        # layer axis into the sharded run axis and cost a cross-device exchange)
+        return jax.vmap(histogram)(jnp.concatenate(vals), jnp.concatenate(masks))  # [L, R, K|4]
 
     def layer_abs(params):
         k0, _, kh, _, ko, _ = params
