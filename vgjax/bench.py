@@ -15,6 +15,13 @@ Cases:
   cached_compile
             a second process compiling the two W600 programs again, after the w600 case filled
             JAX's persistent compilation cache: seconds and cache hits (target <= 2 s).
+  wide      a wide-net grid (W-wide: tanh Glorot, depths 4/8/16/32 x width 128 x 8 seeds,
+            20 epochs, all statistics; widths 256/512 at depth 16 x 4 seeds) with the
+            automatic engine: compile, training, useful GFLOP/s and the ratio to the
+            batched-matmul ceiling of the same shape measured in the same process.
+  crossover the tanh-breadth shape (tanh U(0,1), depths 1-10 x 30 seeds) at one width,
+            fast vs wide engine: the measured crossover behind ``engine="auto"``.
+  reproduce ``vgjax reproduce`` end to end (optional: ``run_benchmark(reproduce=True)``).
 
 Every case runs with its own persistent compilation cache in a temporary directory, empty
 when the benchmark starts (never the user's), so w600's compile time is a cold compile.
@@ -242,6 +249,103 @@ def case_ceiling(n: int = 2048, repeats: int = 10) -> dict:
     return {"n": n, "gflop_per_s": 2 * n**3 / dt / 1e9}
 
 
+# (name, depths, width, seeds, target fraction of the batched-matmul ceiling)
+WIDE_CASES = (("W-wide", (4, 8, 16, 32), 128, 8, 0.5),
+              ("w256-d16", (16,), 256, 4, 0.6),
+              ("w512-d16", (16,), 512, 4, 0.6))
+WIDE_EPOCHS = 20
+CROSSOVER_WIDTHS = (5, 10, 15, 20, 25)
+
+
+def batched_matmul_gflops(runs: int, width: int, batch: int = 32, layers: int = 32,
+                          repeats: int = 5) -> float:
+    """Best-of-``repeats`` GFLOP/s of ``layers`` chained ``tanh([R, B, P] x [R, P, P])``
+    (one minibatch step's layer shape, batched over runs), with the run axis sharded over
+    every device as a sweep shards it: the ceiling the wide engine is measured against."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding, PartitionSpec
+    from vgjax.sweep import default_mesh
+    mesh = default_mesh()
+    runs = -(-runs // mesh.devices.size) * mesh.devices.size
+
+    def chain(h, k):
+        return jax.lax.scan(lambda h, k: (jnp.tanh(jnp.einsum("rbp,rpq->rbq", h, k)), None),
+                            h, k)[0]
+
+    h = jax.device_put(jax.random.normal(jax.random.PRNGKey(0), (runs, batch, width)),
+                       NamedSharding(mesh, PartitionSpec("runs")))
+    k = jax.device_put(jax.random.normal(jax.random.PRNGKey(1), (layers, runs, width, width))
+                       / width ** 0.5, NamedSharding(mesh, PartitionSpec(None, "runs")))
+    f = jax.jit(chain).lower(h, k).compile()
+    f(h, k).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(h, k).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * runs * batch * width * width * layers / best / 1e9
+
+
+def _train_grid(config, grid, engine: str = "auto") -> dict:
+    """Compile and train ``grid`` chunk by chunk (no outputs written): seconds and plan."""
+    import jax
+    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+    plan = make_plan(config, grid, engine=engine)
+    compiled, compile_s = compile_plan(plan)
+    data = device_data(plan)
+    t0 = time.perf_counter()
+    for c in range(plan.n_chunks):
+        jax.block_until_ready(run_chunk(plan, compiled, data, c))
+    return {"engine": plan.engine, "chunk_size": plan.chunk_size, "n_chunks": plan.n_chunks,
+            "n_blocks": plan.n_blocks, "compile_s": compile_s,
+            "train_s": time.perf_counter() - t0}
+
+
+def case_wide(depths: tuple[int, ...], width: int, seeds: int, epochs: int) -> dict:
+    """A wide grid (tanh, Glorot uniform, all statistics) with the automatic engine, and the
+    batched-matmul ceiling of its layer shape measured before and after it (best of both)."""
+    from vgjax.config import Config, Grid
+    cfg = Config(activation="tanh", init="glorot_uniform", epochs=epochs)
+    runs = len(depths) * seeds
+    ceiling = batched_matmul_gflops(runs, width)
+    r = _train_grid(cfg, Grid(tuple(range(seeds)), tuple(depths), (width,)))
+    ceiling = max(ceiling, batched_matmul_gflops(runs, width))
+    useful = useful_flops(depths, width, epochs) * seeds
+    padded = padded_flops(depths, width, epochs) * seeds
+    return {**r, "depths": list(depths), "width": width, "seeds": seeds, "epochs": epochs,
+            "runs": runs, "useful_gflop": useful / 1e9, "padded_gflop": padded / 1e9,
+            "useful_gflop_per_s": useful / 1e9 / r["train_s"],
+            "ceiling_gflop_per_s": ceiling,
+            "ceiling_fraction": useful / 1e9 / r["train_s"] / ceiling,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def case_crossover(width: int, epochs: int, seeds: int = 30) -> dict:
+    """The tanh-breadth shape at one width, trained by the fast and by the wide engine."""
+    from dataclasses import replace
+    from vgjax.config import Grid
+    from vgjax.experiments import TANH_U
+    cfg = replace(TANH_U, epochs=epochs)
+    grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (width,))
+    out = {"width": width, "epochs": epochs, "runs": 10 * seeds}
+    for engine in ("fast", "wide"):
+        r = _train_grid(cfg, grid, engine)
+        out[engine] = {"compile_s": r["compile_s"], "train_s": r["train_s"],
+                       "ms_per_run_epoch": 1e3 * r["train_s"] / (10 * seeds * epochs)}
+    return out
+
+
+def case_reproduce(out: Path) -> dict:
+    """``vgjax reproduce`` end to end (30 seeds, 500 epochs), in a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vgjax.cli", "reproduce", "--out", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"vgjax reproduce failed:\n{proc.stderr[-3000:]}")
+    return {"total_s": time.perf_counter() - t0}
+
+
 def _child(args: list[str]) -> None:
     case = args[0]
     if case == "w600":
@@ -256,6 +360,11 @@ def _child(args: list[str]) -> None:
         res = case_ceiling()
     elif case == "cached_compile":
         res = case_cached_compile(int(args[1]), int(args[2]))
+    elif case == "wide":
+        res = case_wide(tuple(int(d) for d in args[1].split(",")), int(args[2]), int(args[3]),
+                        int(args[4]))
+    elif case == "crossover":
+        res = case_crossover(int(args[1]), int(args[2]))
     else:
         raise SystemExit(f"unknown case {case!r}")
     print(json.dumps(res))
@@ -271,9 +380,10 @@ def _run_child(args: list[str], env: dict | None = None) -> dict:
 
 def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
                   scale: tuple[int, ...] = (1, 10, 100, 1000, 10000),
-                  scale_epochs: int = 500, big_epochs: int = 50,
-                  log=print) -> dict:
-    """Run every case and write ``OUT/benchmark.json`` (and return it)."""
+                  scale_epochs: int = 500, big_epochs: int = 50, wide: bool = True,
+                  crossover_epochs: int = 25, reproduce: bool = False, log=print) -> dict:
+    """Run every case and write ``OUT/benchmark.json`` (and return it). ``wide``: the wide
+    grids and the engine crossover; ``reproduce``: also time ``vgjax reproduce``."""
     from vgjax.store import atomic_write_text
     from vgjax.summary import package_versions
     out = Path(out)
@@ -316,6 +426,25 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
             r = _run_child(["scale", n, e, tmp / f"scale{n}"], env=env)
             results["scaling"].append(r)
             log(f"  {r['ms_per_run_epoch']:.4f} ms/run-epoch, peak {r['peak_rss_mb']:.0f} MB")
+        if wide:
+            results["wide"] = []
+            for name, depths, width, n_seeds, target in WIDE_CASES:
+                log(f"wide: {name} ...")
+                r = _run_child(["wide", ",".join(map(str, depths)), width, n_seeds, WIDE_EPOCHS],
+                               env=env)
+                r.update(name=name, target_fraction=target)
+                results["wide"].append(r)
+                log(f"  train {r['train_s']:.1f} s, compile {r['compile_s']:.1f} s, "
+                    f"{100 * r['ceiling_fraction']:.0f} % of the batched-matmul ceiling")
+            results["crossover"] = []
+            for width in CROSSOVER_WIDTHS:
+                log(f"crossover: tanh-breadth shape at width {width} ...")
+                results["crossover"].append(_run_child(["crossover", width, crossover_epochs],
+                                                          env=env))
+        if reproduce:
+            log("reproduce: the whole reproduction ...")
+            results["reproduce"] = case_reproduce(tmp / "reproduce")
+            log(f"  {results['reproduce']['total_s'] / 60:.1f} min")
     atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
     plot_benchmark(results, out / "benchmark.png")
     return results
@@ -398,8 +527,37 @@ def render_table(b: dict) -> str:
     for r in b["scaling"]:
         lines.append(f"| {r['runs']} | {r['epochs']} | {r['chunk_size']} x {r['n_chunks']} | "
                      f"{r['ms_per_run_epoch']:.4f} | {r['peak_rss_mb']:.0f} MB |")
+    lines += render_wide(b)
     lines += ["", "![benchmark](benchmark.png)"]
     return "\n".join(lines)
+
+
+def render_wide(b: dict) -> list[str]:
+    """Markdown lines for the wide grids, the engine crossover and the reproduction."""
+    lines: list[str] = []
+    if b.get("wide"):
+        lines += ["", "| wide grid (20 epochs, auto engine) | compile | training | useful GFLOP/s "
+                  "| batched-matmul ceiling | fraction (target) |", "|---|---|---|---|---|---|"]
+        for r in b["wide"]:
+            ok = "met" if r["ceiling_fraction"] >= r["target_fraction"] else "missed"
+            c_ok = "met" if r["compile_s"] <= 10.0 else "missed"
+            lines.append(
+                f"| {r['name']}: depths {','.join(map(str, r['depths']))} x width {r['width']} x "
+                f"{r['seeds']} seeds ({r['engine']}, {r['n_blocks']} depth blocks) | "
+                f"{r['compile_s']:.1f} s (<= 10 s: {c_ok}) | {r['train_s']:.1f} s | "
+                f"{r['useful_gflop_per_s']:.1f} | {r['ceiling_gflop_per_s']:.1f} GFLOP/s | "
+                f"{100 * r['ceiling_fraction']:.0f} % (>= {100 * r['target_fraction']:.0f} %: {ok}) |")
+    if b.get("crossover"):
+        lines += ["", "| tanh-breadth shape (depths 1-10 x 30 seeds), width | fast engine ms/run-epoch "
+                  "| wide engine ms/run-epoch | compile fast / wide |", "|---|---|---|---|"]
+        for r in b["crossover"]:
+            f, w = r["fast"], r["wide"]
+            lines.append(f"| {r['width']} | {f['ms_per_run_epoch']:.4f} | {w['ms_per_run_epoch']:.4f} | "
+                         f"{f['compile_s']:.1f} / {w['compile_s']:.1f} s |")
+    if b.get("reproduce"):
+        lines += ["", f"`vgjax reproduce` end to end: {b['reproduce']['total_s'] / 60:.1f} min "
+                  "(target <= 10 min)"]
+    return lines
 
 
 if __name__ == "__main__":

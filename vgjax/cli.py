@@ -322,7 +322,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise ValueError(f"epochs: {args.epochs} is out of range; allowed: integers >= 1")
     res = run_benchmark(Path(args.out), epochs=args.epochs, seeds=args.seeds, scale=scale,
-                        scale_epochs=args.epochs, big_epochs=min(args.epochs, 50))
+                        scale_epochs=args.epochs, big_epochs=min(args.epochs, 50),
+                        wide=not args.no_wide, reproduce=args.reproduce)
     refresh_benchmark(Path(args.out))
     print(render_table(res))
     w = res["w600"]
@@ -459,6 +460,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=30, help="seeds per W600 config (default 30)")
     p.add_argument("--scale", default="1,10,100,1000,10000",
                    help="run counts for the scaling table (10,000+ use 50 epochs)")
+    p.add_argument("--no-wide", action="store_true",
+                   help="skip the wide-net grids and the fast/wide engine crossover")
+    p.add_argument("--reproduce", action="store_true",
+                   help="also time `vgjax reproduce` end to end (about 10 minutes)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("reproduce", help="run every experiment of the tutorial (the main job)",

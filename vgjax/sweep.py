@@ -3,8 +3,10 @@ compiled program.
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
 the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
-the fast runs-last engine (:mod:`vgjax.fast`) where it covers the config, else
-``jit(vmap(train_run))`` of :mod:`vgjax.train`.
+on a CPU the fast runs-last engine (:mod:`vgjax.fast`) for tiny widths and the wide
+batched-matmul engine (:mod:`vgjax.wide`) from :data:`CPU_WIDE_FROM` units on (on a GPU/TPU
+always the wide engine) where they cover the config, else ``jit(vmap(train_run))`` of
+:mod:`vgjax.train`.
 The run axis is the leading axis of every input and output and is sharded over all devices
 with a 1-D mesh, so the same code runs on one CPU, several CPU devices, a GPU or a TPU slice.
 Every chunk has the same shape, so the program compiles once per grid shape.
@@ -25,7 +27,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast, runtime
+from vgjax import fast, runtime, wide
 from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
 from vgjax.data import data_dims, make_data
 from vgjax.result import RunTable, SweepResult
@@ -79,9 +81,10 @@ def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
 
 
 def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devices: int,
-                    budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Runs per chunk: as many as fit ``budget_bytes``, a multiple of the device count."""
-    per_run = bytes_per_run(config, max_depth, p)
+                    budget_bytes: int = DEFAULT_CHUNK_BYTES, per_run: int | None = None) -> int:
+    """Runs per chunk: as many as fit ``budget_bytes`` (at ``per_run`` bytes each, default
+    :func:`bytes_per_run`), a multiple of the device count."""
+    per_run = per_run or bytes_per_run(config, max_depth, p)
     fit = max(1, budget_bytes // per_run)
     size = min(n_runs, fit)
     return max(n_devices, (size // n_devices) * n_devices)
@@ -93,8 +96,10 @@ class Plan(NamedTuple):
     runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
     sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
     n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: ``"fast"``
-    (:mod:`vgjax.fast`, runs-last with hand-written backprop) or ``"vmap"`` (the reference:
-    ``vmap`` of :func:`vgjax.train.make_train`); keep_params: return the final parameters.
+    (:mod:`vgjax.fast`, runs-last with hand-written backprop), ``"wide"`` (:mod:`vgjax.wide`,
+    runs-leading batched matmuls) or ``"vmap"`` (the reference: ``vmap`` of
+    :func:`vgjax.train.make_train`); keep_params: return the final parameters; n_blocks:
+    depth-sorted blocks per chunk (wide engine).
     """
 
     config: Config
@@ -108,6 +113,7 @@ class Plan(NamedTuple):
     mesh: Mesh
     engine: str
     keep_params: bool = False
+    n_blocks: int = 1
 
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
@@ -118,19 +124,21 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
-    ``engine="auto"`` uses the fast engine where it covers the config (SGD without
-    test-set gradients, activations in :data:`vgjax.fast.FAST_ACTIVATIONS`), else vmap.
+    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`). The wide
+    engine's chunks are trained in depth-sorted blocks (:func:`depth_blocks`), each
+    computing only the layers its runs have; outputs keep the run-table order.
     """
     validate(config)
     validate_grid(grid)
     if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
                          "allowed: no lrs axis, or a factory lr -> GradientTransformation")
-    check_choice("engine", engine, ("auto", "fast", "vmap"))
-    if engine == "auto":
-        engine = "fast" if fast.supports(config) else "vmap"
-    elif engine == "fast" and not fast.supports(config):
-        raise ValueError(f"engine: 'fast' does not cover optimizer {config.optimizer!r}, "
+    check_choice("engine", engine, ENGINES)
+    if engine == "wide" and keep_params:
+        raise ValueError("engine: 'wide' does not return final parameters (keep_params); "
+                         "allowed: 'fast', 'vmap' or 'auto'")
+    if engine in ("fast", "wide") and not fast.supports(config):
+        raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
                          f"activation {config.activation!r}, test_gradients="
                          f"{config.test_gradients}; allowed: 'vmap' or 'auto'")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
@@ -140,21 +148,90 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     max_depth, p = padded_sizes(config, grid)
     mesh = mesh or default_mesh()
     n_dev = mesh.devices.size
-    size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
+    if engine == "auto":
+        engine = choose_engine(config, p, mesh, keep_params)
+    if engine == "wide":  # a chunk's outputs stay, its working set is per block
+        out_b, work_b = wide.bytes_per_run(config, max_depth, p)
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
+                                             per_run=out_b)
+    else:
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
+    n_blocks = 1
+    if engine == "wide":
+        n_blocks = depth_blocks(runs.depth, size, n_dev,
+                                max_block=max(1, DEFAULT_CHUNK_BYTES // work_b))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh, engine, bool(keep_params))
+                math.ceil(len(runs) / size), mesh, engine, bool(keep_params), n_blocks)
+
+
+ENGINES = ("auto", "fast", "wide", "vmap")
+# Padded width from which the wide engine beats the fast one on XLA:CPU. Measured on the
+# tanh-breadth shape (depths 1-10 x 30 seeds, 2 CPU devices): fast 1.7x faster at width 5,
+# wide 2.5x faster at 10 and 16 (`vgjax bench`'s crossover table; README, Performance).
+CPU_WIDE_FROM = 8
+
+
+def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False) -> str:
+    """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
+    padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
+    wide engine; the vmap reference wherever neither covers the config. The wide engine does
+    not return final parameters, so ``keep_params`` takes the fast engine instead."""
+    if not fast.supports(config):
+        return "vmap"
+    if keep_params:
+        return "fast"
+    if mesh.devices.flat[0].platform != "cpu":
+        return "wide"
+    return "wide" if p >= CPU_WIDE_FROM else "fast"
+
+
+# A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
+# overhead (loop and dispatch work that does not shrink with the block).
+_BLOCK_OVERHEAD = 2.0
+
+
+def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
+                 max_block: int | None = None) -> int:
+    """How many depth-sorted blocks each chunk of the wide engine is trained in.
+
+    Each block computes the layers of its deepest run, so blocks of equal-depth runs save
+    the work of padded layers; but a block must hold a multiple of the device count and
+    small blocks make small matmuls. Picks the count that minimises the modelled cost
+    (sum over blocks of runs x deepest depth, plus a fixed overhead per block) over the
+    plan's chunks, preferring fewer blocks on ties, among blocks of at most ``max_block``
+    runs (memory) where possible.
+    """
+    depths = np.asarray(depths)
+    n = len(depths)
+    chunks = [np.sort(depths[np.minimum(np.arange(s, s + chunk_size), n - 1)])
+              for s in range(0, n, chunk_size)]
+    best, best_cost = 1, None
+    for g in range(1, chunk_size // n_devices + 1):
+        b = chunk_size // g
+        if chunk_size % g or b % n_devices or (max_block and b > max_block and b > n_devices):
+            continue
+        cost = sum(b * float(ch.reshape(g, b).max(1).sum()) + _BLOCK_OVERHEAD * g
+                   for ch in chunks)
+        if best_cost is None or cost < best_cost * 0.97:
+            best, best_cost = g, cost
+    return best
 
 
 @functools.lru_cache(maxsize=16)
 def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh,
-             engine: str, keep_params: bool = False):
+             engine: str, keep_params: bool = False, n_blocks: int = 1):
     """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
     Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
     """
     if engine == "fast":
         train_grid = fast.make_fast_train(static_config, max_depth, p, keep_params=keep_params)
+    elif engine == "wide":
+        def pin(x, axis):
+            spec = PartitionSpec(*([None] * axis + ["runs"]))
+            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+        train_grid = wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
     else:
         train_grid = jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
                               in_axes=(0, None))
@@ -177,7 +254,8 @@ def compile_plan(plan: Plan):
     """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
     hits = _compile.cache_info().hits
     compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
-                                 plan.chunk_size, plan.mesh, plan.engine, plan.keep_params)
+                                 plan.chunk_size, plan.mesh, plan.engine, plan.keep_params,
+                                 plan.n_blocks)
     return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
 
 
@@ -248,7 +326,7 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weigh
         seed outermost, then depth, width, lr, weight_var, bias_var.
       chunk_size: runs per compiled call (default: chosen from memory).
       mesh: a 1-D ``runs`` mesh (default: all devices).
-      engine: "auto", "fast" or "vmap" (see :func:`make_plan`).
+      engine: "auto", "fast", "wide" or "vmap" (see :func:`make_plan`).
       keep_params: also return every run's final parameters in ``result.params``
         (kernels [R, D, P, P], biases [R, D, P], out_kernel [R, P] or [R, P, C], out_bias
         [R] or [R, C]); :func:`vgjax.model.unpack_run` gives one run's exact layers.

@@ -1,0 +1,129 @@
+"""The wide (batched-matmul) engine against the vmap reference engine, the float64 NumPy
+reference, numpy's own histogram, and the planning rules around it (engine choice and
+depth-sorted blocks)."""
+
+import jax
+import numpy as np
+import pytest
+
+from tests.test_train import _reference_run
+from vgjax import wide
+from vgjax.config import Config, Grid
+from vgjax.diagnostics import HIST_EDGES
+from vgjax.sweep import choose_engine, default_mesh, depth_blocks, make_plan, sweep
+
+
+def _compare(config, engine, **grid):
+    """Every history array of ``engine`` equals the vmap engine's to float32 rounding."""
+    ref = sweep(config, engine="vmap", **grid)
+    got = sweep(config, engine=engine, **grid)
+    assert ref.history.keys() == got.history.keys()
+    for k, a in ref.history.items():
+        b = got.history[k]
+        assert a.shape == b.shape and a.dtype == b.dtype, k
+        if a.dtype.kind == "f":
+            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=k)
+            m = np.isfinite(a)
+            # accuracies can flip one point (1/500) and signed histogram sums cancel
+            tol = 2.5e-3 if "accuracy" in k else 1e-3 if "hist_stats" in k else 2e-5
+            np.testing.assert_allclose(b[m], a[m], rtol=tol, atol=tol * 1e-2, err_msg=k)
+        elif "hist" in k:  # a value on a bucket edge may land one bucket over
+            assert np.abs(a.astype(np.int64) - b).max() <= 1, k
+            np.testing.assert_array_equal(a.sum(-1), b.sum(-1), err_msg=k)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=k)
+    np.testing.assert_array_equal(ref.runs.diverged_epoch, got.runs.diverged_epoch)
+
+
+@pytest.mark.parametrize("activation, init, momentum", [
+    ("tanh", "glorot_uniform", 0.9),
+    ("relu", "he_uniform", 0.0),
+])
+def test_wide_equals_vmap_on_a_wide_grid(activation, init, momentum):
+    cfg = Config(activation=activation, init=init, output_init="glorot_uniform",
+                 momentum=momentum, epochs=3, hist_every=2)
+    _compare(cfg, "wide", seeds=(0, 1), depths=(1, 4), widths=(48, 64))
+
+
+def test_wide_equals_vmap_with_depth_sorted_blocks():
+    # 12 runs of depths 1, 2, 6 in run-table order (seed outermost): the chunk is sorted
+    # by depth into blocks inside the program, and outputs must come back in table order.
+    cfg = Config(activation="sigmoid", init="glorot_uniform", epochs=2, hist_every=1)
+    grid = dict(seeds=(0, 1, 2, 3), depths=(6, 1, 2), widths=(20,))
+    plan = make_plan(cfg, Grid((0, 1, 2, 3), (6, 1, 2), (20,)), engine="wide",
+                     mesh=default_mesh(jax.devices()[:1]))
+    assert plan.n_blocks == 3
+    _compare(cfg, "wide", mesh=default_mesh(jax.devices()[:1]), **grid)
+
+
+def test_wide_matches_numpy_reference_at_width_64():
+    config = Config(activation="tanh", init="glorot_uniform", output_init="glorot_uniform",
+                    lr=0.05, epochs=2, hist_every=0)
+    seed, depth, width = 3, 3, 64
+    res = sweep(config, seeds=(seed,), depths=(depth, 5), widths=(width,), engine="wide")
+    ref = _reference_run(config, seed, depth, width, 5, width)
+    for e, rec in enumerate(ref):
+        for name in ("train_loss", "test_loss", "train_accuracy", "test_accuracy"):
+            np.testing.assert_allclose(res.history[name][0, e], rec[name], rtol=2e-4,
+                                       atol=1e-5, err_msg=name)
+        present = list(range(depth)) + [5]
+        for name in ("grad_mean_abs", "grad_norm", "weight_l1"):
+            np.testing.assert_allclose(res.history[name][0, e, present], rec[name], rtol=2e-4,
+                                       atol=1e-7, err_msg=name)
+        assert np.all(np.isnan(res.history["grad_mean_abs"][0, e, depth:5]))
+
+
+def test_histogram_counts_like_numpy():
+    rng = np.random.default_rng(0)
+    vals = rng.standard_normal((3, 400)).astype(np.float32) * 10.0 ** rng.uniform(-12, 4, (3, 400))
+    vals[0, :5] = HIST_EDGES[[0, 1, 50, 53, 105]]  # exactly on edges (incl. the outer ones)
+    vals[1, :3] = [0.0, -0.0, 5e3]
+    mask = rng.uniform(size=vals.shape) < 0.8
+    counts, stats = (np.asarray(a) for a in wide.histogram(vals, mask))
+    for r in range(3):
+        v = vals[r, mask[r]]
+        # bucket = number of inner edges <= value (values beyond the ends land in the ends)
+        idx = np.searchsorted(HIST_EDGES[1:-1], v, side="right")
+        np.testing.assert_array_equal(counts[r], np.bincount(idx, minlength=counts.shape[1]))
+        assert counts[r].sum() == v.size
+        np.testing.assert_allclose(stats[r], [v.min(), v.max(), v.sum(), (v.astype(np.float64) ** 2).sum()],
+                                   rtol=1e-5)
+
+
+def test_depth_blocks_follow_the_depths():
+    depths = np.tile([4, 8, 16, 32], 8)  # W-wide: seed outermost
+    assert depth_blocks(depths, 32, 2) == 4  # one block per depth
+    assert depth_blocks(np.full(32, 16), 32, 2) == 1  # nothing to gain
+    # blocks hold a multiple of the device count, and respect a memory cap
+    assert 32 // depth_blocks(depths, 32, 8) % 8 == 0
+    assert 32 // depth_blocks(np.full(32, 16), 32, 2, max_block=8) <= 8
+
+
+def test_engine_choice_by_backend_width_and_config():
+    cpu = default_mesh(jax.devices()[:1])
+    assert choose_engine(Config(activation="tanh"), 5, cpu) == "fast"
+    assert choose_engine(Config(activation="tanh"), 128, cpu) == "wide"
+    assert choose_engine(Config(optimizer="adam"), 128, cpu) == "vmap"
+    assert choose_engine(Config(activation="relu", test_gradients=True), 128, cpu) == "vmap"
+    plan = make_plan(Config(activation="tanh", epochs=1), Grid((0,), (2,), (128,)))
+    assert plan.engine == "wide"
+    with pytest.raises(ValueError, match="^engine: 'wide' does not cover"):
+        make_plan(Config(optimizer="adam", epochs=1), Grid(), engine="wide")
+
+
+def test_benchmark_table_marks_each_wide_target():
+    from vgjax.bench import render_wide
+    rows = [dict(name="W-wide", depths=[4, 8], width=128, seeds=8, engine="wide", n_blocks=2,
+                 compile_s=8.0, train_s=20.0, useful_gflop_per_s=30.0,
+                 ceiling_gflop_per_s=50.0, ceiling_fraction=0.6, target_fraction=0.5),
+            dict(name="w512-d16", depths=[16], width=512, seeds=4, engine="wide", n_blocks=1,
+                 compile_s=12.0, train_s=20.0, useful_gflop_per_s=25.0,
+                 ceiling_gflop_per_s=50.0, ceiling_fraction=0.5, target_fraction=0.6)]
+    cross = [dict(width=5, fast=dict(ms_per_run_epoch=0.05, compile_s=9.0),
+                  wide=dict(ms_per_run_epoch=0.2, compile_s=6.0))]
+    lines = "\n".join(render_wide({"wide": rows, "crossover": cross,
+                                   "reproduce": {"total_s": 540.0}}))
+    assert "60 % (>= 50 %: met)" in lines and "50 % (>= 60 %: missed)" in lines
+    assert "8.0 s (<= 10 s: met)" in lines and "12.0 s (<= 10 s: missed)" in lines
+    assert "| 5 | 0.0500 | 0.2000 |" in lines and "9.0 min" in lines
+    assert render_wide({}) == []
