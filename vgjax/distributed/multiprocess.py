@@ -8,6 +8,7 @@ from typing import Callable
 
 from vgjax import outdir
 from vgjax.store import sanitize_name
+from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
 from vgjax.distributed.shards import _refuse_sharded, _split_address
 
@@ -74,7 +75,7 @@ class ProcessFailed(RuntimeError):
 
 def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = False,
                      chunk_size: int | None = None, tensorboard: bool = True,
-                     prefix: str = "sweep", learn_threshold: float = 0.7,
+                     prefix: str = "sweep", learn_threshold: float = LEARN_THRESHOLD,
                      progress: Callable[[int], None] | None = None):
     """The sweep on the devices of every process of a multi-process JAX job.
 

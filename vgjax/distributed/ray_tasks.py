@@ -10,6 +10,7 @@ from typing import Callable
 
 from vgjax import outdir
 from vgjax.store import sanitize_name
+from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
 from vgjax.distributed.shards import _refuse_sharded, _split_address, fixed_plan
 
@@ -72,7 +73,7 @@ def compute_one_chunk(config: dict, grid: dict, chunk_size: int,
 
 def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None = None,
             overwrite: bool = False, chunk_size: int | None = None, tensorboard: bool = True,
-            prefix: str = "sweep", learn_threshold: float = 0.7, num_cpus: int | None = None,
+            prefix: str = "sweep", learn_threshold: float = LEARN_THRESHOLD, num_cpus: int | None = None,
             cpus_per_task: int = 1, max_retries: int = 3, cache_dir: str | Path | None = None,
             progress: Callable[[int], None] | None = None):
     """Run each missing chunk of the sweep as a Ray task; save each result as it arrives.

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from vgjax import outdir
 from vgjax.store import atomic_write_text, sanitize_name
+from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid, validate, validate_grid
 
 LAYOUT_KEY = "layout"  # manifest entry of a sharded sweep: chunk_size, shards, prefix
@@ -172,17 +173,21 @@ def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards:
     mine = shard_chunks(plan.n_chunks, shard, n_shards)
     store = outdir.ChunkStore(out)
     timing = pipeline.new_timing()
+    todo = set(mine) - store.done()
+    record_path = store.dir / f"shard_{shard}_of_{n_shards}.json"
     pipeline.compute_chunks(plan, store, mine, timing, on_chunk=(
         None if progress is None else lambda c, a: progress(len(a["diverged_epoch"]))))
-    record = {"device": pipeline.device_kind(plan.mesh), "engine": plan.engine,
-              "chunks": mine, "timing": timing}
-    atomic_write_text(store.dir / f"shard_{shard}_of_{n_shards}.json",
-                         json.dumps(record, sort_keys=True))
+    # A rerun that computed nothing keeps the record of the run that computed the chunks
+    # (its device goes into the merged summary).
+    if todo or not record_path.exists():
+        record = {"device": pipeline.device_kind(plan.mesh), "engine": plan.engine,
+                  "chunks": mine, "timing": timing}
+        atomic_write_text(record_path, json.dumps(record, sort_keys=True))
     return mine
 
 
 def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = None,
-          logdir: str | Path | None = None, learn_threshold: float = 0.7,
+          logdir: str | Path | None = None, learn_threshold: float = LEARN_THRESHOLD,
           progress: Callable[[int], None] | None = None):
     """Assemble a sharded sweep in ``out`` once every chunk exists.
 
