@@ -351,7 +351,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
             allowed = "finite numbers > 0" if name == "weight-var" else "finite numbers >= 0"
             raise ValueError(f"{name}: {bad[0]!r} is out of range; allowed: {allowed}")
     if args.figures:
-        from vgjax.figures.theory import write_all
+        from vgjax.theory_studies import write_all
         written = write_all(Path(args.figures))
         for path in written:
             print(f"wrote {path}")
