@@ -99,3 +99,21 @@ def merge_hist_stats(a: jax.Array, b: jax.Array) -> jax.Array:
 def empty_hist_stats(n_layers: int) -> jax.Array:
     """[L, 4] identity element for :func:`merge_hist_stats`."""
     return jnp.tile(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32), (n_layers, 1))
+
+
+def divergence(curves: jax.Array, layers: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The divergence rule of the runs-last engines: the first epoch whose curves or layer
+    statistics are not finite.
+
+    Args:
+      curves: [E, 4, R]; layers: [E, 3, L, R] (run axis last).
+    Returns:
+      diverged_epoch [R] int32 (1-based, -1 never) and valid [E, R] bool (the epochs before it).
+    """
+    bad = ~(jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2)))  # [E, R]
+    first_bad = jnp.argmax(bad, axis=0)
+    anybad = bad.any(axis=0)
+    diverged = jnp.where(anybad, first_bad + 1, -1).astype(jnp.int32)
+    epochs = jnp.arange(curves.shape[0])
+    valid = jnp.where(anybad[None], epochs[:, None] < first_bad[None], True)
+    return diverged, valid

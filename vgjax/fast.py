@@ -36,7 +36,7 @@ import numpy as np
 # The only vgjax imports: the Keras-faithful initialiser (run once, outside the hot loop) and
 # the histogram edges. Everything in the epoch loop is below.
 from vgjax.model import init_params
-from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
+from vgjax.diagnostics import HIST_EDGES, N_BUCKETS, divergence
 
 N_FEATURES = 2
 
@@ -443,12 +443,7 @@ def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False
             gh, wh = hists if n_hist > 0 else (
                 jax.tree.map(lambda a: jnp.zeros((0,) + a.shape, a.dtype), _empty_hist(L, R)),) * 2
         curves, layers = stats                    # [E, 4, R], [E, 3, L, R]
-        finite = jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2))  # [E,R]
-        bad = ~finite
-        first_bad = jnp.argmax(bad, axis=0)
-        anybad = bad.any(axis=0)
-        diverged = jnp.where(anybad, first_bad + 1, -1).astype(jnp.int32)
-        valid = jnp.where(anybad[None], epochs[:, None] < first_bad[None], True)   # [E, R]
+        diverged, valid = divergence(curves, layers)                              # [R], [E, R]
         curves = jnp.where(valid[:, None], curves, jnp.nan)
         layer_ok = valid[:, None, :] & present[None]                               # [E, L, R]
         layers = jnp.where(layer_ok[:, None], layers, jnp.nan)

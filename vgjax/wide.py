@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax import fast
-from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
+from vgjax.diagnostics import HIST_EDGES, N_BUCKETS, divergence
 from vgjax.model import N_FEATURES, init_params
 
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
@@ -395,13 +395,7 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
 
 def _finish(curves, layers, hists, present, every, E, L, r):
     """Divergence masking and the run-leading output dict (as vgjax.train's)."""
-    epochs = jnp.arange(E)
-    finite = jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2))  # [E, R]
-    bad = ~finite
-    first_bad = jnp.argmax(bad, axis=0)
-    anybad = bad.any(axis=0)
-    diverged = jnp.where(anybad, first_bad + 1, -1).astype(jnp.int32)
-    valid = jnp.where(anybad[None], epochs[:, None] < first_bad[None], True)      # [E, R]
+    diverged, valid = divergence(curves, layers)                                  # [R], [E, R]
     curves = jnp.where(valid[:, None], curves, jnp.nan)
     layers = jnp.where((valid[:, None, :] & present[None])[:, None], layers, jnp.nan)
     curves = jnp.moveaxis(curves, -1, 0)                                           # [R, E, 4]
