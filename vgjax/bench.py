@@ -14,7 +14,8 @@ Cases:
   ceiling   float32 GFLOP/s of a large matmul on this machine.
   cached_compile
             a second process compiling the two W600 programs again, after the w600 case filled
-            JAX's persistent compilation cache: seconds and cache hits (target <= 2 s).
+            JAX's persistent compilation cache: seconds and cache hits (target <= 2 s);
+            once tracing the programs again, once loading them traced (vgjax.programs).
   wide      a wide-net grid (W-wide: tanh Glorot, depths 4/8/16/32 x width 128 x 8 seeds,
             20 epochs, all statistics; widths 256/512 at depth 16 x 4 seeds) with the
             automatic engine: compile, training, useful GFLOP/s and the ratio to the
@@ -200,11 +201,12 @@ def case_scale(n_runs: int, epochs: int, out: Path) -> dict:
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def case_cached_compile(epochs: int, seeds: int) -> dict:
+def case_cached_compile(epochs: int, seeds: int, traced: bool = False) -> dict:
     """W600's two programs compiled again in a fresh process: with the persistent cache the
-    w600 case filled, this loads them (lowering still runs: it is not cached)."""
+    w600 case filled, this loads them; the traced programs come from :mod:`vgjax.programs`
+    (``traced``: they are traced and lowered again, as before that store existed)."""
     import jax
-    from vgjax import runtime
+    from vgjax import programs, runtime
     from vgjax.config import Config, Grid
     from vgjax.sweep import compile_plan, make_plan
 
@@ -221,6 +223,9 @@ def case_cached_compile(epochs: int, seeds: int) -> dict:
         finally:
             load_s[0] += time.perf_counter() - t0
     runtime.compile_lowered = timed
+    if traced:  # the store is not read (nor written): programs are traced and lowered again
+        programs.load_payload = lambda key, directory=None: None
+        programs.save = lambda key, exported, directory=None: bytes(exported.serialize())
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
     compile_s = 0.0
     for act, init, out_init in (("tanh", "uniform", "uniform"),
@@ -232,7 +237,7 @@ def case_cached_compile(epochs: int, seeds: int) -> dict:
             "devices": len(jax.devices()),
             "cache_hits": events.count("/jax/compilation_cache/cache_hits"),
             "cache_misses": events.count("/jax/compilation_cache/cache_misses"),
-            "cache_dir": jax.config.jax_compilation_cache_dir}
+            "cache_dir": jax.config.jax_compilation_cache_dir, "traced": traced}
 
 
 def case_ceiling(n: int = 2048, repeats: int = 10) -> dict:
@@ -359,7 +364,7 @@ def _child(args: list[str]) -> None:
     elif case == "ceiling":
         res = case_ceiling()
     elif case == "cached_compile":
-        res = case_cached_compile(int(args[1]), int(args[2]))
+        res = case_cached_compile(int(args[1]), int(args[2]), args[3:] == ["traced"])
     elif case == "wide":
         res = case_wide(tuple(int(d) for d in args[1].split(",")), int(args[2]), int(args[3]),
                         int(args[4]))
@@ -408,6 +413,10 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         log(f"  train {w['train_s']:.1f} s, compile {w['compile_s']:.1f} s, "
             f"total {w['total_s']:.1f} s, peak {w['peak_rss_mb']:.0f} MB")
         log("w600 programs compiled again in a second process (persistent cache) ...")
+        # Side by side: tracing again (the programs' lowering only) vs loading it traced.
+        results["w600_second_process_traced"] = t = _run_child(
+            ["cached_compile", epochs, seeds, "traced"], env=env)
+        log(f"  traced again: compile {t['compile_s']:.1f} s ({t['cache_hits']} cache hits)")
         results["w600_second_process"] = c = _run_child(["cached_compile", epochs, seeds],
                                                         env=env)
         log(f"  compile {c['compile_s']:.1f} s ({c['cache_hits']} cache hits)")
@@ -493,7 +502,9 @@ def _second_process_rows(b: dict) -> list[str]:
     if not c:
         return []
     return [f"| compilation in a second process (persistent cache: {c['cache_hits']} hits) | "
-            f"{c['compile_s']:.1f} s | <= {SECOND_PROCESS_COMPILE_TARGET_S:.0f} s |"]
+            f"{c['compile_s']:.1f} s | <= {SECOND_PROCESS_COMPILE_TARGET_S:.0f} s |"] + [
+        f"| the same, tracing the programs again (no stored programs) | {t['compile_s']:.1f} s "
+        "| |" for t in [b.get("w600_second_process_traced")] if t]
 
 
 def render_table(b: dict) -> str:

@@ -27,12 +27,15 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast, runtime, wide
+from vgjax import fast, programs, runtime, wide
 from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
 from vgjax.data import data_dims, make_data
 from vgjax.result import RunTable, SweepResult
 from vgjax.step import n_outputs_for
 from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
+
+# The chunk program's inputs, so its traced form can be kept on disk (vgjax.programs).
+programs.register_namedtuples(RunSpec, DeviceData)
 
 # Memory the chunk's outputs and working set may use, when the caller does not say.
 DEFAULT_CHUNK_BYTES = 512 * 2**20
@@ -223,31 +226,84 @@ def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mes
              engine: str, keep_params: bool = False, n_blocks: int = 1):
     """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
-    Cached, so a second sweep of the same shape (other seeds, learning rates) reuses it.
+    Cached in the process, so a second sweep of the same shape (other seeds, learning
+    rates) reuses it; across processes the traced program is kept by :mod:`vgjax.programs`
+    and the executable by JAX's persistent compilation cache, so a second process neither
+    traces nor compiles it.
     """
-    if engine == "fast":
-        train_grid = fast.make_fast_train(static_config, max_depth, p, keep_params=keep_params)
-    elif engine == "wide":
-        def pin(x, axis):
-            spec = PartitionSpec(*([None] * axis + ["runs"]))
-            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-        train_grid = wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
-    else:
-        train_grid = jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
-                              in_axes=(0, None))
+    start = time.perf_counter()
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    fn = jax.jit(train_grid, in_shardings=(runs, replicated), out_shardings=runs)
     data = make_data(static_config)
     per_run = lambda dtype: jax.ShapeDtypeStruct((chunk_size,), dtype)
     spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32), per_run(jnp.int32),
                    per_run(jnp.int32), per_run(jnp.float32), per_run(jnp.float32),
                    per_run(jnp.float32))
     shapes = DeviceData(*(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in data))
-    start = time.perf_counter()
+    key = programs.program_key(static_config, {
+        "max_depth": max_depth, "p": p, "chunk_size": chunk_size, "engine": engine,
+        "keep_params": keep_params, "n_blocks": n_blocks}, mesh)
+
+    def trace():
+        grid_fn = _train_grid(static_config, max_depth, p, mesh, engine, keep_params, n_blocks)
+        return jax.jit(grid_fn, in_shardings=(runs, replicated), out_shardings=runs)
+
+    lowered = _lower_via_export(key, trace, (runs, replicated), runs, spec, shapes)
     # runtime: the CPU compile options (YNNPACK fusions off) where the mesh is on the CPU
-    compiled = runtime.compile_lowered(fn.lower(spec, shapes), mesh.devices.flat[0].platform)
+    compiled = runtime.compile_lowered(lowered, mesh.devices.flat[0].platform)
     return compiled, time.perf_counter() - start
+
+
+def _train_grid(static_config: Config, max_depth: int, p: int, mesh: Mesh, engine: str,
+                keep_params: bool, n_blocks: int):
+    """The chunk function ``(RunSpec [R], DeviceData) -> history dict`` of ``engine``."""
+    if engine == "fast":
+        return fast.make_fast_train(static_config, max_depth, p, keep_params=keep_params)
+    if engine == "wide":
+        def pin(x, axis):
+            spec = PartitionSpec(*([None] * axis + ["runs"]))
+            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+        return wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
+    return jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
+                    in_axes=(0, None))
+
+
+def _lower_via_export(key: str | None, trace: Callable, in_shardings, out_shardings,
+                      *args):
+    """The lowered program: from :mod:`vgjax.programs` when it holds ``key``, else traced
+    (and, with a key, exported and stored for the next process).
+
+    Either way a keyed program is lowered from the *deserialized* export, so the first
+    process and every later one hand the same module to JAX's compilation cache. Any
+    failure of the stored path (corrupt file, another JAX's format) falls back to tracing.
+    """
+    if key is None:
+        return trace().lower(*args)
+    payload = programs.load_payload(key)
+    if payload is not None:
+        lowered = _lower_call(programs.deserialize(payload), in_shardings, out_shardings, args)
+        if lowered is not None:
+            return lowered
+        programs.discard(key)
+    try:
+        exported = jax.export.export(trace())(*args)
+    except Exception:  # noqa: BLE001 - a program export cannot express: plain jit
+        return trace().lower(*args)
+    payload = programs.save(key, exported)
+    lowered = None if payload is None else _lower_call(programs.deserialize(payload),
+                                                       in_shardings, out_shardings, args)
+    return lowered if lowered is not None else trace().lower(*args)
+
+
+def _lower_call(exported, in_shardings, out_shardings, args):
+    """``jit(exported.call)`` lowered for ``args``, or None if that fails."""
+    if exported is None:
+        return None
+    try:
+        return jax.jit(exported.call, in_shardings=in_shardings,
+                       out_shardings=out_shardings).lower(*args)
+    except Exception:  # noqa: BLE001 - a stored program that does not fit: trace instead
+        return None
 
 
 def compile_plan(plan: Plan):

@@ -1,0 +1,171 @@
+"""Traced grid programs kept on disk (vgjax.programs): a program loaded from the store trains
+bit-identically to one traced in the process, a damaged store entry is ignored (the program
+is traced again and the entry rewritten), and the key names every static part of a program.
+
+The oracle is the plain path: ``jit(...).lower`` of the traced function, as used when there
+is no compilation cache. Processes are simulated in one process by clearing the in-process
+compile cache; the cross-process load is checked in test_runtime (cache hits in a second
+process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from vgjax import programs
+from vgjax import sweep as sweep_mod
+from vgjax.config import Config
+from vgjax.sweep import make_plan, sweep
+
+GRIDS = {  # one small grid per engine
+    "fast": (Config(activation="tanh", init="uniform", epochs=3, hist_every=2), (3,)),
+    "wide": (Config(activation="relu", epochs=3, hist_every=2), (9,)),
+    "vmap": (Config(activation="relu", epochs=2, hist_every=0, test_gradients=True), (2,)),
+}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A compilation cache of this test's own in tmp_path (so a program loaded from the
+    store is not compiled again), the program store inside it; counts how often a grid
+    function is traced."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+    traced = []
+    real = sweep_mod._train_grid
+
+    def counting(*args):
+        traced.append(args[4])  # the engine
+        return real(*args)
+    monkeypatch.setattr(sweep_mod, "_train_grid", counting)
+    before = (jax.config.jax_compilation_cache_dir,
+              jax.config.jax_persistent_cache_min_compile_time_secs)
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    compilation_cache.reset_cache()
+    sweep_mod._compile.cache_clear()
+    try:
+        assert programs.program_dir() == tmp_path / "jax" / programs.SUBDIR
+        yield programs.program_dir(), traced
+    finally:
+        jax.config.update("jax_compilation_cache_dir", before[0])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
+        compilation_cache.reset_cache()
+        sweep_mod._compile.cache_clear()
+
+
+def _run(engine: str) -> dict:
+    sweep_mod._compile.cache_clear()  # a new process, as far as compiling goes
+    cfg, widths = GRIDS[engine]
+    return sweep(cfg, seeds=(0, 1), depths=(1, 3), widths=widths, engine=engine).history
+
+
+def _plain(engine: str, monkeypatch) -> dict:
+    with monkeypatch.context() as m:
+        m.setattr(programs, "program_dir", lambda: None)  # no cache: traced, never exported
+        return _run(engine)
+
+
+def _same(a: dict, b: dict) -> None:
+    assert sorted(a) == sorted(b)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+@pytest.mark.parametrize("engine", sorted(GRIDS))
+def test_a_stored_program_trains_bit_identically_to_a_traced_one(store, engine, monkeypatch):
+    directory, traced = store
+    plain = _plain(engine, monkeypatch)
+    assert traced == [engine]
+    first = _run(engine)  # traces, exports, stores
+    assert traced == [engine] * 2 and len(list(directory.glob("*.exported"))) == 1
+    second = _run(engine)  # loads: no tracing
+    assert traced == [engine] * 2
+    _same(plain, first)
+    _same(plain, second)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage-with-valid-hash", "empty"])
+def test_a_damaged_entry_is_traced_again_and_rewritten(store, damage):
+    import hashlib
+    directory, traced = store
+    good = _run("fast")
+    (path,) = directory.glob("*.exported")
+    blob = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flip":
+        path.write_bytes(blob[:-100] + bytes([blob[-100] ^ 0xFF]) + blob[-99:])
+    elif damage == "garbage-with-valid-hash":  # passes the header check, fails to parse
+        head = blob[: blob.index(b"\n", blob.index(b"\n") + 1) + 1]  # magic + key lines
+        junk = b"not a flatbuffer" * 10
+        path.write_bytes(head + hashlib.sha256(junk).hexdigest().encode() + b"\n" + junk)
+    else:
+        path.write_bytes(b"")
+    again = _run("fast")
+    assert traced == ["fast", "fast"], "the damaged entry was not traced again"
+    _same(good, again)
+    assert programs.load_payload(path.read_text(errors="replace").split("\n")[1]) \
+        is not None, "the entry was not rewritten"
+    _run("fast")
+    assert traced == ["fast", "fast"]  # and the rewritten one loads
+
+
+def _key(config: Config, **plan_kw) -> str | None:
+    plan = make_plan(config, plan_kw.pop("grid", None) or _grid(), **plan_kw)
+    shape = {f: getattr(plan, f) for f in ("max_depth", "p", "chunk_size", "engine",
+                                           "keep_params", "n_blocks")}
+    return programs.program_key(sweep_mod._static_config(plan.config), shape, plan.mesh)
+
+
+def _grid():
+    from vgjax.config import Grid
+    return Grid(seeds=(0, 1), depths=(1, 2), widths=(3,))
+
+
+# A changed value for every field of Config; the per-run values (lr, variances) are traced
+# inputs and must not change the key.
+CHANGED = {"activation": "tanh", "init": "uniform", "output_init": "glorot_uniform",
+           "optimizer": "adam", "momentum": 0.5, "epochs": 3, "batch_size": 16,
+           "n_samples": 900, "noise": 0.2, "data_seed": 2, "n_train": 400, "hist_every": 1,
+           "test_gradients": True, "loss": "softmax_ce", "data": "moons"}
+PER_RUN = {"lr": 0.5, "weight_var": 2.0, "bias_var": 0.1}
+
+
+def test_every_static_config_field_changes_the_key(store):
+    base = Config(epochs=2, hist_every=2)
+    names = {f.name for f in dataclasses.fields(Config)}
+    assert set(CHANGED) | set(PER_RUN) == names, "a new Config field: name it above"
+    key = _key(base)
+    assert key is not None
+    keys = {key}
+    for name, value in CHANGED.items():
+        other = _key(dataclasses.replace(base, **{name: value}), engine="vmap")
+        assert other is not None and other not in keys, name
+        keys.add(other)
+    for name, value in PER_RUN.items():
+        assert _key(dataclasses.replace(base, **{name: value})) == key, name
+
+
+def test_shape_mesh_and_versions_change_the_key(store, monkeypatch):
+    import jax
+    base = Config(epochs=2, hist_every=2)
+    key = _key(base)
+    assert _key(base, chunk_size=8 * len(jax.devices())) != key
+    assert _key(base, engine="vmap") != key
+    assert _key(base, mesh=sweep_mod.default_mesh(jax.devices()[:1])) != key or \
+        len(jax.devices()) == 1
+    monkeypatch.setattr(programs, "source_hash", lambda: "edited")
+    assert _key(base) != key
+    monkeypatch.setattr(jax, "__version__", "0.0.0")
+    assert _key(base) != key
+
+
+def test_user_code_or_no_cache_gives_no_key(store, monkeypatch):
+    import jax.numpy as jnp
+    assert _key(Config(activation=jnp.tanh, epochs=2, hist_every=2)) is None
+    monkeypatch.setattr(programs, "program_dir", lambda: None)
+    assert _key(Config(epochs=2, hist_every=2)) is None
