@@ -264,27 +264,36 @@ def test_two_processes_equal_one_process_with_two_devices(reference_2dev, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_path):
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_path, killed):
+    """Process 1 killed: process 0's collective fails. Process 0 killed (the coordinator,
+    whose loss JAX's runtime answers with a C++ abort): process 1 still ends with one line.
+    Either way the survivor exits 1 within a bounded time, and the same command resumes."""
+    import re
     import signal
     import time
     out = tmp_path / "out"
     first = out / outdir.CHUNKS_DIR / "chunk_00000.npz"
-    p0, p1 = _start_processes(out, tmp_path)
+    procs = _start_processes(out, tmp_path)
+    victim, survivor = procs[killed], procs[1 - killed]
     deadline = time.monotonic() + TIMEOUT
-    while not first.exists() and time.monotonic() < deadline and p0.poll() is None:
+    while not first.exists() and time.monotonic() < deadline and survivor.poll() is None:
         time.sleep(0.02)
-    assert p0.poll() is None, "process 0 ended before the kill: " + p0.communicate()[1][-2000:]
-    p1.send_signal(signal.SIGKILL)
+    assert survivor.poll() is None, "ended before the kill: " + survivor.communicate()[1][-2000:]
+    victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
-    _, stderr = p0.communicate(timeout=120)
+    _, stderr = survivor.communicate(timeout=120)
     took = time.monotonic() - killed_at
-    p1.wait(timeout=60)
-    assert p0.returncode == 1, stderr[-3000:]
-    # bounded: the broken gloo socket is seen at once; JAX's heartbeat timeout is 20 s
+    victim.wait(timeout=60)
+    assert survivor.returncode == 1, stderr[-3000:]
+    # bounded: a closed connection is seen at once; JAX's heartbeat timeout is 20 s
     assert took < 60, took
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("vgjax: error: process 0 of 2 lost another process") and \
-        "resume" in last, last
+    who = ("process 0 of 2 lost another process" if killed == 1 else
+           "process 1 of 2 lost process 0 (the coordinator)")
+    assert last.startswith(f"vgjax: error: {who}") and "resume" in last, last
+    # no fatal trace from JAX's runtime: its log lines went to the file the line names
+    assert not re.search(r"^[EF]\d{4} |Terminating process", stderr, re.M), stderr[-3000:]
     kept = {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
     assert 1 <= len(kept) < 6 and not (out / outdir.SUMMARY_NAME).exists()
 
@@ -438,3 +447,51 @@ def test_multiprocess_and_ray_refuse_a_sharded_directory(tmp_path):
         with pytest.raises(ValueError, match="array-job shards"):
             run(cfg, grid, out)
     assert sorted(str(p) for p in out.rglob("*")) == before
+
+
+def test_supervisor_verdict_names_the_lost_coordinator_or_keeps_the_childs_line():
+    from vgjax.distributed.supervise import verdict
+    gone = ["F1129 16:44:37.680569   20944 client.h:80] Terminating process because the JAX "
+            "distributed service detected fatal errors. absl::Status: UNAVAILABLE: Failed to "
+            "send RPC to coordination service. Either the leader task was preempted/died"]
+    line = verdict(1, 2, -6, None, gone, "/tmp/x.log")
+    assert line.startswith("vgjax: error: process 1 of 2 lost process 0 (the coordinator)")
+    assert "resume" in line and line.endswith("(JAX's log: /tmp/x.log)") and "\n" not in line
+    # process 0 is the coordinator: it loses another process, as its own line says
+    own = "vgjax: error: process 0 of 2 lost another process mid-sweep (Gloo); ... resume"
+    assert verdict(0, 2, 1, own, gone, None) == own
+    assert verdict(1, 2, 2, "vgjax: error: out: 'x' is a file", [], None) == \
+        "vgjax: error: out: 'x' is a file"
+    killed = verdict(1, 2, -9, None, [], None)
+    assert "signal 9" in killed and "resume" in killed
+
+
+def test_supervisor_relays_output_and_holds_back_the_runtime_log(tmp_path):
+    """A child that prints, logs like JAX's runtime, then aborts: its ordinary lines reach
+    stderr, the log lines do not, and one line comes last."""
+    from vgjax.distributed import supervise
+    script = ("import sys, os\n"
+              "sys.stderr.write('progress 1\\rprogress 2\\n'); sys.stderr.flush()\n"
+              "sys.stderr.write('E1129 16:44:37.680093   20944 agent.cc:289] Polled an error\\n')\n"
+              "sys.stderr.write('F1129 16:44:37.680569   20944 client.h:80] Terminating: "
+              "Failed to send RPC to coordination service\\n')\n"
+              "sys.stderr.write('Python trace after the abort\\n'); sys.stderr.flush()\n"
+              "os.abort()\n")
+    code = ("import sys; from vgjax.distributed import supervise as s\n"
+            f"s.sys.executable = {sys.executable!r}\n"
+            "import subprocess\n"
+            "real = subprocess.Popen\n"
+            f"s.subprocess.Popen = lambda cmd, **kw: real([cmd[0], '-c', {script!r}], **kw)\n"
+            "sys.exit(s.supervise(['sweep'], 1, 2))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                          env=_env(1))
+    stderr = proc.stderr.decode()  # bytes: text mode would turn the \r into \n
+    assert proc.returncode == 1, stderr
+    lines = stderr.strip().split("\n")
+    assert lines[0] == "progress 1\rprogress 2"
+    assert len(lines) == 2 and lines[-1].startswith(
+        "vgjax: error: process 1 of 2 lost process 0 (the coordinator)"), stderr
+    log = lines[-1].split("JAX's log: ")[1].rstrip(")")
+    held = Path(log).read_text()
+    assert "Terminating" in held and "Python trace after the abort" in held
+    os.unlink(log)

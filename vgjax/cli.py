@@ -156,6 +156,10 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
               f"done: vgjax merge {args.out}")
         return 0
     if how == "--coordinator":
+        if not dist.supervise.is_worker():  # the sweep runs in a watched child process
+            dist.check_process_flags(args.coordinator, args.num_processes, args.process_id)
+            return dist.supervise.supervise(args.argv, args.process_id, args.num_processes)
+        dist.supervise.watch_parent()
         dist.initialize(args.coordinator, args.num_processes, args.process_id)
         import jax
         bar_desc = f"process {jax.process_index()}/{jax.process_count()}"
@@ -501,6 +505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for a supervised child
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -5,7 +5,8 @@ written atomically by :class:`vgjax.outdir.ChunkStore`), and every path below on
 computes which chunk; :func:`vgjax.pipeline.finish_sweep` then assembles the same
 ``summary.json``, ``history.npz`` and TensorBoard logs from the chunk files.
 
-Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.ray_tasks`.
+Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.supervise` (one clear
+line when a peer process dies), :mod:`.ray_tasks`.
 
 * **Array jobs** (SLURM ``--array``, Kubernetes Indexed Jobs): :func:`run_shard` computes the
   chunks ``c`` with ``c % N == I`` into a shared directory; the first shard claims it by
@@ -18,13 +19,15 @@ Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.ray_tasks`.
   arrives.
 """
 
-from vgjax.distributed.multiprocess import ProcessFailed, initialize, run_multiprocess
+from vgjax.distributed import supervise
+from vgjax.distributed.multiprocess import (ProcessFailed, check_process_flags, initialize,
+                                            run_multiprocess)
 from vgjax.distributed.ray_tasks import (RAY_INSTALL, TaskFailed, compute_one_chunk, run_ray,
                                          worker_env)
 from vgjax.distributed.shards import (LAYOUT_KEY, claim_shared, fixed_plan, merge, mesh_size,
                                       parse_shard, run_shard, shard_chunks, sharded_layout)
 
-__all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "claim_shared",
-           "compute_one_chunk", "fixed_plan", "initialize", "merge", "mesh_size", "parse_shard",
-           "run_multiprocess", "run_ray", "run_shard", "shard_chunks", "sharded_layout",
-           "worker_env"]
+__all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "check_process_flags",
+           "claim_shared", "compute_one_chunk", "fixed_plan", "initialize", "merge",
+           "mesh_size", "parse_shard", "run_multiprocess", "run_ray", "run_shard",
+           "shard_chunks", "sharded_layout", "supervise", "worker_env"]

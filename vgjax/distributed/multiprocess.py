@@ -34,6 +34,21 @@ def initialize(coordinator: str, num_processes: int | None, process_id: int | No
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(**kw)
         return
+    host = check_process_flags(coordinator, num_processes, process_id)
+    # Cross-process collectives on CPU (the default in jax 0.10, not in every version).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if host in LOOPBACK_HOSTS:
+        kw["coordinator_bind_address"] = coordinator
+        _gloo_on_loopback()
+    jax.distributed.initialize(coordinator, num_processes, process_id, **kw)
+
+
+def check_process_flags(coordinator: str, num_processes: int | None,
+                        process_id: int | None) -> str | None:
+    """``ValueError`` (one line) for a bad coordinator address, process count or id;
+    returns the coordinator's host (None for ``"auto"``)."""
+    if coordinator == "auto":
+        return None
     host, _ = _split_address(coordinator, "coordinator")
     for name, v, lo in (("num-processes", num_processes, 1), ("process-id", process_id, 0)):
         if not isinstance(v, int) or v < lo:
@@ -42,12 +57,7 @@ def initialize(coordinator: str, num_processes: int | None, process_id: int | No
     if process_id >= num_processes:
         raise ValueError(f"process-id: {process_id} is out of range; allowed: 0.."
                          f"{num_processes - 1}")
-    # Cross-process collectives on CPU (the default in jax 0.10, not in every version).
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if host in LOOPBACK_HOSTS:
-        kw["coordinator_bind_address"] = coordinator
-        _gloo_on_loopback()
-    jax.distributed.initialize(coordinator, num_processes, process_id, **kw)
+    return host
 
 
 def _gloo_on_loopback() -> None:
