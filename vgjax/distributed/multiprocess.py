@@ -96,37 +96,12 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
     Returns the :class:`vgjax.pipeline.SweepOutput` in process 0, None in the others.
     """
     import jax
-    import numpy as np
-    from jax.experimental import multihost_utils as mh
 
     from vgjax import pipeline
-    from vgjax.sweep import make_plan
 
     writer = jax.process_index() == 0
-    plan = make_plan(config, grid, chunk_size=chunk_size)  # validates, in every process
     prefix = sanitize_name(prefix)
-    store = verdict = None
-    if writer:
-        try:
-            _refuse_sharded(out, config, grid)
-            out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
-            store = outdir.ChunkStore(out)
-            plan = pipeline.resume_layout(plan, store, chunk_size, None)
-            verdict = np.array([plan.chunk_size] + [c in store.done()
-                                                    for c in range(plan.n_chunks)], np.int32)
-        except ValueError:
-            mh.broadcast_one_to_all(np.full(1 + len(plan.runs), -1, np.int32))
-            raise
-    else:
-        verdict = np.zeros(1 + plan.n_chunks, np.int32)
-    # Padded to R + 1 (there are at most R chunks): every process broadcasts one shape.
-    verdict = np.asarray(mh.broadcast_one_to_all(_pad_to(verdict, 1 + len(plan.runs))))
-    if verdict[0] < 0:
-        raise ValueError("out: process 0 refused the output directory (its message says "
-                         "why); nothing was computed")
-    if not writer:
-        plan = make_plan(config, grid, chunk_size=int(verdict[0]))
-    todo = [c for c in range(plan.n_chunks) if not verdict[1 + c]]
+    plan, store, todo = _agree_on_plan(config, grid, out, overwrite, chunk_size, writer)
     if progress is not None:
         progress(0)
     timing = pipeline.new_timing()
@@ -149,15 +124,61 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
         raise ProcessFailed(f"process {jax.process_index()} of {jax.process_count()} {what} "
                             f"mid-sweep ({first}); finished chunks are kept: start the same "
                             "command in every process to resume") from None
+    return _write_once(writer, lambda: pipeline.finish_sweep(
+        config, grid, Path(out), plan.chunk_size, tensorboard=tensorboard, prefix=prefix,
+        logdir=logdir, learn_threshold=learn_threshold, timing=timing,
+        extra={"device": pipeline.device_kind(plan.mesh), "engine": plan.engine},
+        parts=parts))
+
+
+def _agree_on_plan(config: Config, grid: Grid, out, overwrite: bool, chunk_size: int | None,
+                   writer: bool):
+    """(plan, store, chunks to compute), the same in every process: process 0 claims
+    ``out`` (store: its chunk store, None elsewhere) and broadcasts the chunk size and the
+    finished chunks; a refusal there is a one-line ``ValueError`` everywhere."""
+    import numpy as np
+    from jax.experimental import multihost_utils as mh
+
+    from vgjax import pipeline
+    from vgjax.sweep import make_plan
+
+    plan = make_plan(config, grid, chunk_size=chunk_size)  # validates, in every process
+    store = None
+    if writer:
+        try:
+            _refuse_sharded(out, config, grid)
+            out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid),
+                                         overwrite=overwrite)
+            store = outdir.ChunkStore(out)
+            plan = pipeline.resume_layout(plan, store, chunk_size, None)
+            verdict = np.array([plan.chunk_size] + [c in store.done()
+                                                    for c in range(plan.n_chunks)], np.int32)
+        except ValueError:
+            mh.broadcast_one_to_all(np.full(1 + len(plan.runs), -1, np.int32))
+            raise
+    else:
+        verdict = np.zeros(1 + plan.n_chunks, np.int32)
+    # Padded to R + 1 (there are at most R chunks): every process broadcasts one shape.
+    verdict = np.asarray(mh.broadcast_one_to_all(_pad_to(verdict, 1 + len(plan.runs))))
+    if verdict[0] < 0:
+        raise ValueError("out: process 0 refused the output directory (its message says "
+                         "why); nothing was computed")
+    if not writer:
+        plan = make_plan(config, grid, chunk_size=int(verdict[0]))
+    return plan, store, [c for c in range(plan.n_chunks) if not verdict[1 + c]]
+
+
+def _write_once(writer: bool, write: Callable[[], object]):
+    """Process 0 runs ``write`` and tells the others whether it succeeded; returns its
+    result there, None elsewhere (a ``ValueError`` everywhere if it failed)."""
+    import numpy as np
+    from jax.experimental import multihost_utils as mh
+
     result = None
     ok = np.ones(1, np.int32)
     if writer:
         try:
-            result = pipeline.finish_sweep(
-                config, grid, Path(out), plan.chunk_size, tensorboard=tensorboard,
-                prefix=prefix, logdir=logdir, learn_threshold=learn_threshold, timing=timing,
-                extra={"device": pipeline.device_kind(plan.mesh), "engine": plan.engine},
-                parts=parts)
+            result = write()
         except BaseException:
             mh.broadcast_one_to_all(ok * 0)
             raise

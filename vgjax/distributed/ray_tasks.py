@@ -88,21 +88,11 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
     """
     from vgjax import pipeline
     from vgjax.result import HIST_ARRAYS
-    from vgjax.sweep import make_plan
 
     ray = _import_ray()
-    if address is not None and address != "auto":
-        _split_address(address, "ray")
-    for name, v in (("cpus_per_task", cpus_per_task), ("max_retries", max_retries + 1)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: {v!r} is not allowed; allowed: a positive integer")
-    # The tasks' devices, not the driver's, decide how a chunk is sharded: fix its size.
-    plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
+    _check_ray_args(address, cpus_per_task, max_retries)
     prefix = sanitize_name(prefix)
-    _refuse_sharded(out, config, grid)
-    out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
-    store = outdir.ChunkStore(out)
-    plan = pipeline.resume_layout(plan, store, chunk_size, plan.mesh)
+    plan, store, out = _claim(config, grid, out, chunk_size, overwrite)
     if progress is not None:
         progress(0)
     timing = pipeline.new_timing()
@@ -111,18 +101,21 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
     started = _ray_start(ray, address, num_cpus) if todo else False
     parts: dict[int, dict] = {}
     devices: set[str] = set()
+
+    def arrived(c: int, arrays: dict, device: str) -> None:
+        store.save(c, arrays)
+        devices.add(device)
+        parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
+        if tensorboard:
+            pipeline.write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c),
+                                             arrays, store, c, logdir, prefix, timing)
+        if progress is not None:
+            progress(len(arrays["diverged_epoch"]))
     try:
         t0 = time.perf_counter()
         for c, (arrays, device) in _ray_chunks(ray, plan, todo, cpus_per_task, max_retries,
                                                cache_dir):
-            store.save(c, arrays)
-            devices.add(device)
-            parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
-            if tensorboard:
-                pipeline.write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c),
-                                                 arrays, store, c, logdir, prefix, timing)
-            if progress is not None:
-                progress(len(arrays["diverged_epoch"]))
+            arrived(c, arrays, device)
         timing["train_s"] = time.perf_counter() - t0 - timing["tensorboard_s"]
     finally:
         if started:
@@ -132,6 +125,28 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
         logdir=logdir, learn_threshold=learn_threshold, timing=timing,
         extra={"device": "; ".join(sorted(devices)) or "unknown", "engine": plan.engine},
         parts=parts, progress=progress)
+
+
+def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: bool):
+    """(plan, chunk store, output path) of a Ray sweep, after claiming ``out``. The tasks'
+    devices, not the driver's, decide how a chunk is sharded: the chunk size is fixed."""
+    from vgjax import pipeline
+    from vgjax.sweep import make_plan
+
+    plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
+    _refuse_sharded(out, config, grid)
+    out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
+    store = outdir.ChunkStore(out)
+    return pipeline.resume_layout(plan, store, chunk_size, plan.mesh), store, out
+
+
+def _check_ray_args(address: str | None, cpus_per_task: int, max_retries: int) -> None:
+    """``ValueError`` (one line) for a bad cluster address, CPUs per task or retry count."""
+    if address is not None and address != "auto":
+        _split_address(address, "ray")
+    for name, v in (("cpus_per_task", cpus_per_task), ("max_retries", max_retries + 1)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: {v!r} is not allowed; allowed: a positive integer")
 
 
 def _ray_start(ray, address: str | None, num_cpus: int | None) -> bool:
