@@ -231,10 +231,10 @@ def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mes
     and the executable by JAX's persistent compilation cache, so a second process neither
     traces nor compiles it.
     """
-    start = time.perf_counter()
     runs = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    data = make_data(static_config)
+    data = make_data(static_config)  # its shapes (the data set itself is needed anyway)
+    start = time.perf_counter()
     per_run = lambda dtype: jax.ShapeDtypeStruct((chunk_size,), dtype)
     spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32), per_run(jnp.int32),
                    per_run(jnp.int32), per_run(jnp.float32), per_run(jnp.float32),
