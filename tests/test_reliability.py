@@ -596,6 +596,7 @@ def test_bad_results_files_real_process(kind, tmp_path, env):
 # ------------------------------------------------------------------------- divergence
 
 
+@pytest.mark.devices
 def test_divergence_is_flagged_in_table_summary_and_cli(ref, capsys):
     res, summary = ref.result, ref.summary
     runs = res.runs
@@ -620,6 +621,7 @@ def test_divergence_is_flagged_in_table_summary_and_cli(ref, capsys):
     assert f"{N_RUNS} runs, {EPOCHS} epochs, {n_div} diverged" in capsys.readouterr().out
 
 
+@pytest.mark.devices
 def test_diverged_statistics_are_masked(ref):
     res = ref.result
     h = res.history
@@ -640,6 +642,7 @@ def test_diverged_statistics_are_masked(ref):
             assert np.all(np.isfinite(h[name][r])), (name, r)
 
 
+@pytest.mark.devices
 def test_divergence_leaves_the_other_runs_bit_identical(ref, sane):
     """The lr=0.01 runs of the lrs=(0.01, 5) grid equal, bit for bit, those of the
     lrs=(0.01, 0.02) grid, though each shared its compiled chunk with an lr=5 run."""
@@ -658,6 +661,7 @@ def test_divergence_leaves_the_other_runs_bit_identical(ref, sane):
     assert n >= len(CURVES) + len(LAYER_STATS) + len(HIST_ARRAYS)
 
 
+@pytest.mark.devices
 def test_plots_skip_the_diverged_part(ref, tmp_path):
     res = ref.result
     big = np.flatnonzero(res.runs.lr == LR_BIG)
@@ -681,6 +685,7 @@ def test_plots_skip_the_diverged_part(ref, tmp_path):
     assert np.all(np.isnan(final[d1])) and np.all(np.isfinite(final[~res.runs.diverged]))
 
 
+@pytest.mark.devices
 def test_tensorboard_has_nothing_after_divergence(ref, tmp_path):
     res = ref.result
     names = tb.run_dir_names(res, store.sanitize_name("../../evil"))
@@ -741,6 +746,7 @@ def _kill_when(out: Path, ready, tmp_path: Path, env) -> None:
         f"the sweep ended (rc {rc}) before it could be killed: {log_path.read_text()[-2000:]}")
 
 
+@pytest.mark.devices
 @pytest.mark.slow
 def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
     out = tmp_path / "out"
@@ -807,6 +813,7 @@ def test_killed_sweep_resumes_to_the_same_files(ref, tmp_path, env):
             assert ca["scalar", "epoch/train_loss"][-1][0] == EPOCHS
 
 
+@pytest.mark.devices
 @pytest.mark.parametrize("change", [["--epochs", "50"], ["--lrs", "0.01,0.02"]],
                          ids=["other-config", "other-grid"])
 def test_different_sweep_in_existing_dir_is_refused(change, ref, tmp_path, capsys):
@@ -825,6 +832,7 @@ def test_different_sweep_in_existing_dir_is_refused(change, ref, tmp_path, capsy
     assert _tree(out) == before
 
 
+@pytest.mark.devices
 def test_overwrite_replaces_a_different_sweep(sane):
     out = sane.out
     manifest = _strict_json((out / outdir.MANIFEST_NAME).read_text())
@@ -842,6 +850,7 @@ def test_overwrite_replaces_a_different_sweep(sane):
 # -------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.devices
 def test_same_command_twice_gives_identical_files(ref, tmp_path, env):
     out = tmp_path / "out"
     _check_ok(_run(REF_ARGS + ["--out", str(out)], env=env, cwd=tmp_path))
@@ -856,6 +865,7 @@ def test_same_command_twice_gives_identical_files(ref, tmp_path, env):
     assert (ref.out / outdir.HISTORY_NAME).read_bytes() == (out / outdir.HISTORY_NAME).read_bytes()
 
 
+@pytest.mark.devices
 def test_cli_process_uses_the_expected_devices(ref):
     """The CLI made one CPU device per core (or JAX_NUM_CPU_DEVICES) and chunked by it."""
     assert ref.summary["versions"]["device"].endswith(f" x{CLI_DEVICES}"), ref.summary["versions"]
@@ -864,6 +874,7 @@ def test_cli_process_uses_the_expected_devices(ref):
     assert len(_chunk_files(ref.out / outdir.CHUNKS_DIR)) == N_CHUNKS >= 4
 
 
+@pytest.mark.devices
 def test_summary_records_versions_and_device(ref):
     import importlib.metadata as md
     versions = ref.summary["versions"]
@@ -877,6 +888,7 @@ def test_summary_records_versions_and_device(ref):
 # ------------------------------------------------------------------------------- safety
 
 
+@pytest.mark.devices
 def test_results_are_json_and_plain_npz(ref):
     _strict_json((ref.out / outdir.SUMMARY_NAME).read_text())
     _strict_json((ref.out / outdir.MANIFEST_NAME).read_text())
@@ -900,6 +912,7 @@ def test_library_never_loads_with_pickle():
             assert "allow_pickle=False" in call, f"{path.name}: np.load({call}"
 
 
+@pytest.mark.devices
 def test_names_are_sanitised_and_nothing_is_written_outside_out(ref):
     # the run wrote only OUT in its parent directory and nothing in its working directory
     assert ref.parent_after == ["out"]

@@ -36,6 +36,7 @@ def _assert_same_run(grid_res, i, solo_res, j, depth):
                                       solo_res.history[name][j][:, keep].sum(-1))
 
 
+@pytest.mark.devices
 def test_run_in_grid_equals_run_alone():
     grid = sweep(CFG, seeds=(0, 7), depths=(1, 2, 4), widths=(3, 6))
     assert len(grid.runs) == 12
@@ -48,6 +49,7 @@ def test_run_in_grid_equals_run_alone():
         assert np.all(np.isnan(grid.history["grad_mean_abs"][_row(grid, seed, depth, width), :, depth:4]))
 
 
+@pytest.mark.devices
 def test_same_key_twice_is_identical_and_does_not_recompile():
     compiles = []
     jax.monitoring.register_event_duration_secs_listener(
@@ -63,6 +65,7 @@ def test_same_key_twice_is_identical_and_does_not_recompile():
     assert not np.allclose(a.history["train_loss"], c.history["train_loss"])
 
 
+@pytest.mark.devices
 def test_chunks_equal_one_program():
     whole = sweep(CFG, seeds=(0, 1, 2), depths=(1, 3), widths=(5,))
     chunked = sweep(CFG, seeds=(0, 1, 2), depths=(1, 3), widths=(5,), chunk_size=4)

@@ -208,20 +208,25 @@ def prepare_out_dir(out: str | os.PathLike[str], manifest: Mapping[str, Any], *,
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise ValueError(f"out: {label!r} is a file; allowed: a directory path")
-
     if not path.exists():
         _create(path, label)
-        atomic_write_text(path / MANIFEST_NAME, dumps_json(new))
-        return path
+    elif not _clear_existing(path, label, new, overwrite=overwrite):
+        return path  # resume
+    atomic_write_text(path / MANIFEST_NAME, dumps_json(new))
+    return path
 
+
+def _clear_existing(path: Path, label: str, new: dict, *, overwrite: bool) -> bool:
+    """An existing directory for the sweep ``new``: False to resume it as it is, True once it
+    is ready for a fresh manifest (empty, or its vgjax-owned entries removed); ValueError
+    when it is refused (see :func:`prepare_out_dir`)."""
     _probe_writable(path, label)
     entries = [e.name for e in path.iterdir()]
-    mpath = path / MANIFEST_NAME
     if MANIFEST_NAME in entries:
-        problem = _manifest_problem(mpath, new)
+        problem = _manifest_problem(path / MANIFEST_NAME, new)
         if problem is None and not overwrite:
             _remove_stale_temps(path)
-            return path  # resume
+            return False
         if problem is not None and not overwrite:
             raise ValueError(f"out: {label!r} holds {problem}; pass --overwrite to replace it")
         _remove_owned(path)
@@ -239,8 +244,7 @@ def prepare_out_dir(out: str | os.PathLike[str], manifest: Mapping[str, Any], *,
                 "pass --overwrite to replace them"
             )
         _remove_owned(path)
-    atomic_write_text(mpath, dumps_json(new))
-    return path
+    return True
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""What a benchmark.json becomes: the markdown table (W600 against its targets, scaling, wide
+grids, crossover) and the two-panel figure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2048.0}
+
+
+# W600's compile seconds in a second process, with the persistent compilation cache.
+SECOND_PROCESS_COMPILE_TARGET_S = 2.0
+
+
+def _second_process_rows(b: dict) -> list[str]:
+    c = b.get("w600_second_process")  # absent from benchmarks made before it existed
+    if not c:
+        return []
+    return [f"| compilation in a second process (persistent cache: {c['cache_hits']} hits) | "
+            f"{c['compile_s']:.1f} s | <= {SECOND_PROCESS_COMPILE_TARGET_S:.0f} s |"] + [
+        f"| the same, tracing the programs again (no stored programs) | {t['compile_s']:.1f} s "
+        "| |" for t in [b.get("w600_second_process_traced")] if t]
+
+
+def render_table(b: dict) -> str:
+    """Markdown table of a benchmark.json dict."""
+    w = b["w600"]
+    lines = [
+        "| W600 (600 runs x %d epochs) | measured | target |" % w["epochs"],
+        "|---|---|---|",
+        f"| training | {w['train_s']:.1f} s ({w['ms_per_run_epoch']:.3f} ms per run-epoch, "
+        f"{w['run_epochs_per_s']:.0f} run-epochs/s) | <= 30 s |",
+        f"| compilation (2 programs) | {w['compile_s']:.1f} s | <= 20 s |",
+        f"| TensorBoard / history + summary / figures | {w['tensorboard_s']:.1f} / "
+        f"{w['history_summary_s']:.1f} / {w['figures_s']:.1f} s | |",
+        f"| everything written, end to end | {w['total_s']:.1f} s | <= 60 s |",
+        f"| peak resident memory | {w['peak_rss_mb']:.0f} MB | <= 2048 MB |",
+        f"| FLOPs: real layers / as computed (all 10 layers, padded) | {w['useful_gflop']:.0f} / "
+        f"{w['padded_gflop']:.0f} GFLOP | |",
+        f"| useful GFLOP/s vs large-matmul ceiling | {w['useful_gflop_per_s']:.2f} of "
+        f"{b['ceiling']['gflop_per_s']:.0f} GFLOP/s ({100 * w['ceiling_fraction']:.1f} %) | |",
+        f"| second sweep of the same shape recompiles | {w['second_sweep_recompiles']} times "
+        "| 0 |",
+        *_second_process_rows(b),
+        f"| training on {w.get('devices', '?')} devices vs 1 device (separate runs) | "
+        f"{w['train_s']:.1f} s vs {b['w600_one_device']['train_s']:.1f} s | |",
+        f"| single deep-relu run, after compilation | {b['latency']['latency_s']:.2f} s "
+        f"({b['latency']['ms_per_epoch']:.3f} ms per epoch) | |",
+        "",
+        "| runs | epochs | chunk size x chunks | ms per run-epoch | peak memory |",
+        "|---|---|---|---|---|",
+    ]
+    for r in b["scaling"]:
+        lines.append(f"| {r['runs']} | {r['epochs']} | {r['chunk_size']} x {r['n_chunks']} | "
+                     f"{r['ms_per_run_epoch']:.4f} | {r['peak_rss_mb']:.0f} MB |")
+    lines += render_wide(b)
+    lines += ["", "![benchmark](benchmark.png)"]
+    return "\n".join(lines)
+
+
+def render_wide(b: dict) -> list[str]:
+    """Markdown lines for the wide grids, the engine crossover and the reproduction."""
+    lines: list[str] = []
+    if b.get("wide"):
+        lines += ["", "| wide grid (20 epochs, auto engine) | compile | training | useful GFLOP/s "
+                  "| batched-matmul ceiling | fraction (target) |", "|---|---|---|---|---|---|"]
+        for r in b["wide"]:
+            ok = "met" if r["ceiling_fraction"] >= r["target_fraction"] else "missed"
+            c_ok = "met" if r["compile_s"] <= 10.0 else "missed"
+            lines.append(
+                f"| {r['name']}: depths {','.join(map(str, r['depths']))} x width {r['width']} x "
+                f"{r['seeds']} seeds ({r['engine']}, {r['n_blocks']} depth blocks) | "
+                f"{r['compile_s']:.1f} s (<= 10 s: {c_ok}) | {r['train_s']:.1f} s | "
+                f"{r['useful_gflop_per_s']:.1f} | {r['ceiling_gflop_per_s']:.1f} GFLOP/s | "
+                f"{100 * r['ceiling_fraction']:.0f} % (>= {100 * r['target_fraction']:.0f} %: {ok}) |")
+    if b.get("crossover"):
+        lines += ["", "| tanh-breadth shape (depths 1-10 x 30 seeds), width | fast engine ms/run-epoch "
+                  "| wide engine ms/run-epoch | compile fast / wide |", "|---|---|---|---|"]
+        for r in b["crossover"]:
+            f, w = r["fast"], r["wide"]
+            lines.append(f"| {r['width']} | {f['ms_per_run_epoch']:.4f} | {w['ms_per_run_epoch']:.4f} | "
+                         f"{f['compile_s']:.1f} / {w['compile_s']:.1f} s |")
+    if b.get("reproduce"):
+        lines += ["", f"`vgjax reproduce` end to end: {b['reproduce']['total_s'] / 60:.1f} min "
+                  "(target <= 10 min)"]
+    return lines
+
+
+def plot_benchmark(b: dict, path: Path) -> Path:
+    """Two panels: time per run-epoch and peak memory against the number of runs (log x),
+    with W600's point and the memory targets marked. Saved atomically as a PNG."""
+    import io as _io
+
+    from matplotlib.figure import Figure
+
+    from vgjax.store import atomic_write_bytes
+    runs = [r["runs"] for r in b["scaling"]]
+    fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot(runs, [r["ms_per_run_epoch"] for r in b["scaling"]], "o-", label="ReLU/He, depths 1-10")
+    w = b["w600"]
+    ax1.plot([w["runs"]], [w["ms_per_run_epoch"]], "s", color="C3", label="W600 (tanh + ReLU)")
+    ax1.axhline(0.1, ls=":", color="gray", label="W600 target (30 s)")
+    ax1.set(xscale="log", yscale="log", xlabel="runs in the sweep", ylabel="ms per run-epoch",
+            title="training time per run-epoch")
+    ax1.legend(fontsize="small")
+    ax2.plot(runs, [r["peak_rss_mb"] for r in b["scaling"]], "o-", label="peak resident memory")
+    ax2.plot([w["runs"]], [w["peak_rss_mb"]], "s", color="C3", label="W600, all outputs")
+    ax2.axhline(2048, ls=":", color="C3", label="W600 target (2 GB)")
+    ax2.axhline(4096, ls=":", color="gray", label="10,000-run target (4 GB)")
+    ax2.set(xscale="log", ylim=(0, 4500), xlabel="runs in the sweep", ylabel="MB",
+            title="peak memory (chunked: flat in runs)")
+    ax2.legend(fontsize="small")
+    fig.suptitle(f"vgjax bench on {b['machine']['cpus']} CPU cores "
+                 f"(10,000 runs at {b['scaling'][-1]['epochs']} epochs)")
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

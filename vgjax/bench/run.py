@@ -1,0 +1,129 @@
+"""The parent side of ``vgjax bench``: each case in a fresh process with the cases' own
+compilation cache, the results collected into ``OUT/benchmark.json`` and its figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from vgjax.bench.render import plot_benchmark
+from vgjax.bench.wide_cases import CROSSOVER_WIDTHS, WIDE_CASES, WIDE_EPOCHS
+
+
+def case_reproduce(out: Path) -> dict:
+    """``vgjax reproduce`` end to end (30 seeds, 500 epochs), in a child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "vgjax.cli", "reproduce", "--out", str(out)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"vgjax reproduce failed:\n{proc.stderr[-3000:]}")
+    return {"total_s": time.perf_counter() - t0}
+
+
+def _run_child(args: list[str], env: dict | None = None) -> dict:
+    cmd = [sys.executable, "-m", "vgjax.bench", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark case {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _machine() -> dict:
+    from vgjax.summary import package_versions
+    return {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                        "python": platform.python_version(),
+                        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                        "jax_num_cpu_devices": os.environ.get("JAX_NUM_CPU_DEVICES")},
+            "versions": package_versions()}
+
+
+def _w600_cases(results: dict, env: dict, tmp: Path, epochs: int, seeds: int, log) -> None:
+    """ceiling, w600, cached_compile (after w600: it reads the cache w600 filled), train_only
+    on one device, latency."""
+    log("ceiling: large matmul ...")
+    results["ceiling"] = _run_child(["ceiling"], env=env)
+    log(f"  {results['ceiling']['gflop_per_s']:.1f} GFLOP/s")
+    log(f"w600: 600 runs x {epochs} epochs, everything written ...")
+    results["w600"] = w = _run_child(["w600", epochs, seeds, tmp / "w600"], env=env)
+    w["ceiling_fraction"] = w["useful_gflop_per_s"] / results["ceiling"]["gflop_per_s"]
+    log(f"  train {w['train_s']:.1f} s, compile {w['compile_s']:.1f} s, "
+        f"total {w['total_s']:.1f} s, peak {w['peak_rss_mb']:.0f} MB")
+    log("w600 programs compiled again in a second process (persistent cache) ...")
+    # Side by side: tracing again (the programs' lowering only) vs loading it traced.
+    results["w600_second_process_traced"] = t = _run_child(
+        ["cached_compile", epochs, seeds, "traced"], env=env)
+    log(f"  traced again: compile {t['compile_s']:.1f} s ({t['cache_hits']} cache hits)")
+    results["w600_second_process"] = c = _run_child(["cached_compile", epochs, seeds], env=env)
+    log(f"  compile {c['compile_s']:.1f} s ({c['cache_hits']} cache hits)")
+    one = dict(env, JAX_NUM_CPU_DEVICES="1", XLA_FLAGS=" ".join(
+        f for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")))
+    log("w600 training on one device, for comparison ...")
+    results["w600_one_device"] = _run_child(["train_only", epochs, seeds], env=one)
+    log(f"  train {results['w600_one_device']['train_s']:.1f} s")
+    log("latency: one deep-relu run ...")
+    results["latency"] = _run_child(["latency", epochs], env=env)
+
+
+def _scaling_cases(env: dict, tmp: Path, scale, scale_epochs: int, big_epochs: int,
+                   log) -> list[dict]:
+    rows = []
+    for n in scale:
+        e = big_epochs if n >= 10000 else scale_epochs
+        log(f"scale: {n} runs x {e} epochs ...")
+        r = _run_child(["scale", n, e, tmp / f"scale{n}"], env=env)
+        rows.append(r)
+        log(f"  {r['ms_per_run_epoch']:.4f} ms/run-epoch, peak {r['peak_rss_mb']:.0f} MB")
+    return rows
+
+
+def _wide_cases(results: dict, env: dict, crossover_epochs: int, log) -> None:
+    results["wide"] = []
+    for name, depths, width, n_seeds, target in WIDE_CASES:
+        log(f"wide: {name} ...")
+        r = _run_child(["wide", ",".join(map(str, depths)), width, n_seeds, WIDE_EPOCHS],
+                       env=env)
+        r.update(name=name, target_fraction=target)
+        results["wide"].append(r)
+        log(f"  train {r['train_s']:.1f} s, compile {r['compile_s']:.1f} s, "
+            f"{100 * r['ceiling_fraction']:.0f} % of the batched-matmul ceiling")
+    results["crossover"] = []
+    for width in CROSSOVER_WIDTHS:
+        log(f"crossover: tanh-breadth shape at width {width} ...")
+        results["crossover"].append(_run_child(["crossover", width, crossover_epochs],
+                                               env=env))
+
+
+def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
+                  scale: tuple[int, ...] = (1, 10, 100, 1000, 10000),
+                  scale_epochs: int = 500, big_epochs: int = 50, wide: bool = True,
+                  crossover_epochs: int = 25, reproduce: bool = False, log=print) -> dict:
+    """Run every case and write ``OUT/benchmark.json`` (and return it). ``wide``: the wide
+    grids and the engine crossover; ``reproduce``: also time ``vgjax reproduce``."""
+    from vgjax.store import atomic_write_text
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _machine()
+    with tempfile.TemporaryDirectory(prefix="vgjax-bench-") as tmp:
+        tmp = Path(tmp)
+        # The cases' own compilation cache: empty now, so w600 compiles cold and
+        # cached_compile then finds exactly what w600 left there.
+        cache = str(tmp / "jax-cache")
+        env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=cache, VGJAX_CACHE_DIR=cache)
+        _w600_cases(results, env, tmp, epochs, seeds, log)
+        results["scaling"] = _scaling_cases(env, tmp, scale, scale_epochs, big_epochs, log)
+        if wide:
+            _wide_cases(results, env, crossover_epochs, log)
+        if reproduce:
+            log("reproduce: the whole reproduction ...")
+            results["reproduce"] = case_reproduce(tmp / "reproduce")
+            log(f"  {results['reproduce']['total_s'] / 60:.1f} min")
+    atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))
+    plot_benchmark(results, out / "benchmark.png")
+    return results

@@ -1,0 +1,107 @@
+"""The options the subcommands share, and the Config and Grid fields they give."""
+
+from __future__ import annotations
+
+import argparse
+
+from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZERS, Config,
+                          parse_float_list)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports errors in one line with exit code 2 (no usage dump)."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"vgjax: error: {message}\n")
+
+
+def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = None) -> None:
+    d = defaults or Config()
+    p.add_argument("--activation", default=d.activation, metavar="NAME",
+                   help=f"hidden activation: {', '.join(ACTIVATIONS)} (default {d.activation})")
+    p.add_argument("--init", default=d.init, metavar="NAME",
+                   help=f"hidden kernel initialiser: {', '.join(INITIALISERS)} (default {d.init})")
+    p.add_argument("--output-init", default=d.output_init, metavar="NAME",
+                   help="output kernel initialiser (default: same as --init)")
+    p.add_argument("--optimizer", default=d.optimizer, metavar="NAME",
+                   help=f"{' or '.join(OPTIMIZERS)} (default {d.optimizer})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr})")
+    p.add_argument("--momentum", type=float, default=d.momentum,
+                   help=f"SGD momentum in [0, 1) (default {d.momentum})")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs (default {d.epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help=f"minibatch size, 1..n_train (default {d.batch_size})")
+    p.add_argument("--noise", type=float, default=d.noise,
+                   help=f"make_circles noise, >= 0 (default {d.noise})")
+    p.add_argument("--hist-every", type=int, default=d.hist_every,
+                   help=f"histograms every N epochs, 0 = off (default {d.hist_every})")
+    p.add_argument("--test-gradients", action="store_true",
+                   help="also record each epoch's gradients on the test set")
+    p.add_argument("--data", default=d.data_name, metavar="NAME",
+                   help=f"data set: {', '.join(DATASETS)} (default {d.data_name})")
+    p.add_argument("--loss", default=None, metavar="NAME",
+                   help=f"{' or '.join(LOSSES)} (default: bce for two classes, else softmax_ce)")
+    p.add_argument("--weight-var", default=None, metavar="LIST",
+                   help="sigma_w^2 > 0, a comma list (several values: a grid axis); kernels "
+                        "have variance sigma_w^2/fan_in with --init normal or "
+                        "symmetric_uniform, other initialisers get gain sqrt(sigma_w^2) "
+                        f"(default {d.weight_var})")
+    p.add_argument("--bias-var", default=None, metavar="LIST",
+                   help="sigma_b^2 >= 0, a comma list (several values: a grid axis); biases "
+                        f"drawn N(0, sigma_b^2), 0 keeps zero biases (default {d.bias_var})")
+
+
+def _variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(Config fields, Grid fields) of --weight-var/--bias-var: one value sets the config,
+    several make a grid axis."""
+    cfg, grid = {}, {}
+    for flag, field in (("weight_var", "weight_var"), ("bias_var", "bias_var")):
+        text = getattr(args, flag, None)
+        if text is None:
+            continue
+        values = parse_float_list(flag, text)
+        if len(values) == 1:
+            cfg[field] = values[0]
+        else:
+            grid[field + "s"] = values
+    return cfg, grid
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    return Config(activation=args.activation, init=args.init, output_init=args.output_init,
+                  optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                  epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
+                  hist_every=args.hist_every, test_gradients=args.test_gradients,
+                  data=args.data, loss=args.loss, **_variance_axes(args)[0])
+
+
+def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:
+    """Options every training subcommand shares: chunking, TensorBoard, overwriting."""
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="runs per compiled call (default: chosen from memory)")
+    p.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
+    p.add_argument("--overwrite", action="store_true", help=overwrite_help)
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """Where compiled programs are kept between processes (see vgjax.runtime)."""
+    p.add_argument("--compile-cache", default=None, metavar="DIR",
+                   help="JAX's persistent compilation cache: a directory, or 'off' (default: "
+                   "$VGJAX_CACHE_DIR, else $XDG_CACHE_HOME/vgjax/jax or ~/.cache/vgjax/jax)")
+
+
+def _add_distribution_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``vgjax sweep`` that spread one sweep over processes or machines."""
+    g = p.add_argument_group("beyond one machine (see README, 'Beyond one machine')")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="array jobs: compute only shard I of N (0 <= I < N) into the shared "
+                   "--out; then 'vgjax merge OUT' (or this command without --shard)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-process JAX: address of process 0 (with --num-processes, "
+                   "--process-id)")
+    g.add_argument("--num-processes", type=int, default=None, help="multi-process JAX: N")
+    g.add_argument("--process-id", type=int, default=None,
+                   help="multi-process JAX: this process, 0..N-1")
+    g.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each chunk as a Ray task: 'auto', HOST:PORT, or no value for "
+                   "a local Ray instance (pip install 'vgjax[ray]')")

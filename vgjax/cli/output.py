@@ -1,0 +1,50 @@
+"""What the CLI prints: the progress bar and the results tables."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+
+def _progress(total: int, desc: str):
+    from tqdm import tqdm
+    # delay: the bar first appears after 0.5 s, so an error raised at once (a bad --out) is
+    # the only line on a terminal's stderr, not a half-drawn bar plus the error.
+    return tqdm(total=total, desc=desc, unit="run", disable=None, dynamic_ncols=True, delay=0.5)
+
+
+def _on_progress(bar) -> Callable[[int], None]:
+    """run_sweep's progress callback for ``bar``: 0 means the output directory is ready (draw
+    the bar now, before compiling); n > 0 means n more runs finished."""
+    return lambda n: bar.update(n) if n else bar.refresh()
+
+
+def _print_groups(summary: dict) -> None:
+    from vgjax.result import GROUP_FIELDS
+    fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
+    # sigma_w^2 / sigma_b^2 columns only for sweeps with that axis
+    fields = [f for f in GROUP_FIELDS
+              if f not in ("weight_var", "bias_var") or summary["grid"].get(f + "s")]
+    print(" ".join(f"{f:>8}" for f in fields) + f" {'seeds':>5}  {'train acc':>15}  "
+          f"{'test acc':>15}  learn")
+    for g in summary["groups"]:
+        print(" ".join(f"{cell(g[f]):>8}" for f in fields)
+              + f" {g['n_seeds']:>5}  {fmt(g['final_train_accuracy']):>15}  "
+              f"{fmt(g['final_test_accuracy']):>15}  {g['share_learn']:.2f}")
+
+
+def _print_layers(result) -> None:
+    """Per config and layer: seed mean of the final mean |dL/dW| (needs history.npz)."""
+    import numpy as np
+
+    from vgjax.result import final_metric, group_indices, seed_stats
+    final = final_metric(result, "grad_mean_abs")  # [R, L]
+    n_layers = final.shape[1]
+    names = [f"h{i + 1}" for i in range(n_layers - 1)] + ["out"]
+    print("final mean |dL/dW| per layer (seed mean; '-' where the config lacks the layer)")
+    print(f"{'config':>22}  " + " ".join(f"{n:>9}" for n in names))
+    for key, idx in group_indices(result).items():
+        mean = seed_stats(final[idx])["mean"]
+        cells = ["-" if not np.isfinite(v) else f"{v:.3g}" for v in mean]
+        label = ",".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in key)
+        print(f"{label:>22}  " + " ".join(f"{c:>9}" for c in cells))
