@@ -27,10 +27,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast, runtime, wide
+from vgjax import fast, probes, runtime, wide
 from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
 from vgjax.data import data_dims, make_data
-from vgjax.result import RunTable, SweepResult
+from vgjax.result import SIGNAL_JAC_EDGES, RunTable, SweepResult
 from vgjax.step import n_outputs_for
 from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
 
@@ -74,6 +74,8 @@ def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
     outputs = 4 * e * (4 + 3 * n_layers * (2 if config.test_gradients else 1))
     h = len(hist_epochs(config))
     outputs += 2 * 4 * h * n_layers * (diag.N_BUCKETS + 4)
+    if config.probes:  # signal probe: [E, D] x 3 and the Jacobian's [H, K] counts
+        outputs += 4 * (3 * (e + 1) * max_depth + (h + 1) * (probes.LOG_SIGMA_EDGES.shape[0] + 1))
     # activations of the evaluation pass over the whole data set dominate the working set
     working = 4 * config.n_samples * p * (max_depth + 2) * 3
     working += 4 * max_depth * p * p * 8 + 4 * n_layers * p * p * diag.N_BUCKETS
@@ -137,6 +139,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     if engine == "wide" and keep_params:
         raise ValueError("engine: 'wide' does not return final parameters (keep_params); "
                          "allowed: 'fast', 'vmap' or 'auto'")
+    if engine in ("fast", "wide") and config.probes:
+        raise ValueError(f"engine: {engine!r} does not record probes "
+                         f"({', '.join(config.probes)}); allowed: 'vmap' or 'auto'")
     if engine in ("fast", "wide") and not fast.supports(config):
         raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
                          f"activation {config.activation!r}, test_gradients="
@@ -176,8 +181,9 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
     """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
     wide engine; the vmap reference wherever neither covers the config. The wide engine does
-    not return final parameters, so ``keep_params`` takes the fast engine instead."""
-    if not fast.supports(config):
+    not return final parameters, so ``keep_params`` takes the fast engine instead. Probes
+    (``config.probes``) are recorded by the vmap engine only."""
+    if not fast.supports(config) or config.probes:
         return "vmap"
     if keep_params:
         return "fast"
@@ -304,6 +310,8 @@ def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> 
     params = {k: history.pop(PARAM_PREFIX + k) for k in PARAM_KEYS if PARAM_PREFIX + k in history}
     history["hist_epochs"] = np.asarray(hist_epochs(config), np.int32)
     history["hist_edges"] = diag.HIST_EDGES.copy()
+    if config.probes:
+        history[SIGNAL_JAC_EDGES] = np.asarray(probes.LOG_SIGMA_EDGES, np.float32)
     diverged = np.concatenate([p["diverged_epoch"] for p in parts]).astype(np.int32)
     runs = replace(runs, diverged_epoch=diverged)
     return SweepResult(config=config, seeds=tuple(grid.seeds), depths=tuple(grid.depths),
