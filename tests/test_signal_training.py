@@ -194,7 +194,8 @@ def test_config_records_probes_only_when_on():
 
 
 def test_history_summary_and_tensorboard_round_trip(tmp_path, tanh_run):
-    out = run_sweep(TANH, Grid(**GRID), tmp_path / "s", prefix="t")
+    # save_params: the fixture's compiled program (keep_params) serves this sweep too
+    out = run_sweep(TANH, Grid(**GRID), tmp_path / "s", prefix="t", save_params=True)
     loaded = load_result(tmp_path / "s")
     for k in SIGNAL_ARRAYS + ("signal_jac_edges",):
         np.testing.assert_array_equal(loaded.history[k], tanh_run.history[k], err_msg=k)
