@@ -176,7 +176,10 @@ def test_engine_choice_and_refusals():
     assert choose_engine(plain, 5, mesh) == "fast"              # W600's engine unchanged
     assert choose_engine(TANH, 5, mesh) == "vmap"
     assert choose_engine(TANH, 5, mesh, keep_params=True) == "vmap"
-    assert make_plan(TANH, Grid(**GRID)).engine == "vmap"
+    plan = make_plan(TANH, Grid(**GRID))
+    assert plan.engine == "vmap"
+    if jax.devices()[0].platform == "cpu":  # probe_mesh: LAPACK inside, one CPU device
+        assert plan.mesh.devices.size == 1
     for engine in ("fast", "wide"):
         with pytest.raises(ValueError, match=f"engine: '{engine}' does not record probes"):
             make_plan(TANH, Grid(**GRID), engine=engine)

@@ -126,7 +126,8 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
-    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`). The wide
+    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`); a config
+    with probes takes the vmap engine and, without a ``mesh``, :func:`probe_mesh`. The wide
     engine's chunks are trained in depth-sorted blocks (:func:`depth_blocks`), each
     computing only the layers its runs have; outputs keep the run-table order.
     """
@@ -151,7 +152,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
     runs = run_table(grid, config)
     max_depth, p = padded_sizes(config, grid)
-    mesh = mesh or default_mesh()
+    mesh = mesh or (probe_mesh() if config.probes else default_mesh())
     n_dev = mesh.devices.size
     if engine == "auto":
         engine = choose_engine(config, p, mesh, keep_params)
@@ -268,6 +269,21 @@ def compile_plan(plan: Plan):
 def _static_config(config: Config) -> Config:
     # The learning rate and variances are per-run traced inputs: they must not key the cache.
     return replace(config, lr=1.0, weight_var=1.0, bias_var=0.0)
+
+
+def probe_mesh() -> Mesh:
+    """The default mesh of a sweep with probes: on a single-process CPU, one device.
+
+    The signal probe's Jacobian spectrum calls LAPACK (``jnp.linalg.svd``) inside the grid
+    program. With several CPU devices sharing XLA's thread pool, a batched LAPACK call on
+    every device at once was seen to deadlock here (jax/jaxlib 0.10.2, 2 devices on 2
+    cores, 15 runs per device: the process sleeps in a futex with no CPU time); on one
+    device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
+    """
+    devices = jax.devices()
+    if devices[0].platform == "cpu" and jax.process_count() == 1:
+        return default_mesh(devices[:1])
+    return default_mesh(devices)
 
 
 def default_mesh(devices: list | None = None) -> Mesh:
