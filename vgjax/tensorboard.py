@@ -49,7 +49,8 @@ from vgjax.config import describe
 from vgjax.result import (CURVES, INIT_SUFFIX, LAYER_STATS, SIGNAL_JAC_EDGES, TEST_LAYER_STATS,
                           SweepResult, final_values, group_indices, seed_stats)
 from vgjax.store import sanitize_name
-from vgjax.tfevents import HISTO_HEAD, event, ld, scalar_events, version_event, write_event_files
+from vgjax.tfevents import (HISTO_HEAD, counts_histogram, event, ld, scalar_events, version_event,
+                            write_event_files)
 
 CURVE_TAGS = {c: f"epoch/{c}" for c in CURVES}
 LAYER_TAGS = {
@@ -232,26 +233,6 @@ def _signal_events(result: SweepResult, r: int, wall: float,
         if histo is not None:
             out.append((step, event(wall, step, ld(1, tag + ld(5, histo)))))
     return out
-
-
-def counts_histogram(edges: np.ndarray, counts: np.ndarray) -> bytes | None:
-    """A ``HistogramProto`` of bucket ``counts`` [K] on ``edges`` [K+1], or None if empty.
-
-    Only counts are recorded, so min/max are the outer edges of the non-empty buckets and
-    sum/sum of squares use bucket centres; buckets outside the non-empty range are dropped,
-    as TensorBoard does on reading.
-    """
-    counts = np.asarray(counts, np.float64)
-    nonzero = np.flatnonzero(counts > 0)
-    if nonzero.size == 0:
-        return None
-    a, b = int(nonzero[0]), int(nonzero[-1]) + 1
-    centre = 0.5 * (edges[:-1] + edges[1:])
-    num = float(counts.sum())
-    head = HISTO_HEAD(0x09, float(edges[a]), 0x11, float(edges[b]), 0x19, num,
-                      0x21, float(counts @ centre), 0x29, float(counts @ centre ** 2))
-    return (head + ld(6, np.asarray(edges[a + 1:b + 1], "<f8").tobytes())
-            + ld(7, np.asarray(counts[a:b], "<f8").tobytes()))
 
 
 def _last_good_epoch(result: SweepResult, r: int) -> int:
