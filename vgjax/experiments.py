@@ -93,11 +93,11 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     # Signal group (issue #12): trained with the signal probe on (vmap engine), so the
     # saturation and dead-unit shares of every hidden layer are recorded at init and per epoch.
     Experiment("saturation-uniform", "5 tanh layers, U(0,1) init, signal probe on",
-               config=_probed(TANH_U), depths=(5,), prefix="tanh_uniform"),
+               config=_probed(TANH_U), depths=(5,), prefix="tanh_uniform", figures=()),
     Experiment("saturation-glorot", "5 tanh layers, Glorot uniform init, signal probe on",
                config=_probed(Config(**{**TANH_U.to_dict(), "init": "glorot_uniform",
                                         "output_init": "glorot_uniform"})),
-               depths=(5,), prefix="tanh_glorot"),
+               depths=(5,), prefix="tanh_glorot", figures=()),
     Experiment("saturation", "Saturated tanh units per layer over epochs, U(0,1) vs Glorot",
                uses=("saturation-uniform", "saturation-glorot"), reported="figure",
                figures=("saturation.png",)),
