@@ -32,6 +32,9 @@ INITIALISERS = (
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("bce", "softmax_ce")
 DATASETS = ("circles", "moons", "digits")
+# Probes recorded during training (vmap engine only): "signal" = per-layer q^l, saturation and
+# dead units per epoch and at init, and the input-output Jacobian at histogram epochs.
+PROBES = ("signal",)
 # Objects (callables, optax transformations, arrays) are recorded in JSON by a description
 # that starts with this; such a config can be loaded and shown but not trained again.
 CUSTOM = "custom:"
@@ -90,8 +93,13 @@ class Config:
     data: Any = "circles"
     weight_var: float = 1.0
     bias_var: float = 0.0
+    # Probes recorded during training (names from PROBES; empty = none, the default). Static:
+    # a probe adds work to the compiled program, so it keys the compile cache.
+    probes: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.probes, (list, tuple)):  # JSON lists; a tuple keeps it hashable
+            object.__setattr__(self, "probes", tuple(self.probes))
         # Arrays become a hashable, content-addressed ArrayData (the compile cache keys on
         # the config), and fix n_train / n_samples.
         arrays = as_array_data(self.data)
@@ -116,8 +124,17 @@ class Config:
         return describe(self.data)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the fields; objects are recorded by :func:`describe`."""
-        return {f.name: describe(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        """Plain JSON-able dict of the fields; objects are recorded by :func:`describe`.
+
+        ``probes`` appears only when some are on (as a list), so the manifests and summaries
+        of sweeps without probes are the same as before the field existed (a resumed or
+        rerun experiment compares equal to its committed files).
+        """
+        d = {f.name: describe(getattr(self, f.name)) for f in dataclasses.fields(self)
+             if f.name != "probes"}
+        if self.probes:
+            d["probes"] = list(self.probes)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
@@ -255,6 +272,13 @@ def validate(config: Config) -> Config:
     _check_int("hist_every", config.hist_every, 0, 10**7)
     if not isinstance(config.test_gradients, bool):
         raise ValueError(f"test_gradients: {config.test_gradients!r} is not a boolean")
+    if not isinstance(config.probes, tuple):
+        raise ValueError(f"probes: {config.probes!r} is not a list of names; allowed: a list "
+                         f"of {', '.join(PROBES)}")
+    for name in config.probes:
+        check_choice("probe", name, PROBES)
+    if len(set(config.probes)) != len(config.probes):
+        raise ValueError(f"probes: {list(config.probes)} has duplicates; give each name once")
     if config.data == "digits":
         _check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
     if config.loss == "bce" and not (isinstance(config.data, str) and config.data.startswith("arrays:")):

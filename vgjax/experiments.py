@@ -25,6 +25,11 @@ RELU_HE = Config(activation="relu", init="he_uniform", output_init="glorot_unifo
                  hist_every=_HIST_EVERY)
 
 
+def _probed(config: Config) -> Config:
+    """``config`` with the signal probe on (per-layer q, saturation, dead units, Jacobian)."""
+    return Config(**{**config.to_dict(), "probes": ("signal",)})
+
+
 @dataclass(frozen=True)
 class Experiment:
     """One named experiment.
@@ -85,6 +90,21 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("tanh-breadth", "tanh U(0,1), widths 5-25 x 1-10 hidden layers (extension 5)",
                config=TANH_U, depths=tuple(range(1, 11)), widths=(5, 10, 15, 20, 25),
                prefix="tanh_uniform", figures=("heatmap.png", "depth_study.png")),
+    # Signal group (issue #12): trained with the signal probe on (vmap engine), so the
+    # saturation and dead-unit shares of every hidden layer are recorded at init and per epoch.
+    Experiment("saturation-uniform", "5 tanh layers, U(0,1) init, signal probe on",
+               config=_probed(TANH_U), depths=(5,), prefix="tanh_uniform", figures=()),
+    Experiment("saturation-glorot", "5 tanh layers, Glorot uniform init, signal probe on",
+               config=_probed(Config(**{**TANH_U.to_dict(), "init": "glorot_uniform",
+                                        "output_init": "glorot_uniform"})),
+               depths=(5,), prefix="tanh_glorot", figures=()),
+    Experiment("saturation", "Saturated tanh units per layer over epochs, U(0,1) vs Glorot",
+               uses=("saturation-uniform", "saturation-glorot"), reported="figure",
+               figures=("saturation.png",)),
+    Experiment("dead-relu", "Dead ReLU units per layer, ReLU/He with 1-25 hidden layers",
+               config=_probed(RELU_HE), depths=tuple(range(1, 26)), prefix="relu_he",
+               reported="15 layers still learns, 20 no longer does",
+               figures=("dead_units.png",)),
 ]}
 
 

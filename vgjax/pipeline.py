@@ -30,7 +30,7 @@ from vgjax import history, outdir
 from vgjax import tensorboard as tb
 from vgjax.config import Config, Grid, hist_epochs
 from vgjax.outdir import PARAMS_NAME
-from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SweepResult
+from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SIGNAL_JAC_EDGES, SweepResult
 from vgjax.store import atomic_save_npz, atomic_write_text, sanitize_name
 from vgjax.summary import write_summary
 from vgjax.sweep import (Plan, assemble, compile_plan, device_data, make_plan, run_chunk,
@@ -223,7 +223,8 @@ def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
         lambda name: store.iter_array(name, range(n_chunks)),
         runs=result.runs,
         shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
-                "hist_edges": result.history["hist_edges"]})
+                "hist_edges": result.history["hist_edges"],
+                **{k: result.history[k] for k in (SIGNAL_JAC_EDGES,) if k in result.history}})
     if save_params:
         params = {k: np.concatenate([store.load(c, [PARAM_PREFIX + k])[PARAM_PREFIX + k]
                                      for c in range(n_chunks)]) for k in PARAM_KEYS}

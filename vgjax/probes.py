@@ -180,6 +180,36 @@ def spectrum_summary(s: jax.Array, valid: jax.Array,
     return {"mean_sq": mean_sq, "max": smax, "log_hist": hist}
 
 
+def layer_probes(layers: Layers, x: jax.Array, activation: Activation, *, depth=None,
+                 width=None) -> dict[str, jax.Array]:
+    """The per-layer probes from one forward pass: ``q``, ``saturation`` and ``dead``, each
+    [L] (NaN for layers >= depth), as :func:`second_moment`, :func:`saturation` and
+    :func:`dead_units` compute them."""
+    phi, dphi = activation_fn(activation), derivative_fn(activation)
+    zs = preactivations(layers, x, activation, depth=depth, width=width)
+    return {
+        "q": _per_layer(_each(lambda z: jnp.mean(z * z, axis=0), zs), width, depth),
+        "saturation": _per_layer(_each(
+            lambda z: jnp.mean(jnp.abs(dphi(z)) < SATURATION_THRESHOLD, axis=0), zs), width,
+            depth),
+        "dead": _per_layer(_each(lambda z: jnp.all(phi(z) == 0, axis=0).astype(jnp.float32),
+                                 zs), width, depth),
+    }
+
+
+def jacobian_probes(layers: Layers, x: jax.Array, activation: Activation, *, depth=None,
+                    width=None, n_in=None, edges: jax.Array = LOG_SIGMA_EDGES
+                    ) -> dict[str, jax.Array]:
+    """The input-output Jacobian's ``jac_mean_sq`` [], ``jac_max`` [] and ``jac_log_hist``
+    [K] over the points ``x`` (see :func:`singular_values`, :func:`spectrum_summary`)."""
+    jac = input_output_jacobian(layers, x, activation, depth=depth, width=width)
+    s, valid = singular_values(jac, n_in=x.shape[-1] if n_in is None else n_in,
+                               n_out=jac.shape[-2] if width is None else width)
+    summ = spectrum_summary(s, valid, edges)
+    return {"jac_mean_sq": summ["mean_sq"], "jac_max": summ["max"],
+            "jac_log_hist": summ["log_hist"]}
+
+
 def signal_probes(layers: Layers, x: jax.Array, activation: Activation, *, depth=None,
                   width=None, n_in=None, edges: jax.Array = LOG_SIGMA_EDGES
                   ) -> dict[str, jax.Array]:
@@ -190,19 +220,6 @@ def signal_probes(layers: Layers, x: jax.Array, activation: Activation, *, depth
     data's real feature count (default ``x.shape[-1]``); the Jacobian's output size is
     ``width`` (default: the last kernel's columns).
     """
-    phi, dphi = activation_fn(activation), derivative_fn(activation)
-    zs = preactivations(layers, x, activation, depth=depth, width=width)
-    out = {
-        "q": _per_layer(_each(lambda z: jnp.mean(z * z, axis=0), zs), width, depth),
-        "saturation": _per_layer(_each(
-            lambda z: jnp.mean(jnp.abs(dphi(z)) < SATURATION_THRESHOLD, axis=0), zs), width,
-            depth),
-        "dead": _per_layer(_each(lambda z: jnp.all(phi(z) == 0, axis=0).astype(jnp.float32),
-                                 zs), width, depth),
-    }
-    jac = input_output_jacobian(layers, x, activation, depth=depth, width=width)
-    s, valid = singular_values(jac, n_in=x.shape[-1] if n_in is None else n_in,
-                               n_out=jac.shape[-2] if width is None else width)
-    summ = spectrum_summary(s, valid, edges)
-    out.update(jac_mean_sq=summ["mean_sq"], jac_max=summ["max"], jac_log_hist=summ["log_hist"])
-    return out
+    return {**layer_probes(layers, x, activation, depth=depth, width=width),
+            **jacobian_probes(layers, x, activation, depth=depth, width=width, n_in=n_in,
+                              edges=edges)}

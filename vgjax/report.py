@@ -100,7 +100,7 @@ def _config_rows(name: str, exp: ex.Experiment, summary: dict[str, Any]) -> list
     rows = []
     for g in summary["groups"]:
         reported = exp.reported
-        if name == "relu-depth":
+        if name in ("relu-depth", "dead-relu"):
             reported = {15: "learns", 20: "no longer learns"}.get(g["depth"], "")
         rows.append(f"| {name} | {g['depth']} × {g['width']} | {reported} | "
                     f"{_acc_cell(g['final_train_accuracy'])} | "
@@ -144,6 +144,85 @@ def _weight_lines(t: dict[str, Any]) -> list[str]:
         cells = [f"{_num(c['first'][i], '.3g')} → {_num(c['last'][i], '.3g')}"
                  for c in cols]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ms(st: dict[str, Any], i: int | None = None, fmt: str = ".2f") -> str:
+    """'mean ± std' of a seed-statistics entry (element ``i`` of per-layer lists)."""
+    m, sd = (st["mean"], st["std"]) if i is None else (st["mean"][i], st["std"][i])
+    return "n/a" if m is None else f"{m:{fmt}} ± {sd:{fmt}}"
+
+
+def saturation_section(t: dict[str, Any]) -> list[str]:
+    """The ``saturation`` section: saturated share per layer at init, epoch 1 and the end,
+    and what it says about U(0,1) weights (issue #12)."""
+    cols = t["columns"]
+    lines = ["", "## saturation: saturated tanh units per layer (|φ′| < 0.05 on the training set)",
+             "", "Share of (unit, training point) pairs of each hidden layer whose tanh is "
+             "saturated (Glorot & Bengio 2010), mean ± std over seeds, at initialisation, "
+             "after epoch 1 and at the end; 5 hidden layers of 5 units, recorded with "
+             "`--probe signal`.", "",
+             "| layer | " + " | ".join(f"{c['label']}: init → epoch 1 → end" for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for i, label in enumerate(t["layers"]):
+        cells = [f"{_ms(c['init'], i)} → {_ms(c['epoch1'], i)} → {_ms(c['final'], i)}"
+                 for c in cols]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    u, g = cols[0], cols[-1]
+    lines += ["", "U(0,1) weights have mean E[w] = 0.5, so every unit of layer l + 1 receives "
+              "the same drift 0.5 · Σ_j tanh(h_l,j) on top of a zero-mean part: the "
+              "zero-mean mean-field theory (q-map and χ₁ of Poole et al. 2016, `vgjax theory`) "
+              "does not describe these nets. What the probe measures instead: the saturated "
+              f"share of the {u['label']} nets grows layer by layer, at initialisation "
+              f"{_layer_walk(u['init'])} and at the end {_layer_walk(u['final'])}, while the "
+              f"{g['label']} nets start at {_layer_walk(g['init'])} and end at "
+              f"{_layer_walk(g['final'])}. A saturated unit passes almost no gradient "
+              "(|φ′| < 0.05), so the deep layers of the U(0,1) nets learn little: the "
+              "mechanism behind the tutorial's failing 5-layer net (Glorot & Bengio 2010)."]
+    return lines
+
+
+def _layer_walk(st: dict[str, Any]) -> str:
+    """'0.00 → 0.18 → 0.64' over the layers (seed means)."""
+    return " → ".join("n/a" if m is None else f"{m:.2f}" for m in st["mean"])
+
+
+def dead_relu_section(t: dict[str, Any]) -> list[str]:
+    """The ``dead-relu`` section: dead ReLU units against depth and whether a fully dead
+    layer explains the runs that stop learning (issue #12)."""
+    lines = ["", "## dead-relu: dead ReLU units against depth (ReLU/He, width 5)", "",
+             "A unit is dead when its ReLU is 0 on every training point; a layer is fully "
+             "dead when all its units are (the net's output is then constant and no gradient "
+             "reaches the layers below). Dead share: mean over a run's layers, then mean ± std "
+             "over seeds; 'learns' as everywhere in this report.", "",
+             "| depth | seeds | share that learns | dead share, init | dead share, end | "
+             "fully dead layer, init | fully dead layer, end | learns: without / with a fully "
+             "dead layer (end) |", "|---" * 8 + "|"]
+    for r in t["rows"]:
+        without = "–" if r["learn_without_dead_layer"] is None else f"{r['learn_without_dead_layer']:.2f}"
+        with_ = "–" if r["learn_with_dead_layer"] is None else f"{r['learn_with_dead_layer']:.2f}"
+        lines.append(f"| {r['depth']} | {r['n_seeds']} | {r['share_learn']:.2f} | "
+                     f"{_ms(r['dead_init'])} | {_ms(r['dead_final'])} | "
+                     f"{r['share_fully_dead_init']:.2f} | {r['share_fully_dead_final']:.2f} | "
+                     f"{without} / {with_} |")
+    deep = [r for r in t["rows"] if r["depth"] >= 15]
+    if deep:
+        n_dead = sum(r["share_fully_dead_final"] * r["n_seeds"] for r in deep)
+        n_all = sum(r["n_seeds"] for r in deep)
+        n_learn = sum(r["share_learn"] * r["n_seeds"] for r in deep)
+        learn_dead = sum((r["learn_with_dead_layer"] or 0.0) * r["share_fully_dead_final"]
+                         * r["n_seeds"] for r in deep)
+        n_fail, fail_dead = n_all - n_learn, n_dead - learn_dead
+        share = fail_dead / n_fail if n_fail else 0.0
+        verdict = ("so a fully dead layer accounts for nearly every deep run that stops "
+                   "learning" if share >= 0.8 else
+                   "so a fully dead layer accounts for part of the deep runs that stop "
+                   "learning, not all")
+        lines += ["", f"At depths 15–25, {n_learn:.0f} of {n_all} runs learn. "
+                  f"{n_dead:.0f} runs end with a fully dead layer and {learn_dead:.0f} of "
+                  f"those learn; {fail_dead:.0f} of the {n_fail:.0f} runs that do not learn "
+                  f"have one ({share:.0%}), {verdict} (cf. Lu et al. 2019, *Dying ReLU and "
+                  "initialization*: deep narrow ReLU nets collapse to a constant function)."]
     return lines
 
 
@@ -214,6 +293,10 @@ def render(out: str | Path) -> str:
     if "weight-norms" in tables:
         lines += ["", "## weight-norms (extension 3): seed-mean L1 norm of each kernel",
                   "", *_weight_lines(tables["weight-norms"])]
+    if "saturation" in tables:
+        lines += saturation_section(tables["saturation"])
+    if "dead-relu" in tables:
+        lines += dead_relu_section(tables["dead-relu"])
     lines += ["", "## Figures", ""]
     for name, exp in ex.EXPERIMENTS.items():
         for fig in exp.figures:

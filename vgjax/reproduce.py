@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import figures, report
+from vgjax import figures, report, signal_results
 from vgjax.config import Config, Grid, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.pipeline import run_sweep
@@ -92,6 +92,8 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
         figs.append(figures.plot_depth_study(study, out / "depth_study.png",
                                            learn_threshold=ex.LEARN_THRESHOLD,
                                            title="tanh-depth: tanh U(0,1) and ReLU He, width 5"))
+    elif exp.name in SIGNAL_FIGURES:
+        figs += SIGNAL_FIGURES[exp.name](exp, out, results)
     elif exp.name == "tanh-breadth":
         figs.append(figures.plot_width_depth_heatmap(res, out / "heatmap.png",
                     title="tanh-breadth: tanh U(0,1)"))
@@ -99,6 +101,27 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                                            learn_threshold=ex.LEARN_THRESHOLD,
                                            title="tanh-breadth: tanh U(0,1), one line per width"))
     return figs
+
+
+def _saturation_figures(exp: ex.Experiment, out: Path,
+                        results: dict[str, SweepResult]) -> list[Path]:
+    pair = {"tanh, U(0,1)": results["saturation-uniform"],
+            "tanh, Glorot uniform": results["saturation-glorot"]}
+    report.write_tables(out, signal_results.saturation_tables(pair))
+    return [figures.plot_saturation(pair, out / "saturation.png",
+                                    title="saturation: 5 hidden tanh layers of 5 units")]
+
+
+def _dead_relu_figures(exp: ex.Experiment, out: Path,
+                       results: dict[str, SweepResult]) -> list[Path]:
+    res = results[exp.name]
+    report.write_tables(out, signal_results.dead_tables(res))
+    return [figures.plot_dead_units(res, out / "dead_units.png",
+                                    title="dead-relu: ReLU/He, width 5")]
+
+
+# The signal group's figure hooks (issue #12): each writes its tables.json and PNG.
+SIGNAL_FIGURES = {"saturation": _saturation_figures, "dead-relu": _dead_relu_figures}
 
 
 def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...],

@@ -27,6 +27,26 @@ weight_hist            [R, H, L, K] i32  kernel-weight counts at the end of the 
 weight_hist_stats      [R, H, L, 4] f32  min, max, sum, sum of squares of those weights
 =====================  ================  ==================================================
 
+With the signal probe (``Config.probes=("signal",)``, ``vgjax sweep --probe signal``), on
+the training set, per hidden layer (D = largest depth; the output layer is no probe target):
+
+==========================  ===============  =============================================
+signal_q                    [R, E, D] f32    pre-activation second moment q^l, epoch's end
+signal_saturation           [R, E, D] f32    share of (unit, point) pairs with |φ′(h)| < 0.05
+signal_dead                 [R, E, D] f32    share of units with φ(h) = 0 on every point
+signal_q_init, ..._init     [R, D] f32       the same three at initialisation
+signal_jac_mean_sq          [R, H] f32       mean σ² of the input-output Jacobian ∂h_L/∂x
+signal_jac_max              [R, H] f32       its largest σ (both at histogram epochs)
+signal_jac_log_hist         [R, H, K'] i32   counts of log10 σ in ``signal_jac_edges``
+signal_jac_*_init           [R], [R], [R, K']  the same before training
+signal_jac_edges            [K' + 1] f32     bucket edges of log10 σ (shared)
+==========================  ===============  =============================================
+
+The initial values are separate ``*_init`` arrays rather than an epoch 0 on the E axis, so
+every [R, E, ...] array keeps meaning "after epoch e" (final values, divergence masks and
+epoch indices stay as they are). Absent layers and epochs from the diverged one on are NaN
+(the Jacobian's counts 0), as for the gradient statistics.
+
 Values outside ``[hist_edges[0], hist_edges[-1]]`` are counted in the outermost buckets, so
 the counts of one histogram add up to (number of real kernel entries) x (steps counted).
 """
@@ -39,12 +59,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vgjax.config import Config
+from vgjax.config import Config, hist_epochs
 
 CURVES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
 LAYER_STATS = ("grad_mean_abs", "grad_norm", "weight_l1")
 TEST_LAYER_STATS = ("test_grad_mean_abs", "test_grad_norm")
 HIST_ARRAYS = ("grad_hist", "grad_hist_stats", "weight_hist", "weight_hist_stats")
+# The signal probe's arrays (shapes in the module docstring); recorded only when it is on.
+SIGNAL_LAYER_STATS = ("signal_q", "signal_saturation", "signal_dead")
+SIGNAL_JAC = ("signal_jac_mean_sq", "signal_jac_max", "signal_jac_log_hist")
+INIT_SUFFIX = "_init"
+SIGNAL_JAC_EDGES = "signal_jac_edges"
+SIGNAL_ARRAYS = (SIGNAL_LAYER_STATS + tuple(n + INIT_SUFFIX for n in SIGNAL_LAYER_STATS)
+                 + SIGNAL_JAC + tuple(n + INIT_SUFFIX for n in SIGNAL_JAC))
+"""Per-run arrays of the signal probe (the shared ``signal_jac_edges`` aside)."""
 
 
 @dataclass(frozen=True)
@@ -240,6 +268,9 @@ def expected_arrays(config: Config) -> tuple[str, ...]:
         names += TEST_LAYER_STATS
     if config.hist_every > 0:
         names += HIST_ARRAYS + SHARED_ARRAYS
+    if "signal" in config.probes:  # per-epoch Jacobians only where there are histogram epochs
+        names += tuple(n for n in SIGNAL_ARRAYS if n not in SIGNAL_JAC or config.hist_every > 0)
+        names += (SIGNAL_JAC_EDGES,)
     return names
 
 
@@ -296,6 +327,28 @@ def _expected_shapes(where: str, result: SweepResult) -> dict[str, tuple[int, ..
             want[n] = (r, n_h, layers, n_k)
         for n in ("grad_hist_stats", "weight_hist_stats"):
             want[n] = (r, n_h, layers, 4)
+    want.update(_signal_shapes(where, result))
+    return want
+
+
+def _signal_shapes(where: str, result: SweepResult) -> dict[str, tuple[int, ...]]:
+    """Expected shapes of the signal probe's arrays present in the history."""
+    h, r, e, d = result.history, len(result.runs), result.config.epochs, max(result.depths)
+    if not any(n in h for n in SIGNAL_ARRAYS + (SIGNAL_JAC_EDGES,)):
+        return {}
+    edges = h.get(SIGNAL_JAC_EDGES)
+    if edges is None or np.ndim(edges) != 1 or np.shape(edges)[0] < 2:
+        raise ValueError(f"{where} {SIGNAL_JAC_EDGES} must be 1-d with >= 2 values")
+    k = int(np.shape(edges)[0]) - 1
+    n_h = len(hist_epochs(result.config))
+    want = {n: (r, e, d) for n in SIGNAL_LAYER_STATS}
+    want.update({n + INIT_SUFFIX: (r, d) for n in SIGNAL_LAYER_STATS})
+    want.update(signal_jac_mean_sq=(r, n_h), signal_jac_max=(r, n_h),
+                signal_jac_log_hist=(r, n_h, k), signal_jac_mean_sq_init=(r,),
+                signal_jac_max_init=(r,), signal_jac_log_hist_init=(r, k))
+    if result.config.hist_every == 0:  # no histogram epochs: no per-epoch Jacobian arrays
+        for n in SIGNAL_JAC:
+            want.pop(n)
     return want
 
 

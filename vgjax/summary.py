@@ -15,15 +15,15 @@ import importlib.metadata
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, TypedDict
+from typing import Any, Mapping, NotRequired, Optional, TypedDict
 
 import numpy as np
 
 from vgjax.config import Config, Grid
 from vgjax.outdir import SUMMARY_NAME
-from vgjax.result import (CURVES, GROUP_FIELDS, LEARN_THRESHOLD, RunTable, SweepResult,
-                          check_in_grid, check_result, final_values, group_indices, learns,
-                          seed_stats)
+from vgjax.result import (CURVES, GROUP_FIELDS, INIT_SUFFIX, LEARN_THRESHOLD,
+                          SIGNAL_LAYER_STATS, RunTable, SweepResult, check_in_grid, check_result,
+                          final_metric, final_values, group_indices, learns, seed_stats)
 from vgjax.store import atomic_write_text, dumps_json, json_f32, json_float, jsonable, reject_constant
 
 SUMMARY_FORMAT = "vgjax.sweep"
@@ -82,6 +82,8 @@ class Summary(TypedDict):
     runs: list[Run]
     groups: list[Group]  # ascending config order (group_indices)
     timing: dict[str, Any]  # wall times; the one part that differs between equal sweeps
+    # Only with the signal probe on (Config.probes): per group, see summary_signal.
+    signal: NotRequired[list[dict[str, Any]]]
 
 
 def package_versions() -> dict[str, str | None]:
@@ -136,6 +138,28 @@ def summary_groups(runs: RunTable, finals: Mapping[str, np.ndarray],
     return groups  # type: ignore[return-value]
 
 
+def summary_signal(result: SweepResult) -> list[dict[str, Any]]:
+    """The ``signal`` list (signal probe on): per config of :func:`group_indices`, its
+    GROUP_FIELDS and, for ``q``, ``saturation`` and ``dead``, the seed mean and std per hidden
+    layer ([D] lists, float32-rounded, None where no seed has the layer) at initialisation
+    (``init``) and of the final values (``final``: :func:`vgjax.result.final_metric`)."""
+    values = {}
+    for name in SIGNAL_LAYER_STATS:
+        short = name.removeprefix("signal_")
+        values[short] = (np.asarray(result.history[name + INIT_SUFFIX]),
+                         final_metric(result, name))
+    out = []
+    for sel in group_indices(result.runs).values():
+        entry: dict[str, Any] = {f: jsonable(np.asarray(getattr(result.runs, f))[sel[0]])
+                                 for f in GROUP_FIELDS}
+        for short, (init, final) in values.items():
+            entry[short] = {when: {k: [json_f32(float(v)) for v in st[k]] for k in ("mean", "std")}
+                            for when, st in (("init", seed_stats(init[sel])),
+                                             ("final", seed_stats(final[sel])))}
+        out.append(entry)
+    return out
+
+
 def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
                   extra: Mapping[str, Any] | None = None,
                   learn_threshold: float = LEARN_THRESHOLD) -> Summary:
@@ -149,6 +173,7 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
     if clash:
         raise ValueError(f"extra: key(s) {clash} clash with package versions; use other names")
     versions.update(extra)
+    probed = {"signal": summary_signal(result)} if "signal" in result.config.probes else {}
     return jsonable({
         "format": SUMMARY_FORMAT,
         "version": SUMMARY_VERSION,
@@ -163,6 +188,7 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
         "runs": summary_runs(result.runs, finals),
         "groups": summary_groups(result.runs, finals, learn_threshold),
         "timing": dict(timing),
+        **probed,
     })
 
 

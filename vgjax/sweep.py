@@ -27,10 +27,10 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast, programs, runtime, wide
+from vgjax import fast, probes, programs, runtime, wide
 from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
 from vgjax.data import data_dims, make_data
-from vgjax.result import RunTable, SweepResult
+from vgjax.result import SIGNAL_JAC_EDGES, RunTable, SweepResult
 from vgjax.step import n_outputs_for
 from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
 
@@ -77,6 +77,8 @@ def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
     outputs = 4 * e * (4 + 3 * n_layers * (2 if config.test_gradients else 1))
     h = len(hist_epochs(config))
     outputs += 2 * 4 * h * n_layers * (diag.N_BUCKETS + 4)
+    if config.probes:  # signal probe: [E, D] x 3 and the Jacobian's [H, K] counts
+        outputs += 4 * (3 * (e + 1) * max_depth + (h + 1) * (probes.LOG_SIGMA_EDGES.shape[0] + 1))
     # activations of the evaluation pass over the whole data set dominate the working set
     working = 4 * config.n_samples * p * (max_depth + 2) * 3
     working += 4 * max_depth * p * p * 8 + 4 * n_layers * p * p * diag.N_BUCKETS
@@ -127,7 +129,8 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
-    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`). The wide
+    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`); a config
+    with probes takes the vmap engine and, without a ``mesh``, :func:`probe_mesh`. The wide
     engine's chunks are trained in depth-sorted blocks (:func:`depth_blocks`), each
     computing only the layers its runs have; outputs keep the run-table order.
     """
@@ -140,6 +143,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     if engine == "wide" and keep_params:
         raise ValueError("engine: 'wide' does not return final parameters (keep_params); "
                          "allowed: 'fast', 'vmap' or 'auto'")
+    if engine in ("fast", "wide") and config.probes:
+        raise ValueError(f"engine: {engine!r} does not record probes "
+                         f"({', '.join(config.probes)}); allowed: 'vmap' or 'auto'")
     if engine in ("fast", "wide") and not fast.supports(config):
         raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
                          f"activation {config.activation!r}, test_gradients="
@@ -149,7 +155,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
     runs = run_table(grid, config)
     max_depth, p = padded_sizes(config, grid)
-    mesh = mesh or default_mesh()
+    mesh = mesh or (probe_mesh() if config.probes else default_mesh())
     n_dev = mesh.devices.size
     if engine == "auto":
         engine = choose_engine(config, p, mesh, keep_params)
@@ -179,8 +185,9 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
     """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
     wide engine; the vmap reference wherever neither covers the config. The wide engine does
-    not return final parameters, so ``keep_params`` takes the fast engine instead."""
-    if not fast.supports(config):
+    not return final parameters, so ``keep_params`` takes the fast engine instead. Probes
+    (``config.probes``) are recorded by the vmap engine only."""
+    if not fast.supports(config) or config.probes:
         return "vmap"
     if keep_params:
         return "fast"
@@ -320,6 +327,21 @@ def _static_config(config: Config) -> Config:
     return replace(config, lr=1.0, weight_var=1.0, bias_var=0.0)
 
 
+def probe_mesh() -> Mesh:
+    """The default mesh of a sweep with probes: on a single-process CPU, one device.
+
+    The signal probe's Jacobian spectrum calls LAPACK (``jnp.linalg.svd``) inside the grid
+    program. With several CPU devices sharing XLA's thread pool, a batched LAPACK call on
+    every device at once was seen to deadlock here (jax/jaxlib 0.10.2, 2 devices on 2
+    cores, 15 runs per device: the process sleeps in a futex with no CPU time); on one
+    device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
+    """
+    devices = jax.devices()
+    if devices[0].platform == "cpu" and jax.process_count() == 1:
+        return default_mesh(devices[:1])
+    return default_mesh(devices)
+
+
 def default_mesh(devices: list | None = None) -> Mesh:
     """1-D mesh named ``runs`` over ``devices`` (default: every device of every process)."""
     return Mesh(np.array(devices if devices is not None else jax.devices()), ("runs",))
@@ -360,6 +382,8 @@ def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> 
     params = {k: history.pop(PARAM_PREFIX + k) for k in PARAM_KEYS if PARAM_PREFIX + k in history}
     history["hist_epochs"] = np.asarray(hist_epochs(config), np.int32)
     history["hist_edges"] = diag.HIST_EDGES.copy()
+    if config.probes:
+        history[SIGNAL_JAC_EDGES] = np.asarray(probes.LOG_SIGMA_EDGES, np.float32)
     diverged = np.concatenate([p["diverged_epoch"] for p in parts]).astype(np.int32)
     runs = replace(runs, diverged_epoch=diverged)
     return SweepResult(config=config, seeds=tuple(grid.seeds), depths=tuple(grid.depths),

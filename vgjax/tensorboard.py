@@ -12,6 +12,10 @@ Tags (``dense_k`` is the Keras layer name, see :func:`layer_name`)::
     dense_k/kernel_0_grad/mean_abs     dense_k/kernel_0_grad/norm     dense_k/kernel_0/l1
     dense_k/kernel_0_grad_test/mean_abs  dense_k/kernel_0_grad_test/norm   (test_gradients only)
     dense_k/kernel_0_grad  dense_k/kernel_0                           (histograms)
+    dense_k/signal/q  dense_k/signal/saturation  dense_k/signal/dead   (signal probe, hidden
+                                                  layers; step 0 = initialisation)
+    signal/jacobian/mean_sq  signal/jacobian/max                      (signal probe: at
+    signal/jacobian/log10_sigma (histogram)         histogram epochs and step 0)
     hparams/final_train_loss ... hparams/diverged_epoch               (HParams metrics)
     <tag>/minus_std  <tag>/plus_std                                   (mean dirs only)
 
@@ -42,10 +46,11 @@ import numpy as np
 from tensorboardX.summary import custom_scalars, hparams
 
 from vgjax.config import describe
-from vgjax.result import (CURVES, LAYER_STATS, TEST_LAYER_STATS, SweepResult, final_values,
-                          group_indices, seed_stats)
+from vgjax.result import (CURVES, INIT_SUFFIX, LAYER_STATS, SIGNAL_JAC_EDGES, TEST_LAYER_STATS,
+                          SweepResult, final_values, group_indices, seed_stats)
 from vgjax.store import sanitize_name
-from vgjax.tfevents import HISTO_HEAD, event, ld, scalar_events, version_event, write_event_files
+from vgjax.tfevents import (HISTO_HEAD, counts_histogram, event, ld, scalar_events, version_event,
+                            write_event_files)
 
 CURVE_TAGS = {c: f"epoch/{c}" for c in CURVES}
 LAYER_TAGS = {
@@ -56,6 +61,11 @@ LAYER_TAGS = {
     "test_grad_norm": "kernel_0_grad_test/norm",
 }
 HIST_TAGS = {"grad_hist": "kernel_0_grad", "weight_hist": "kernel_0"}
+SIGNAL_TAGS = {"signal_q": "signal/q", "signal_saturation": "signal/saturation",
+               "signal_dead": "signal/dead"}
+JAC_TAGS = {"signal_jac_mean_sq": "signal/jacobian/mean_sq",
+            "signal_jac_max": "signal/jacobian/max"}
+JAC_HIST_TAG = "signal/jacobian/log10_sigma"
 METRIC_TAGS = {c: f"hparams/final_{c}" for c in CURVES}
 DIVERGED_TAG = "hparams/diverged_epoch"
 LOWER, UPPER = "/minus_std", "/plus_std"
@@ -184,9 +194,45 @@ def _run_series(result: SweepResult, r: int) -> tuple[list[str], np.ndarray]:
     for stat in _layer_stats(result):
         tags += [f"{name}/{LAYER_TAGS[stat]}" for _, name in layers]
         cols.append(h[stat][r][:, index])
+    for stat in (s for s in SIGNAL_TAGS if s in h):  # hidden layers only
+        tags += [f"{name}/{SIGNAL_TAGS[stat]}" for _, name in layers[:-1]]
+        cols.append(h[stat][r][:, index[:-1]])
     values = np.concatenate(cols, axis=1).astype(np.float32)
     values[_last_good_epoch(result, r):] = np.nan
     return tags, values
+
+
+def _signal_events(result: SweepResult, r: int, wall: float,
+                   last: int) -> list[tuple[int, bytes]]:
+    """The signal probe's events of run ``r`` beyond :func:`_run_series`' per-epoch scalars:
+    its values at initialisation (step 0), the Jacobian's scalars and log10 σ histogram at
+    histogram epochs up to epoch ``last``, and at step 0. Empty without the probe."""
+    h = result.history
+    if SIGNAL_JAC_EDGES not in h:
+        return []
+    layers = _layers(int(result.runs.depth[r]), result.n_layers)[:-1]
+    tags, row = [], []
+    for stat, tag in SIGNAL_TAGS.items():
+        tags += [f"{name}/{tag}" for _, name in layers]
+        row += [h[stat + INIT_SUFFIX][r][i] for i, _ in layers]
+    tags += list(JAC_TAGS.values())
+    row += [h[stat + INIT_SUFFIX][r] for stat in JAC_TAGS]
+    out = scalar_events(wall, tags, np.asarray([row], np.float32), first_step=0)
+    epochs = np.asarray(h.get("hist_epochs", np.zeros(0, np.int32)))
+    counts = [(0, h["signal_jac_log_hist" + INIT_SUFFIX][r])]
+    if "signal_jac_mean_sq" in h and epochs.size:
+        ok = epochs <= last
+        vals = np.stack([h[s][r] for s in JAC_TAGS], axis=1)[ok]
+        for epoch, v in zip(epochs[ok].tolist(), vals):  # H <= a few dozen rows
+            out += scalar_events(wall, list(JAC_TAGS.values()), v[None], first_step=epoch)
+        counts += [(int(e), c) for e, c in zip(epochs[ok], h["signal_jac_log_hist"][r][ok])]
+    edges = np.asarray(h[SIGNAL_JAC_EDGES], np.float64)
+    tag = ld(1, JAC_HIST_TAG.encode())
+    for step, c in counts:
+        histo = counts_histogram(edges, c)
+        if histo is not None:
+            out.append((step, event(wall, step, ld(1, tag + ld(5, histo)))))
+    return out
 
 
 def _last_good_epoch(result: SweepResult, r: int) -> int:
@@ -240,6 +286,7 @@ def _run_events(result: SweepResult, r: int, finals: dict[str, np.ndarray]) -> l
     tags, values = _run_series(result, r)
     diverged = int(result.runs.diverged_epoch[r])
     timeline = scalar_events(wall, tags, values) + _histogram_events(
+        result, r, wall, _last_good_epoch(result, r)) + _signal_events(
         result, r, wall, _last_good_epoch(result, r))
     metrics = _final_metrics(finals, np.array([r]))
     if diverged >= 0:

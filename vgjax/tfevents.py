@@ -184,3 +184,23 @@ def _replace_event_file(path: Path, data: bytes, host: str) -> None:
     for p in old:
         if p != final:
             p.unlink()
+
+
+def counts_histogram(edges: np.ndarray, counts: np.ndarray) -> bytes | None:
+    """A ``HistogramProto`` of bucket ``counts`` [K] on ``edges`` [K+1], or None if empty.
+
+    Only counts are recorded, so min/max are the outer edges of the non-empty buckets and
+    sum/sum of squares use bucket centres; buckets outside the non-empty range are dropped,
+    as TensorBoard does on reading.
+    """
+    counts = np.asarray(counts, np.float64)
+    nonzero = np.flatnonzero(counts > 0)
+    if nonzero.size == 0:
+        return None
+    a, b = int(nonzero[0]), int(nonzero[-1]) + 1
+    centre = 0.5 * (edges[:-1] + edges[1:])
+    num = float(counts.sum())
+    head = HISTO_HEAD(0x09, float(edges[a]), 0x11, float(edges[b]), 0x19, num,
+                      0x21, float(counts @ centre), 0x29, float(counts @ centre ** 2))
+    return (head + ld(6, np.asarray(edges[a + 1:b + 1], "<f8").tobytes())
+            + ld(7, np.asarray(counts[a:b], "<f8").tobytes()))

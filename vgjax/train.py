@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 
 from vgjax import diagnostics as diag
+from vgjax import probes
 from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
 from vgjax.model import kernel_mask
+from vgjax.result import INIT_SUFFIX, SIGNAL_JAC, SIGNAL_LAYER_STATS
 from vgjax.step import Batch, Step, bce, make_step
 
 # Final parameters, when kept, come back under these history-style keys ([R, ...] each).
@@ -73,11 +75,36 @@ def batch_indices(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
 class EpochStats(NamedTuple):
     """Per-epoch outputs of one run: curves [4] (train/test loss, train/test accuracy) and
     layer stats [3, L] (grad mean |g|, grad norm, weight L1), plus optional test-gradient
-    stats [2, L]."""
+    stats [2, L] and, with the signal probe, hidden-layer probes [3, D] (q, saturation,
+    dead share; see :data:`SIGNAL_LAYER_KEYS`)."""
 
     curves: jax.Array
     layers: jax.Array
     test_layers: jax.Array | None
+    signal: jax.Array | None = None
+
+
+# History names of the signal probe (``Config.probes`` has "signal"); shapes in vgjax.result.
+SIGNAL_LAYER_KEYS, SIGNAL_JAC_KEYS = SIGNAL_LAYER_STATS, SIGNAL_JAC
+
+
+def signal_layer_stats(config: Config, params, x: jax.Array, depth, width) -> jax.Array:
+    """[3, D] q^l, saturated share and dead share of the padded hidden stack of ``params``
+    on the points ``x`` [N, F] (rows in :data:`SIGNAL_LAYER_KEYS` order; NaN for layers >=
+    depth). One forward pass under ``lax.scan`` (:func:`vgjax.probes.layer_probes`)."""
+    p = probes.layer_probes((params["kernels"], params["biases"]), x, config.activation,
+                            depth=depth, width=width)
+    return jnp.stack([p["q"], p["saturation"], p["dead"]])
+
+
+def signal_jacobian(config: Config, params, x: jax.Array, depth, width
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The input-output Jacobian's (mean σ² [], max σ [], log10 σ counts [K] int32) over the
+    points ``x`` [N, F] (:func:`vgjax.probes.jacobian_probes`, buckets
+    :data:`vgjax.probes.LOG_SIGMA_EDGES`)."""
+    j = probes.jacobian_probes((params["kernels"], params["biases"]), x, config.activation,
+                               depth=depth, width=width, n_in=x.shape[-1])
+    return j["jac_mean_sq"], j["jac_max"], j["jac_log_hist"]
 
 
 def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = None,
@@ -90,10 +117,15 @@ def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = No
     grad_hist_stats/weight_hist_stats [H, L, 4]; with ``config.test_gradients``
     test_grad_mean_abs/test_grad_norm [E, L]; with ``keep_params`` the final parameters as
     ``param_kernels`` [D, P, P], ``param_biases`` [D, P], ``param_out_kernel``,
-    ``param_out_bias``. Statistics of absent layers and of epochs from the one that diverged
-    on are NaN. ``step`` defaults to ``make_step(config, max_depth=max_depth, p=p)``.
+    ``param_out_bias``. With ``"signal" in config.probes``, on the training set:
+    signal_q/signal_saturation/signal_dead [E, D] at each epoch's end and ``..._init`` [D]
+    before training; signal_jac_mean_sq/signal_jac_max [H] and signal_jac_log_hist [H, K]
+    at histogram epochs and ``..._init`` ([], [], [K]) before training. Statistics of absent
+    layers and of epochs from the one that diverged on are NaN. ``step`` defaults to
+    ``make_step(config, max_depth=max_depth, p=p)``.
     """
     step = step or make_step(config, max_depth=max_depth, p=p)
+    probing = "signal" in config.probes
     n_layers = max_depth + 1
     steps = config.steps_per_epoch
     every = config.hist_every
@@ -156,24 +188,37 @@ def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = No
                     spec.depth, spec.width)
                 test_stats = jnp.stack([diag.abs_sums(tg) / jnp.maximum(counts, 1.0),
                                         diag.l2_norms(tg)])
+            signal = (signal_layer_stats(config, params, data.x_train, spec.depth, spec.width)
+                      if probing else None)
             stats = EpochStats(jnp.stack([train_loss, test_loss, train_acc, test_acc]),
-                               layer_stats, test_stats)
+                               layer_stats, test_stats, signal)
             if bufs is not None:
                 def store(bufs):
                     # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.
                     h = (epoch + 1) // every - 1
                     whist = diag.histogram(params, hidden_mask, out_mask)
+                    jac = (signal_jacobian(config, params, data.x_train, spec.depth, spec.width)
+                           if probing else ())
                     put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, h, 0)
-                    return tuple(map(put, bufs, (*ghist, *whist)))
+                    return tuple(map(put, bufs, (*ghist, *whist, *jac)))
                 bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
             return (state, bufs), stats
 
         bufs0 = None
         if n_hist > 0:
             bufs0 = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
+            if probing:
+                bufs0 += tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_jac())
+        if probing:  # before the first step: the initialisation's signal
+            init = state.params
+            init_layers = signal_layer_stats(config, init, data.x_train, spec.depth, spec.width)
+            init_jac = signal_jacobian(config, init, data.x_train, spec.depth, spec.width)
         epochs = jnp.arange(config.epochs, dtype=jnp.int32)
         (state, bufs), stats = jax.lax.scan(run_epoch, (state, bufs0), epochs)
         out = finish(config, stats, bufs, present, epochs)
+        if probing:
+            out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_LAYER_KEYS, init_layers)})
+            out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_JAC_KEYS, init_jac)})
         if keep_params:
             out.update({PARAM_PREFIX + k: state.params[k] for k in PARAM_KEYS})
         return out
@@ -191,9 +236,12 @@ def finish(config: Config, stats: EpochStats, bufs, present: jax.Array,
     every = config.hist_every
     n_layers = present.shape[0]
     out: dict[str, jax.Array] = {}
+    probing = "signal" in config.probes
     if every > 0:
         if bufs is None:  # hist_every > epochs: no histogram epoch at all
             bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
+            if probing:
+                bufs += tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_jac())
         out.update(grad_hist=bufs[0], grad_hist_stats=bufs[1],
                    weight_hist=bufs[2], weight_hist_stats=bufs[3])
     finite = jnp.isfinite(stats.curves).all(axis=1) & jnp.isfinite(stats.layers).all(axis=(1, 2))
@@ -219,7 +267,22 @@ def finish(config: Config, stats: EpochStats, bufs, present: jax.Array,
             keep = hist_ok[:, None] & present[None, :]
             out[name] = jnp.where(keep[:, :, None], out[name], 0)
             out[name + "_stats"] = jnp.where(keep[:, :, None], out[name + "_stats"], jnp.nan)
+        if probing:  # the Jacobian of a diverged epoch: NaN summary, no counts
+            mean_sq, smax, counts = bufs[4:7]
+            out.update(signal_jac_mean_sq=jnp.where(hist_ok, mean_sq, jnp.nan),
+                       signal_jac_max=jnp.where(hist_ok, smax, jnp.nan),
+                       signal_jac_log_hist=jnp.where(hist_ok[:, None], counts, 0))
+    if probing:  # hidden layers only: the first D entries of the layer mask
+        ok = valid_epoch[:, None] & present[None, :n_layers - 1]
+        sig = jnp.where(ok[:, None, :], stats.signal, jnp.nan)
+        out.update({k: sig[:, i] for i, k in enumerate(SIGNAL_LAYER_KEYS)})
     return out
+
+
+def _empty_jac() -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Placeholders of one Jacobian summary: mean σ² [], max σ [], log10 σ counts [K]."""
+    k = probes.LOG_SIGMA_EDGES.shape[0] - 1
+    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((k,), jnp.int32)
 
 
 def _empty_hist(n_layers: int) -> tuple[jax.Array, jax.Array]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZERS, Config,
-                          parse_float_list)
+from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZERS, PROBES,
+                          Config, parse_float_list)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,6 +49,10 @@ def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = 
     p.add_argument("--bias-var", default=None, metavar="LIST",
                    help="sigma_b^2 >= 0, a comma list (several values: a grid axis); biases "
                         f"drawn N(0, sigma_b^2), 0 keeps zero biases (default {d.bias_var})")
+    p.add_argument("--probe", default=None, metavar="LIST",
+                   help=f"probes to record while training, a comma list of: {', '.join(PROBES)} "
+                        "(per-layer q, saturation, dead units, input-output Jacobian; "
+                        "uses the vmap engine; default: none)")
 
 
 def _variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -72,7 +76,14 @@ def _config_from(args: argparse.Namespace) -> Config:
                   optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                   epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
                   hist_every=args.hist_every, test_gradients=args.test_gradients,
-                  data=args.data, loss=args.loss, **_variance_axes(args)[0])
+                  data=args.data, loss=args.loss, probes=_probes(args),
+                  **_variance_axes(args)[0])
+
+
+def _probes(args: argparse.Namespace) -> tuple[str, ...]:
+    """--probe's comma list (names are checked by config validation)."""
+    text = getattr(args, "probe", None)
+    return () if text is None else tuple(part.strip() for part in text.split(","))
 
 
 def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:

@@ -33,15 +33,30 @@ def _print_groups(summary: dict) -> None:
               f"{fmt(g['final_test_accuracy']):>15}  {g['share_learn']:.2f}")
 
 
+# show --layers: (history array, what it is); the signal probe's rows only when recorded.
+_LAYER_TABLES = (("grad_mean_abs", "final mean |dL/dW| per layer"),
+                 ("signal_saturation", "final saturated share (|φ′| < 0.05) per hidden layer"),
+                 ("signal_dead", "final dead-unit share per hidden layer"))
+
+
 def _print_layers(result) -> None:
-    """Per config and layer: seed mean of the final mean |dL/dW| (needs history.npz)."""
+    """Per config and layer: seed mean of the final mean |dL/dW| (needs history.npz), and
+    of the saturated and dead shares when the signal probe recorded them."""
+    for stat, what in _LAYER_TABLES:
+        if stat in result.history:
+            _print_layer_table(result, stat, what)
+
+
+def _print_layer_table(result, stat: str, what: str) -> None:
     import numpy as np
 
     from vgjax.result import final_metric, group_indices, seed_stats
-    final = final_metric(result, "grad_mean_abs")  # [R, L]
+    final = final_metric(result, stat)  # [R, L] (or [R, D]: hidden layers only)
     n_layers = final.shape[1]
-    names = [f"h{i + 1}" for i in range(n_layers - 1)] + ["out"]
-    print("final mean |dL/dW| per layer (seed mean; '-' where the config lacks the layer)")
+    names = [f"h{i + 1}" for i in range(n_layers)]
+    if n_layers == result.n_layers:
+        names[-1] = "out"
+    print(f"{what} (seed mean; '-' where the config lacks the layer)")
     print(f"{'config':>22}  " + " ".join(f"{n:>9}" for n in names))
     for key, idx in group_indices(result).items():
         mean = seed_stats(final[idx])["mean"]

@@ -3,7 +3,8 @@
 One module per figure kind: :mod:`~vgjax.figures.dataset`, :mod:`~vgjax.figures.curves`
 (learning curves), :mod:`~vgjax.figures.layers` (a per-layer statistic over epochs: gradients,
 weight norms), :mod:`~vgjax.figures.profile` (gradients across layers),
-:mod:`~vgjax.figures.depth` (depth study), :mod:`~vgjax.figures.heatmap` (width x depth);
+:mod:`~vgjax.figures.depth` (depth study), :mod:`~vgjax.figures.heatmap` (width x depth),
+:mod:`~vgjax.figures.signal` (signal probe: saturation over epochs, dead units by depth);
 :mod:`~vgjax.figures._common` holds what they share.
 
 Every ``plot_*`` function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, no
@@ -26,11 +27,13 @@ from vgjax.figures.depth import make_depth_study, plot_depth_study
 from vgjax.figures.heatmap import make_heatmap, plot_width_depth_heatmap
 from vgjax.figures.layers import make_layer_stat, plot_layer_gradients, plot_weight_norms
 from vgjax.figures.profile import make_gradient_profile, plot_gradient_profile
+from vgjax.figures.signal import make_dead_units, make_saturation, plot_dead_units, plot_saturation
 
 __all__ = [
     "describe", "save_png",
     "make_dataset", "make_depth_study", "make_gradient_profile", "make_heatmap",
-    "make_layer_stat", "make_learning_curves",
+    "make_layer_stat", "make_learning_curves", "make_dead_units", "make_saturation",
     "plot_dataset", "plot_depth_study", "plot_gradient_profile", "plot_layer_gradients",
     "plot_learning_curves", "plot_weight_norms", "plot_width_depth_heatmap",
+    "plot_dead_units", "plot_saturation",
 ]
