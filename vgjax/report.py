@@ -18,6 +18,7 @@ import numpy as np
 
 from vgjax import experiments as ex
 from vgjax.outdir import SUMMARY_NAME
+from vgjax.report_signal import signal_sections
 from vgjax.store import atomic_write_text, dumps_json, jsonable, sanitize_name
 from vgjax.summary import load_summary
 from vgjax.result import SweepResult, final_metric, seed_stats
@@ -185,11 +186,12 @@ def render(out: str | Path) -> str:
     """The report of everything in ``out`` as Markdown (figure links relative to ``out``)."""
     out = Path(out)
     summaries, tables = _load_all(out)
-    threshold = next(iter(summaries.values()), {}).get("learn_threshold", ex.LEARN_THRESHOLD)
+    tutorial_summaries = {n: s for n, s in summaries.items() if n in ex.in_group("tutorial")}
+    threshold = next(iter(tutorial_summaries.values()), {}).get("learn_threshold", ex.LEARN_THRESHOLD)
     lines = [
         "# vgjax reproduction: *How to Fix the Vanishing Gradients Problem Using the ReLU*",
         "",
-        f"Every number is over {_protocol(summaries)}, "
+        f"Every number is over {_protocol(tutorial_summaries)}, "
         "the tutorial's protocol (two circles, 500 train / 500 test points, SGD lr 0.01 "
         "momentum 0.9, batch 32) unless the experiment says otherwise. The tutorial reports "
         "single runs. A run *learns* when it did not diverge and its final test accuracy is "
@@ -199,8 +201,9 @@ def render(out: str | Path) -> str:
         "share that learns | diverged |",
         "|---|---|---|---|---|---|---|",
     ]
+    tutorial = set(ex.in_group("tutorial"))
     for name, summary in summaries.items():
-        if name != "tanh-breadth":
+        if name != "tanh-breadth" and name in tutorial:
             lines += _config_rows(name, ex.get(name), summary)
     if "tanh-breadth" in summaries:
         lines += ["", "## tanh-breadth (extension 5): final test accuracy (share that learns)",
@@ -216,11 +219,12 @@ def render(out: str | Path) -> str:
                   "", *_weight_lines(tables["weight-norms"])]
     lines += ["", "## Figures", ""]
     for name, exp in ex.EXPERIMENTS.items():
-        for fig in exp.figures:
+        for fig in exp.figures if name in tutorial else ():
             if (out / sanitize_name(name) / fig).is_file():
                 rel = f"{sanitize_name(name)}/{fig}"
                 lines += [f"### {name}: {Path(fig).stem.replace('_', ' ')}", "",
                           f"![{name}]({rel})", ""]
+    lines += signal_sections(out, tables, summaries)
     lines += ["TensorBoard logs (not committed): `tensorboard --logdir "
               f"{(out / 'tensorboard').as_posix()}`", ""]
     return "\n".join(lines) + benchmark_section(out)
