@@ -36,13 +36,28 @@ TEXT: dict[str, str] = {
         "mean-field prediction σ_w² Πχ. Details in [jacobian-spectra/README.md]"
         "(jacobian-spectra/README.md)."),
     "signal-propagation": (
-        "Fresh tanh nets (Gaussian weights N(0, σ_w²/fan_in), σ_b² = 0.05, width 256, depth "
-        "48, 8 seeds) on the digits training points, in the ordered (σ_w² = ½ the critical "
-        "value), critical (χ₁ = 1) and chaotic (2×) phases. Measured q^l (mean h_l² over "
-        "256 points and the units) against the q-map iterated from each point's own q⁰, and "
-        "the per-point squared gradient norm of each layer's kernel relative to the last "
-        "hidden layer against the theory (‖a^{l−1}‖² Π χ(q^k) on the q-trajectory) and "
-        "χ₁^{L−l} (Schoenholz et al. 2017, Sec. 4; Poole et al. 2016, Fig. 1)."),
+        "Fresh tanh nets (Gaussian weights N(0, σ_w²/fan_in) from `vgjax.model.init_params`, "
+        "σ_b² = 0.05, width 256, depth 48, 8 seeds) on the digits training points, in the "
+        "ordered (σ_w² = ½ × critical), critical (χ₁ = 1) and chaotic (2 × critical) phases, "
+        "at initialisation. Left figure: measured q^l (mean h_l² over 256 points and the "
+        "units; mean ± std over seeds) against the q-map iterated from each point's own q⁰ "
+        "(q¹ = σ_w² mean(x²) + σ_b², since the first layer reads the 64 raw pixels). Right "
+        "figure: each layer's per-point squared kernel-gradient norm (`Step.loss_and_grads` on "
+        "batches of one point, 16 points) relative to the last hidden layer, against the "
+        "theory ‖a^{l−1}‖² Π_{k=l}^{L−1} χ(q^k) on the q-trajectory and the plain χ₁^{L−l}. "
+        "**What it shows:** the length map converges to q* within ~5 layers in every phase "
+        "and the measurement follows it within its seed scatter (≤ 5 % off at every layer "
+        "shown in the table); gradients shrink by χ₁ = 0.695 per layer going down in the "
+        "ordered phase (10⁻⁸ across 48 layers, measured 1.35·10⁻⁸ against 1.49·10⁻⁸ on the "
+        "q-trajectory) and grow by χ₁ = 1.28 in the chaotic one (2.2·10⁴ against 2.2·10⁴), "
+        "exactly the exponential vanishing/exploding that Schoenholz et al. (2017, Sec. 4 "
+        "and Fig. 3) derive and Poole et al. (2016) observe for q^l. χ₁^{L−l} alone "
+        "over-predicts layer 1 by the factor of the first layers' transient (q¹ ≠ q*) and "
+        "the 64-pixel input (‖x‖² instead of ‖φ(h)‖²); the q-trajectory theory includes "
+        "both. At criticality the theory says 'flat'; the measurement is flat to within "
+        "0.75–1 (seed scatter ±0.2), the finite-width (1/256) corrections that accumulate "
+        "only where nothing is exponential — the paper's statement is about the exponent, "
+        "which is 0 here to the accuracy one can read."),
     "phase-diagram": (
         "Final training accuracy over σ_w² × depth for tanh nets with σ_b² = 0.05, "
         "the analogue of Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve "
@@ -58,7 +73,17 @@ def _protocol(summary: dict[str, Any]) -> str:
             f"{min(g['weight_vars'])}–{max(g['weight_vars'])} ({len(g['weight_vars'])} values), "
             f"{c['init']} init, {c['optimizer']} lr {c['lr']:g} momentum {c['momentum']:g}, "
             f"batch {c['batch_size']}, {c['epochs']} epochs, "
-            f"{len(g['seeds'])} seed{'s' if len(g['seeds']) != 1 else ''}.")
+            f"{len(g['seeds'])} seed{'s' if len(g['seeds']) != 1 else ''}."
+            + _timing(summary))
+
+
+def _timing(summary: dict[str, Any]) -> str:
+    t = summary.get("timing") or {}
+    if "train_s" not in t:
+        return ""
+    device = summary.get("versions", {}).get("device", "this machine")
+    return (f" Run time: compile {t.get('compile_s', 0.0):.0f} s, training {t['train_s']:.0f} s "
+            f"({device}).")
 
 
 def signal_sections(out: Path, tables: dict[str, dict], summaries: dict[str, dict]) -> list[str]:

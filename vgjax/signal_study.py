@@ -10,7 +10,8 @@ averages. Gradients are per point (batches of one through :meth:`Step.loss_and_g
 quantity the theory predicts: ‖∂ℓ/∂W^l‖² = ‖a^{l−1}‖² ‖δ^l‖² with ‖δ^l‖² shrinking or growing
 by χ(q^l) = σ_w² E[φ′(√q^l z)²] per layer going down (χ₁ at q^l = q*).
 
-:func:`compute` vmaps one net's measurement over seeds x σ_w² (one compiled program);
+:func:`compute` maps one net's measurement over seeds x σ_w² in vmapped batches (one
+compiled program);
 :func:`write` draws the figures and writes ``tables.json`` and ``data.json``.
 """
 
@@ -50,13 +51,14 @@ def phase_weight_vars(bias_var: float = BIAS_VAR) -> dict[str, float]:
 
 
 def measure(config: Config, x: jax.Array, y: jax.Array, seeds, weight_vars, *, depth: int,
-            width: int, n_grad: int) -> tuple[jax.Array, jax.Array]:
+            width: int, n_grad: int, batch: int = 3) -> tuple[jax.Array, jax.Array]:
     """Measured q^l and per-point squared gradient norms of fresh nets, one per (seed, σ_w²).
 
     Args:
       config: the protocol (activation, init, bias_var, data dims); x [N, F], y [N]: points.
       seeds: [S] ints; weight_vars: [W] floats; depth, width: the nets' shape.
       n_grad: the first ``n_grad`` points give per-point gradients.
+      batch: nets vmapped together (``lax.map`` over batches bounds the memory; one jit).
     Returns:
       (q [S, W, depth]: mean of h_l² over points and units; g2 [S, W, depth + 1]: mean over
       the points of ‖∂ℓ/∂W‖² per layer, hidden layers then the output layer).
@@ -75,8 +77,14 @@ def measure(config: Config, x: jax.Array, y: jax.Array, seeds, weight_vars, *, d
         g2 = jax.lax.map(point_g2, (x[:n_grad], y[:n_grad])).mean(axis=0)
         return q, g2
 
-    grid = jax.vmap(jax.vmap(one, (None, 0)), (0, None))
-    return jax.jit(grid)(jnp.asarray(seeds), jnp.asarray(weight_vars, jnp.float32))
+    @jax.jit
+    def grid(seeds, weight_vars):
+        s, w = (a.ravel() for a in jnp.meshgrid(seeds, weight_vars, indexing="ij"))
+        # vmapped a batch of nets at a time: all 24 nets at once hold ~16 GB at depth 48
+        q, g2 = jax.lax.map(lambda sw: one(*sw), (s, w), batch_size=batch)
+        return (q.reshape(len(seeds), len(weight_vars), -1),
+                g2.reshape(len(seeds), len(weight_vars), -1))
+    return grid(jnp.asarray(seeds), jnp.asarray(weight_vars, jnp.float32))
 
 
 def predict(x: jax.Array, weight_var, bias_var, activation, depth: int, width: int
