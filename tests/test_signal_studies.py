@@ -174,3 +174,34 @@ def test_phase_diagram_figure_and_table(tiny_phase, tmp_path):
     rows = [r for r in first.splitlines() if r.startswith("| 3 |") or r.startswith("| 1 |")]
     assert [r.split("|")[1].strip() for r in rows] == ["3", "1"]   # deepest first
     assert f"σ_w² = {crit:.3f}" in md
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def test_report_sections_from_a_copy_of_results(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from vgjax import report
+    from vgjax.report_signal import HEADING
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    clone = tmp_path / "results"
+    shutil.copytree(results, clone, ignore=shutil.ignore_patterns("*.npz", "chunks",
+                                                                  "tensorboard", ".*"))
+    full = report.render(clone)
+    head, signal = full.split(HEADING)
+    assert "| phase-diagram |" not in head          # not a row of the tutorial's table
+    for name in SIGNAL:
+        assert f"### {name}: " in signal
+        for fig in ex.get(name).figures:
+            assert f"]({name}/{fig})" in signal and (clone / name / fig).is_file()
+        md = json.loads((clone / name / "tables.json").read_text())["markdown"]
+        assert md.strip() in signal
+    shutil.rmtree(clone / "phase-diagram")
+    less = report.render(clone)
+    assert less.split(HEADING)[0] == head and "### phase-diagram:" not in less
+    for name in SIGNAL[:-1]:
+        shutil.rmtree(clone / name)
+    assert HEADING not in report.render(clone)

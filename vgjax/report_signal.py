@@ -59,9 +59,28 @@ TEXT: dict[str, str] = {
         "only where nothing is exponential — the paper's statement is about the exponent, "
         "which is 0 here to the accuracy one can read."),
     "phase-diagram": (
-        "Final training accuracy over σ_w² × depth for tanh nets with σ_b² = 0.05, "
-        "the analogue of Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve "
-        "(white) drawn from `vgjax.theory`."),
+        "Final training accuracy over σ_w² × depth for tanh nets with σ_b² = 0.05 "
+        "(Gaussian weights, width 64), the analogue of Schoenholz et al. 2017's Fig. 5, with "
+        "their 6 ξ_c curve (white; dashed: 3 ξ_c) and the critical σ_w² = 1.761 drawn from "
+        "`vgjax.theory`. One grid, one compiled program (the vmap engine; chunks of 2 runs "
+        "as its memory rule chose). **What it shows:** on the ordered side the trainable "
+        "depth grows with ξ_c as the theory says — at σ_w² = 1 nets train to depth 18 and "
+        "not beyond 24 (6 ξ_c = 21.8), at 1.25 to 24–30 (6 ξ_c = 40.8) — and the trainable "
+        "region widens towards criticality. Away from the ordered edge the boundary here is "
+        "set by the training budget, not by ξ_c: after 160 steps no net deeper than 36 "
+        "layers has learned (chance is 0.10), even near χ₁ = 1 where 6 ξ_c is in the "
+        "hundreds, and on the chaotic side (σ_w² ≥ 2.5) the trainable depth (30–36) lies "
+        "between 3 ξ_c and 6 ξ_c rather than on 6 ξ_c. Schoenholz et al. state 6 ξ_c as the "
+        "limit at long training; they too report that deep nets near criticality need many "
+        "steps. **How it differs from the paper:** MNIST there (50 000+ images of 784 "
+        "pixels, thousands of SGD/RMSProp steps, depths to several hundred, wider nets, "
+        "averaged over runs); here scikit-learn's digits (the first 500 of 8 × 8 images "
+        "to train, 100 to test), width 64, depths 6–60, 160 Adam steps (8 epochs, batch "
+        "25, lr 0.001), one seed — sized to run in about 20 minutes on a 2-core CPU "
+        "(measured: 20 min 46 s wall on the shared machine, where the run got about 0.4 of "
+        "its 2 cores; estimated 5–10 min on a quiet one). A longer budget (`vgjax run "
+        "phase-diagram --epochs N`) moves the training-time ceiling up; the ordered edge "
+        "is what this run resolves."),
 }
 
 
@@ -71,7 +90,8 @@ def _protocol(summary: dict[str, Any]) -> str:
             f"test points), width {', '.join(map(str, g['widths']))}, depths "
             f"{min(g['depths'])}–{max(g['depths'])} ({len(g['depths'])} values), σ_w² "
             f"{min(g['weight_vars'])}–{max(g['weight_vars'])} ({len(g['weight_vars'])} values), "
-            f"{c['init']} init, {c['optimizer']} lr {c['lr']:g} momentum {c['momentum']:g}, "
+            f"{c['init']} init, {c['optimizer']} lr {c['lr']:g}"
+            + (f" momentum {c['momentum']:g}" if c["optimizer"] == "sgd" else "") + ", "
             f"batch {c['batch_size']}, {c['epochs']} epochs, "
             f"{len(g['seeds'])} seed{'s' if len(g['seeds']) != 1 else ''}."
             + _timing(summary))
