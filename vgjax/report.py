@@ -4,7 +4,9 @@ The report is a function of the files in ``OUT`` alone, never of what was just t
 sweep-shaped experiment contributes the rows of its ``OUT/NAME/summary.json``, each
 figure-only experiment the numbers of its ``OUT/NAME/tables.json``, every experiment the PNGs
 it declares (:attr:`vgjax.experiments.Experiment.figures`) that exist, and
-``OUT/benchmark.json`` the benchmark section. So running any subset of experiments rebuilds
+``OUT/benchmark.json`` the benchmark section. The tutorial group fills the accuracy table
+and the figure list; the signal group gets its own sections (:mod:`vgjax.report_signal`).
+So running any subset of experiments rebuilds
 the whole report, and a fresh clone (which has no ``history.npz``) can rebuild it too.
 """
 
