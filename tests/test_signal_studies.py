@@ -116,14 +116,16 @@ def test_gradient_ratios_follow_chi1(wide):
         assert p["g2_ratio_chi1"] == pytest.approx([p["chi1"] ** (3 - l) for l in range(4)])
 
 
-def test_signal_write(tmp_path, monkeypatch):
-    monkeypatch.setattr(ss, "PHASE_MULTIPLES", (("ordered", 0.5), ("chaotic", 2.0)))
-    paths = ss.write(tmp_path, seeds=(0, 1), depth=3, width=64, n_points=8, n_grad=1)
+def test_signal_write(tmp_path, wide):
+    paths = ss.write(tmp_path, data=wide)
     assert {p.name for p in paths} == {"q_per_layer.png", "grad_per_layer.png", "data.json",
                                        "tables.json"}
+    assert json.loads((tmp_path / "data.json").read_text()) == wide
     table = json.loads((tmp_path / "tables.json").read_text())["markdown"]
-    assert [line.split("|")[1].strip() for line in table.splitlines()[2:]] == ["ordered",
-                                                                             "chaotic"]
+    rows = table.splitlines()[2:]
+    assert [r.split("|")[1].strip() for r in rows] == ["ordered", "critical", "chaotic"]
+    for r, p in zip(rows, wide["phases"].values()):   # q^1 cell: measured ± std (theory)
+        assert f"{p['q_mean'][0]:.3f} ± {p['q_std'][0]:.3f} ({p['q_theory'][0]:.3f})" in r
 
 
 # ------------------------------------------------------------------------ phase-diagram

@@ -153,14 +153,15 @@ def table(data: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write(exp_dir: Path, **kwargs) -> list[Path]:
-    """Compute the study and write ``q_per_layer.png``, ``grad_per_layer.png``,
-    ``data.json`` and the report's ``tables.json`` into ``exp_dir``; the paths written."""
+def write(exp_dir: Path, data: dict | None = None, **kwargs) -> list[Path]:
+    """Compute the study (``compute(**kwargs)``, unless ``data`` gives its result) and write
+    ``q_per_layer.png``, ``grad_per_layer.png``, ``data.json`` and the report's
+    ``tables.json`` into ``exp_dir``; the paths written."""
     from vgjax.figures import signal as fig
     from vgjax.report import write_tables
 
     exp_dir.mkdir(parents=True, exist_ok=True)
-    data = compute(**kwargs)
+    data = compute(**kwargs) if data is None else data
     atomic_write_text(exp_dir / "data.json", json.dumps(data, allow_nan=False))
     paths = [fig.plot_q_per_layer(data, exp_dir / "q_per_layer.png"),
              fig.plot_grad_per_layer(data, exp_dir / "grad_per_layer.png")]
