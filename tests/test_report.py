@@ -52,13 +52,19 @@ def test_show_without_history(clone, name, capsys):
     summary = json.loads((exp_dir / "summary.json").read_text())
     rows = _table_lines(out)
     assert len(rows) == len(summary["groups"])
-    # Oracle: mean test accuracy per (depth, width) straight from the per-run rows.
+    # The group columns are the header's fields before 'seeds' (depth, width, lr, and
+    # weight_var / bias_var where the grid has that axis).
+    header = next(line.split() for line in out.splitlines() if "seeds" in line.split())
+    keys = header[:header.index("seeds")]
+    assert keys[:3] == ["depth", "width", "lr"]
+    # Oracle: mean test accuracy per group straight from the per-run rows.
     runs = summary["runs"]
     for cells in rows:
-        depth, width = int(cells[0]), int(cells[1])
+        want = dict(zip(keys, map(float, cells[:len(keys)])))
         acc = np.array([r["final_test_accuracy"] for r in runs
-                        if r["depth"] == depth and r["width"] == width], np.float64)
-        test_mean = float(cells[7])
+                        if all(float(f"{r[k]:.4g}") == v for k, v in want.items())], np.float64)
+        assert acc.size == len(summary["grid"]["seeds"])
+        test_mean = float(cells[len(keys) + 4])
         assert test_mean == pytest.approx(acc.mean(), abs=5e-4)
         assert float(cells[-1]) == pytest.approx(np.mean(acc >= np.float32(0.7)), abs=5e-3)
     assert f"{len(runs)} runs, {summary['config']['epochs']} epochs, 0 diverged" in out

@@ -223,9 +223,10 @@ def test_tensorboard_mean(out, name):
 def test_cli_list():
     r = run_cli("list")
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    assert len(lines) == len(EXPERIMENTS)  # every entry, in order (next line)
+    lines = [line for line in r.stdout.splitlines() if not line.startswith("[")]
+    assert len(lines) == len(EXPERIMENTS)
     assert [line.split()[0] for line in lines] == list(EXPERIMENTS)
+    assert len([n for n, e in EXPERIMENTS.items() if e.group == "tutorial"]) == 11
 
 
 @pytest.mark.parametrize("command", ["run", "reproduce", "sweep", "show"])

@@ -1,4 +1,4 @@
-"""Host-side numbers and figures of the signal probe (vgjax.signal_results, figures.signal,
+"""Host-side numbers and figures of the signal probe (vgjax.signal_results, figures.unit_states,
 the report sections), on a small hand-built result whose answers are counted by hand."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vgjax import report
+from vgjax import report_signal as report
 from vgjax import signal_results as sr
 from vgjax.figures import make_dead_units, make_saturation
 from vgjax.result import RunTable, SweepResult

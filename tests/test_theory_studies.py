@@ -10,16 +10,16 @@ from vgjax.cli import main
 from vgjax import theory_studies as ft
 
 
-def test_init_layers_variances_and_orthogonality():
-    k, b = ft.init_layers(jax.random.PRNGKey(0), 3, 64, 1.7, 0.2, "gaussian")
+def test_init_stack_variances_and_orthogonality():
+    k, b = ft.init_stack(jax.random.PRNGKey(0), 3, 64, 1.7, 0.2, "gaussian")
     assert k.shape == (3, 64, 64) and b.shape == (3, 64)
     assert float(np.var(np.asarray(k))) * 64 == pytest.approx(1.7, rel=0.05)
     assert float(np.var(np.asarray(b))) == pytest.approx(0.2, rel=0.2)
-    k, _ = ft.init_layers(jax.random.PRNGKey(1), 2, 32, 1.7, 0.0, "orthogonal")
+    k, _ = ft.init_stack(jax.random.PRNGKey(1), 2, 32, 1.7, 0.0, "orthogonal")
     for m in np.asarray(k, np.float64):
         np.testing.assert_allclose(m @ m.T, 1.7 * np.eye(32), atol=1e-5)
     with pytest.raises(ValueError, match="scheme: 'haar'"):
-        ft.init_layers(jax.random.PRNGKey(0), 1, 4, 1.0, 0.0, "haar")
+        ft.init_stack(jax.random.PRNGKey(0), 1, 4, 1.0, 0.0, "haar")
 
 
 def test_predicted_mean_sq_closed_forms():

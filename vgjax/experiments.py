@@ -1,16 +1,22 @@
-"""The tutorial's experiments and its five extensions, as named configurations.
+"""The tutorial's experiments, its five extensions and the signal-propagation studies, as
+named configurations.
 
-Each sweep-shaped experiment is one grid (one compiled program) of seeds x depths x widths.
-``gradients`` and ``weight-norms`` train nothing of their own: they read the ``deep-tanh``
-and ``deep-relu`` sweeps (which record test-set gradients, as the tutorial's Keras callback
-did) and draw their figures.
+Each sweep-shaped experiment is one grid (one compiled program) of seeds x depths x widths
+(x learning rates x sigma_w^2 x sigma_b^2 where it names those axes). ``gradients`` and
+``weight-norms`` train nothing of their own: they read the ``deep-tanh`` and ``deep-relu``
+sweeps (which record test-set gradients, as the tutorial's Keras callback did) and draw their
+figures. Figure-only studies (``theory``, ``jacobian-spectra``, ``signal-propagation``)
+compute at initialisation and train nothing.
+
+Experiments come in groups: ``tutorial`` (what ``vgjax reproduce`` runs by default) and
+``signal`` (theory beside measurement, issue #12; ``vgjax reproduce --group signal``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vgjax.config import Config, check_choice
+from vgjax.config import Config, Grid, check_choice
 # A run "learns" when it did not diverge and its final test accuracy is >= 0.7 (chance is
 # 0.5; the tutorial's working models reach 0.82-0.84 and its failing one 0.47). Defined
 # once, in vgjax.result; re-exported because the experiments are judged by it.
@@ -20,9 +26,24 @@ from vgjax.result import LEARN_THRESHOLD  # noqa: F401
 # to a few GB; `vgjax sweep --hist-every 1` gives the tutorial's every-epoch histograms.
 _HIST_EVERY = 25
 
+GROUPS = ("tutorial", "signal")
+
 TANH_U = Config(activation="tanh", init="uniform", output_init="uniform", hist_every=_HIST_EVERY)
 RELU_HE = Config(activation="relu", init="he_uniform", output_init="glorot_uniform",
                  hist_every=_HIST_EVERY)
+
+# The trainability phase diagram (Schoenholz et al. 2017, Fig. 5, on offline data): tanh,
+# Gaussian N(0, sigma_w^2/fan_in) weights, sigma_b^2 = 0.05, on scikit-learn's digits (the
+# first 600 images: 500 to train, 100 to test), Adam (Schoenholz et al. also train with
+# RMSProp) for 8 epochs of 20 steps. One seed: sized to run in about 20 minutes on the 2-core
+# reference machine (results/README.md gives the measured time); the vmap engine computes
+# every run to the grid's largest depth, so the cost is runs x 60 layers.
+PHASE_WIDTH = 64
+PHASE_DEPTHS = tuple(range(6, 61, 6))
+PHASE_WEIGHT_VARS = tuple(round(1.0 + 0.25 * i, 4) for i in range(13))
+PHASE = Config(activation="tanh", init="normal", output_init="normal", bias_var=0.05,
+               data="digits", n_samples=600, n_train=500, batch_size=25, optimizer="adam",
+               lr=0.001, epochs=8, hist_every=0)
 
 
 def _probed(config: Config) -> Config:
@@ -38,7 +59,8 @@ class Experiment:
     seeds come from the command line); prefix: TensorBoard run-name prefix; reported: the
     tutorial's words; reported_acc: its (train, test) accuracy where it gives numbers;
     uses: experiments whose results this one reads; figures: the PNG files it draws into
-    ``OUT/NAME/``, in the order the report shows them.
+    ``OUT/NAME/``, in the order the report shows them; lrs, weight_vars, bias_vars: optional
+    grid axes (empty: the config's single value); group: one of :data:`GROUPS`.
     """
 
     name: str
@@ -51,6 +73,17 @@ class Experiment:
     reported_acc: tuple[float, float] | None = None
     uses: tuple[str, ...] = field(default=())
     figures: tuple[str, ...] = ("learning_curves.png",)
+    lrs: tuple[float, ...] = field(default=())
+    weight_vars: tuple[float, ...] = field(default=())
+    bias_vars: tuple[float, ...] = field(default=())
+    group: str = "tutorial"
+    # Fixed seeds of an expensive grid (None: the command line's --seeds).
+    seeds: tuple[int, ...] | None = None
+
+    def grid(self, seeds: tuple[int, ...]) -> Grid:
+        """The experiment's grid: its own seeds if it fixes them, else ``seeds``."""
+        return Grid(tuple(self.seeds if self.seeds is not None else seeds), self.depths, self.widths, self.lrs, self.weight_vars,
+                    self.bias_vars)
 
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
@@ -90,22 +123,45 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("tanh-breadth", "tanh U(0,1), widths 5-25 x 1-10 hidden layers (extension 5)",
                config=TANH_U, depths=tuple(range(1, 11)), widths=(5, 10, 15, 20, 25),
                prefix="tanh_uniform", figures=("heatmap.png", "depth_study.png")),
-    # Signal group (issue #12): trained with the signal probe on (vmap engine), so the
-    # saturation and dead-unit shares of every hidden layer are recorded at init and per epoch.
+    # ---- signal propagation: theory beside measurement (issue #12)
+    Experiment("theory", "Mean-field q*, chi1, xi_c against sigma_w^2; the order-to-chaos line",
+               reported="Poole et al. 2016, Schoenholz et al. 2017", group="signal",
+               figures=("mean_field.png", "order_chaos.png")),
+    Experiment("jacobian-spectra", "Input-output Jacobian spectra at initialisation, width 128",
+               reported="Pennington et al. 2017", group="signal",
+               figures=("spectra.png", "mean_sq.png")),
+    Experiment("signal-propagation", "Measured q^l and gradient norms per layer vs the "
+               "mean-field theory, tanh width 256, ordered/critical/chaotic",
+               reported="Poole et al. 2016, Schoenholz et al. 2017", group="signal",
+               figures=("q_per_layer.png", "grad_per_layer.png")),
+    Experiment("phase-diagram", "Training accuracy over sigma_w^2 x depth on digits, tanh, "
+               "with 6 xi_c", config=PHASE, depths=PHASE_DEPTHS, widths=(PHASE_WIDTH,),
+               weight_vars=PHASE_WEIGHT_VARS, seeds=(0,), prefix="tanh_normal",
+               reported="Schoenholz et al. 2017: trainable to depth ~ 6 xi_c", group="signal",
+               figures=("phase_diagram.png",)),
+    # trained with the signal probe on (vmap engine), so the saturation and dead-unit shares
+    # of every hidden layer are recorded at init and per epoch (issue #12).
     Experiment("saturation-uniform", "5 tanh layers, U(0,1) init, signal probe on",
-               config=_probed(TANH_U), depths=(5,), prefix="tanh_uniform", figures=()),
+               config=_probed(TANH_U), depths=(5,), prefix="tanh_uniform", group="signal", figures=()),
     Experiment("saturation-glorot", "5 tanh layers, Glorot uniform init, signal probe on",
                config=_probed(Config(**{**TANH_U.to_dict(), "init": "glorot_uniform",
                                         "output_init": "glorot_uniform"})),
-               depths=(5,), prefix="tanh_glorot", figures=()),
+               depths=(5,), prefix="tanh_glorot", group="signal", figures=()),
     Experiment("saturation", "Saturated tanh units per layer over epochs, U(0,1) vs Glorot",
                uses=("saturation-uniform", "saturation-glorot"), reported="figure",
-               figures=("saturation.png",)),
+               group="signal", figures=("saturation.png",)),
     Experiment("dead-relu", "Dead ReLU units per layer, ReLU/He with 1-25 hidden layers",
-               config=_probed(RELU_HE), depths=tuple(range(1, 26)), prefix="relu_he",
+               config=_probed(RELU_HE), depths=tuple(range(1, 26)), seeds=tuple(range(10)),
+               prefix="relu_he", group="signal",
                reported="15 layers still learns, 20 no longer does",
                figures=("dead_units.png",)),
 ]}
+
+
+def in_group(group: str) -> list[str]:
+    """Names of the experiments of ``group`` (one of :data:`GROUPS`, or ``"all"``)."""
+    check_choice("group", group, GROUPS + ("all",))
+    return [n for n, e in EXPERIMENTS.items() if group in ("all", e.group)]
 
 
 def get(name: str) -> Experiment:

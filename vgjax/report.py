@@ -4,7 +4,9 @@ The report is a function of the files in ``OUT`` alone, never of what was just t
 sweep-shaped experiment contributes the rows of its ``OUT/NAME/summary.json``, each
 figure-only experiment the numbers of its ``OUT/NAME/tables.json``, every experiment the PNGs
 it declares (:attr:`vgjax.experiments.Experiment.figures`) that exist, and
-``OUT/benchmark.json`` the benchmark section. So running any subset of experiments rebuilds
+``OUT/benchmark.json`` the benchmark section. The tutorial group fills the accuracy table
+and the figure list; the signal group gets its own sections (:mod:`vgjax.report_signal`).
+So running any subset of experiments rebuilds
 the whole report, and a fresh clone (which has no ``history.npz``) can rebuild it too.
 """
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from vgjax import experiments as ex
 from vgjax.outdir import SUMMARY_NAME
+from vgjax.report_signal import signal_sections
 from vgjax.store import atomic_write_text, dumps_json, jsonable, sanitize_name
 from vgjax.summary import load_summary
 from vgjax.result import SweepResult, final_metric, seed_stats
@@ -147,85 +150,6 @@ def _weight_lines(t: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _ms(st: dict[str, Any], i: int | None = None, fmt: str = ".2f") -> str:
-    """'mean ± std' of a seed-statistics entry (element ``i`` of per-layer lists)."""
-    m, sd = (st["mean"], st["std"]) if i is None else (st["mean"][i], st["std"][i])
-    return "n/a" if m is None else f"{m:{fmt}} ± {sd:{fmt}}"
-
-
-def saturation_section(t: dict[str, Any]) -> list[str]:
-    """The ``saturation`` section: saturated share per layer at init, epoch 1 and the end,
-    and what it says about U(0,1) weights (issue #12)."""
-    cols = t["columns"]
-    lines = ["", "## saturation: saturated tanh units per layer (|φ′| < 0.05 on the training set)",
-             "", "Share of (unit, training point) pairs of each hidden layer whose tanh is "
-             "saturated (Glorot & Bengio 2010), mean ± std over seeds, at initialisation, "
-             "after epoch 1 and at the end; 5 hidden layers of 5 units, recorded with "
-             "`--probe signal`.", "",
-             "| layer | " + " | ".join(f"{c['label']}: init → epoch 1 → end" for c in cols) + " |",
-             "|---" * (len(cols) + 1) + "|"]
-    for i, label in enumerate(t["layers"]):
-        cells = [f"{_ms(c['init'], i)} → {_ms(c['epoch1'], i)} → {_ms(c['final'], i)}"
-                 for c in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    u, g = cols[0], cols[-1]
-    lines += ["", "U(0,1) weights have mean E[w] = 0.5, so every unit of layer l + 1 receives "
-              "the same drift 0.5 · Σ_j tanh(h_l,j) on top of a zero-mean part: the "
-              "zero-mean mean-field theory (q-map and χ₁ of Poole et al. 2016, `vgjax theory`) "
-              "does not describe these nets. What the probe measures instead: the saturated "
-              f"share of the {u['label']} nets grows layer by layer, at initialisation "
-              f"{_layer_walk(u['init'])} and at the end {_layer_walk(u['final'])}, while the "
-              f"{g['label']} nets start at {_layer_walk(g['init'])} and end at "
-              f"{_layer_walk(g['final'])}. A saturated unit passes almost no gradient "
-              "(|φ′| < 0.05), so the deep layers of the U(0,1) nets learn little: the "
-              "mechanism behind the tutorial's failing 5-layer net (Glorot & Bengio 2010)."]
-    return lines
-
-
-def _layer_walk(st: dict[str, Any]) -> str:
-    """'0.00 → 0.18 → 0.64' over the layers (seed means)."""
-    return " → ".join("n/a" if m is None else f"{m:.2f}" for m in st["mean"])
-
-
-def dead_relu_section(t: dict[str, Any]) -> list[str]:
-    """The ``dead-relu`` section: dead ReLU units against depth and whether a fully dead
-    layer explains the runs that stop learning (issue #12)."""
-    lines = ["", "## dead-relu: dead ReLU units against depth (ReLU/He, width 5)", "",
-             "A unit is dead when its ReLU is 0 on every training point; a layer is fully "
-             "dead when all its units are (the net's output is then constant and no gradient "
-             "reaches the layers below). Dead share: mean over a run's layers, then mean ± std "
-             "over seeds; 'learns' as everywhere in this report.", "",
-             "| depth | seeds | share that learns | dead share, init | dead share, end | "
-             "fully dead layer, init | fully dead layer, end | learns: without / with a fully "
-             "dead layer (end) |", "|---" * 8 + "|"]
-    for r in t["rows"]:
-        without = "–" if r["learn_without_dead_layer"] is None else f"{r['learn_without_dead_layer']:.2f}"
-        with_ = "–" if r["learn_with_dead_layer"] is None else f"{r['learn_with_dead_layer']:.2f}"
-        lines.append(f"| {r['depth']} | {r['n_seeds']} | {r['share_learn']:.2f} | "
-                     f"{_ms(r['dead_init'])} | {_ms(r['dead_final'])} | "
-                     f"{r['share_fully_dead_init']:.2f} | {r['share_fully_dead_final']:.2f} | "
-                     f"{without} / {with_} |")
-    deep = [r for r in t["rows"] if r["depth"] >= 15]
-    if deep:
-        n_dead = sum(r["share_fully_dead_final"] * r["n_seeds"] for r in deep)
-        n_all = sum(r["n_seeds"] for r in deep)
-        n_learn = sum(r["share_learn"] * r["n_seeds"] for r in deep)
-        learn_dead = sum((r["learn_with_dead_layer"] or 0.0) * r["share_fully_dead_final"]
-                         * r["n_seeds"] for r in deep)
-        n_fail, fail_dead = n_all - n_learn, n_dead - learn_dead
-        share = fail_dead / n_fail if n_fail else 0.0
-        verdict = ("so a fully dead layer accounts for nearly every deep run that stops "
-                   "learning" if share >= 0.8 else
-                   "so a fully dead layer accounts for part of the deep runs that stop "
-                   "learning, not all")
-        lines += ["", f"At depths 15–25, {n_learn:.0f} of {n_all} runs learn. "
-                  f"{n_dead:.0f} runs end with a fully dead layer and {learn_dead:.0f} of "
-                  f"those learn; {fail_dead:.0f} of the {n_fail:.0f} runs that do not learn "
-                  f"have one ({share:.0%}), {verdict} (cf. Lu et al. 2019, *Dying ReLU and "
-                  "initialization*: deep narrow ReLU nets collapse to a constant function)."]
-    return lines
-
-
 def _seed_text(seeds: list[int]) -> str:
     s = sorted(seeds)
     if s == list(range(s[0], s[-1] + 1)) and len(s) > 2:
@@ -264,11 +188,12 @@ def render(out: str | Path) -> str:
     """The report of everything in ``out`` as Markdown (figure links relative to ``out``)."""
     out = Path(out)
     summaries, tables = _load_all(out)
-    threshold = next(iter(summaries.values()), {}).get("learn_threshold", ex.LEARN_THRESHOLD)
+    tutorial_summaries = {n: s for n, s in summaries.items() if n in ex.in_group("tutorial")}
+    threshold = next(iter(tutorial_summaries.values()), {}).get("learn_threshold", ex.LEARN_THRESHOLD)
     lines = [
         "# vgjax reproduction: *How to Fix the Vanishing Gradients Problem Using the ReLU*",
         "",
-        f"Every number is over {_protocol(summaries)}, "
+        f"Every number is over {_protocol(tutorial_summaries)}, "
         "the tutorial's protocol (two circles, 500 train / 500 test points, SGD lr 0.01 "
         "momentum 0.9, batch 32) unless the experiment says otherwise. The tutorial reports "
         "single runs. A run *learns* when it did not diverge and its final test accuracy is "
@@ -278,8 +203,9 @@ def render(out: str | Path) -> str:
         "share that learns | diverged |",
         "|---|---|---|---|---|---|---|",
     ]
+    tutorial = set(ex.in_group("tutorial"))
     for name, summary in summaries.items():
-        if name != "tanh-breadth":
+        if name != "tanh-breadth" and name in tutorial:
             lines += _config_rows(name, ex.get(name), summary)
     if "tanh-breadth" in summaries:
         lines += ["", "## tanh-breadth (extension 5): final test accuracy (share that learns)",
@@ -293,17 +219,14 @@ def render(out: str | Path) -> str:
     if "weight-norms" in tables:
         lines += ["", "## weight-norms (extension 3): seed-mean L1 norm of each kernel",
                   "", *_weight_lines(tables["weight-norms"])]
-    if "saturation" in tables:
-        lines += saturation_section(tables["saturation"])
-    if "dead-relu" in tables:
-        lines += dead_relu_section(tables["dead-relu"])
     lines += ["", "## Figures", ""]
     for name, exp in ex.EXPERIMENTS.items():
-        for fig in exp.figures:
+        for fig in exp.figures if name in tutorial else ():
             if (out / sanitize_name(name) / fig).is_file():
                 rel = f"{sanitize_name(name)}/{fig}"
                 lines += [f"### {name}: {Path(fig).stem.replace('_', ' ')}", "",
                           f"![{name}]({rel})", ""]
+    lines += signal_sections(out, tables, summaries)
     lines += ["TensorBoard logs (not committed): `tensorboard --logdir "
               f"{(out / 'tensorboard').as_posix()}`", ""]
     return "\n".join(lines) + benchmark_section(out)

@@ -1,8 +1,9 @@
-"""Run the tutorial's experiments end to end: sweeps, figures, and ``OUT/README.md``.
+"""Run the experiments end to end: sweeps, studies, figures, and ``OUT/README.md``.
 
 ``run_experiments(names, out)`` trains every sweep-shaped experiment as one grid (through the
-resumable :func:`vgjax.pipeline.run_sweep`), draws its figures under ``OUT/NAME/`` and writes
-a report comparing each number with what the tutorial reported.
+resumable :func:`vgjax.pipeline.run_sweep`), computes the figure-only studies (``theory``,
+``jacobian-spectra``, ``signal-propagation``), draws the figures under ``OUT/NAME/`` and
+writes a report comparing each number with what the tutorial (or the paper) reported.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 
 from vgjax import experiments as ex
 from vgjax import figures, report, signal_results
-from vgjax.config import Config, Grid, validate, validate_grid
+from vgjax.config import Config, validate, validate_grid
 from vgjax.data import make_data
 from vgjax.pipeline import run_sweep
 from vgjax.result import SweepResult
@@ -35,8 +36,13 @@ def experiment_config(exp: ex.Experiment, epochs: int | None) -> Config:
 
 def n_runs(names: list[str], seeds: tuple[int, ...]) -> int:
     """Runs the sweep-shaped experiments among ``names`` train."""
-    return sum(len(seeds) * len(e.depths) * len(e.widths)
-               for e in map(ex.get, names) if e.config is not None)
+    total = 0
+    for e in map(ex.get, names):
+        if e.config is not None:
+            g = e.grid(seeds)
+            total += (len(g.seeds) * len(g.depths) * len(g.widths) * max(len(g.lrs), 1)
+                      * max(len(g.weight_vars), 1) * max(len(g.bias_vars), 1))
+    return total
 
 
 def _sel(result: SweepResult, depth: int, width: int | None = None) -> np.ndarray:
@@ -94,6 +100,10 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                                            title="tanh-depth: tanh U(0,1) and ReLU He, width 5"))
     elif exp.name in SIGNAL_FIGURES:
         figs += SIGNAL_FIGURES[exp.name](exp, out, results)
+    elif exp.name in STUDIES:
+        figs += [p for p in STUDIES[exp.name](out) if p.suffix == ".png"]
+    elif exp.name == "phase-diagram":
+        figs.append(_phase_diagram(res, out))
     elif exp.name == "tanh-breadth":
         figs.append(figures.plot_width_depth_heatmap(res, out / "heatmap.png",
                     title="tanh-breadth: tanh U(0,1)"))
@@ -124,6 +134,40 @@ def _dead_relu_figures(exp: ex.Experiment, out: Path,
 SIGNAL_FIGURES = {"saturation": _saturation_figures, "dead-relu": _dead_relu_figures}
 
 
+def _theory(out: Path) -> list[Path]:
+    from vgjax.theory_studies import write_theory
+    return write_theory(out)
+
+
+def _spectra(out: Path) -> list[Path]:
+    from vgjax.theory_studies import write_spectra
+    return write_spectra(out)
+
+
+def _signal(out: Path) -> list[Path]:
+    from vgjax.signal_study import write
+    return write(out)
+
+
+# Figure-only studies: each writes its PNGs, data and tables.json into OUT/NAME/.
+STUDIES: dict[str, Callable[[Path], list[Path]]] = {
+    "theory": _theory, "jacobian-spectra": _spectra, "signal-propagation": _signal}
+
+
+def _phase_diagram(res: SweepResult, out: Path) -> Path:
+    """The phase-diagram heatmap with the theory's 6 ξ_c, and its table."""
+    from vgjax.phase_study import theory_curve, table
+    cfg = res.config
+    tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation,
+                                np.unique(np.asarray(res.runs.weight_var, np.float64)))
+    report.write_tables(out, {"markdown": table(res, tw, xi, crit)})
+    return figures.plot_phase_diagram(
+        res, out / "phase_diagram.png", tw, xi, critical_weight_var=crit,
+        title=f"phase-diagram: {cfg.activation}, width {res.widths[0]}, σ_b² = "
+              f"{cfg.bias_var:g}, {cfg.data_name}, {cfg.optimizer} lr {cfg.lr:g}, "
+              f"{cfg.epochs} epochs of {cfg.n_train} points")
+
+
 def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...],
                     epochs: int | None = None, overwrite: bool = False,
                     tensorboard: bool = True, chunk_size: int | None = None,
@@ -142,7 +186,7 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
     for e in exps:  # validate every config before anything is written
         if e.config is not None:
             validate(experiment_config(e, epochs))
-            validate_grid(Grid(seeds, e.depths, e.widths))
+            validate_grid(e.grid(seeds))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} is a file; allowed: a directory path")
@@ -157,7 +201,7 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
             logdir = out / TENSORBOARD_ROOT / sanitize_name(e.name)
             if overwrite and logdir.exists():
                 shutil.rmtree(logdir)
-            res = run_sweep(experiment_config(e, epochs), Grid(seeds, e.depths, e.widths),
+            res = run_sweep(experiment_config(e, epochs), e.grid(seeds),
                             exp_dir, overwrite=overwrite, chunk_size=chunk_size,
                             tensorboard=tensorboard, prefix=e.prefix, logdir=logdir,
                             learn_threshold=ex.LEARN_THRESHOLD, progress=progress)

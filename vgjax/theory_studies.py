@@ -19,6 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vgjax import probes
+from vgjax.model import init_params
+from vgjax.report import write_tables
 from vgjax import theory as th
 from vgjax.store import atomic_write_bytes, atomic_write_text
 
@@ -34,6 +36,7 @@ PLANE_B = np.round(np.linspace(0.0, 0.5, 26), 4)
 SPECTRA_DEPTHS = (4, 16, 64)
 SPECTRA_WIDTH = 128
 SCHEMES = ("gaussian", "orthogonal")
+SCHEME_INITS = {"gaussian": "normal", "orthogonal": "orthogonal"}   # vgjax.model's names
 # (label, activation, σ_b²) at criticality: tanh with a small q* (Pennington et al.'s regime,
 # σ_b² = 1e-5 gives q* ≈ 0.02) and with Schoenholz et al.'s σ_b² = 0.05 (q* ≈ 0.57); ReLU at
 # σ_w² = 2 and linear at σ_w² = 1 (σ_b² = 0, where their q* is marginal, not divergent).
@@ -120,26 +123,18 @@ def make_order_chaos(data: dict) -> Figure:
     return fig
 
 
-def init_layers(key: jax.Array, depth: int, width: int, weight_var, bias_var,
-                scheme: str) -> tuple[jax.Array, jax.Array]:
-    """``depth`` square layers as a stack (kernels [depth, width, width], biases [depth,
-    width]): Gaussian kernels with variance σ_w²/width or Haar-orthogonal ones with gain
-    √σ_w², biases N(0, σ_b²).
-
-    A small explicit initialiser for these studies (the library's grid initialisers take
-    σ_w² once the σ_w²/σ_b² grid axes land).
-    """
-    kk, kb = jax.random.split(key)
-    keys = jax.random.split(kk, depth)
-    if scheme == "gaussian":
-        kernels = jax.vmap(lambda k: jax.random.normal(k, (width, width)))(keys) / math.sqrt(width)
-    elif scheme == "orthogonal":
-        kernels = jax.vmap(lambda k: jax.random.orthogonal(k, width))(keys)
-    else:
+def init_stack(key: jax.Array, depth: int, width: int, weight_var, bias_var,
+               scheme: str) -> tuple[jax.Array, jax.Array]:
+    """``depth`` square layers of ``width`` units as a stack (kernels [depth, width, width],
+    biases [depth, width]) made by the library's :func:`vgjax.model.init_params`: ``gaussian``
+    kernels N(0, σ_w²/width) (its ``normal`` scheme), ``orthogonal`` ones with gain √σ_w²,
+    biases N(0, σ_b²). ``weight_var`` and ``bias_var`` may be traced."""
+    if scheme not in SCHEME_INITS:
         raise ValueError(f"scheme: {scheme!r} is not known; allowed: {', '.join(SCHEMES)}")
-    kernels = kernels * jnp.sqrt(weight_var)
-    biases = jax.random.normal(kb, (depth, width)) * jnp.sqrt(bias_var)
-    return kernels, biases
+    params = init_params(key, depth, width, max_depth=depth, p=width, init=SCHEME_INITS[scheme],
+                         output_init="normal", n_features=width, weight_var=weight_var,
+                         bias_var=bias_var)
+    return params["kernels"], params["biases"]
 
 
 def predicted_mean_sq(q0, depth: int, weight_var, bias_var, activation) -> jax.Array:
@@ -154,7 +149,7 @@ def _spectrum(key, act, weight_var, bias_var, q0, depth, scheme, n_nets, n_point
     """Normalised singular values [n_nets * n_points * width] of J for random nets."""
     def one(k):
         kl, kx = jax.random.split(k)
-        layers = init_layers(kl, depth, SPECTRA_WIDTH, weight_var, bias_var, scheme)
+        layers = init_stack(kl, depth, SPECTRA_WIDTH, weight_var, bias_var, scheme)
         x = jax.random.normal(kx, (n_points, SPECTRA_WIDTH))
         x = x * jnp.sqrt(q0 * SPECTRA_WIDTH) / jnp.linalg.norm(x, axis=1, keepdims=True)
         s, _ = probes.singular_values(probes.input_output_jacobian(layers, x, act))
@@ -283,21 +278,36 @@ def _theory_table(data: dict) -> str:
     return "\n".join(rows) + "\n"
 
 
-def write_all(out: Path, *, spectra_nets: int = 4) -> list[Path]:
-    """Compute and write both studies into ``out/theory/`` and ``out/jacobian-spectra/``:
-    PNG figures, ``data.json`` and ``table.md``. Returns the paths written."""
-    t_dir, j_dir = out / "theory", out / "jacobian-spectra"
+def write_theory(t_dir: Path) -> list[Path]:
+    """The ``theory`` study into ``t_dir``: PNGs, ``data.json``, ``table.md`` and the report's
+    ``tables.json`` (the same table). Returns the paths written."""
     t_dir.mkdir(parents=True, exist_ok=True)
-    j_dir.mkdir(parents=True, exist_ok=True)
     data = compute_theory()
     paths = [_save(make_theory_curves(data), t_dir / "mean_field.png"),
              _save(make_order_chaos(data), t_dir / "order_chaos.png")]
+    table = _theory_table(data)
     atomic_write_text(t_dir / "data.json", json.dumps(data, allow_nan=False))
-    atomic_write_text(t_dir / "table.md", _theory_table(data))
-    paths += [t_dir / "data.json", t_dir / "table.md"]
+    atomic_write_text(t_dir / "table.md", table)
+    return paths + [t_dir / "data.json", t_dir / "table.md",
+                    write_tables(t_dir, {"markdown": table})]
+
+
+def write_spectra(j_dir: Path, *, spectra_nets: int = 4) -> list[Path]:
+    """The ``jacobian-spectra`` study into ``j_dir`` (files as :func:`write_theory`)."""
+    j_dir.mkdir(parents=True, exist_ok=True)
     spectra, svals = compute_spectra(n_nets=spectra_nets)
-    paths += [_save(make_spectra(svals), j_dir / "spectra.png"),
-              _save(make_mean_sq(spectra), j_dir / "mean_sq.png")]
+    paths = [_save(make_spectra(svals), j_dir / "spectra.png"),
+             _save(make_mean_sq(spectra), j_dir / "mean_sq.png")]
+    table = _spectra_table(spectra)
     atomic_write_text(j_dir / "data.json", json.dumps(spectra, allow_nan=False))
-    atomic_write_text(j_dir / "table.md", _spectra_table(spectra))
-    return paths + [j_dir / "data.json", j_dir / "table.md"]
+    atomic_write_text(j_dir / "table.md", table)
+    return paths + [j_dir / "data.json", j_dir / "table.md",
+                    write_tables(j_dir, {"markdown": table})]
+
+
+def write_all(out: Path, *, spectra_nets: int = 4) -> list[Path]:
+    """Both studies into ``out/theory/`` and ``out/jacobian-spectra/`` (``vgjax theory
+    --figures OUT``; the same as ``vgjax run theory jacobian-spectra`` without the report).
+    Returns the paths written."""
+    return (write_theory(out / "theory")
+            + write_spectra(out / "jacobian-spectra", spectra_nets=spectra_nets))

@@ -37,10 +37,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    """``vgjax list``: the experiments and what the tutorial reported."""
-    from vgjax.experiments import EXPERIMENTS
-    for e in EXPERIMENTS.values():
-        print(f"{e.name:<14} {e.title}  [tutorial: {e.reported}]")
+    """``vgjax list``: the experiments by group, and what the tutorial (or paper) reported."""
+    from vgjax.experiments import EXPERIMENTS, GROUPS
+    for group in GROUPS:
+        how = "vgjax reproduce" if group == "tutorial" else f"vgjax reproduce --group {group}"
+        print(f"[{group}]  ({how})")
+        for e in EXPERIMENTS.values():
+            if e.group == group:
+                source = "tutorial" if group == "tutorial" else "reference"
+                print(f"  {e.name:<18} {e.title}  [{source}: {e.reported}]")
     return 0
 
 
@@ -49,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vgjax import experiments as ex
     from vgjax.config import MAX_SEED
 
-    names = list(args.names) if getattr(args, "names", None) else list(ex.EXPERIMENTS)
+    names = (list(args.names) if getattr(args, "names", None)
+             else ex.in_group(getattr(args, "group", "tutorial")))
     for n in names:
         ex.get(n)
     seeds = parse_int_list("seeds", args.seeds)
