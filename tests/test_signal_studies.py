@@ -204,6 +204,6 @@ def test_report_sections_from_a_copy_of_results(tmp_path):
     shutil.rmtree(clone / "phase-diagram")
     less = report.render(clone)
     assert less.split(HEADING)[0] == head and "### phase-diagram:" not in less
-    for name in SIGNAL[:-1]:
-        shutil.rmtree(clone / name)
+    for name in ex.in_group("signal"):  # this file's four and the probe-trained ones
+        shutil.rmtree(clone / name, ignore_errors=True)
     assert HEADING not in report.render(clone)
