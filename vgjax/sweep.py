@@ -306,8 +306,10 @@ def _lower_call(exported, in_shardings, out_shardings, args):
     """``jit(exported.call)`` lowered for ``args``, or None if that fails."""
     if exported is None:
         return None
+    def train_grid(*a):  # named: JAX names the compilation cache's entries after it
+        return exported.call(*a)
     try:
-        return jax.jit(exported.call, in_shardings=in_shardings,
+        return jax.jit(train_grid, in_shardings=in_shardings,
                        out_shardings=out_shardings).lower(*args)
     except Exception:  # noqa: BLE001 - a stored program that does not fit: trace instead
         return None
