@@ -131,7 +131,8 @@ def _grid():
 CHANGED = {"activation": "tanh", "init": "uniform", "output_init": "glorot_uniform",
            "optimizer": "adam", "momentum": 0.5, "epochs": 3, "batch_size": 16,
            "n_samples": 900, "noise": 0.2, "data_seed": 2, "n_train": 400, "hist_every": 1,
-           "test_gradients": True, "loss": "softmax_ce", "data": "moons"}
+           "test_gradients": True, "loss": "softmax_ce", "data": "moons",
+           "probes": ("signal",)}
 PER_RUN = {"lr": 0.5, "weight_var": 2.0, "bias_var": 0.1}
 
 
