@@ -77,7 +77,8 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
     if how == "--coordinator":
         if not dist.supervise.is_worker():  # the sweep runs in a watched child process
             dist.check_process_flags(args.coordinator, args.num_processes, args.process_id)
-            return dist.supervise.supervise(args.argv, args.process_id, args.num_processes)
+            return dist.supervise.supervise(args.argv, args.process_id, args.num_processes,
+                                            coordinator=args.coordinator)
         dist.supervise.watch_parent()
         dist.initialize(args.coordinator, args.num_processes, args.process_id)
         import jax

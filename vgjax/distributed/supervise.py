@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -58,9 +59,11 @@ def watch_parent(poll_s: float = 0.2) -> None:
         threading.Thread(target=watch, name="vgjax-parent-watch", daemon=True).start()
 
 
-def supervise(argv: list[str], process_id: int | None, num_processes: int | None) -> int:
+def supervise(argv: list[str], process_id: int | None, num_processes: int | None,
+              coordinator: str | None = None) -> int:
     """Run ``vgjax ARGV`` in a child process and return its exit code, printing one clear
-    line last if it fails (see the module docstring)."""
+    line last if it fails (see the module docstring). ``coordinator`` (``HOST:PORT``): where
+    to check, after a failure, whether process 0's coordination service is gone."""
     env = dict(os.environ, **{WORKER_ENV: str(os.getpid())})
     child = subprocess.Popen([sys.executable, "-m", "vgjax.cli", *argv], env=env,
                              stderr=subprocess.PIPE)
@@ -75,8 +78,9 @@ def supervise(argv: list[str], process_id: int | None, num_processes: int | None
     if rc == 0:
         return 0
     log = _save_log(held, process_id)
-    print(verdict(process_id, num_processes, rc, last_error, held, log), file=sys.stderr,
-          flush=True)
+    gone = process_id != 0 and coordinator is not None and not _reachable(coordinator)
+    print(verdict(process_id, num_processes, rc, last_error, held, log,
+                  coordinator_gone=gone), file=sys.stderr, flush=True)
     return rc if rc > 0 else 1
 
 
@@ -122,14 +126,30 @@ def _save_log(held: list[str], process_id: int | None) -> str | None:
         return None
 
 
+def _reachable(address: str, tries: int = 8, wait_s: float = 0.25) -> bool:
+    """Whether ``HOST:PORT`` accepts a TCP connection in any of ``tries`` attempts (a dead
+    process 0's child can hold its port for up to one parent-watch interval)."""
+    host, _, port = address.rpartition(":")
+    for i in range(tries):
+        try:
+            with socket.create_connection((host, int(port)), timeout=wait_s):
+                if i == tries - 1:
+                    return True
+        except (OSError, ValueError):
+            return False
+        time.sleep(wait_s)
+    return True
+
+
 def verdict(me: int | None, n: int | None, rc: int, child_error: str | None,
-            held: list[str], log: str | None) -> str:
+            held: list[str], log: str | None, *, coordinator_gone: bool = False) -> str:
     """The one line a failed child leaves: a lost coordinator (for processes other than
-    0, when the runtime says so), else the child's own error line, else what ended it."""
+    0, when the runtime says so or its address no longer answers), else the child's own
+    error line, else what ended it."""
     who = f"process {me if me is not None else '?'}" + (f" of {n}" if n else "")
     where = f" (JAX's log: {log})" if log else ""
     errors = [h for h in held if _FATAL_LINE.match(h.encode())]
-    if me != 0 and any(_COORDINATOR_GONE.search(h) for h in errors):
+    if me != 0 and (coordinator_gone or any(_COORDINATOR_GONE.search(h) for h in errors)):
         return (f"vgjax: error: {who} lost process 0 (the coordinator) mid-sweep; "
                 f"{_RESUME}{where}")
     if child_error is not None:
