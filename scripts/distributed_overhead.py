@@ -127,7 +127,7 @@ def main() -> None:
     single = seconds["single"]
     result = {
         "what": f"W600 (2 studies x {a.seeds * 10} runs, width 5, {a.epochs} epochs) per path, "
-                "same total devices and chunk size, no TensorBoard; machine shared",
+                "same total devices and chunk size, no TensorBoard",
         "epochs": a.epochs, "seeds": a.seeds, "devices": a.devices,
         "chunk_size": a.chunk_size, "chunks": n_chunks, "cpus": os.cpu_count(),
         "seconds": seconds,
