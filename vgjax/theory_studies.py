@@ -281,28 +281,25 @@ def _theory_table(data: dict) -> str:
 def write_theory(t_dir: Path) -> list[Path]:
     """The ``theory`` study into ``t_dir``: PNGs, ``data.json``, ``table.md`` and the report's
     ``tables.json`` (the same table). Returns the paths written."""
-    t_dir.mkdir(parents=True, exist_ok=True)
     data = compute_theory()
-    paths = [_save(make_theory_curves(data), t_dir / "mean_field.png"),
-             _save(make_order_chaos(data), t_dir / "order_chaos.png")]
-    table = _theory_table(data)
-    atomic_write_text(t_dir / "data.json", json.dumps(data, allow_nan=False))
-    atomic_write_text(t_dir / "table.md", table)
-    return paths + [t_dir / "data.json", t_dir / "table.md",
-                    write_tables(t_dir, {"markdown": table})]
+    return _write_study(t_dir, data, _theory_table(data), {
+        "mean_field.png": make_theory_curves(data), "order_chaos.png": make_order_chaos(data)})
 
 
 def write_spectra(j_dir: Path, *, spectra_nets: int = 4) -> list[Path]:
     """The ``jacobian-spectra`` study into ``j_dir`` (files as :func:`write_theory`)."""
-    j_dir.mkdir(parents=True, exist_ok=True)
     spectra, svals = compute_spectra(n_nets=spectra_nets)
-    paths = [_save(make_spectra(svals), j_dir / "spectra.png"),
-             _save(make_mean_sq(spectra), j_dir / "mean_sq.png")]
-    table = _spectra_table(spectra)
-    atomic_write_text(j_dir / "data.json", json.dumps(spectra, allow_nan=False))
-    atomic_write_text(j_dir / "table.md", table)
-    return paths + [j_dir / "data.json", j_dir / "table.md",
-                    write_tables(j_dir, {"markdown": table})]
+    return _write_study(j_dir, spectra, _spectra_table(spectra), {
+        "spectra.png": make_spectra(svals), "mean_sq.png": make_mean_sq(spectra)})
+
+
+def _write_study(out: Path, data: dict, table: str, figs: dict[str, Figure]) -> list[Path]:
+    """One study's files: its figures, ``data.json``, ``table.md`` and ``tables.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [_save(fig, out / name) for name, fig in figs.items()]
+    atomic_write_text(out / "data.json", json.dumps(data, allow_nan=False))
+    atomic_write_text(out / "table.md", table)
+    return paths + [out / "data.json", out / "table.md", write_tables(out, {"markdown": table})]
 
 
 def write_all(out: Path, *, spectra_nets: int = 4) -> list[Path]:
