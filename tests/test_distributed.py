@@ -453,13 +453,16 @@ def test_worker_env_sets_devices_and_the_compile_cache(tmp_path):
     assert env["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path) and env["JAX_PLATFORMS"] == "cpu"
 
 
-def test_multiprocess_and_ray_refuse_a_sharded_directory(tmp_path):
-    """Their own chunk layout would discard the shards' chunks: refused, nothing changed."""
+def test_multiprocess_ray_and_run_sweep_refuse_a_sharded_directory(tmp_path):
+    """Their own chunk layout would discard the shards' chunks: refused, nothing changed.
+    ``run_sweep`` (the one-machine pipeline, below vgjax.distributed) leaves merging to
+    ``merge``; the CLI's plain ``vgjax sweep`` dispatches there (tested above)."""
+    from vgjax.pipeline import run_sweep
     cfg, grid = Config(epochs=2), Grid(seeds=(0, 1))
     out = tmp_path / "out"
     _claim(out, cfg=cfg, grid=grid)
     before = sorted(str(p) for p in out.rglob("*"))
-    runners = [dist.run_multiprocess]
+    runners = [dist.run_multiprocess, run_sweep]
     try:
         import ray  # noqa: F401
         runners.append(dist.run_ray)

@@ -240,8 +240,10 @@ def _check_object(name: str, value: Any, names: tuple[str, ...], what: str) -> N
 def validate(config: Config) -> Config:
     """Check every field of ``config``; return it unchanged or raise a one-line ``ValueError``.
 
-    Callables are traced once on tiny shapes (``jax.eval_shape``: nothing is compiled) and user
-    arrays are checked for matching lengths, finite values and at least two classes.
+    User arrays are checked for matching lengths, finite values and at least two classes.
+    Callables are checked for their kind here; tracing them on tiny shapes is the step's
+    job (:func:`vgjax.step.check_parts`, which :func:`vgjax.sweep.make_plan` calls before
+    compiling), so this module needs no JAX.
     """
     _check_object("activation", config.activation, ACTIVATIONS, "a JAX-traceable callable")
     check_choice("init", config.init, INITIALISERS)
@@ -286,10 +288,6 @@ def validate(config: Config) -> Config:
         if n_classes > 2:
             raise ValueError(f"loss: 'bce' needs two classes, the data has {n_classes}; "
                              f"allowed: 'softmax_ce' or a callable")
-    if any(v is not None and not isinstance(v, str)
-           for v in (config.activation, config.optimizer, config.loss)):
-        from vgjax.step import check_parts  # imports jax: only for user objects
-        check_parts(config)
     return config
 
 

@@ -36,6 +36,7 @@ MANIFEST_FORMAT = "vgjax.manifest"
 MANIFEST_VERSION = 1
 
 MANIFEST_NAME = "manifest.json"
+LAYOUT_KEY = "layout"  # manifest entry of a sweep split into array-job shards (vgjax.distributed)
 SUMMARY_NAME = "summary.json"
 HISTORY_NAME = "history.npz"
 CHUNKS_DIR = "chunks"
@@ -365,3 +366,33 @@ class ChunkStore:
         """
         for i in indices:
             yield self.load(i, [name])[name]
+
+
+def read_manifest(out: Path) -> dict | None:
+    """``out``'s manifest as a dict, None when it has none; ValueError (one line) when unreadable."""
+    p = Path(out) / MANIFEST_NAME
+    if not p.is_file():
+        return None
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"out: {str(p)!r} is unreadable; allowed: a manifest vgjax "
+                         "wrote") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"out: {str(p)!r} is not a vgjax manifest")
+    return m
+
+
+def plain_json(obj: Any) -> Any:
+    """``obj`` as JSON reads it back (tuples become lists), to compare manifests."""
+    return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
+
+
+def sharded_layout(out: str | Path, config: Config, grid: Grid) -> dict | None:
+    """The ``layout`` of ``out`` if it holds array-job shards of this sweep, else None."""
+    m = read_manifest(Path(out)) if Path(out).is_dir() else None
+    if not m or LAYOUT_KEY not in m:
+        return None
+    if m.get("config") != plain_json(config.to_dict()) or m.get("grid") != plain_json(grid.to_dict()):
+        return None  # a different sweep: prepare_out_dir refuses or overwrites it
+    return m[LAYOUT_KEY]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass, replace
@@ -76,16 +77,18 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     [R, D, P, P], ``biases`` [R, D, P], ``out_kernel``, ``out_bias``) and the run table
     (``run_depth``, ``run_width``, ...); one run's exact layers are
     ``unpack_run(np.load(path, allow_pickle=False), depth, width, run=r)``.
-    A directory filled by array-job shards (:mod:`vgjax.distributed`) is only merged: nothing
-    is trained, and missing chunks raise :class:`MissingChunks`.
+    A directory filled by array-job shards is refused: :func:`vgjax.distributed.merge`
+    (``vgjax merge``, or the plain ``vgjax sweep`` command) merges it.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, keep_params=save_params)
     prefix = sanitize_name(prefix)
-    from vgjax import distributed  # late: distributed builds on this module
-    if distributed.sharded_layout(out, config, grid) is not None:
-        return distributed.merge(out, tensorboard=tensorboard, prefix=prefix, logdir=logdir,
-                                 learn_threshold=learn_threshold, progress=progress)
+    if outdir.sharded_layout(out, config, grid) is not None:
+        # Merging shards is vgjax.distributed's job (it builds on this module): the CLI's
+        # plain `vgjax sweep` dispatches there; here it is refused before anything is written.
+        raise ValueError(f"out: {os.fspath(out)!r} holds this sweep split into array-job "
+                         "shards; allowed: vgjax.distributed.merge(out) (`vgjax merge`) or "
+                         "a new directory")
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now

@@ -31,7 +31,7 @@ from vgjax import fast, probes, programs, runtime, wide
 from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
 from vgjax.data import data_dims, make_data
 from vgjax.result import SIGNAL_JAC_EDGES, RunTable, SweepResult
-from vgjax.step import n_outputs_for
+from vgjax.step import check_parts, n_outputs_for
 from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
 
 # The chunk program's inputs, so its traced form can be kept on disk (vgjax.programs).
@@ -135,6 +135,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     computing only the layers its runs have; outputs keep the run-table order.
     """
     validate(config)
+    check_parts(config)  # user objects traced once (jax.eval_shape), before compiling
     validate_grid(grid)
     if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "

@@ -26,7 +26,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if _distribution(args) is not None:
         return cmd_sweep_distributed(args, config, grid)
     # Imported only now: bad flags are reported without the seconds it takes to import jax.
+    from vgjax.outdir import sharded_layout
     from vgjax.pipeline import expected_runs, run_sweep
+    if sharded_layout(args.out, config, grid) is not None:
+        # the array-job shards of this sweep: only merged, as `vgjax merge` does
+        return cmd_merge(argparse.Namespace(dir=args.out, name=args.name,
+                                            no_tensorboard=args.no_tensorboard))
     with _progress(expected_runs(grid, config), "sweep") as bar:
         res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
                         chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,

@@ -7,14 +7,14 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from vgjax import outdir
+from vgjax.outdir import LAYOUT_KEY, plain_json, read_manifest, sharded_layout
 from vgjax.store import atomic_write_text, sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid, validate, validate_grid
 
-LAYOUT_KEY = "layout"  # manifest entry of a sharded sweep: chunk_size, shards, prefix
 
 def parse_shard(text: str) -> tuple[int, int]:
     """``"I/N"`` -> (I, N) with 0 <= I < N; ``ValueError`` (one line) otherwise."""
@@ -26,34 +26,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if not 0 <= i < n:
         raise ValueError(f"shard: {text!r} is out of range; allowed: I/N with 0 <= I < N")
     return i, n
-
-
-def _read_manifest(out: Path) -> dict | None:
-    p = Path(out) / outdir.MANIFEST_NAME
-    if not p.is_file():
-        return None
-    try:
-        m = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise ValueError(f"out: {str(p)!r} is unreadable; allowed: a manifest vgjax "
-                         "wrote") from None
-    if not isinstance(m, dict):
-        raise ValueError(f"out: {str(p)!r} is not a vgjax manifest")
-    return m
-
-
-def _plain(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, sort_keys=True, allow_nan=False))
-
-
-def sharded_layout(out: str | Path, config: Config, grid: Grid) -> dict | None:
-    """The ``layout`` of ``out`` if it holds array-job shards of this sweep, else None."""
-    m = _read_manifest(Path(out)) if Path(out).is_dir() else None
-    if not m or LAYOUT_KEY not in m:
-        return None
-    if m.get("config") != _plain(config.to_dict()) or m.get("grid") != _plain(grid.to_dict()):
-        return None  # a different sweep: prepare_out_dir refuses or overwrites it
-    return m[LAYOUT_KEY]
 
 
 def _refuse_sharded(out: str | Path, config: Config, grid: Grid) -> None:
@@ -81,7 +53,7 @@ def claim_shared(out: str | Path, manifest: dict, layout: dict) -> dict:
     except OSError as e:
         raise ValueError(f"out: {label!r} cannot be created ({e.strerror}); allowed: a "
                          "directory you can write to") from None
-    ours = _plain({**manifest, LAYOUT_KEY: layout})
+    ours = plain_json({**manifest, LAYOUT_KEY: layout})
     mpath = path / outdir.MANIFEST_NAME
     if not mpath.exists():
         foreign = sorted(e.name for e in path.iterdir()
@@ -97,7 +69,7 @@ def claim_shared(out: str | Path, manifest: dict, layout: dict) -> dict:
             pass
         finally:
             os.unlink(tmp)
-    theirs = _read_manifest(path)
+    theirs = read_manifest(path)
     for key in ("config", "grid"):
         if theirs.get(key) != ours[key]:
             raise ValueError(f"out: {label!r} holds a sweep with a different {key}; allowed: "
@@ -198,7 +170,7 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
     from vgjax import pipeline
 
     path = Path(out)
-    m = _read_manifest(path) if path.is_dir() else None
+    m = read_manifest(path) if path.is_dir() else None
     if m is None:
         raise ValueError(f"out: {os.fspath(out)!r} holds no vgjax sweep (no manifest.json); "
                          "allowed: a directory that 'vgjax sweep --shard' wrote")
