@@ -1,5 +1,6 @@
-"""Test-wide settings: silent rank promotion fails, everything runs on the CPU, and no test
-reads or writes a persistent compilation cache it did not make itself.
+"""Test-wide settings: silent rank promotion fails, everything runs on the CPU (compiled at
+LLVM optimisation level 0: see TEST_XLA_FLAGS), and no test reads or writes a persistent
+compilation cache it did not make itself.
 
 The vgjax processes the tests start (CLI, scripts, shards) share one compilation cache that
 this session creates empty and removes at its end: a program that several of them run (the
@@ -19,6 +20,23 @@ import shutil
 import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The suite checks behaviour, not speed (that is `vgjax bench`'s job, at XLA's defaults), and
+# nearly all of its time is XLA:CPU compiling small programs, most of it in LLVM's backend
+# passes. Level 0 of those passes cuts the suite's time by about a third; the numbers do not
+# change (no fast-math reassociation at any level: float results are the same, and every
+# equality the tests assert is between programs compiled alike). Processes the tests start
+# inherit it; CI's device-count steps run at XLA's default level (3), so it is tested too.
+# An explicit ``xla_backend_optimization_level`` in XLA_FLAGS wins.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def optimization_flags() -> str:
+    """This session's optimisation-level XLA_FLAGS entries: for a child process whose
+    XLA_FLAGS a test sets itself (to choose its device count), so it compiles alike."""
+    return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                    if "optimization_level" in f)
 # A warm cache would hide compilations (some tests count them) and must not be the user's:
 # vgjax's cache is off here and in every subprocess; JAX's own setting is dropped too.
 os.environ["VGJAX_CACHE_DIR"] = "off"

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import optimization_flags
 from vgjax import distributed as dist
 from vgjax import outdir
 from vgjax.config import Config, Grid
@@ -30,7 +31,7 @@ def _env(devices: int) -> dict:
     env = dict(os.environ)
     env["JAX_PLATFORMS"] = "cpu"
     env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                        "--xla_cpu_experimental_ynn_fusion_type=")
+                        f"--xla_cpu_experimental_ynn_fusion_type= {optimization_flags()}")
     env.pop("JAX_COORDINATOR_ADDRESS", None)
     return env
 

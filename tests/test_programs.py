@@ -27,11 +27,18 @@ GRIDS = {  # one small grid per engine
 }
 
 
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    """One compilation cache for this module's tests: a program several tests build (the
+    fast grid, traced again after each kind of damage) is compiled by XLA once."""
+    return tmp_path_factory.mktemp("jax-cache")
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A compilation cache of this test's own in tmp_path (so a program loaded from the
-    store is not compiled again), the program store inside it; counts how often a grid
-    function is traced."""
+def store(tmp_path, jax_cache, monkeypatch):
+    """The module's compilation cache (so a program loaded from the store is not compiled
+    again) and a program store of this test's own; counts how often a grid function is
+    traced."""
     import jax
     from jax.experimental.compilation_cache import compilation_cache
     traced = []
@@ -43,13 +50,16 @@ def store(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "_train_grid", counting)
     before = (jax.config.jax_compilation_cache_dir,
               jax.config.jax_persistent_cache_min_compile_time_secs)
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "jax"))
+    jax.config.update("jax_compilation_cache_dir", str(jax_cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     compilation_cache.reset_cache()
     sweep_mod._compile.cache_clear()
     try:
-        assert programs.program_dir() == tmp_path / "jax" / programs.SUBDIR
-        yield programs.program_dir(), traced
+        # where the store lives by default: inside the compilation cache in effect
+        assert programs.program_dir() == jax_cache / programs.SUBDIR
+        own = tmp_path / programs.SUBDIR
+        monkeypatch.setattr(programs, "program_dir", lambda: own)
+        yield own, traced
     finally:
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])

@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.conftest import optimization_flags
 from vgjax import cli, figures, history, outdir, store, summary
 from vgjax import experiments as ex
 from vgjax import tensorboard as tb
@@ -161,7 +162,7 @@ def env(tmp_path_factory):
     e = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    e.pop("XLA_FLAGS", None)  # CLI_DEVICES in every process
+    e["XLA_FLAGS"] = optimization_flags()  # no device count: CLI_DEVICES in every process
     return e
 
 
