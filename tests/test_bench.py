@@ -39,3 +39,21 @@ def test_second_process_compile_row():
     assert row in render_table(_bench()).splitlines()
     old = {k: v for k, v in _bench().items() if k != "w600_second_process"}
     assert "second process" not in render_table(old)  # a benchmark.json from before it
+
+
+def test_reproduce_row_says_met_or_by_how_much_it_missed():
+    b = _bench()
+    b["reproduce"] = {"total_s": 540.0, "runs": {"tanh-breadth": 200.0, "deep-relu": 20.4}}
+    lines = render_table(b).splitlines()
+    assert "`vgjax reproduce` end to end, cold compilation cache: 9.0 min (<= 10 min: met)" in lines
+    assert "(tanh-breadth 200 s, deep-relu 20 s)" in lines
+    b["reproduce"]["total_s"] = 690.0
+    assert "11.5 min (<= 10 min: missed by 1.5 min)" in render_table(b)
+
+
+def test_only_reproduce_needs_an_existing_benchmark(tmp_path, capsys):
+    from vgjax import cli
+    assert cli.main(["bench", "--only-reproduce", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "benchmark.json" in err and "does not exist" in err
+    assert list(tmp_path.iterdir()) == []

@@ -11,6 +11,7 @@ TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2
 
 # W600's compile seconds in a second process, with the persistent compilation cache.
 SECOND_PROCESS_COMPILE_TARGET_S = 2.0
+REPRODUCE_TARGET_MIN = 10  # issue #10: `vgjax reproduce` (30 seeds, 500 epochs) on a 2-core machine
 
 
 def _second_process_rows(b: dict) -> list[str]:
@@ -82,8 +83,14 @@ def render_wide(b: dict) -> list[str]:
             lines.append(f"| {r['width']} | {f['ms_per_run_epoch']:.4f} | {w['ms_per_run_epoch']:.4f} | "
                          f"{f['compile_s']:.1f} / {w['compile_s']:.1f} s |")
     if b.get("reproduce"):
-        lines += ["", f"`vgjax reproduce` end to end: {b['reproduce']['total_s'] / 60:.1f} min "
-                  "(target <= 10 min)"]
+        minutes = b["reproduce"]["total_s"] / 60
+        ok = "met" if minutes <= REPRODUCE_TARGET_MIN else f"missed by {minutes - REPRODUCE_TARGET_MIN:.1f} min"
+        lines += ["", f"`vgjax reproduce` end to end, cold compilation cache: {minutes:.1f} min "
+                  f"(<= {REPRODUCE_TARGET_MIN} min: {ok})"]
+        runs = b["reproduce"].get("runs") or {}
+        if runs:
+            lines.append("(" + ", ".join(f"{k} {v:.0f} s" for k, v in
+                                         sorted(runs.items(), key=lambda kv: -kv[1])) + ")")
     return lines
 
 

@@ -81,6 +81,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vgjax.bench import SECOND_PROCESS_COMPILE_TARGET_S, TARGETS, render_table, run_benchmark
     from vgjax.report import refresh_benchmark
 
+    if args.only_reproduce:
+        from vgjax.bench.run import update_reproduce
+        res = update_reproduce(Path(args.out))
+        refresh_benchmark(Path(args.out))
+        print(render_table(res))
+        return 0
     scale = tuple(parse_int_list("scale", args.scale))
     if args.epochs < 1:
         raise ValueError(f"epochs: {args.epochs} is out of range; allowed: integers >= 1")

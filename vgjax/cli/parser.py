@@ -99,6 +99,9 @@ def _add_bench(sub) -> None:
                    help="skip the wide-net grids and the fast/wide engine crossover")
     p.add_argument("--reproduce", action="store_true",
                    help="also time `vgjax reproduce` end to end (about 10 minutes)")
+    p.add_argument("--only-reproduce", action="store_true",
+                   help="only time `vgjax reproduce` end to end and put it into the existing "
+                   "OUT/benchmark.json (the other cases' figures are kept)")
     p.set_defaults(func=cmd_bench)
 
 
