@@ -51,19 +51,45 @@ def _depth_series(label: str, res: SweepResult, learn_threshold: float, multi: b
 
 
 def make_depth_study(results, *, learn_threshold: float = LEARN_THRESHOLD, title: str | None = None) -> Figure:
+    """The depth study: final train and test accuracy against depth (seed mean ± 1 std and
+    min–max bands) and the share of seeds that learn, one colour per config.
+
+    ``results``: a :class:`SweepResult` or a dict label -> SweepResult (one series per
+    config of each); its ``train_accuracy``/``test_accuracy`` [R, E] give the final values.
+    """
     if isinstance(results, SweepResult):
         results = {"": results}
     if not results:
         raise ValueError("plot_depth_study: give at least one result")
     fig, axes = new_figure(3, panel_w=4.4, panel_h=4.4, sharex=True)
-    ax_train, ax_test, ax_share = axes
     series = []
     for label, res in results.items():
         for name in ("train_accuracy", "test_accuracy"):
             check_history(res, name, "plot_depth_study")
         series.extend(_depth_series(str(label), res, learn_threshold, len(results) > 1))
-    counts = []
-    handles = []
+    counts, handles = _draw_series(axes, series)
+    _style_axes(axes, series, learn_threshold)
+    # One legend explaining colours and bands.
+    named = [h for h in handles if h.get_label()]
+    band_handles = [
+        Line2D([], [], color="0.4", lw=6, alpha=0.35, label="± 1 std"),
+        Line2D([], [], color="0.4", lw=6, alpha=0.12, label="min – max"),
+        Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"threshold {learn_threshold:g}"),
+    ]
+    fig.legend(handles=named + band_handles, loc="outside lower center", fontsize="small",
+               ncol=min(len(named) + len(band_handles), 6), frameon=False)
+    head = title if title else (describe(next(iter(results.values()))) if len(results) == 1
+                                else "depth study")
+    suptitle(fig, f"{head} — final accuracy vs depth, mean ± 1 std over "
+                   f"{seed_phrase(counts)}")
+    return fig
+
+
+def _draw_series(axes, series) -> tuple[list[int], list[Line2D]]:
+    """Bands and mean lines of each series on the train/test panels, the learning share on
+    the third; returns (every series' seed counts, one legend handle per series)."""
+    ax_train, ax_test, ax_share = axes
+    counts, handles = [], []
     for k, (name, depths, stats, share, seeds) in enumerate(series):
         color = SERIES_COLORS[k % len(SERIES_COLORS)]
         counts.extend(seeds)
@@ -80,6 +106,12 @@ def make_depth_study(results, *, learn_threshold: float = LEARN_THRESHOLD, title
                     label=name or None)
         ax_share.plot(depths, share, marker="o", ms=3.5, lw=1.6, color=color, label=name or None)
         handles.append(Line2D([], [], color=color, marker="o", ms=3.5, lw=1.6, label=name))
+    return counts, handles
+
+
+def _style_axes(axes, series, learn_threshold: float) -> None:
+    """Titles, labels, the threshold line and y limits shared by every series."""
+    ax_train, ax_test, ax_share = axes
     for ax, m in ((ax_train, "train"), (ax_test, "test")):
         ax.set_title(f"final {m} accuracy", fontsize="medium")
         ax.set_ylabel("accuracy")
@@ -97,20 +129,6 @@ def make_depth_study(results, *, learn_threshold: float = LEARN_THRESHOLD, title
                      if np.isfinite(s[2][m]["min"]).any())) if series else 0.45
     for ax in (ax_train, ax_test):
         ax.set_ylim(max(lo - 0.03, -0.02), 1.02)
-    # One legend explaining colours and bands.
-    named = [h for h in handles if h.get_label()]
-    band_handles = [
-        Line2D([], [], color="0.4", lw=6, alpha=0.35, label="± 1 std"),
-        Line2D([], [], color="0.4", lw=6, alpha=0.12, label="min – max"),
-        Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"threshold {learn_threshold:g}"),
-    ]
-    fig.legend(handles=named + band_handles, loc="outside lower center", fontsize="small",
-               ncol=min(len(named) + len(band_handles), 6), frameon=False)
-    head = title if title else (describe(next(iter(results.values()))) if len(results) == 1
-                                else "depth study")
-    suptitle(fig, f"{head} — final accuracy vs depth, mean ± 1 std over "
-                   f"{seed_phrase(counts)}")
-    return fig
 
 
 def plot_depth_study(results: Union[SweepResult, Mapping[str, SweepResult]],
