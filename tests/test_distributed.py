@@ -264,21 +264,23 @@ def test_two_processes_equal_one_process_with_two_devices(reference_2dev, tmp_pa
     assert _summary(out)["versions"]["device"] == "cpu:cpu x2"  # the mesh spans both
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("killed", [1, 0])
-def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_path, killed):
-    """Process 1 killed: process 0's collective fails. Process 0 killed (the coordinator,
-    whose loss JAX's runtime answers with a C++ abort): process 1 still ends with one line.
-    Either way the survivor exits 1 within a bounded time, and the same command resumes."""
+def _chunks(out: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
+
+
+def _kill_mid_sweep(out: Path, cwd: Path, killed: int, kept: dict[str, int]) -> dict[str, int]:
+    """Start the two processes, SIGKILL process ``killed`` once a chunk not in ``kept`` is
+    written; check the survivor's exit (status 1, within a bounded time, one line naming
+    what was lost, JAX's runtime lines kept out of stderr). Returns the chunks now on disk,
+    of which those in ``kept`` were not recomputed."""
     import re
     import signal
     import time
-    out = tmp_path / "out"
-    first = out / outdir.CHUNKS_DIR / "chunk_00000.npz"
-    procs = _start_processes(out, tmp_path)
+    procs = _start_processes(out, cwd)
     victim, survivor = procs[killed], procs[1 - killed]
     deadline = time.monotonic() + TIMEOUT
-    while not first.exists() and time.monotonic() < deadline and survivor.poll() is None:
+    while (set(_chunks(out)) <= set(kept) and time.monotonic() < deadline
+           and survivor.poll() is None):
         time.sleep(0.02)
     assert survivor.poll() is None, "ended before the kill: " + survivor.communicate()[1][-2000:]
     victim.send_signal(signal.SIGKILL)
@@ -298,12 +300,24 @@ def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_
         os.unlink(log.group(1))
     # no fatal trace from JAX's runtime: its log lines went to the file the line names
     assert not re.search(r"^[EF]\d{4} |Terminating process", stderr, re.M), stderr[-3000:]
-    kept = {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")}
-    assert 1 <= len(kept) < 6 and not (out / outdir.SUMMARY_NAME).exists()
+    now = _chunks(out)
+    assert {k: v for k, v in now.items() if k in kept} == kept, "finished chunks were recomputed"
+    assert len(kept) < len(now) < 6 and not (out / outdir.SUMMARY_NAME).exists()
+    return now
 
+
+@pytest.mark.slow
+def test_a_dead_process_stops_the_other_and_a_rerun_resumes(reference_2dev, tmp_path):
+    """Process 1 killed: process 0's collective fails. Then, in the rerun, process 0 killed
+    (the coordinator, whose loss JAX's runtime answers with a C++ abort): process 1 still
+    ends with one line. Each time the survivor exits 1 within a bounded time, and the same
+    command resumes, finally to the uninterrupted sweep's files."""
+    out = tmp_path / "out"
+    kept = _kill_mid_sweep(out, tmp_path, killed=1, kept={})
+    kept = _kill_mid_sweep(out, tmp_path, killed=0, kept=kept)
     _wait_all(_start_processes(out, tmp_path))  # the same command: resumes
-    assert {p.name: p.stat().st_mtime_ns for p in (out / outdir.CHUNKS_DIR).glob("chunk_*.npz")
-            if p.name in kept} == kept, "finished chunks were recomputed"
+    assert {k: v for k, v in _chunks(out).items() if k in kept} == kept, \
+        "finished chunks were recomputed"
     assert_same_sweep(out, reference_2dev)
 
 
