@@ -33,6 +33,7 @@ def _env(devices: int) -> dict:
     env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
                         f"--xla_cpu_experimental_ynn_fusion_type= {optimization_flags()}")
     env.pop("JAX_COORDINATOR_ADDRESS", None)
+    env.pop("JAX_NUM_CPU_DEVICES", None)  # (CI may set it for the suite): the count above
     return env
 
 
@@ -223,7 +224,8 @@ def test_merge_of_a_directory_without_a_sweep_is_refused(tmp_path, capsys):
 
 # --------------------------------------------------------------------- multi-process JAX
 
-# Slow enough per chunk (6 chunks of 2 runs) that a process can be killed mid-sweep.
+# Slow enough per chunk (6 chunks of 2 runs) that a process can be killed mid-sweep: the
+# kill follows a chunk file's appearance within 20 ms.
 ARGS_MP = ARGS[:-4] + ["--epochs", "100", "--hist-every", "50", "--chunk-size", "2"]
 
 
