@@ -140,9 +140,6 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
                          "allowed: no lrs axis, or a factory lr -> GradientTransformation")
     check_choice("engine", engine, ENGINES)
-    if engine == "wide" and keep_params:
-        raise ValueError("engine: 'wide' does not return final parameters (keep_params); "
-                         "allowed: 'fast', 'vmap' or 'auto'")
     if engine in ("fast", "wide") and config.probes:
         raise ValueError(f"engine: {engine!r} does not record probes "
                          f"({', '.join(config.probes)}); allowed: 'vmap' or 'auto'")
@@ -158,7 +155,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     mesh = mesh or (probe_mesh() if config.probes else default_mesh())
     n_dev = mesh.devices.size
     if engine == "auto":
-        engine = choose_engine(config, p, mesh, keep_params)
+        engine = choose_engine(config, p, mesh)
     if engine == "wide":  # a chunk's outputs stay, its working set is per block
         out_b, work_b = wide.bytes_per_run(config, max_depth, p)
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
@@ -184,13 +181,12 @@ CPU_WIDE_FROM = 8
 def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False) -> str:
     """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
-    wide engine; the vmap reference wherever neither covers the config. The wide engine does
-    not return final parameters, so ``keep_params`` takes the fast engine instead. Probes
-    (``config.probes``) are recorded by the vmap engine only."""
+    wide engine; the vmap reference wherever neither covers the config. Probes
+    (``config.probes``) are recorded by the vmap engine only. Every engine returns final
+    parameters, so ``keep_params`` (kept for old callers) changes nothing."""
+    del keep_params
     if not fast.supports(config) or config.probes:
         return "vmap"
-    if keep_params:
-        return "fast"
     if mesh.devices.flat[0].platform != "cpu":
         return "wide"
     return "wide" if p >= CPU_WIDE_FROM else "fast"
@@ -270,7 +266,8 @@ def _train_grid(static_config: Config, max_depth: int, p: int, mesh: Mesh, engin
         def pin(x, axis):
             spec = PartitionSpec(*([None] * axis + ["runs"]))
             return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-        return wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
+        return wide.make_wide_train(static_config, max_depth, p, n_blocks, pin,
+                                    keep_params=keep_params)
     return jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
                     in_axes=(0, None))
 
