@@ -10,7 +10,8 @@ from tests.test_train import _reference_run
 from vgjax import wide
 from vgjax.config import Config, Grid
 from vgjax.diagnostics import HIST_EDGES
-from vgjax.sweep import choose_engine, default_mesh, depth_blocks, make_plan, sweep
+from vgjax.engines import choose_engine, depth_blocks
+from vgjax.sweep import default_mesh, make_plan, sweep
 
 
 def _compare(config, engine, **grid):

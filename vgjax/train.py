@@ -18,8 +18,9 @@ import jax.numpy as jnp
 from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
-from vgjax.loop import (PARAM_KEYS, PARAM_PREFIX, DeviceData, Engine, EpochStats,  # noqa: F401
-                        RunSpec, Setup, finish, grads_step, train_loop)
+# RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
+from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
+from vgjax.loop import Engine, Setup, grads_step, train_loop
 from vgjax.model import kernel_mask
 from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
 from vgjax.step import Batch, Step, bce, make_step
