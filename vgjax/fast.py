@@ -1,8 +1,12 @@
-"""The fast CPU engine: a whole grid of runs in a "runs-last" layout, backprop by hand.
+"""The fast CPU engine's kernels: a whole chunk of runs in a "runs-last" layout, backprop by
+hand.
 
-Computes exactly what ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same
-initial weights, same shuffles, same Keras SGD, same per-epoch outputs; equal to float32
-rounding, tested), but is written for XLA:CPU, where a program of many tiny ops is slow:
+It trains under the one loop of :mod:`vgjax.loop` (:func:`make_fast_train`); what is its
+own is a drop-in ``loss_and_grads`` with Keras SGD (:func:`fast_engine`'s ``train_step``),
+the per-layer sums, histograms and evaluation in its layout. It computes exactly what the
+reference ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+same shuffles, same Keras SGD, same per-epoch outputs; equal to float32 rounding, tested),
+but is written for XLA:CPU, where a program of many tiny ops is slow:
 
 * every array carries the run axis LAST ([..., R]), so each elementwise op vectorises over
   runs instead of over 5 units;
@@ -13,8 +17,9 @@ rounding, tested), but is written for XLA:CPU, where a program of many tiny ops 
 * each hidden layer sits in its own ``lax.cond``: a hard fusion boundary (otherwise XLA fuses
   the backward chain across layers and recomputes it) that also skips layers no run of the
   chunk has;
-* shuffles use a single-operand sort of packed (key bits | index) words, bit-identical to
-  ``jax.random.permutation`` but ~3x cheaper than its two-operand sort;
+* shuffles (:mod:`vgjax.shuffle`) use a single-operand sort of packed (key bits | index)
+  words, bit-identical to ``jax.random.permutation`` but ~3x cheaper than its two-operand
+  sort;
 * evaluation is one forward pass over train and test points together.
 
 The run axis is leading at the boundary, as in :mod:`vgjax.sweep`. Covered: SGD (with or

@@ -154,7 +154,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     if engine == "auto":
         engine = choose_engine(config, p, mesh)
     if engine == "wide":  # a chunk's outputs stay, its working set is per block
-        out_b, work_b = wide.bytes_per_run(config, max_depth, p)
+        out_b, work_b = wide.bytes_per_run(config, max_depth, p, keep_params)
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
                                              per_run=out_b)
     else:

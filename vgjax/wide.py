@@ -1,13 +1,15 @@
-"""The wide-net engine: a chunk of runs whose minibatch products stay batched matmuls.
+"""The wide-net engine's kernels: minibatch products that stay batched matmuls over runs.
 
-Computes exactly what ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same
-initial weights, same shuffles, same Keras SGD, the same history dict with the same shapes;
-equal to float32 rounding, tested) in the layout that matmul libraries like: the run axis
-LEADING, so each layer's minibatch step is one batched product ``[R, B, P] x [R, P, P]``
-(XLA:CPU's Eigen/YNNPACK dots; cuBLAS batched GEMM on a GPU). Where :mod:`vgjax.fast`
-unrolls every product into ``P`` broadcast multiplies (fast at the tutorial's 5 units, but
-its program and its work grow with ``P``), this program's size does not depend on ``P`` or
-``D``:
+It trains under the one loop of :mod:`vgjax.loop` (:func:`make_wide_train`, per depth
+block); its own are a fused step (:func:`_step`: backprop, SGD update and statistics layer
+by layer), histograms, evaluation and parameter layout. It computes exactly what
+``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+shuffles, Keras SGD and history dict; equal to float32 rounding, tested) in the layout that
+matmul libraries like: the run axis LEADING, so each layer's minibatch step is one batched
+product ``[R, B, P] x [R, P, P]`` (XLA:CPU's Eigen/YNNPACK dots; cuBLAS batched GEMM on a
+GPU). Where :mod:`vgjax.fast` unrolls every product into ``P`` broadcast multiplies (fast
+at the tutorial's 5 units, but its program and its work grow with ``P``), this program's
+size does not depend on ``P`` or ``D``:
 
 * the hidden layers are a loop over a layer-stacked ``[D-1, R, P, P]`` kernel that runs
   up to the block's deepest run (an unbatched bound), so layers no run of the block has
@@ -47,16 +49,17 @@ WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 _INNER_EDGES = np.asarray(HIST_EDGES[1:-1], np.float32)
 
 
-def supports(config) -> bool:
-    """Whether :func:`make_wide_train` covers ``config`` (else use the vmap engine)."""
-    return fast.supports(config)
+# Whether make_wide_train covers a config (else the vmap engine): what the fast engine covers.
+supports = fast.supports
 
 
-def bytes_per_run(config, max_depth: int, p: int) -> tuple[int, int]:
+def bytes_per_run(config, max_depth: int, p: int, keep_params: bool = False
+                  ) -> tuple[int, int]:
     """Rough device bytes of one run: (its outputs, its working set while it trains)."""
     n_layers, e = max_depth + 1, config.epochs
     h = config.epochs // config.hist_every if config.hist_every > 0 else 0
     outputs = 4 * e * (4 + 3 * n_layers) + 2 * 4 * h * n_layers * (N_BUCKETS + 4)
+    outputs += 4 * max_depth * (p + 1) * p if keep_params else 0  # the final parameters
     # params, momentum, per-element init draws and weight-histogram indices ~ 6 words per
     # kernel entry; saved activations of a step; the evaluation pass over the data.
     working = 4 * 6 * max_depth * p * p + 4 * 2 * max_depth * config.batch_size * p
@@ -165,8 +168,7 @@ def _row_sums(g):
 
 
 class _Static(NamedTuple):
-    """The step's static parts: activation and its derivative (of the output), SGD momentum,
-    padded depth D."""
+    """The step's static parts: activation, its derivative (of the output), momentum, D."""
 
     act: Callable
     dact: Callable
