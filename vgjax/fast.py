@@ -276,8 +276,9 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
         return a, jnp.sqrt(s)
 
     def evaluate(state, c):
+        (kern, _, ko, _), _ = state
         loss, acc = _eval_split(state[0], c, act)
-        return jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(state[0][0], state[0][2])[0]
+        return jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(kern, ko)[0]
 
     return Engine(
         init=functools.partial(_init, config, max_depth, p), minibatches=minibatches,
@@ -345,7 +346,8 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
 def _eval_split(params, c, act):
     """Loss and accuracy on train and test: one forward over the concatenated points."""
     xe = c["xall"][:, :, None]
-    logits, *_ = forward(params, xe, c["depth_mask"], c["unit"], act, c["need"], keep=False)                               # [N+M, R]
+    logits, *_ = forward(params, xe, c["depth_mask"], c["unit"], act, c["need"],
+                         keep=False)                                         # [N+M, R]
     y = c["yall"][:, None]
     ce = _bce(logits, y)
     hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
