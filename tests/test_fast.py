@@ -2,11 +2,11 @@
 independent NumPy implementation in test_train.py)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from vgjax import fast
+from tests.test_wide import _compare  # every engine against the vmap one, the same way
+from vgjax import fast, shuffle
 from vgjax.config import Config
 from vgjax.sweep import sweep
 
@@ -14,33 +14,13 @@ from vgjax.sweep import sweep
 def test_permutations_are_bit_identical_to_jax():
     keys = jax.random.split(jax.random.PRNGKey(11), 2000)
     for n in (7, 33, 500):
-        ours = np.asarray(fast.permutations(keys, n))
+        ours = np.asarray(shuffle.permutations(keys, n))
         ref = np.asarray(jax.vmap(lambda k: jax.random.permutation(k, n))(keys))
         np.testing.assert_array_equal(ours, ref)
     # the tie repair must have been exercised: some rows have equal top key bits
-    bits = np.asarray(jax.vmap(lambda k: fast._random_sort_keys(k, 500))(keys))
+    bits = np.asarray(jax.vmap(lambda k: shuffle._random_sort_keys(k, 500))(keys))
     hi = np.sort(bits >> 9, axis=1)
     assert (hi[:, 1:] == hi[:, :-1]).any()
-
-
-def _compare(config, **grid):
-    ref = sweep(config, engine="vmap", **grid)
-    got = sweep(config, engine="fast", **grid)
-    for k, a in ref.history.items():
-        b = got.history[k]
-        assert a.shape == b.shape and a.dtype == b.dtype, k
-        if a.dtype.kind == "f":
-            np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=k)
-            m = np.isfinite(a)
-            # accuracies can flip one point (1/500) and signed histogram sums cancel
-            tol = 2.5e-3 if "accuracy" in k else 1e-3 if "hist_stats" in k else 2e-5
-            np.testing.assert_allclose(b[m], a[m], rtol=tol, atol=tol * 1e-2, err_msg=k)
-        elif "hist" in k:  # a value on a bucket edge may land one bucket over
-            assert np.abs(a.astype(np.int64) - b).max() <= 1, k
-            np.testing.assert_array_equal(a.sum(-1), b.sum(-1), err_msg=k)
-        else:
-            np.testing.assert_array_equal(a, b, err_msg=k)
-    np.testing.assert_array_equal(ref.runs.diverged_epoch, got.runs.diverged_epoch)
 
 
 @pytest.mark.parametrize("activation, init, momentum", [
@@ -51,12 +31,12 @@ def _compare(config, **grid):
 def test_fast_equals_vmap(activation, init, momentum):
     cfg = Config(activation=activation, init=init, output_init="glorot_uniform",
                  momentum=momentum, epochs=4, hist_every=2)
-    _compare(cfg, seeds=(0, 1), depths=(1, 3), widths=(3, 5))
+    _compare(cfg, "fast", seeds=(0, 1), depths=(1, 3), widths=(3, 5))
 
 
 def test_fast_equals_vmap_deep_and_wide_in_one_grid():
     cfg = Config(activation="tanh", init="glorot_uniform", epochs=3, hist_every=3)
-    _compare(cfg, seeds=(0,), depths=(1, 9), widths=(2, 11))
+    _compare(cfg, "fast", seeds=(0,), depths=(1, 9), widths=(2, 11))
 
 
 def test_a_nan_run_leaves_the_others_bit_identical():

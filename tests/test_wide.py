@@ -10,13 +10,18 @@ from tests.test_train import _reference_run
 from vgjax import wide
 from vgjax.config import Config, Grid
 from vgjax.diagnostics import HIST_EDGES
-from vgjax.sweep import choose_engine, default_mesh, depth_blocks, make_plan, sweep
+from vgjax.engines import choose_engine, depth_blocks
+from vgjax.model import unpack_run
+from vgjax.sweep import default_mesh, make_plan, sweep
 
 
-def _compare(config, engine, **grid):
-    """Every history array of ``engine`` equals the vmap engine's to float32 rounding."""
-    ref = sweep(config, engine="vmap", **grid)
-    got = sweep(config, engine=engine, **grid)
+def _compare(config, engine, keep_params=False, **grid):
+    """Every history array of ``engine`` equals the vmap engine's to float32 rounding; with
+    ``keep_params`` so do the final parameters, and each run's unpack to its exact layers."""
+    ref = sweep(config, engine="vmap", keep_params=keep_params, **grid)
+    got = sweep(config, engine=engine, keep_params=keep_params, **grid)
+    if keep_params:
+        _same_params(ref, got)
     assert ref.history.keys() == got.history.keys()
     for k, a in ref.history.items():
         b = got.history[k]
@@ -35,6 +40,22 @@ def _compare(config, engine, **grid):
     np.testing.assert_array_equal(ref.runs.diverged_epoch, got.runs.diverged_epoch)
 
 
+def _same_params(ref, got):
+    assert got.params.keys() == ref.params.keys()
+    for k in ref.params:
+        assert got.params[k].shape == ref.params[k].shape, k
+        assert got.params[k].dtype == ref.params[k].dtype, k
+        np.testing.assert_allclose(got.params[k], ref.params[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    for r in range(len(got.runs)):  # each run's exact layers: their L1 is the history's
+        d, w = int(got.runs.depth[r]), int(got.runs.width[r])
+        layers = unpack_run(got.params, d, w, run=r)
+        assert list(layers) == [f"dense_{i + 1}" for i in range(d)] + ["output"]
+        l1 = [np.abs(layers[f"dense_{i + 1}"]["kernel"]).sum() for i in range(d)]
+        l1.append(np.abs(layers["output"]["kernel"]).sum())
+        np.testing.assert_allclose(got.history["weight_l1"][r, -1][list(range(d)) + [-1]], l1,
+                                   rtol=1e-5)
+
+
 @pytest.mark.parametrize("activation, init, momentum", [
     ("tanh", "glorot_uniform", 0.9),
     ("relu", "he_uniform", 0.0),
@@ -47,13 +68,14 @@ def test_wide_equals_vmap_on_a_wide_grid(activation, init, momentum):
 
 def test_wide_equals_vmap_with_depth_sorted_blocks():
     # 12 runs of depths 1, 2, 6 in run-table order (seed outermost): the chunk is sorted
-    # by depth into blocks inside the program, and outputs must come back in table order.
+    # by depth into blocks inside the program, and outputs (histories and final parameters)
+    # must come back in table order.
     cfg = Config(activation="sigmoid", init="glorot_uniform", epochs=2, hist_every=1)
     grid = dict(seeds=(0, 1, 2, 3), depths=(6, 1, 2), widths=(20,))
     plan = make_plan(cfg, Grid((0, 1, 2, 3), (6, 1, 2), (20,)), engine="wide",
                      mesh=default_mesh(jax.devices()[:1]))
     assert plan.n_blocks == 3
-    _compare(cfg, "wide", mesh=default_mesh(jax.devices()[:1]), **grid)
+    _compare(cfg, "wide", keep_params=True, mesh=default_mesh(jax.devices()[:1]), **grid)
 
 
 def test_wide_matches_numpy_reference_at_width_64():

@@ -102,18 +102,19 @@ def empty_hist_stats(n_layers: int) -> jax.Array:
 
 
 def divergence(curves: jax.Array, layers: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The divergence rule of the runs-last engines: the first epoch whose curves or layer
-    statistics are not finite.
+    """The divergence rule of every engine: the first epoch whose curves or layer statistics
+    are not finite.
 
     Args:
-      curves: [E, 4, R]; layers: [E, 3, L, R] (run axis last).
+      curves: [E, 4, ...]; layers: [E, 3, L, ...] (run axes, if any, last).
     Returns:
-      diverged_epoch [R] int32 (1-based, -1 never) and valid [E, R] bool (the epochs before it).
+      diverged_epoch [...] int32 (1-based, -1 never) and valid [E, ...] bool (the epochs
+      before it).
     """
-    bad = ~(jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2)))  # [E, R]
+    bad = ~(jnp.isfinite(curves).all(axis=1) & jnp.isfinite(layers).all(axis=(1, 2)))  # [E, ...]
     first_bad = jnp.argmax(bad, axis=0)
     anybad = bad.any(axis=0)
     diverged = jnp.where(anybad, first_bad + 1, -1).astype(jnp.int32)
-    epochs = jnp.arange(curves.shape[0])
-    valid = jnp.where(anybad[None], epochs[:, None] < first_bad[None], True)
+    epochs = jnp.arange(curves.shape[0]).reshape((-1,) + (1,) * first_bad.ndim)
+    valid = jnp.where(anybad[None], epochs < first_bad[None], True)
     return diverged, valid

@@ -1,8 +1,12 @@
-"""The fast CPU engine: a whole grid of runs in a "runs-last" layout, backprop by hand.
+"""The fast CPU engine's kernels: a whole chunk of runs in a "runs-last" layout, backprop by
+hand.
 
-Computes exactly what ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same
-initial weights, same shuffles, same Keras SGD, same per-epoch outputs; equal to float32
-rounding, tested), but is written for XLA:CPU, where a program of many tiny ops is slow:
+It trains under the one loop of :mod:`vgjax.loop` (:func:`make_fast_train`); what is its
+own is a drop-in ``loss_and_grads`` with Keras SGD (:func:`fast_engine`'s ``train_step``),
+the per-layer sums, histograms and evaluation in its layout. It computes exactly what the
+reference ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+same shuffles, same Keras SGD, same per-epoch outputs; equal to float32 rounding, tested),
+but is written for XLA:CPU, where a program of many tiny ops is slow:
 
 * every array carries the run axis LAST ([..., R]), so each elementwise op vectorises over
   runs instead of over 5 units;
@@ -13,8 +17,9 @@ rounding, tested), but is written for XLA:CPU, where a program of many tiny ops 
 * each hidden layer sits in its own ``lax.cond``: a hard fusion boundary (otherwise XLA fuses
   the backward chain across layers and recomputes it) that also skips layers no run of the
   chunk has;
-* shuffles use a single-operand sort of packed (key bits | index) words, bit-identical to
-  ``jax.random.permutation`` but ~3x cheaper than its two-operand sort;
+* shuffles (:mod:`vgjax.shuffle`) use a single-operand sort of packed (key bits | index)
+  words, bit-identical to ``jax.random.permutation`` but ~3x cheaper than its two-operand
+  sort;
 * evaluation is one forward pass over train and test points together.
 
 The run axis is leading at the boundary, as in :mod:`vgjax.sweep`. Covered: SGD (with or
@@ -27,16 +32,15 @@ slower than XLA's own loop fusions on these tiny tensors; the ``vgjax`` CLI does
 from __future__ import annotations
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-# The only vgjax imports: the Keras-faithful initialiser (run once, outside the hot loop) and
-# the histogram edges. Everything in the epoch loop is below.
+from vgjax.diagnostics import HIST_EDGES
+from vgjax.loop import PARAM_KEYS, Engine, Setup, grads_step, runs_first, train_loop
 from vgjax.model import init_params
-from vgjax.diagnostics import HIST_EDGES, N_BUCKETS, divergence
+from vgjax.shuffle import permutations
 
 N_FEATURES = 2
 
@@ -234,247 +238,116 @@ def histogram(kern, ko, hmask, omask):
     return counts, stats
 
 
-def _empty_hist(n_layers, n_runs):
-    """Counts [L, K, R] int32 zeros and stats [L, 4, R] (min=+inf, max=-inf, sums 0)."""
-    stats = jnp.broadcast_to(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32)[None, :, None],
-                             (n_layers, 4, n_runs))
-    return jnp.zeros((n_layers, N_BUCKETS, n_runs), jnp.int32), stats
-
-
-def _merge_stats(a, b):
-    return jnp.stack([jnp.minimum(a[:, 0], b[:, 0]), jnp.maximum(a[:, 1], b[:, 1]),
-                      a[:, 2] + b[:, 2], a[:, 3] + b[:, 3]], axis=1)
-
-
 # ----------------------------------------------------------------------------------------
-# shuffles: bit-identical to jax.random.permutation(key, n) (one stable sort of 32-bit random
-# keys, for n < 2**20), 5x cheaper on XLA:CPU: a single-operand sort of packed
-# (top key bits | index) words instead of a two-operand key/value sort, then an exact
-# fix-up of the (rare) neighbours whose top key bits tie.
+# the engine's kernels for vgjax.loop
 
-def _random_sort_keys(key, n):
-    _, sub = jax.random.split(key)            # as jax._src.random._shuffle (1 round, n < 2**20)
-    return jax.random.bits(sub, (n,), jnp.uint32)
-
-
-def permutations(keys, n):
-    """[R, n] int32: row r equals jax.random.permutation(keys[r], n)."""
-    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
-    if rounds != 1 or n > (1 << 16):
-        return jax.vmap(lambda k: jax.random.permutation(k, n))(keys)
-    bits = jax.vmap(lambda k: _random_sort_keys(k, n))(keys)             # [R, n] uint32
-    ib = max(1, int(np.ceil(np.log2(n))))
-    hi_mask = jnp.uint32((0xFFFFFFFF >> ib) << ib)
-    iota = jnp.arange(n, dtype=jnp.uint32)
-    packed = jax.lax.sort((bits & hi_mask) | iota[None], dimension=1)     # stable by (hi, idx)
-    idx = (packed & jnp.uint32((1 << ib) - 1)).astype(jnp.int32)
-    hi = packed & hi_mask
-    tie = jnp.any((hi[:, 1:] == hi[:, :-1]).reshape(-1))
-
-    def fix(idx):
-        # the order must be by (full key, index); only neighbours with equal top bits can be
-        # out of order: odd-even transposition passes until nothing moves (exact).
-        k = jnp.take_along_axis(bits, idx, axis=1)
-
-        pos = jnp.arange(n)
-
-        def shifted(x, d):  # x[:, p + d] (edge values repeated; never selected there)
-            if d > 0:
-                return jnp.concatenate([x[:, d:], x[:, -d:]], axis=1)
-            return jnp.concatenate([x[:, :-d], x[:, :d]], axis=1)
-
-        def one_pass(k, i, start):
-            # pairs (p, p+1) with p - start even; elementwise, no scatter
-            first = ((pos - start) % 2 == 0) & (pos + 1 < n) & (pos >= start)
-            second = ((pos - start) % 2 == 1) & (pos >= start + 1)
-            nk, ni = shifted(k, 1), shifted(i, 1)        # right neighbour
-            pk, pi = shifted(k, -1), shifted(i, -1)      # left neighbour
-            out_of_order_r = (nk < k) | ((nk == k) & (ni < i))   # for first elements
-            out_of_order_l = (k < pk) | ((k == pk) & (i < pi))   # for second elements
-            sw1 = first[None] & out_of_order_r
-            sw2 = second[None] & out_of_order_l
-            k2 = jnp.where(sw1, nk, jnp.where(sw2, pk, k))
-            i2 = jnp.where(sw1, ni, jnp.where(sw2, pi, i))
-            return k2, i2, jnp.any(sw1.reshape(-1))
-
-        def body(c):
-            k, i, _ = c
-            k, i, s0 = one_pass(k, i, 0)
-            k, i, s1 = one_pass(k, i, 1)
-            return k, i, s0 | s1
-
-        _, idx, _ = jax.lax.while_loop(lambda c: c[2], body, (k, idx, jnp.array(True)))
-        return idx
-
-    return jax.lax.cond(tie, fix, lambda i: i, idx)
-
-
-# ----------------------------------------------------------------------------------------
-# the whole training program
-
-def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False):
-    """Build ``train(spec, data) -> dict`` for a whole chunk of runs (``spec`` fields [R]).
-
-    Returns the same dict, shapes and dtypes as
-    ``jax.vmap(vgjax.train.make_train(config, max_depth, p, keep_params=...), in_axes=(0, None))``.
-    """
+def fast_engine(config, max_depth: int, p: int) -> Engine:
+    """The fast engine's kernels over a chunk of runs, run axis last (see the module doc)."""
     if not supports(config):
         raise ValueError(f"config: the fast engine covers SGD without test_gradients and "
                          f"activations {FAST_ACTIVATIONS}; got {config.optimizer}, "
                          f"{config.activation}, test_gradients={config.test_gradients}")
-    D, P = max_depth, p
-    L = D + 1
-    S, B = config.steps_per_epoch, config.batch_size
-    n = config.n_train
-    every = config.hist_every
-    E = config.epochs
+    S, B, n = config.steps_per_epoch, config.batch_size, config.n_train
     act, dact = _act_and_grad(config.activation)
 
-    def epoch_fn(state, e, c):
-        """One epoch. state = (params, mom, hists); hists = (gacc, gbuf, wbuf) or None."""
-        params, mom, hists = state
+    def minibatches(c, e):
         # the same shuffles as vgjax.train.batch_indices, vmapped over runs -> [S, B, R]
         keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
         perm = permutations(keys, n)                                       # [R, n]
-        pad = S * B - n
-        idx = jnp.pad(perm, ((0, 0), (0, pad))).reshape(-1, S, B)
+        idx = jnp.pad(perm, ((0, 0), (0, S * B - n))).reshape(-1, S, B)
         idx = jnp.moveaxis(idx, 0, -1)                                     # [S, B, R]
         w = (jnp.arange(S * B) < n).astype(jnp.float32).reshape(S, B)
-        xb = jnp.moveaxis(c["xtr"][idx], -1, -2)                           # [S, B, 2, R]
-        yb = c["ytr"][idx]                                                 # [S, B, R]
-        R = idx.shape[-1]
-        # Histogram epochs share this one compiled body: their extra work sits in conds
-        # on the (unbatched) epoch number, so the program holds a single epoch.
-        hist_now = ((e + 1) % every == 0) if every > 0 else False
+        return jnp.moveaxis(c["xtr"][idx], -1, -2), c["ytr"][idx], w      # [S, B, 2, R], ...
 
-        def step(carry, batch):
-            params, mom, sa, ss, gacc = carry
-            x, y, wb = batch
-            _, g = loss_and_grads(params, x, y, wb, c["depth_mask"], c["unit"], act, dact,
-                                  need=c["need"])
-            if config.momentum > 0:
-                mom = jax.tree.map(lambda m, gg: gg + config.momentum * m, mom, g)
-                upd = mom
-            else:
-                upd = g
-            params = jax.tree.map(lambda p_, u: p_ + (-c["lr"]) * u, params, upd)
-            a, s = layer_abs_sq(g[0], g[2])
-            sa, ss = sa + a, ss + jnp.sqrt(s)
-            if gacc is not None:
-                def add(h):
-                    cnt, st = histogram(g[0], g[2], c["hmask"], c["omask"])
-                    return h[0] + cnt, _merge_stats(h[1], st)
-                gacc = jax.lax.cond(hist_now, add, lambda h: h, gacc)
-            return (params, mom, sa, ss, gacc), None
+    def train_step(state, batch, c):
+        """loss_and_grads, then Keras SGD (optax.sgd's momentum trace): ((params, mom), g)."""
+        (params, mom), (x, y, wb) = state, batch
+        _, g = loss_and_grads(params, x, y, wb, c["depth_mask"], c["unit"], act, dact,
+                              need=c["need"])
+        if config.momentum > 0:
+            mom = jax.tree.map(lambda m, gg: gg + config.momentum * m, mom, g)
+            upd = mom
+        else:
+            upd = g
+        return (jax.tree.map(lambda p_, u: p_ + (-c["lr"]) * u, params, upd), mom), g
 
-        zero = jnp.zeros((L, R), jnp.float32)
-        gacc0 = None if hists is None else _empty_hist(L, R)
-        (params, mom, sa, ss, gacc), _ = jax.lax.scan(
-            step, (params, mom, zero, zero, gacc0), (xb, yb, w))
+    def grad_sums(g, c):
+        a, s = layer_abs_sq(g[0], g[2])
+        return a, jnp.sqrt(s)
 
-        # one forward over train + test concatenated
-        loss, acc = _eval_split(params, c, act)
-        wl1, _ = layer_abs_sq(params[0], params[2])
-        layers = jnp.stack([sa / (S * jnp.maximum(c["counts"], 1.0)), ss / S, wl1])  # [3, L, R]
-        curves = jnp.stack([loss[0], loss[1], acc[0], acc[1]])                       # [4, R]
-        if hists is not None:
-            def store(bufs):
-                gbuf, wbuf = bufs
-                h = (e + 1) // every - 1
-                wh = histogram(params[0], params[2], c["hmask"], c["omask"])
-                put = lambda buf, v: jax.tree.map(
-                    lambda bb, vv: jax.lax.dynamic_update_index_in_dim(bb, vv, h, 0), buf, v)
-                return put(gbuf, gacc), put(wbuf, wh)
-            hists = jax.lax.cond(hist_now, store, lambda bufs: bufs, hists)
-        return (params, mom, hists), (curves, layers)
+    def evaluate(state, c):
+        (kern, _, ko, _), _ = state
+        loss, acc = _eval_split(state[0], c, act)
+        return jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(kern, ko)[0]
+
+    return Engine(
+        init=functools.partial(_init, config, max_depth, p), minibatches=minibatches,
+        step=grads_step(train_step, grad_sums,
+                        lambda g, c: histogram(g[0], g[2], c["hmask"], c["omask"])),
+        evaluate=evaluate,
+        weight_hist=lambda state, c: histogram(state[0][0], state[0][2], c["hmask"], c["omask"]),
+        params=lambda state: dict(zip(PARAM_KEYS, state[0])))
+
+
+def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False):
+    """Build ``train(spec, data) -> dict`` for a whole chunk of runs (``spec`` fields [R]):
+    :func:`vgjax.loop.train_loop` with :func:`fast_engine`'s kernels.
+
+    Returns the same dict, shapes and dtypes as
+    ``jax.vmap(vgjax.train.make_train(config, max_depth, p, keep_params=...), in_axes=(0, None))``.
+    """
+    engine = fast_engine(config, max_depth, p)
 
     def train(spec, data):
         # Runs-last arrays broadcast per-run scalars ([R]) against [..., R] on purpose.
         with jax.numpy_rank_promotion("allow"):
-            return _train(spec, data)
-
-    def _train(spec, data):
-        R = spec.depth.shape[0]
-        keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
-        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-        shuffle_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-        p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
-            k, d, wd, max_depth=D, p=P, init=config.init,
-            output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
-            init_keys, spec.depth, spec.width, *jnp.broadcast_arrays(
-                jnp.asarray(spec.weight_var, jnp.float32) * jnp.ones((R,), jnp.float32),
-                jnp.asarray(spec.bias_var, jnp.float32) * jnp.ones((R,), jnp.float32)))
-        # runs-last parameter layout
-        params = (jnp.moveaxis(p0["kernels"], 0, -1), jnp.moveaxis(p0["biases"], 0, -1),
-                  jnp.moveaxis(p0["out_kernel"], 0, -1), p0["out_bias"])
-        mom = jax.tree.map(jnp.zeros_like, params)
-        layers_i = jnp.arange(D)
-        depth_mask = layers_i[:, None] < spec.depth[None, :]                      # [D, R]
-        unit = (jnp.arange(P)[:, None] < spec.width[None, :]).astype(jnp.float32)  # [P, R]
-        fan_in = jnp.where(layers_i[:, None] == 0, N_FEATURES, spec.width[None, :])  # [D, R]
-        i = jnp.arange(P)
-        hmask = ((i[None, :, None, None] < fan_in[:, None, None, :])
-                 & (i[None, None, :, None] < spec.width[None, None, None, :])
-                 & depth_mask[:, None, None, :])                                  # [D,P,P,R]
-        omask = i[:, None] < spec.width[None, :]
-        counts = jnp.concatenate([jnp.where(depth_mask, fan_in * spec.width[None], 0),
-                                  spec.width[None]]).astype(jnp.float32)         # [L, R]
-        present = jnp.concatenate([depth_mask, jnp.ones((1, R), bool)])          # [L, R]
-        c = dict(xtr=data.x_train, ytr=data.y_train,
-                 xall=jnp.concatenate([data.x_train, data.x_test]),
-                 yall=jnp.concatenate([data.y_train, data.y_test]),
-                 n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
-                 depth_mask=depth_mask, unit=unit, lr=spec.lr, hmask=hmask, omask=omask,
-                 counts=counts,
-                 # layers some run needs: computed once, so no per-step cross-device
-                 # reduction feeds the per-layer conds when the run axis is sharded
-                 need=jnp.any(depth_mask, axis=1))
-        epochs = jnp.arange(E, dtype=jnp.int32)
-        out = {}
-        n_hist = E // every if every > 0 else 0
-        hists = None
-        if n_hist > 0:
-            buf = lambda: jax.tree.map(lambda a: jnp.zeros((n_hist,) + a.shape, a.dtype),
-                                       _empty_hist(L, R))
-            hists = (buf(), buf())
-        (params, mom, hists), stats = jax.lax.scan(
-            lambda s_, e: epoch_fn(s_, e, c), (params, mom, hists), epochs)
-        if every > 0:
-            gh, wh = hists if n_hist > 0 else (
-                jax.tree.map(lambda a: jnp.zeros((0,) + a.shape, a.dtype), _empty_hist(L, R)),) * 2
-        curves, layers = stats                    # [E, 4, R], [E, 3, L, R]
-        diverged, valid = divergence(curves, layers)                              # [R], [E, R]
-        curves = jnp.where(valid[:, None], curves, jnp.nan)
-        layer_ok = valid[:, None, :] & present[None]                               # [E, L, R]
-        layers = jnp.where(layer_ok[:, None], layers, jnp.nan)
-        # back to run-leading layout
-        curves = jnp.moveaxis(curves, -1, 0)      # [R, E, 4]
-        layers = jnp.moveaxis(layers, -1, 0)      # [R, E, 3, L]
-        if keep_params:
-            out.update({"param_" + k: jnp.moveaxis(v, -1, 0) for k, v in
-                        zip(("kernels", "biases", "out_kernel", "out_bias"), params)})
-        out.update(train_loss=curves[..., 0], test_loss=curves[..., 1],
-                   train_accuracy=curves[..., 2], test_accuracy=curves[..., 3],
-                   grad_mean_abs=layers[:, :, 0], grad_norm=layers[:, :, 1],
-                   weight_l1=layers[:, :, 2], diverged_epoch=diverged)
-        if every > 0:
-            hist_ok = valid[every - 1::every][: E // every]                        # [H, R]
-            keep = hist_ok[:, None, :] & present[None]                             # [H, L, R]
-            for name, (cnt, st) in (("grad_hist", gh), ("weight_hist", wh)):
-                # cnt [H, L, K, R], st [H, L, 4, R]
-                cnt = jnp.where(keep[:, :, None], cnt, 0)
-                st = jnp.where(keep[:, :, None], st, jnp.nan)
-                out[name] = jnp.moveaxis(cnt, -1, 0)
-                out[name + "_stats"] = jnp.moveaxis(st, -1, 0)
-        return out
+            return runs_first(train_loop(engine, config, spec, data, keep_params=keep_params))
 
     return train
+
+
+def _init(config, max_depth: int, p: int, spec, data) -> Setup:
+    """Initial (params, momentum) in the runs-last layout, and the chunk's masks and data."""
+    D, P, R = max_depth, p, spec.depth.shape[0]
+    keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    shuffle_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
+        k, d, wd, max_depth=D, p=P, init=config.init,
+        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
+        init_keys, spec.depth, spec.width, *jnp.broadcast_arrays(
+            jnp.asarray(spec.weight_var, jnp.float32) * jnp.ones((R,), jnp.float32),
+            jnp.asarray(spec.bias_var, jnp.float32) * jnp.ones((R,), jnp.float32)))
+    params = (jnp.moveaxis(p0["kernels"], 0, -1), jnp.moveaxis(p0["biases"], 0, -1),
+              jnp.moveaxis(p0["out_kernel"], 0, -1), p0["out_bias"])
+    layers_i = jnp.arange(D)
+    depth_mask = layers_i[:, None] < spec.depth[None, :]                      # [D, R]
+    unit = (jnp.arange(P)[:, None] < spec.width[None, :]).astype(jnp.float32)  # [P, R]
+    fan_in = jnp.where(layers_i[:, None] == 0, N_FEATURES, spec.width[None, :])  # [D, R]
+    i = jnp.arange(P)
+    hmask = ((i[None, :, None, None] < fan_in[:, None, None, :])
+             & (i[None, None, :, None] < spec.width[None, None, None, :])
+             & depth_mask[:, None, None, :])                                  # [D,P,P,R]
+    counts = jnp.concatenate([jnp.where(depth_mask, fan_in * spec.width[None], 0),
+                              spec.width[None]]).astype(jnp.float32)         # [L, R]
+    c = dict(xtr=data.x_train, ytr=data.y_train,
+             xall=jnp.concatenate([data.x_train, data.x_test]),
+             yall=jnp.concatenate([data.y_train, data.y_test]),
+             n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
+             depth_mask=depth_mask, unit=unit, lr=spec.lr, hmask=hmask,
+             omask=i[:, None] < spec.width[None, :],
+             # layers some run needs: computed once, so no per-step cross-device
+             # reduction feeds the per-layer conds when the run axis is sharded
+             need=jnp.any(depth_mask, axis=1))
+    present = jnp.concatenate([depth_mask, jnp.ones((1, R), bool)])          # [L, R]
+    return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
 
 
 def _eval_split(params, c, act):
     """Loss and accuracy on train and test: one forward over the concatenated points."""
     xe = c["xall"][:, :, None]
-    logits, *_ = forward(params, xe, c["depth_mask"], c["unit"], act, c["need"], keep=False)                               # [N+M, R]
+    logits, *_ = forward(params, xe, c["depth_mask"], c["unit"], act, c["need"],
+                         keep=False)                                         # [N+M, R]
     y = c["yall"][:, None]
     ce = _bce(logits, y)
     hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)

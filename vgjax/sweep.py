@@ -3,10 +3,10 @@ compiled program.
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
 the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
-on a CPU the fast runs-last engine (:mod:`vgjax.fast`) for tiny widths and the wide
-batched-matmul engine (:mod:`vgjax.wide`) from :data:`CPU_WIDE_FROM` units on (on a GPU/TPU
-always the wide engine) where they cover the config, else ``jit(vmap(train_run))`` of
-:mod:`vgjax.train`.
+the one training loop (:mod:`vgjax.loop`) with the kernels of the engine
+:mod:`vgjax.engines` picks (on a CPU the fast runs-last engine for tiny widths and the wide
+batched-matmul engine from :data:`CPU_WIDE_FROM` units on, on a GPU/TPU always the wide
+engine, where they cover the config; else the vmapped reference engine of :mod:`vgjax.train`).
 The run axis is the leading axis of every input and output and is sharded over all devices
 with a 1-D mesh, so the same code runs on one CPU, several CPU devices, a GPU or a TPU slice.
 Every chunk has the same shape, so the program compiles once per grid shape.
@@ -27,12 +27,16 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import diagnostics as diag
-from vgjax import fast, probes, programs, runtime, wide
-from vgjax.config import Config, Grid, check_choice, hist_epochs, validate, validate_grid
+from vgjax import probes, programs, runtime, wide
+from vgjax.config import Config, Grid, hist_epochs, validate, validate_grid
+# engines: the choice of engine and its chunk function (names also public here)
 from vgjax.data import data_dims, make_data
+from vgjax.engines import CPU_WIDE_FROM, ENGINES, check_engine, choose_engine  # noqa: F401
+from vgjax.engines import chunk_train as _train_grid
+from vgjax.engines import depth_blocks
+from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec
 from vgjax.result import SIGNAL_JAC_EDGES, RunTable, SweepResult
 from vgjax.step import check_parts, n_outputs_for
-from vgjax.train import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec, make_train
 
 # The chunk program's inputs, so its traced form can be kept on disk (vgjax.programs).
 programs.register_namedtuples(RunSpec, DeviceData)
@@ -140,17 +144,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
                          "allowed: no lrs axis, or a factory lr -> GradientTransformation")
-    check_choice("engine", engine, ENGINES)
-    if engine == "wide" and keep_params:
-        raise ValueError("engine: 'wide' does not return final parameters (keep_params); "
-                         "allowed: 'fast', 'vmap' or 'auto'")
-    if engine in ("fast", "wide") and config.probes:
-        raise ValueError(f"engine: {engine!r} does not record probes "
-                         f"({', '.join(config.probes)}); allowed: 'vmap' or 'auto'")
-    if engine in ("fast", "wide") and not fast.supports(config):
-        raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
-                         f"activation {config.activation!r}, test_gradients="
-                         f"{config.test_gradients}; allowed: 'vmap' or 'auto'")
+    check_engine(config, engine)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
@@ -159,9 +153,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     mesh = mesh or (probe_mesh() if config.probes else default_mesh())
     n_dev = mesh.devices.size
     if engine == "auto":
-        engine = choose_engine(config, p, mesh, keep_params)
+        engine = choose_engine(config, p, mesh)
     if engine == "wide":  # a chunk's outputs stay, its working set is per block
-        out_b, work_b = wide.bytes_per_run(config, max_depth, p)
+        out_b, work_b = wide.bytes_per_run(config, max_depth, p, keep_params)
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
                                              per_run=out_b)
     else:
@@ -173,60 +167,6 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
                                 max_block=max(1, DEFAULT_CHUNK_BYTES // work_b))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
                 math.ceil(len(runs) / size), mesh, engine, bool(keep_params), n_blocks)
-
-
-ENGINES = ("auto", "fast", "wide", "vmap")
-# Padded width from which the wide engine beats the fast one on XLA:CPU. Measured on the
-# tanh-breadth shape (depths 1-10 x 30 seeds, 2 CPU devices): fast 1.7x faster at width 5,
-# wide 2.5x faster at 10 and 16 (`vgjax bench`'s crossover table; README, Performance).
-CPU_WIDE_FROM = 8
-
-
-def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False) -> str:
-    """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
-    padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
-    wide engine; the vmap reference wherever neither covers the config. The wide engine does
-    not return final parameters, so ``keep_params`` takes the fast engine instead. Probes
-    (``config.probes``) are recorded by the vmap engine only."""
-    if not fast.supports(config) or config.probes:
-        return "vmap"
-    if keep_params:
-        return "fast"
-    if mesh.devices.flat[0].platform != "cpu":
-        return "wide"
-    return "wide" if p >= CPU_WIDE_FROM else "fast"
-
-
-# A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
-# overhead (loop and dispatch work that does not shrink with the block).
-_BLOCK_OVERHEAD = 2.0
-
-
-def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
-                 max_block: int | None = None) -> int:
-    """How many depth-sorted blocks each chunk of the wide engine is trained in.
-
-    Each block computes the layers of its deepest run, so blocks of equal-depth runs save
-    the work of padded layers; but a block must hold a multiple of the device count and
-    small blocks make small matmuls. Picks the count that minimises the modelled cost
-    (sum over blocks of runs x deepest depth, plus a fixed overhead per block) over the
-    plan's chunks, preferring fewer blocks on ties, among blocks of at most ``max_block``
-    runs (memory) where possible.
-    """
-    depths = np.asarray(depths)
-    n = len(depths)
-    chunks = [np.sort(depths[np.minimum(np.arange(s, s + chunk_size), n - 1)])
-              for s in range(0, n, chunk_size)]
-    best, best_cost = 1, None
-    for g in range(1, chunk_size // n_devices + 1):
-        b = chunk_size // g
-        if chunk_size % g or b % n_devices or (max_block and b > max_block and b > n_devices):
-            continue
-        cost = sum(b * float(ch.reshape(g, b).max(1).sum()) + _BLOCK_OVERHEAD * g
-                   for ch in chunks)
-        if best_cost is None or cost < best_cost * 0.97:
-            best, best_cost = g, cost
-    return best
 
 
 @functools.lru_cache(maxsize=16)
@@ -260,20 +200,6 @@ def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mes
     # runtime: the CPU compile options (YNNPACK fusions off) where the mesh is on the CPU
     compiled = runtime.compile_lowered(lowered, mesh.devices.flat[0].platform)
     return compiled, time.perf_counter() - start
-
-
-def _train_grid(static_config: Config, max_depth: int, p: int, mesh: Mesh, engine: str,
-                keep_params: bool, n_blocks: int):
-    """The chunk function ``(RunSpec [R], DeviceData) -> history dict`` of ``engine``."""
-    if engine == "fast":
-        return fast.make_fast_train(static_config, max_depth, p, keep_params=keep_params)
-    if engine == "wide":
-        def pin(x, axis):
-            spec = PartitionSpec(*([None] * axis + ["runs"]))
-            return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
-        return wide.make_wide_train(static_config, max_depth, p, n_blocks, pin)
-    return jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
-                    in_axes=(0, None))
 
 
 def _lower_via_export(key: str | None, trace: Callable, in_shardings, out_shardings,

@@ -1,14 +1,16 @@
-"""Training one run as a pure function of (run spec, data): Keras ``fit`` semantics in JAX.
+"""The reference engine: one run as a pure function of (run spec, data), Keras ``fit``
+semantics in JAX.
 
 ``make_train(config, max_depth, p)`` returns ``train_run(spec, data) -> history`` for one run;
-:mod:`vgjax.sweep` vmaps it over the run axis. Training is a ``lax.scan`` over epochs, each a
-``lax.scan`` over the ONE train step of :mod:`vgjax.step` (``Step.train_step``); per-epoch
+:mod:`vgjax.sweep` vmaps it over the run axis. It is the ONE training loop of
+:mod:`vgjax.loop` with :func:`reference_engine`'s kernels: the methods of
+:class:`vgjax.step.Step`, so an epoch is a ``lax.scan`` over ``Step.train_step``; per-epoch
 statistics are reduced in the scan carry, so no per-step array is ever stored.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -16,37 +18,12 @@ import jax.numpy as jnp
 from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
+# RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
+from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
+from vgjax.loop import Engine, Setup, grads_step, train_loop
 from vgjax.model import kernel_mask
-from vgjax.result import INIT_SUFFIX, SIGNAL_JAC, SIGNAL_LAYER_STATS
+from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
 from vgjax.step import Batch, Step, bce, make_step
-
-# Final parameters, when kept, come back under these history-style keys ([R, ...] each).
-PARAM_KEYS = ("kernels", "biases", "out_kernel", "out_bias")
-PARAM_PREFIX = "param_"
-
-
-class RunSpec(NamedTuple):
-    """What distinguishes one run of a grid. Each field is a scalar per run ([R] when stacked).
-
-    key: the run's PRNG key data (uint32 [2], from ``jax.random.key_data(PRNGKey(seed))``);
-    depth, width: int32; lr, weight_var (sigma_w^2), bias_var (sigma_b^2): float32.
-    """
-
-    key: jax.Array
-    depth: jax.Array
-    width: jax.Array
-    lr: jax.Array
-    weight_var: jax.Array | float = 1.0
-    bias_var: jax.Array | float = 0.0
-
-
-class DeviceData(NamedTuple):
-    """Data on device: x_train [N, F], y_train [N], x_test [M, F], y_test [M] (float32)."""
-
-    x_train: jax.Array
-    y_train: jax.Array
-    x_test: jax.Array
-    y_test: jax.Array
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -72,18 +49,6 @@ def batch_indices(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     return idx, weights
 
 
-class EpochStats(NamedTuple):
-    """Per-epoch outputs of one run: curves [4] (train/test loss, train/test accuracy) and
-    layer stats [3, L] (grad mean |g|, grad norm, weight L1), plus optional test-gradient
-    stats [2, L] and, with the signal probe, hidden-layer probes [3, D] (q, saturation,
-    dead share; see :data:`SIGNAL_LAYER_KEYS`)."""
-
-    curves: jax.Array
-    layers: jax.Array
-    test_layers: jax.Array | None
-    signal: jax.Array | None = None
-
-
 # History names of the signal probe (``Config.probes`` has "signal"); shapes in vgjax.result.
 SIGNAL_LAYER_KEYS, SIGNAL_JAC_KEYS = SIGNAL_LAYER_STATS, SIGNAL_JAC
 
@@ -107,6 +72,63 @@ def signal_jacobian(config: Config, params, x: jax.Array, depth, width
     return j["jac_mean_sq"], j["jac_max"], j["jac_log_hist"]
 
 
+def reference_engine(config: Config, max_depth: int, p: int, step: Step | None = None
+                     ) -> Engine:
+    """The reference engine's kernels for ONE run (vmap the loop over runs): the
+    :class:`vgjax.step.Step` methods on the padded (D, P) stack. ``step`` defaults to
+    ``make_step(config, max_depth=max_depth, p=p)``."""
+    step = step or make_step(config, max_depth=max_depth, p=p)
+    dims = dict(max_depth=max_depth, n_features=step.n_features, n_outputs=step.n_outputs)
+
+    def init(spec: RunSpec, data: DeviceData) -> Setup:
+        key = jax.random.wrap_key_data(spec.key)
+        state = step.init(jax.random.fold_in(key, 0), spec.depth, spec.width, lr=spec.lr,
+                          weight_var=spec.weight_var, bias_var=spec.bias_var)
+        masks = kernel_mask(spec.depth, spec.width, p=p, **dims)
+        counts = diag.real_counts(spec.depth, spec.width, **dims)
+        ctx = dict(data=data, shuffle_key=jax.random.fold_in(key, 1), masks=masks,
+                   counts=counts)
+        return Setup(state, ctx, counts, diag.layer_present(spec.depth, max_depth=max_depth))
+
+    def minibatches(ctx, epoch):
+        return batch_indices(jax.random.fold_in(ctx["shuffle_key"], epoch), config.n_train,
+                             config.batch_size)
+
+    def train_step(state, batch, ctx):
+        (idx, weight), data = batch, ctx["data"]
+        state, out = step.train_step(state, Batch(data.x_train[idx], data.y_train[idx], weight))
+        return state, out.grads
+
+    def evaluate(state, ctx):
+        d, run = ctx["data"], (state.depth, state.width)
+        train_loss, train_acc = step.evaluate(state.params, d.x_train, d.y_train, *run)
+        test_loss, test_acc = step.evaluate(state.params, d.x_test, d.y_test, *run)
+        return (jnp.stack([train_loss, test_loss, train_acc, test_acc]),
+                diag.abs_sums(state.params))
+
+    def test_grads(state, ctx):
+        d, n_test = ctx["data"], ctx["data"].y_test.shape[0]
+        _, tg = step.loss_and_grads(
+            state.params, Batch(d.x_test, d.y_test, jnp.ones((n_test,), jnp.float32)),
+            state.depth, state.width)
+        return jnp.stack([diag.abs_sums(tg) / jnp.maximum(ctx["counts"], 1.0),
+                          diag.l2_norms(tg)])
+
+    probe = lambda fn: lambda state, ctx: fn(config, state.params, ctx["data"].x_train,
+                                             state.depth, state.width)
+    probing = "signal" in config.probes
+    return Engine(
+        init=init, minibatches=minibatches,
+        step=grads_step(train_step, lambda g, ctx: (diag.abs_sums(g), diag.l2_norms(g)),
+                        lambda g, ctx: diag.histogram(g, *ctx["masks"])),
+        evaluate=evaluate,
+        weight_hist=lambda state, ctx: diag.histogram(state.params, *ctx["masks"]),
+        params=lambda state: {k: state.params[k] for k in PARAM_KEYS},
+        test_grads=test_grads if config.test_gradients else None,
+        signal=probe(signal_layer_stats) if probing else None,
+        jacobian=probe(signal_jacobian) if probing else None)
+
+
 def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = None,
                keep_params: bool = False):
     """Build ``train_run(spec, data) -> dict`` for one run of a grid padded to (D, P).
@@ -121,170 +143,8 @@ def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = No
     signal_q/signal_saturation/signal_dead [E, D] at each epoch's end and ``..._init`` [D]
     before training; signal_jac_mean_sq/signal_jac_max [H] and signal_jac_log_hist [H, K]
     at histogram epochs and ``..._init`` ([], [], [K]) before training. Statistics of absent
-    layers and of epochs from the one that diverged on are NaN. ``step`` defaults to
-    ``make_step(config, max_depth=max_depth, p=p)``.
+    layers and of epochs from the one that diverged on are NaN. It is
+    :func:`vgjax.loop.train_loop` with :func:`reference_engine`.
     """
-    step = step or make_step(config, max_depth=max_depth, p=p)
-    probing = "signal" in config.probes
-    n_layers = max_depth + 1
-    steps = config.steps_per_epoch
-    every = config.hist_every
-    dims = dict(max_depth=max_depth, p=p, n_features=step.n_features, n_outputs=step.n_outputs)
-
-    def train_run(spec: RunSpec, data: DeviceData) -> dict[str, jax.Array]:
-        key = jax.random.wrap_key_data(spec.key)
-        init_key, shuffle_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-        state = step.init(init_key, spec.depth, spec.width, lr=spec.lr,
-                          weight_var=spec.weight_var, bias_var=spec.bias_var)
-        hidden_mask, out_mask = kernel_mask(spec.depth, spec.width, **dims)
-        counts = diag.real_counts(spec.depth, spec.width, max_depth=max_depth,
-                                  n_features=step.n_features, n_outputs=step.n_outputs)
-        present = diag.layer_present(spec.depth, max_depth=max_depth)
-        n_hist = config.epochs // every if every > 0 else 0
-
-        def run_epoch(carry, epoch):
-            # carry = (TrainState, hist buffers or None). Histogram epochs share this one
-            # compiled body: their extra work sits in conds on the (unbatched) epoch number,
-            # as in vgjax.fast, so the program holds a single epoch.
-            state, bufs = carry
-            hist_now = (epoch + 1) % every == 0 if every > 0 else False
-            idx, weights = batch_indices(jax.random.fold_in(shuffle_key, epoch),
-                                         config.n_train, config.batch_size)
-
-            def one_step(carry, batch):
-                state, sums, hist = carry
-                b_idx, b_w = batch
-                state, out = step.train_step(
-                    state, Batch(data.x_train[b_idx], data.y_train[b_idx], b_w))
-                # |g| sums (not the step's means) keep the epoch mean's rounding as before;
-                # XLA computes the shared reductions once.
-                sums = sums + jnp.stack([diag.abs_sums(out.grads), out.grad_norm])
-                if hist is not None:
-                    def add(h):
-                        c, s = diag.histogram(out.grads, hidden_mask, out_mask)
-                        return h[0] + c, diag.merge_hist_stats(h[1], s)
-                    hist = jax.lax.cond(hist_now, add, lambda h: h, hist)
-                return (state, sums, hist), out.loss
-
-            hist0 = _empty_hist(n_layers) if bufs is not None else None
-            carry = (state, jnp.zeros((2, n_layers), jnp.float32), hist0)
-            (state, sums, ghist), _ = jax.lax.scan(one_step, carry, (idx, weights))
-
-            params = state.params
-            train_loss, train_acc = step.evaluate(params, data.x_train, data.y_train,
-                                                  spec.depth, spec.width)
-            test_loss, test_acc = step.evaluate(params, data.x_test, data.y_test,
-                                                spec.depth, spec.width)
-            layer_stats = jnp.stack([
-                sums[0] / (steps * jnp.maximum(counts, 1.0)),
-                sums[1] / steps,
-                diag.abs_sums(params),
-            ])
-            test_stats = None
-            if config.test_gradients:
-                n_test = data.y_test.shape[0]
-                _, tg = step.loss_and_grads(
-                    params, Batch(data.x_test, data.y_test, jnp.ones((n_test,), jnp.float32)),
-                    spec.depth, spec.width)
-                test_stats = jnp.stack([diag.abs_sums(tg) / jnp.maximum(counts, 1.0),
-                                        diag.l2_norms(tg)])
-            signal = (signal_layer_stats(config, params, data.x_train, spec.depth, spec.width)
-                      if probing else None)
-            stats = EpochStats(jnp.stack([train_loss, test_loss, train_acc, test_acc]),
-                               layer_stats, test_stats, signal)
-            if bufs is not None:
-                def store(bufs):
-                    # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.
-                    h = (epoch + 1) // every - 1
-                    whist = diag.histogram(params, hidden_mask, out_mask)
-                    jac = (signal_jacobian(config, params, data.x_train, spec.depth, spec.width)
-                           if probing else ())
-                    put = lambda buf, v: jax.lax.dynamic_update_index_in_dim(buf, v, h, 0)
-                    return tuple(map(put, bufs, (*ghist, *whist, *jac)))
-                bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
-            return (state, bufs), stats
-
-        bufs0 = None
-        if n_hist > 0:
-            bufs0 = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
-            if probing:
-                bufs0 += tuple(jnp.zeros((n_hist,) + a.shape, a.dtype) for a in _empty_jac())
-        if probing:  # before the first step: the initialisation's signal
-            init = state.params
-            init_layers = signal_layer_stats(config, init, data.x_train, spec.depth, spec.width)
-            init_jac = signal_jacobian(config, init, data.x_train, spec.depth, spec.width)
-        epochs = jnp.arange(config.epochs, dtype=jnp.int32)
-        (state, bufs), stats = jax.lax.scan(run_epoch, (state, bufs0), epochs)
-        out = finish(config, stats, bufs, present, epochs)
-        if probing:
-            out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_LAYER_KEYS, init_layers)})
-            out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_JAC_KEYS, init_jac)})
-        if keep_params:
-            out.update({PARAM_PREFIX + k: state.params[k] for k in PARAM_KEYS})
-        return out
-
-    return train_run
-
-
-def finish(config: Config, stats: EpochStats, bufs, present: jax.Array,
-           epochs: jax.Array) -> dict[str, jax.Array]:
-    """One run's history dict from its stacked per-epoch stats and histogram buffers.
-
-    Divergence: the first epoch whose loss or statistics are not finite. From that epoch on,
-    the run's statistics are masked to NaN instead of reporting garbage.
-    """
-    every = config.hist_every
-    n_layers = present.shape[0]
-    out: dict[str, jax.Array] = {}
-    probing = "signal" in config.probes
-    if every > 0:
-        if bufs is None:  # hist_every > epochs: no histogram epoch at all
-            bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_hist(n_layers) * 2)
-            if probing:
-                bufs += tuple(jnp.zeros((0,) + a.shape, a.dtype) for a in _empty_jac())
-        out.update(grad_hist=bufs[0], grad_hist_stats=bufs[1],
-                   weight_hist=bufs[2], weight_hist_stats=bufs[3])
-    finite = jnp.isfinite(stats.curves).all(axis=1) & jnp.isfinite(stats.layers).all(axis=(1, 2))
-    bad = ~finite
-    first_bad = jnp.argmax(bad)
-    diverged_epoch = jnp.where(bad.any(), first_bad + 1, -1).astype(jnp.int32)
-    valid_epoch = jnp.where(bad.any(), epochs < first_bad, True)
-    curves = jnp.where(valid_epoch[:, None], stats.curves, jnp.nan)
-    layer_ok = valid_epoch[:, None] & present[None, :]
-    layers = jnp.where(layer_ok[:, None, :], stats.layers, jnp.nan)
-    out.update(
-        train_loss=curves[:, 0], test_loss=curves[:, 1],
-        train_accuracy=curves[:, 2], test_accuracy=curves[:, 3],
-        grad_mean_abs=layers[:, 0], grad_norm=layers[:, 1], weight_l1=layers[:, 2],
-        diverged_epoch=diverged_epoch,
-    )
-    if config.test_gradients:
-        t = jnp.where(layer_ok[:, None, :], stats.test_layers, jnp.nan)
-        out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
-    if every > 0:
-        hist_ok = valid_epoch[every - 1::every][: config.epochs // every]
-        for name in ("grad_hist", "weight_hist"):
-            keep = hist_ok[:, None] & present[None, :]
-            out[name] = jnp.where(keep[:, :, None], out[name], 0)
-            out[name + "_stats"] = jnp.where(keep[:, :, None], out[name + "_stats"], jnp.nan)
-        if probing:  # the Jacobian of a diverged epoch: NaN summary, no counts
-            mean_sq, smax, counts = bufs[4:7]
-            out.update(signal_jac_mean_sq=jnp.where(hist_ok, mean_sq, jnp.nan),
-                       signal_jac_max=jnp.where(hist_ok, smax, jnp.nan),
-                       signal_jac_log_hist=jnp.where(hist_ok[:, None], counts, 0))
-    if probing:  # hidden layers only: the first D entries of the layer mask
-        ok = valid_epoch[:, None] & present[None, :n_layers - 1]
-        sig = jnp.where(ok[:, None, :], stats.signal, jnp.nan)
-        out.update({k: sig[:, i] for i, k in enumerate(SIGNAL_LAYER_KEYS)})
-    return out
-
-
-def _empty_jac() -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Placeholders of one Jacobian summary: mean σ² [], max σ [], log10 σ counts [K]."""
-    k = probes.LOG_SIGMA_EDGES.shape[0] - 1
-    return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((k,), jnp.int32)
-
-
-def _empty_hist(n_layers: int) -> tuple[jax.Array, jax.Array]:
-    """Zero counts [L, K] int32 and identity stats [L, 4] for accumulating a histogram."""
-    return jnp.zeros((n_layers, diag.N_BUCKETS), jnp.int32), diag.empty_hist_stats(n_layers)
+    engine = reference_engine(config, max_depth, p, step)
+    return functools.partial(train_loop, engine, config, keep_params=keep_params)

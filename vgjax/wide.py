@@ -1,13 +1,15 @@
-"""The wide-net engine: a chunk of runs whose minibatch products stay batched matmuls.
+"""The wide-net engine's kernels: minibatch products that stay batched matmuls over runs.
 
-Computes exactly what ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same
-initial weights, same shuffles, same Keras SGD, the same history dict with the same shapes;
-equal to float32 rounding, tested) in the layout that matmul libraries like: the run axis
-LEADING, so each layer's minibatch step is one batched product ``[R, B, P] x [R, P, P]``
-(XLA:CPU's Eigen/YNNPACK dots; cuBLAS batched GEMM on a GPU). Where :mod:`vgjax.fast`
-unrolls every product into ``P`` broadcast multiplies (fast at the tutorial's 5 units, but
-its program and its work grow with ``P``), this program's size does not depend on ``P`` or
-``D``:
+It trains under the one loop of :mod:`vgjax.loop` (:func:`make_wide_train`, per depth
+block); its own are a fused step (:func:`_step`: backprop, SGD update and statistics layer
+by layer), histograms, evaluation and parameter layout. It computes exactly what
+``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+shuffles, Keras SGD and history dict; equal to float32 rounding, tested) in the layout that
+matmul libraries like: the run axis LEADING, so each layer's minibatch step is one batched
+product ``[R, B, P] x [R, P, P]`` (XLA:CPU's Eigen/YNNPACK dots; cuBLAS batched GEMM on a
+GPU). Where :mod:`vgjax.fast` unrolls every product into ``P`` broadcast multiplies (fast
+at the tutorial's 5 units, but its program and its work grow with ``P``), this program's
+size does not depend on ``P`` or ``D``:
 
 * the hidden layers are a loop over a layer-stacked ``[D-1, R, P, P]`` kernel that runs
   up to the block's deepest run (an unbatched bound), so layers no run of the block has
@@ -30,28 +32,34 @@ Covered: SGD with or without momentum, without test-set gradients, activations i
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from vgjax import fast
-from vgjax.diagnostics import HIST_EDGES, N_BUCKETS, divergence
+from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
+from vgjax.loop import Engine, Setup, empty_hist, merge_hist, runs_first, train_loop
 from vgjax.model import N_FEATURES, init_params
+from vgjax.shuffle import permutations
 
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 _INNER_EDGES = np.asarray(HIST_EDGES[1:-1], np.float32)
 
 
-def supports(config) -> bool:
-    """Whether :func:`make_wide_train` covers ``config`` (else use the vmap engine)."""
-    return fast.supports(config)
+# Whether make_wide_train covers a config (else the vmap engine): what the fast engine covers.
+supports = fast.supports
 
 
-def bytes_per_run(config, max_depth: int, p: int) -> tuple[int, int]:
+def bytes_per_run(config, max_depth: int, p: int, keep_params: bool = False
+                  ) -> tuple[int, int]:
     """Rough device bytes of one run: (its outputs, its working set while it trains)."""
     n_layers, e = max_depth + 1, config.epochs
     h = config.epochs // config.hist_every if config.hist_every > 0 else 0
     outputs = 4 * e * (4 + 3 * n_layers) + 2 * 4 * h * n_layers * (N_BUCKETS + 4)
+    outputs += 4 * max_depth * (p + 1) * p if keep_params else 0  # the final parameters
     # params, momentum, per-element init draws and weight-histogram indices ~ 6 words per
     # kernel entry; saved activations of a step; the evaluation pass over the data.
     working = 4 * 6 * max_depth * p * p + 4 * 2 * max_depth * config.batch_size * p
@@ -110,19 +118,6 @@ def _bucket(v: jax.Array) -> jax.Array:
     return idx + ((idx < 2 * n_mag) & (edges[jnp.minimum(idx, 2 * n_mag - 1)] <= v)).astype(jnp.int32)
 
 
-def _merge(acc, new):
-    (c0, s0), (c1, s1) = acc, new
-    s = jnp.stack([jnp.minimum(s0[..., 0], s1[..., 0]), jnp.maximum(s0[..., 1], s1[..., 1]),
-                   s0[..., 2] + s1[..., 2], s0[..., 3] + s1[..., 3]], axis=-1)
-    return c0 + c1, s
-
-
-def _empty_hist(shape):
-    """Counts shape+[K] zeros and stats shape+[4] (min=+inf, max=-inf, sums 0)."""
-    st = jnp.broadcast_to(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32), shape + (4,))
-    return jnp.zeros(shape + (N_BUCKETS,), jnp.int32), st
-
-
 # ----------------------------------------------------------------------------------------
 # one block of runs: params = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
 # bh [D-1, R, P]), output (ko [R, P], bo [R]); momentum traces of the same shapes;
@@ -172,208 +167,221 @@ def _row_sums(g):
     return jnp.sum(jnp.abs(g), axis=1), jnp.einsum("rk,rk->r", g, g)
 
 
-def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain=None):
-    """Build ``train(spec, data) -> dict`` for a chunk of runs (``spec`` fields [R]).
+class _Static(NamedTuple):
+    """The step's static parts: activation, its derivative (of the output), momentum, D."""
 
-    Returns the same dict, shapes and dtypes as
-    ``jax.vmap(vgjax.train.make_train(config, max_depth, p), in_axes=(0, None))``.
-    ``n_blocks`` (dividing R): the chunk's runs, sorted by depth, are trained in that many
-    consecutive blocks, each computing only the layers its runs have. ``constrain(x, axis)``,
-    if given, pins the run axis ``axis`` of ``x`` to the device mesh (see :mod:`vgjax.sweep`).
-    """
+    act: Callable
+    dact: Callable
+    momentum: float
+    max_depth: int
+
+
+def _sgd(w, g, m, lr, momentum):
+    """optax.sgd: trace t = g + momentum t; w += -lr t. Returns (w, t)."""
+    if momentum > 0:
+        m = g + momentum * m
+        g = m
+    return w + (-lr) * g, m
+
+
+def _record(l, g, mask, acc, hist_now):
+    """Layer ``l``'s gradient g [R, ...] statistics, written in place into the accumulator
+    (|g| sums [L, R], norm sums [L, R], histogram [L, K, R] and [L, 4, R] or None)."""
+    sa, ss, gacc = acc
+    a, q = _row_sums(g)
+    sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
+    if gacc is not None:
+        r = g.shape[0]
+        new = jax.lax.cond(
+            hist_now, lambda: tuple(x.T for x in histogram(g.reshape(r, -1), mask.reshape(r, -1))),
+            lambda: tuple(x[0] for x in empty_hist((1, r))))               # [K, R], [4, R]
+        old = tuple(_index(x, l)[None] for x in gacc)
+        merged = merge_hist(old, tuple(x[None] for x in new))
+        gacc = tuple(_put(x, v[0], l) for x, v in zip(gacc, merged))
+    return sa, ss, gacc
+
+
+def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
+    """Backward through hidden layers l = depth-1 ... 1 of the block, each layer's SGD update
+    and statistics done while its gradient is hot. Returns (dh, kh, bh, mkh, mbh, acc)."""
+    unit, ub, lr = c["unit"][:, None, :], c["unit_b"], c["lr"]
+
+    def layer(i, carry):
+        dh, stacks, pending, acc = carry
+        # The previous layer's update is written first, so every read of the stacks
+        # below depends on that write: XLA then updates them in place (a write that
+        # is independent of some read makes it copy the whole stack each layer).
+        stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
+        kh, bh, mkh, mbh = stacks
+        l = c["depth"] - i
+        m = _index(c["mask"], l)[:, None, None]
+        k = _index(kh, l - 1)
+        dz = jnp.where(m, dh, 0.0) * unit * st.dact(_index(hs, l))
+        gk = jnp.einsum("rbp,rbq->rpq", _index(hs, l - 1), dz)
+        gb = jnp.sum(dz, axis=1)
+        dh = jnp.where(m, jnp.einsum("rbq,rpq->rbp", dz, k), dh)
+        k, mk = _sgd(k, gk, _index(mkh, l - 1), lr[:, None, None], st.momentum)
+        b, mb = _sgd(_index(bh, l - 1), gb, _index(mbh, l - 1), lr[:, None], st.momentum)
+        pending = (k, b, mk, mb, l - 1)
+        acc = _record(l, gk, ub[:, :, None] & ub[:, None, :] & m, acc, hist_now)
+        return dh, stacks, pending, acc
+
+    stacks = (params[2], params[3], moms[2], moms[3])
+    first = c["depth"] - 2  # a no-op write of the first layer's own values
+    pending = tuple(_index(a, first) for a in stacks) + (first,)
+    dh, stacks, pending, acc = jax.lax.fori_loop(1, c["depth"], layer,
+                                                 (dh, stacks, pending, acc))
+    return (dh, *(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1])), acc)
+
+
+def _step(st: _Static, state, batch, c, acc, hist_now):
+    """One SGD step of a block: forward, then backprop layer by layer with each layer's
+    update and statistics (:func:`_record`) fused in. ``(state, acc) -> (state, acc)``."""
+    (params, moms), (x, y, w) = state, batch
+    k0, b0, kh, bh, ko, bo = params
+    mk0, mb0, mkh, mbh, mko, mbo = moms
+    unit, lr = c["unit"][:, None, :], c["lr"]
+    logits, hD, hs = _forward(params, x, c, st.act, keep=True)
+    dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]      # [R, B]
+    g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
+    g_bo = jnp.sum(dlogit, axis=1)
+    dh = dlogit[:, :, None] * ko[:, None, :]
+    ko, mko = _sgd(ko, g_ko, mko, lr[:, None], st.momentum)
+    bo, mbo = _sgd(bo, g_bo, mbo, lr, st.momentum)
+    if st.max_depth > 1:
+        dh, kh, bh, mkh, mbh, acc = _hidden_backward(st, dh, hs, params, moms, c, acc,
+                                                     hist_now)
+    dz0 = dh * unit * st.dact(hs[0])
+    g_k0 = jnp.einsum("rbi,rbq->riq", x, dz0)                               # [R, 2, P]
+    g_b0 = jnp.sum(dz0, axis=1)
+    k0, mk0 = _sgd(k0, g_k0, mk0, lr[:, None, None], st.momentum)
+    b0, mb0 = _sgd(b0, g_b0, mb0, lr[:, None], st.momentum)
+    r = g_k0.shape[0]
+    acc = _record(0, g_k0.reshape(r, -1), c["mask0"].reshape(r, -1), acc, hist_now)
+    acc = _record(st.max_depth, g_ko, c["omask"], acc, hist_now)
+    return ((k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo)), acc
+
+
+def _weight_hist(p, params, c):
+    """Counts [L, K, R] and stats [L, 4, R] of every layer's kernel: one histogram call, the
+    first and output kernels zero-padded (masked) to the hidden layers' P*P entries."""
+    k0, _, kh, _, ko, _ = params
+    r, ub = ko.shape[0], c["unit_b"]
+    flat = lambda a, m: (jnp.pad(a.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None],
+                         jnp.pad(m.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None])
+    vals, masks = zip(flat(k0, c["mask0"]), flat(ko, c["omask"]))
+    if kh.shape[0] > 0:
+        hmask = ub[None, :, :, None] & ub[None, :, None, :] & c["mask"][1:, :, None, None]
+        vals = (vals[0], kh.reshape(kh.shape[0], r, -1), vals[1])
+        masks = (masks[0], hmask.reshape(kh.shape[0], r, -1), masks[1])
+    # vmapped over layers (not flattened into [L*R, ...], which would mix the unsharded
+    # layer axis into the sharded run axis and cost a cross-device exchange)
+    counts, stats = jax.vmap(histogram)(jnp.concatenate(vals), jnp.concatenate(masks))
+    return jnp.moveaxis(counts, 1, -1), jnp.moveaxis(stats, 1, -1)
+
+
+def _evaluate(act, state, c):
+    """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]."""
+    params = state[0]
+    logits, _, _ = _forward(params, c["xall"][None], c, act, keep=False)   # [R, N+M]
+    y = c["yall"][None]
+    ce = fast._bce(logits, y)
+    hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
+    nt = c["n_train"]
+    curves = jnp.stack((jnp.mean(ce[:, :nt], 1), jnp.mean(ce[:, nt:], 1),
+                        jnp.mean(hit[:, :nt], 1), jnp.mean(hit[:, nt:], 1)))
+    k0, _, kh, _, ko, _ = params
+    return curves, jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
+                                    jnp.abs(ko).sum(1)[None]])               # [L, R]
+
+
+def _params(p, state):
+    """The block's parameters in the padded layout, run axis last (kernels [D, P, P, R])."""
+    k0, b0, kh, bh, ko, bo = state[0]
+    k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[None]          # [1, R, P, P]
+    return {"kernels": jnp.moveaxis(jnp.concatenate([k0, kh]), 1, -1),
+            "biases": jnp.moveaxis(jnp.concatenate([b0[None], bh]), 1, -1),
+            "out_kernel": ko.T, "out_bias": bo}
+
+
+def _minibatches(config, c, e):
+    """The epoch's shuffled minibatches: x [S, R, B, 2], y [S, R, B], weights [S, B]."""
+    s, b, n = config.steps_per_epoch, config.batch_size, config.n_train
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
+    perm = permutations(keys, n)                                            # [R, n]
+    idx = jnp.pad(perm, ((0, 0), (0, s * b - n))).reshape(-1, s, b)        # [R, S, B]
+    return (jnp.moveaxis(c["xtr"][idx], 1, 0), jnp.moveaxis(c["ytr"][idx], 1, 0),
+            (jnp.arange(s * b) < n).astype(jnp.float32).reshape(s, b))
+
+
+def _init(config, max_depth: int, p: int, spec, data) -> Setup:
+    """A block's initial (params, momentum) in the layer-stacked, runs-leading layout and
+    its constants."""
+    D, P, r = max_depth, p, spec.depth.shape[0]
+    keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
+    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
+    p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
+        k, d, wd, max_depth=D, p=P, init=config.init,
+        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
+        init_keys, spec.depth, spec.width,
+        jnp.broadcast_to(jnp.asarray(spec.weight_var, jnp.float32), (r,)),
+        jnp.broadcast_to(jnp.asarray(spec.bias_var, jnp.float32), (r,)))
+    kern = jnp.moveaxis(p0["kernels"], 1, 0)                                # [D, R, P, P]
+    bias = jnp.moveaxis(p0["biases"], 1, 0)                                 # [D, R, P]
+    params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
+              p0["out_kernel"], p0["out_bias"])
+    mask = jnp.arange(D)[:, None] < spec.depth[None, :]                     # [D, R]
+    unit_b = jnp.arange(P)[None, :] < spec.width[:, None]                   # [R, P]
+    counts = jnp.concatenate([
+        jnp.where(mask, jnp.where(jnp.arange(D)[:, None] == 0, N_FEATURES, spec.width[None])
+                  * spec.width[None], 0), spec.width[None]]).astype(jnp.float32)  # [L, R]
+    c = dict(xtr=data.x_train, ytr=data.y_train,
+             xall=jnp.concatenate([data.x_train, data.x_test]),
+             yall=jnp.concatenate([data.y_train, data.y_test]),
+             n_train=data.x_train.shape[0],
+             shuffle_keys=jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys),
+             mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b, lr=spec.lr,
+             mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)),
+             omask=unit_b,
+             # the block's deepest run bounds its layer loops; computed once per block,
+             # so no per-step cross-device reduction when the run axis is sharded
+             depth=jnp.max(spec.depth))
+    present = jnp.concatenate([mask, jnp.ones((1, r), bool)])               # [L, R]
+    return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
+
+
+def wide_engine(config, max_depth: int, p: int) -> Engine:
+    """The wide engine's kernels over one block of runs (see the module doc)."""
     if not supports(config):
         raise ValueError(f"config: the wide engine covers SGD without test_gradients and "
                          f"activations {WIDE_ACTIVATIONS}; got {config.optimizer}, "
                          f"{config.activation}, test_gradients={config.test_gradients}")
-    D, P, L = max_depth, p, max_depth + 1
-    S, B, n, E = config.steps_per_epoch, config.batch_size, config.n_train, config.epochs
-    every, mom = config.hist_every, config.momentum
     act, dact = _act_and_grad(config.activation)
-    n_hist = E // every if every > 0 else 0
+    st = _Static(act, dact, config.momentum, max_depth)
+    return Engine(init=functools.partial(_init, config, max_depth, p),
+                  minibatches=functools.partial(_minibatches, config),
+                  step=functools.partial(_step, st),
+                  evaluate=functools.partial(_evaluate, act),
+                  weight_hist=lambda state, c: _weight_hist(p, state[0], c),
+                  params=functools.partial(_params, p))
+
+
+def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain=None, *,
+                    keep_params: bool = False):
+    """Build ``train(spec, data) -> dict`` for a chunk of runs (``spec`` fields [R]):
+    :func:`vgjax.loop.train_loop` with :func:`wide_engine`'s kernels, per block.
+
+    Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.train.make_train(config,
+    max_depth, p, keep_params=...), in_axes=(0, None))``. ``n_blocks`` (dividing R): the
+    chunk's runs, sorted by depth, are trained in that many consecutive blocks, each
+    computing only the layers its runs have. ``constrain(x, axis)``, if given, pins the run
+    axis ``axis`` of ``x`` to the device mesh (see :mod:`vgjax.sweep`).
+    """
+    engine = wide_engine(config, max_depth, p)
     pin = constrain or (lambda x, axis: x)
 
-    def sgd(w, g, m, lr):
-        """optax.sgd: trace t = g + momentum t; w += -lr t. Returns (w, t)."""
-        if mom > 0:
-            m = g + mom * m
-            g = m
-        return w + (-lr) * g, m
-
-    def step(params, moms, x, y, w, c, hist_now, acc):
-        """One SGD step. ``acc`` = (|g| sums [L, R], norm sums [L, R], gradient histogram
-        counts [L, R, K] and stats [L, R, 4] or None) gains this step's statistics."""
-        k0, b0, kh, bh, ko, bo = params
-        mk0, mb0, mkh, mbh, mko, mbo = moms
-        sa, ss, gacc = acc
-        unit = c["unit"][:, None, :]
-        lr = c["lr"]
-        logits, hD, hs = _forward(params, x, c, act, keep=True)
-        wsum = jnp.sum(w)
-        dlogit = (jax.nn.sigmoid(logits) - y) * (w / wsum)[None, :]           # [R, B]
-        g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
-        g_bo = jnp.sum(dlogit, axis=1)
-        dh = dlogit[:, :, None] * ko[:, None, :]
-        ko, mko = sgd(ko, g_ko, mko, lr[:, None])
-        bo, mbo = sgd(bo, g_bo, mbo, lr)
-
-        def record(l, g, mask, sa, ss, gacc):
-            # this layer's statistics, written in place into the accumulators
-            a, q = _row_sums(g)
-            sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
-            if gacc is not None:
-                r = g.shape[0]
-                new = jax.lax.cond(hist_now, lambda: histogram(g.reshape(r, -1), mask.reshape(r, -1)),
-                                   lambda: _empty_hist((r,)))
-                old = (_index(gacc[0], l), _index(gacc[1], l))
-                merged = _merge(old, new)
-                gacc = (_put(gacc[0], merged[0], l), _put(gacc[1], merged[1], l))
-            return sa, ss, gacc
-
-        if D > 1:
-            ub = c["unit_b"]
-
-            def layer(i, carry):
-                # backward through hidden layer l = depth-1 ... 1, with its SGD update and
-                # statistics done while its gradient is hot
-                dh, stacks, pending, sa, ss, gacc = carry
-                # The previous layer's update is written first, so every read of the stacks
-                # below depends on that write: XLA then updates them in place (a write that
-                # is independent of some read makes it copy the whole stack each layer).
-                stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
-                kh, bh, mkh, mbh = stacks
-                l = c["depth"] - i
-                m = _index(c["mask"], l)[:, None, None]
-                k = _index(kh, l - 1)
-                dz = jnp.where(m, dh, 0.0) * unit * dact(_index(hs, l))
-                gk = jnp.einsum("rbp,rbq->rpq", _index(hs, l - 1), dz)
-                gb = jnp.sum(dz, axis=1)
-                dh = jnp.where(m, jnp.einsum("rbq,rpq->rbp", dz, k), dh)
-                k, mk = sgd(k, gk, _index(mkh, l - 1), lr[:, None, None])
-                b, mb = sgd(_index(bh, l - 1), gb, _index(mbh, l - 1), lr[:, None])
-                pending = (k, b, mk, mb, l - 1)
-                hmask = ub[:, :, None] & ub[:, None, :] & m
-                sa, ss, gacc = record(l, gk, hmask, sa, ss, gacc)
-                return dh, stacks, pending, sa, ss, gacc
-
-            stacks = (kh, bh, mkh, mbh)
-            first = c["depth"] - 2  # a no-op write of the first layer's own values
-            pending = tuple(_index(a, first) for a in stacks) + (first,)
-            dh, stacks, pending, sa, ss, gacc = jax.lax.fori_loop(
-                1, c["depth"], layer, (dh, stacks, pending, sa, ss, gacc))
-            kh, bh, mkh, mbh = (_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
-        dz0 = dh * unit * dact(hs[0])
-        g_k0 = jnp.einsum("rbi,rbq->riq", x, dz0)                             # [R, 2, P]
-        g_b0 = jnp.sum(dz0, axis=1)
-        k0, mk0 = sgd(k0, g_k0, mk0, lr[:, None, None])
-        b0, mb0 = sgd(b0, g_b0, mb0, lr[:, None])
-        sa, ss, gacc = record(0, g_k0.reshape(g_k0.shape[0], -1),
-                              c["mask0"].reshape(g_k0.shape[0], -1), sa, ss, gacc)
-        sa, ss, gacc = record(D, g_ko, c["omask"], sa, ss, gacc)
-        return (k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo), (sa, ss, gacc)
-
-    def weight_hist(params, c):
-        # one histogram call over every layer, the first and output kernels zero-padded
-        # (masked) to the hidden layers' P*P entries: one copy of the code to compile
-        k0, _, kh, _, ko, _ = params
-        r = ko.shape[0]
-        ub = c["unit_b"]
-        flat = lambda a, m: (jnp.pad(a.reshape(r, -1), ((0, 0), (0, P * P - a[0].size)))[None],
-                             jnp.pad(m.reshape(r, -1), ((0, 0), (0, P * P - a[0].size)))[None])
-        vals, masks = zip(flat(k0, c["mask0"]), flat(ko, c["omask"]))
-        if kh.shape[0] > 0:
-            hmask = ub[None, :, :, None] & ub[None, :, None, :] & c["mask"][1:, :, None, None]
-            vals = (vals[0], kh.reshape(D - 1, r, -1), vals[1])
-            masks = (masks[0], hmask.reshape(D - 1, r, -1), masks[1])
-        # vmapped over layers (not flattened into [L*R, ...], which would mix the unsharded
-        # layer axis into the sharded run axis and cost a cross-device exchange)
-        return jax.vmap(histogram)(jnp.concatenate(vals), jnp.concatenate(masks))  # [L, R, K|4]
-
-    def layer_abs(params):
-        k0, _, kh, _, ko, _ = params
-        return jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
-                                jnp.abs(ko).sum(1)[None]])                    # [L, R]
-
-    def evaluate(params, c):
-        logits, _, _ = _forward(params, c["xall"][None], c, act, keep=False)  # [R, N+M]
-        y = c["yall"][None]
-        ce = fast._bce(logits, y)
-        hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
-        nt = c["n_train"]
-        return (jnp.mean(ce[:, :nt], 1), jnp.mean(ce[:, nt:], 1),
-                jnp.mean(hit[:, :nt], 1), jnp.mean(hit[:, nt:], 1))
-
-    def epoch_fn(state, e, c):
-        params, moms, hists = state
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
-        perm = fast.permutations(keys, n)                                    # [R, n]
-        idx = jnp.pad(perm, ((0, 0), (0, S * B - n))).reshape(-1, S, B)     # [R, S, B]
-        xb = jnp.moveaxis(c["xtr"][idx], 1, 0)                               # [S, R, B, 2]
-        yb = jnp.moveaxis(c["ytr"][idx], 1, 0)                               # [S, R, B]
-        wb = (jnp.arange(S * B) < n).astype(jnp.float32).reshape(S, B)
-        r = idx.shape[0]
-        hist_now = ((e + 1) % every == 0) if every > 0 else False
-
-        def body(carry, batch):
-            params, moms, acc = carry
-            return step(params, moms, *batch, c, hist_now, acc), None
-
-        zero = jnp.zeros((L, r), jnp.float32)
-        gacc0 = None if hists is None else _empty_hist((L, r))
-        (params, moms, (sa, ss, gacc)), _ = jax.lax.scan(
-            body, (params, moms, (zero, zero, gacc0)), (xb, yb, wb))
-        curves = jnp.stack(evaluate(params, c))                             # [4, R]
-        layers = jnp.stack([sa / (S * jnp.maximum(c["counts"], 1.0)), ss / S,
-                            layer_abs(params)])                              # [3, L, R]
-        if hists is not None:
-            def store(bufs):
-                h = (e + 1) // every - 1
-                put = lambda buf, v: jax.tree.map(
-                    lambda bb, vv: jax.lax.dynamic_update_index_in_dim(bb, vv, h, 0), buf, v)
-                return put(bufs[0], gacc), put(bufs[1], weight_hist(params, c))
-            hists = jax.lax.cond(hist_now, store, lambda b: b, hists)
-        return (params, moms, hists), (curves, layers)
-
     def train_block(spec, data):
-        r = spec.depth.shape[0]
-        keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
-        init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-        p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
-            k, d, wd, max_depth=D, p=P, init=config.init,
-            output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
-            init_keys, spec.depth, spec.width,
-            jnp.broadcast_to(jnp.asarray(spec.weight_var, jnp.float32), (r,)),
-            jnp.broadcast_to(jnp.asarray(spec.bias_var, jnp.float32), (r,)))
-        kern = jnp.moveaxis(p0["kernels"], 1, 0)                            # [D, R, P, P]
-        bias = jnp.moveaxis(p0["biases"], 1, 0)                             # [D, R, P]
-        params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
-                  p0["out_kernel"], p0["out_bias"])
-        moms = jax.tree.map(jnp.zeros_like, params)
-        mask = jnp.arange(D)[:, None] < spec.depth[None, :]                 # [D, R]
-        unit_b = jnp.arange(P)[None, :] < spec.width[:, None]               # [R, P]
-        counts = jnp.concatenate([
-            jnp.where(mask, jnp.where(jnp.arange(D)[:, None] == 0, N_FEATURES, spec.width[None])
-                      * spec.width[None], 0), spec.width[None]]).astype(jnp.float32)  # [L, R]
-        c = dict(xtr=data.x_train, ytr=data.y_train,
-                 xall=jnp.concatenate([data.x_train, data.x_test]),
-                 yall=jnp.concatenate([data.y_train, data.y_test]),
-                 n_train=data.x_train.shape[0],
-                 shuffle_keys=jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys),
-                 mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b, lr=spec.lr,
-                 mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)),
-                 omask=unit_b, counts=counts,
-                 # the block's deepest run bounds its layer loops; computed once per block,
-                 # so no per-step cross-device reduction when the run axis is sharded
-                 depth=jnp.max(spec.depth))
-        hists = None
-        if n_hist > 0:
-            buf = lambda: jax.tree.map(lambda a: jnp.zeros((n_hist,) + a.shape, a.dtype),
-                                       _empty_hist((L, r)))
-            hists = (buf(), buf())
-        epochs = jnp.arange(E, dtype=jnp.int32)
-        (_, _, hists), (curves, layers) = jax.lax.scan(
-            lambda s_, e: epoch_fn(s_, e, c), (params, moms, hists), epochs)
-        present = jnp.concatenate([mask, jnp.ones((1, r), bool)])            # [L, R]
-        return _finish(curves, layers, hists, present, every, E, L, r)
+        return runs_first(train_loop(engine, config, spec, data, keep_params=keep_params))
 
     def train(spec, data):
         r = spec.depth.shape[0]
@@ -391,29 +399,3 @@ def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain
         return jax.tree.map(lambda a: pin(a.reshape((r,) + a.shape[2:])[inverse], 0), out)
 
     return train
-
-
-def _finish(curves, layers, hists, present, every, E, L, r):
-    """Divergence masking and the run-leading output dict (as vgjax.train's)."""
-    diverged, valid = divergence(curves, layers)                                  # [R], [E, R]
-    curves = jnp.where(valid[:, None], curves, jnp.nan)
-    layers = jnp.where((valid[:, None, :] & present[None])[:, None], layers, jnp.nan)
-    curves = jnp.moveaxis(curves, -1, 0)                                           # [R, E, 4]
-    layers = jnp.moveaxis(layers, -1, 0)                                           # [R, E, 3, L]
-    out = dict(train_loss=curves[..., 0], test_loss=curves[..., 1],
-               train_accuracy=curves[..., 2], test_accuracy=curves[..., 3],
-               grad_mean_abs=layers[:, :, 0], grad_norm=layers[:, :, 1],
-               weight_l1=layers[:, :, 2], diverged_epoch=diverged)
-    if every > 0:
-        n_hist = E // every
-        if hists is None:
-            empty = _empty_hist((0, L, r))
-            hists = (empty, empty)
-        keep = valid[every - 1::every][:n_hist][:, None, :] & present[None]       # [H, L, R]
-        for name, (cnt, st) in zip(("grad_hist", "weight_hist"), hists):
-            # cnt [H, L, R, K], st [H, L, R, 4] -> [R, H, L, K], [R, H, L, 4]
-            cnt = jnp.where(keep[..., None], cnt, 0)
-            st = jnp.where(keep[..., None], st, jnp.nan)
-            out[name] = jnp.moveaxis(cnt, 2, 0)
-            out[name + "_stats"] = jnp.moveaxis(st, 2, 0)
-    return out

@@ -1,0 +1,273 @@
+"""THE training loop of vgjax, written once for every engine.
+
+``train_loop(engine, config, spec, data)`` trains a chunk of runs: a ``lax.scan`` over
+epochs, each a ``lax.scan`` over the epoch's minibatch steps with the per-layer gradient
+sums (and, on histogram epochs, the gradient histogram) reduced in the carry; then the
+evaluation on the full train and test sets, the weight statistics, the histogram buffers,
+and at the end the divergence masking (:func:`finish`). Histogram epochs share the one
+compiled epoch body: their extra work sits in ``lax.cond`` on the (unbatched) epoch number.
+
+An engine (:class:`Engine`) supplies only what is its own, as kernels over the whole chunk
+in its own parameter layout: the reference engine (:mod:`vgjax.train`: the
+:class:`vgjax.step.Step` methods, one run, vmapped over the chunk), the fast CPU engine
+(:mod:`vgjax.fast`: runs-last arrays, hand-written backprop) and the wide engine
+(:mod:`vgjax.wide`: batched matmuls over a leading run axis). Every array the loop itself
+touches keeps the run axis LAST: per-layer statistics [L, R], curves [4, R], histograms
+[L, K, R]; for the reference engine, which is one run vmapped, the run axis is absent ([L],
+[4], [L, K]). :func:`runs_first` turns a chunk's history into the run-leading layout of
+:mod:`vgjax.sweep`. ``L = D + 1`` layers: index ``i < D`` is hidden layer ``i + 1``,
+index ``D`` the output layer.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from vgjax import diagnostics as diag
+from vgjax import probes
+from vgjax.config import Config
+from vgjax.result import INIT_SUFFIX, SIGNAL_JAC, SIGNAL_LAYER_STATS
+
+# Final parameters, when kept, come back under these history-style keys ([R, ...] each).
+PARAM_KEYS = ("kernels", "biases", "out_kernel", "out_bias")
+PARAM_PREFIX = "param_"
+
+
+class RunSpec(NamedTuple):
+    """What distinguishes one run of a grid. Each field is a scalar per run ([R] when stacked).
+
+    key: the run's PRNG key data (uint32 [2], from ``jax.random.key_data(PRNGKey(seed))``);
+    depth, width: int32; lr, weight_var (sigma_w^2), bias_var (sigma_b^2): float32.
+    """
+
+    key: jax.Array
+    depth: jax.Array
+    width: jax.Array
+    lr: jax.Array
+    weight_var: jax.Array | float = 1.0
+    bias_var: jax.Array | float = 0.0
+
+
+class DeviceData(NamedTuple):
+    """Data on device: x_train [N, F], y_train [N], x_test [M, F], y_test [M] (float32)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_test: jax.Array
+    y_test: jax.Array
+
+
+class Setup(NamedTuple):
+    """An engine's start: ``state`` (parameters and optimizer state, engine layout), ``ctx``
+    (the chunk's constants its kernels read: data, keys, masks), ``counts`` [L, ...] float32
+    (real kernel entries per layer, 0 if absent) and ``present`` [L, ...] bool (the run has
+    the layer)."""
+
+    state: Any
+    ctx: Any
+    counts: jax.Array
+    present: jax.Array
+
+
+# The step accumulator: (|g| sums [L, ...], norm sums [L, ...], gradient histogram or None).
+Acc = tuple
+
+
+class Engine(NamedTuple):
+    """The kernels of one engine, each over a whole chunk (or one run, vmapped).
+
+    init: ``(spec, data) -> Setup``.
+    minibatches: ``(ctx, epoch) -> xs``, the epoch's shuffled minibatches (leading axis S).
+    step: ``(state, batch, ctx, acc, hist_now) -> (state, acc)``: one optimizer step on one
+      minibatch, adding its kernel gradients' |g| sums and L2 norms [L, ...] to ``acc`` and,
+      where ``hist_now``, their histogram (:func:`merge_hist`); :func:`grads_step` builds it
+      from ``loss_and_grads`` + update kernels.
+    evaluate: ``(state, ctx) -> (curves [4, ...], weight_l1 [L, ...])``; curves are train
+      loss, test loss, train accuracy, test accuracy on the full sets.
+    weight_hist: ``(state, ctx) -> (counts [L, K, ...] int32, stats [L, 4, ...])``.
+    params: ``state -> {"kernels": [D, P, P, ...], "biases", "out_kernel", "out_bias"}``.
+    test_grads: optional ``(state, ctx) -> [2, L, ...]`` mean |g| and norm on the test set.
+    signal, jacobian: optional signal-probe kernels ``(state, ctx) -> [3, D, ...]`` and
+      ``-> (mean σ² [...], max σ [...], log10 σ counts [K', ...])``.
+    """
+
+    init: Callable
+    minibatches: Callable
+    step: Callable
+    evaluate: Callable
+    weight_hist: Callable
+    params: Callable
+    test_grads: Callable | None = None
+    signal: Callable | None = None
+    jacobian: Callable | None = None
+
+
+class EpochStats(NamedTuple):
+    """Per-epoch outputs: curves [4, ...], layers [3, L, ...] (grad mean |g|, grad norm,
+    weight L1), optional test-gradient stats [2, L, ...] and signal probes [3, D, ...]."""
+
+    curves: jax.Array
+    layers: jax.Array
+    test_layers: jax.Array | None
+    signal: jax.Array | None = None
+
+
+def grads_step(train_step: Callable, grad_sums: Callable, grad_hist: Callable) -> Callable:
+    """:attr:`Engine.step` of an engine that materialises the gradient.
+
+    ``train_step(state, batch, ctx) -> (state, grads)`` is loss_and_grads then the optimizer
+    update; ``grad_sums(grads, ctx)`` gives the kernels' |g| sums and L2 norms ([L, ...]
+    each) and ``grad_hist(grads, ctx)`` their histogram, counted on histogram epochs only.
+    """
+    def step(state, batch, ctx, acc, hist_now):
+        state, grads = train_step(state, batch, ctx)
+        abs_sums, norm_sums, ghist = acc
+        a, n = grad_sums(grads, ctx)
+        if ghist is not None:
+            ghist = jax.lax.cond(hist_now, lambda h: merge_hist(h, grad_hist(grads, ctx)),
+                                 lambda h: h, ghist)
+        return state, (abs_sums + a, norm_sums + n, ghist)
+    return step
+
+
+def train_loop(engine: Engine, config: Config, spec: RunSpec, data: DeviceData, *,
+               keep_params: bool = False) -> dict[str, jax.Array]:
+    """Train ``spec``'s runs with ``engine``; the history dict, run axis last (or absent).
+
+    Keys: train_loss/test_loss/train_accuracy/test_accuracy [E, ...], grad_mean_abs/
+    grad_norm/weight_l1 [E, L, ...], diverged_epoch [...] int32 (1-based, -1 never); with
+    ``config.hist_every > 0`` grad_hist/weight_hist [H, L, K, ...] int32 and their
+    ``_stats`` [H, L, 4, ...]; with ``engine.test_grads`` test_grad_mean_abs/test_grad_norm
+    [E, L, ...]; with ``engine.signal`` the signal probes (:mod:`vgjax.result` names) at
+    each epoch's end and at initialisation; with ``keep_params`` ``param_*`` (the final
+    parameters). Statistics of absent layers and of epochs from the one that diverged on
+    are NaN (histograms: 0 counts).
+    """
+    setup = engine.init(spec, data)
+    n_hist = config.epochs // config.hist_every if config.hist_every > 0 else 0
+    bufs = None
+    if n_hist > 0:
+        bufs = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype)
+                     for a in _hist_parts(engine, setup.counts.shape))
+    if engine.signal is not None:  # before the first step: the initialisation's signal
+        init = (*engine.signal(setup.state, setup.ctx), *engine.jacobian(setup.state, setup.ctx))
+    epoch = functools.partial(_epoch, engine, config, setup.ctx, setup.counts)
+    epochs = jnp.arange(config.epochs, dtype=jnp.int32)
+    (state, bufs), stats = jax.lax.scan(epoch, (setup.state, bufs), epochs)
+    if config.hist_every > 0 and bufs is None:  # hist_every > epochs: no histogram epoch
+        bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype)
+                     for a in _hist_parts(engine, setup.counts.shape))
+    out = finish(config, stats, bufs, setup.present)
+    if engine.signal is not None:
+        out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_LAYER_STATS + SIGNAL_JAC, init)})
+    if keep_params:
+        out.update({PARAM_PREFIX + k: v for k, v in engine.params(state).items()})
+    return out
+
+
+def _epoch(engine: Engine, config: Config, ctx, counts, carry, epoch):
+    """One epoch: the minibatch steps, then evaluation, statistics and histograms."""
+    state, bufs = carry
+    every = config.hist_every
+    hist_now = (epoch + 1) % every == 0 if every > 0 else False
+    acc = (jnp.zeros_like(counts), jnp.zeros_like(counts),
+           empty_hist(counts.shape) if bufs is not None else None)
+
+    def one_step(carry, batch):
+        state, acc = carry
+        return engine.step(state, batch, ctx, acc, hist_now), None
+
+    (state, (abs_sums, norm_sums, ghist)), _ = jax.lax.scan(
+        one_step, (state, acc), engine.minibatches(ctx, epoch))
+    curves, weight_l1 = engine.evaluate(state, ctx)
+    steps = config.steps_per_epoch
+    layers = jnp.stack([abs_sums / (steps * jnp.maximum(counts, 1.0)), norm_sums / steps,
+                        weight_l1])
+    test = engine.test_grads(state, ctx) if engine.test_grads is not None else None
+    signal = engine.signal(state, ctx) if engine.signal is not None else None
+    if bufs is not None:
+        def store(bufs):
+            # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.
+            h = (epoch + 1) // every - 1
+            new = (*ghist, *engine.weight_hist(state, ctx))
+            if engine.jacobian is not None:
+                new += tuple(engine.jacobian(state, ctx))
+            return tuple(jax.lax.dynamic_update_index_in_dim(b, v, h, 0)
+                         for b, v in zip(bufs, new))
+        bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
+    return (state, bufs), EpochStats(curves, layers, test, signal)
+
+
+def finish(config: Config, stats: EpochStats, bufs, present: jax.Array) -> dict[str, jax.Array]:
+    """The history dict from the stacked per-epoch stats and the histogram buffers.
+
+    Divergence (:func:`vgjax.diagnostics.divergence`): the first epoch whose loss or
+    statistics are not finite. From that epoch on, a run's statistics are masked to NaN
+    (histogram counts to 0) instead of reporting garbage; so are absent layers.
+    """
+    every = config.hist_every
+    diverged, valid = diag.divergence(stats.curves, stats.layers)      # [...], [E, ...]
+    out: dict[str, jax.Array] = {}
+    if every > 0:
+        hist_ok = valid[every - 1::every][: config.epochs // every]      # [H, ...]
+        keep = (hist_ok[:, None] & present[None])[:, :, None]           # [H, L, 1, ...]
+        for i, name in enumerate(("grad_hist", "weight_hist")):
+            out[name] = jnp.where(keep, bufs[2 * i], 0)
+            out[name + "_stats"] = jnp.where(keep, bufs[2 * i + 1], jnp.nan)
+    curves = jnp.where(valid[:, None], stats.curves, jnp.nan)
+    layer_ok = valid[:, None] & present[None]                           # [E, L, ...]
+    layers = jnp.where(layer_ok[:, None], stats.layers, jnp.nan)
+    out.update(train_loss=curves[:, 0], test_loss=curves[:, 1],
+               train_accuracy=curves[:, 2], test_accuracy=curves[:, 3],
+               grad_mean_abs=layers[:, 0], grad_norm=layers[:, 1], weight_l1=layers[:, 2],
+               diverged_epoch=diverged)
+    if stats.test_layers is not None:
+        t = jnp.where(layer_ok[:, None], stats.test_layers, jnp.nan)
+        out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
+    if every > 0 and len(bufs) > 4:  # the Jacobian of a diverged epoch: NaN summary, no counts
+        mean_sq, smax, counts = bufs[4:7]
+        out.update(signal_jac_mean_sq=jnp.where(hist_ok, mean_sq, jnp.nan),
+                   signal_jac_max=jnp.where(hist_ok, smax, jnp.nan),
+                   signal_jac_log_hist=jnp.where(hist_ok[:, None], counts, 0))
+    if stats.signal is not None:  # hidden layers only: the first D entries of the layer mask
+        ok = valid[:, None] & present[None, :-1]
+        sig = jnp.where(ok[:, None], stats.signal, jnp.nan)
+        out.update({k: sig[:, i] for i, k in enumerate(SIGNAL_LAYER_STATS)})
+    return out
+
+
+def runs_first(history: dict[str, jax.Array]) -> dict[str, jax.Array]:
+    """A chunk's history with the run axis moved from last to first ([R, ...] each)."""
+    return {k: jnp.moveaxis(v, -1, 0) for k, v in history.items()}
+
+
+def empty_hist(shape: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Zero counts [L, K, ...] int32 and identity stats [L, 4, ...] (min +inf, max -inf, sums
+    0) of histograms over layers and runs, ``shape = (L, ...)``."""
+    lead, runs = shape[:1], shape[1:]
+    ident = jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32).reshape((1, 4) + (1,) * len(runs))
+    return (jnp.zeros(lead + (diag.N_BUCKETS,) + runs, jnp.int32),
+            jnp.broadcast_to(ident, lead + (4,) + runs))
+
+
+def merge_hist(acc, new):
+    """Two histograms ``(counts [L, K, ...], stats [L, 4, ...])`` as one over both values."""
+    (c0, s0), (c1, s1) = acc, new
+    s = jnp.stack([jnp.minimum(s0[:, 0], s1[:, 0]), jnp.maximum(s0[:, 1], s1[:, 1]),
+                   s0[:, 2] + s1[:, 2], s0[:, 3] + s1[:, 3]], axis=1)
+    return c0 + c1, s
+
+
+def _hist_parts(engine: Engine, shape: tuple[int, ...]) -> tuple[jax.Array, ...]:
+    """Placeholders of one histogram epoch's buffers: gradient and weight histograms, and
+    with the signal probe the Jacobian's (mean σ², max σ, log10 σ counts)."""
+    parts = empty_hist(shape) * 2
+    if engine.jacobian is not None:
+        runs, k = shape[1:], probes.LOG_SIGMA_EDGES.shape[0] - 1
+        parts += (jnp.zeros(runs, jnp.float32), jnp.zeros(runs, jnp.float32),
+                  jnp.zeros((k,) + runs, jnp.int32))
+    return parts
