@@ -29,8 +29,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vgjax import diagnostics as diag
 from vgjax import probes, programs, runtime, wide
 from vgjax.config import Config, Grid, hist_epochs, validate, validate_grid
-# engines: the choice of engine and its chunk function (names also public here)
 from vgjax.data import data_dims, make_data
+# engines: the choice of engine and its chunk function (names also public here)
 from vgjax.engines import CPU_WIDE_FROM, ENGINES, check_engine, choose_engine  # noqa: F401
 from vgjax.engines import chunk_train as _train_grid
 from vgjax.engines import depth_blocks
