@@ -89,8 +89,9 @@ def render_wide(b: dict) -> list[str]:
                   f"(<= {REPRODUCE_TARGET_MIN} min: {ok})"]
         runs = b["reproduce"].get("runs") or {}
         if runs:
-            lines.append("(" + ", ".join(f"{k} {v:.0f} s" for k, v in
-                                         sorted(runs.items(), key=lambda kv: -kv[1])) + ")")
+            order = sorted(runs.items(), key=lambda kv: -kv[1]["total_s"])
+            lines.append("(per experiment, total / of it compiling: " + ", ".join(
+                f"{k} {v['total_s']:.0f} / {v['compile_s']:.1f} s" for k, v in order) + ")")
     return lines
 
 
