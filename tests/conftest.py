@@ -25,7 +25,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # passes. Level 0 of those passes cuts the suite's time by about a third; the numbers do not
 # change (no fast-math reassociation at any level: float results are the same, and every
 # equality the tests assert is between programs compiled alike). Processes the tests start
-# inherit it; CI's device-count steps run at XLA's default level (3), so it is tested too.
+# inherit it; CI's 1-device step runs at XLA's default level (3), so that is tested too.
 # An explicit ``xla_backend_optimization_level`` in XLA_FLAGS wins.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
@@ -37,6 +37,8 @@ def optimization_flags() -> str:
     XLA_FLAGS a test sets itself (to choose its device count), so it compiles alike."""
     return " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                     if "optimization_level" in f)
+
+
 # A warm cache would hide compilations (some tests count them) and must not be the user's:
 # vgjax's cache is off here and in every subprocess; JAX's own setting is dropped too.
 os.environ["VGJAX_CACHE_DIR"] = "off"
