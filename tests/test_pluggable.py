@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
+from tests.test_wide import _same_params  # params of two engines, and each run unpacked
 from vgjax.config import Config, validate
 from vgjax.data import make_data
-from vgjax.model import init_params, unpack_run
+from vgjax.model import init_params
 from vgjax.step import Batch, make_step
 from vgjax.sweep import sweep
 from vgjax.train import batch_indices
@@ -148,16 +149,8 @@ def test_keep_params_round_trip_and_engines_agree():
     fast = sweep(cfg, keep_params=True, engine="fast", **GRID)
     ref = sweep(cfg, keep_params=True, engine="vmap", **GRID)
     assert fast.params["kernels"].shape == (4, 3, 4, 4)
-    for k in fast.params:
-        np.testing.assert_allclose(fast.params[k], ref.params[k], rtol=1e-4, atol=1e-6)
-    for r in range(4):
-        d, w = int(ref.runs.depth[r]), int(ref.runs.width[r])
-        layers = unpack_run(ref.params, d, w, run=r)
-        assert list(layers) == [f"dense_{i + 1}" for i in range(d)] + ["output"]
-        l1 = [np.abs(layers[f"dense_{i + 1}"]["kernel"]).sum() for i in range(d)]
-        l1.append(np.abs(layers["output"]["kernel"]).sum())
-        np.testing.assert_allclose(ref.history["weight_l1"][r, -1][list(range(d)) + [-1]], l1,
-                                   rtol=1e-5)
+    _same_params(ref, fast)  # keys, shapes, dtypes, values; fast's runs unpacked
+    _same_params(fast, ref)  # and the reference's runs unpacked
     assert sweep(cfg, **GRID).params is None
 
 
