@@ -90,17 +90,6 @@ def histogram(tree: Params, hidden_mask: jax.Array, out_mask: jax.Array) -> tupl
     return counts, stats
 
 
-def merge_hist_stats(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Combine two [..., 4] (min, max, sum, sum_sq) stats as if over the union of values."""
-    return jnp.stack([jnp.minimum(a[..., 0], b[..., 0]), jnp.maximum(a[..., 1], b[..., 1]),
-                      a[..., 2] + b[..., 2], a[..., 3] + b[..., 3]], axis=-1)
-
-
-def empty_hist_stats(n_layers: int) -> jax.Array:
-    """[L, 4] identity element for :func:`merge_hist_stats`."""
-    return jnp.tile(jnp.array([jnp.inf, -jnp.inf, 0.0, 0.0], jnp.float32), (n_layers, 1))
-
-
 def divergence(curves: jax.Array, layers: jax.Array) -> tuple[jax.Array, jax.Array]:
     """The divergence rule of every engine: the first epoch whose curves or layer statistics
     are not finite.
