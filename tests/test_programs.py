@@ -126,8 +126,9 @@ def test_a_damaged_entry_is_traced_again_and_rewritten(store, damage):
 
 def _key(config: Config, **plan_kw) -> str | None:
     plan = make_plan(config, plan_kw.pop("grid", None) or _grid(), **plan_kw)
-    shape = {f: getattr(plan, f) for f in ("max_depth", "p", "chunk_size", "engine",
-                                           "keep_params", "n_blocks")}
+    (group,) = plan.groups  # the grid's one width: one program
+    shape = {"max_depth": plan.max_depth, "p": group.p, "chunk_size": group.size,
+             "engine": group.engine, "keep_params": plan.keep_params, "n_blocks": group.n_blocks}
     return programs.program_key(sweep_mod._static_config(plan.config), shape, plan.mesh)
 
 
@@ -165,7 +166,10 @@ def test_shape_mesh_and_versions_change_the_key(store, monkeypatch):
     import jax
     base = Config(epochs=2, hist_every=2)
     key = _key(base)
-    assert _key(base, chunk_size=8 * len(jax.devices())) != key
+    from vgjax.config import Grid
+    n = len(jax.devices())
+    many = Grid(seeds=tuple(range(2 * n)), depths=(1, 2), widths=(3,))   # 4n runs
+    assert _key(base, grid=many) != _key(base, grid=many, chunk_size=n)  # calls of 4n vs n
     assert _key(base, engine="vmap") != key
     assert _key(base, mesh=sweep_mod.default_mesh(jax.devices()[:1])) != key or \
         len(jax.devices()) == 1

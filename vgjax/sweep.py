@@ -33,10 +33,10 @@ from vgjax.data import data_dims, make_data
 # engines: the choice of engine and its chunk function (names also public here)
 from vgjax.engines import CPU_WIDE_FROM, ENGINES, check_engine, choose_engine  # noqa: F401
 from vgjax.engines import chunk_train as _train_grid
-from vgjax.engines import depth_blocks
 from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec
 from vgjax.result import SIGNAL_JAC_EDGES, RunTable, SweepResult
 from vgjax.step import check_parts, n_outputs_for
+from vgjax.width_groups import Group, group_runs, pad_param, padded_widths, plan_groups
 
 # The chunk program's inputs, so its traced form can be kept on disk (vgjax.programs).
 programs.register_namedtuples(RunSpec, DeviceData)
@@ -70,8 +70,7 @@ def run_specs(runs: RunTable) -> RunSpec:
 def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
     """(D, P): the grid's largest depth, and P >= every width, the input width and the
     number of logits."""
-    f, c = data_dims(config)
-    return max(grid.depths), max(max(grid.widths), f, n_outputs_for(config, c))
+    return max(grid.depths), max(max(grid.widths), _min_width(config))
 
 
 def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
@@ -104,11 +103,13 @@ class Plan(NamedTuple):
 
     runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
     sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
-    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: ``"fast"``
-    (:mod:`vgjax.fast`, runs-last with hand-written backprop), ``"wide"`` (:mod:`vgjax.wide`,
-    runs-leading batched matmuls) or ``"vmap"`` (the reference: ``vmap`` of
-    :func:`vgjax.train.make_train`); keep_params: return the final parameters; n_blocks:
-    depth-sorted blocks per chunk (wide engine).
+    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: the engines the
+    groups use, ``+``-joined: ``"fast"`` (:mod:`vgjax.fast`, runs-last with hand-written
+    backprop), ``"wide"`` (:mod:`vgjax.wide`, runs-leading batched matmuls) or ``"vmap"``
+    (the reference: ``vmap`` of :func:`vgjax.train.make_train`); keep_params: return the
+    final parameters; groups: the programs that train a chunk, one per group of padded
+    widths (:mod:`vgjax.width_groups`; one group unless the grid's widths differ enough to
+    pay for another compilation), each with its width, engine, call size and depth blocks.
     """
 
     config: Config
@@ -122,7 +123,7 @@ class Plan(NamedTuple):
     mesh: Mesh
     engine: str
     keep_params: bool = False
-    n_blocks: int = 1
+    groups: tuple[Group, ...] = ()
 
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
@@ -152,21 +153,26 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     max_depth, p = padded_sizes(config, grid)
     mesh = mesh or (probe_mesh() if config.probes else default_mesh())
     n_dev = mesh.devices.size
-    if engine == "auto":
-        engine = choose_engine(config, p, mesh)
-    if engine == "wide":  # a chunk's outputs stay, its working set is per block
-        out_b, work_b = wide.bytes_per_run(config, max_depth, p, keep_params)
+    widest = choose_engine(config, p, mesh) if engine == "auto" else engine
+    if widest == "wide":  # a chunk's outputs stay, its working set is per block
+        out_b, _ = wide.bytes_per_run(config, max_depth, p, keep_params)
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
                                              per_run=out_b)
     else:
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
-    n_blocks = 1
-    if engine == "wide":
-        n_blocks = depth_blocks(runs.depth, size, n_dev,
-                                max_block=max(1, DEFAULT_CHUNK_BYTES // work_b))
+    groups = plan_groups(config, runs, max_depth, _min_width(config), size, mesh, engine,
+                         DEFAULT_CHUNK_BYTES, lambda p_g: auto_chunk_size(
+                             len(runs), config, max_depth, p_g, n_dev))
+    engines = "+".join(dict.fromkeys(g.engine for g in groups))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh, engine, bool(keep_params), n_blocks)
+                math.ceil(len(runs) / size), mesh, engines, bool(keep_params), groups)
+
+
+def _min_width(config: Config) -> int:
+    """The narrowest padded width: the data's inputs and the logits must fit."""
+    f, c = data_dims(config)
+    return max(f, n_outputs_for(config, c))
 
 
 @functools.lru_cache(maxsize=16)
@@ -243,12 +249,16 @@ def _lower_call(exported, in_shardings, out_shardings, args):
 
 
 def compile_plan(plan: Plan):
-    """(compiled program, seconds spent compiling it now; 0.0 when it came from the cache)."""
-    hits = _compile.cache_info().hits
-    compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, plan.p,
-                                 plan.chunk_size, plan.mesh, plan.engine, plan.keep_params,
-                                 plan.n_blocks)
-    return compiled, (0.0 if _compile.cache_info().hits > hits else seconds)
+    """(compiled programs, one per group; seconds spent compiling them now, 0.0 for those
+    that came from the cache)."""
+    programs_, total = [], 0.0
+    for g in plan.groups:
+        hits = _compile.cache_info().hits
+        compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, g.p, g.size,
+                                     plan.mesh, g.engine, plan.keep_params, g.n_blocks)
+        programs_.append(compiled)
+        total += 0.0 if _compile.cache_info().hits > hits else seconds
+    return tuple(programs_), total
 
 
 def _static_config(config: Config) -> Config:
@@ -292,16 +302,26 @@ def device_data(plan: Plan) -> DeviceData:
 def run_chunk(plan: Plan, compiled, data: DeviceData, c: int) -> dict[str, np.ndarray]:
     """Train chunk ``c`` and return its history arrays on the host (run axis first).
 
-    The last chunk is padded by repeating its last run, so every chunk has one shape; the
-    padding is dropped before returning. Includes ``diverged_epoch`` [r].
+    Each group's program (``compiled``, from :func:`compile_plan`) trains the chunk's runs of
+    its widths, padded to its call size by repeating the last of them; the outputs come
+    back in run-table order (final parameters zero-padded to the plan's width). Includes
+    ``diverged_epoch`` [r].
     """
     sl = plan.chunk_slice(c)
-    take = np.minimum(np.arange(sl.start, sl.start + plan.chunk_size), sl.stop - 1)
     runs = NamedSharding(plan.mesh, PartitionSpec("runs"))
-    chunk = RunSpec(*(jax.device_put(np.asarray(a)[take], runs) for a in plan.specs))
-    out = compiled(chunk, data)
-    n = sl.stop - sl.start
-    return {k: _to_host(v)[:n] for k, v in out.items()}
+    padded = padded_widths(plan.runs, _min_width(plan.config))
+    out: dict[str, np.ndarray] = {}
+    for group, program, idx in zip(plan.groups, compiled, group_runs(plan.groups, padded, sl)):
+        for s in range(0, len(idx), group.size):
+            call = idx[s:s + group.size]
+            take = call[np.minimum(np.arange(group.size), len(call) - 1)]
+            chunk = RunSpec(*(jax.device_put(np.asarray(a)[take], runs) for a in plan.specs))
+            for k, v in program(chunk, data).items():
+                v = pad_param(k, _to_host(v)[:len(call)], plan.p)
+                if k not in out:
+                    out[k] = np.empty((sl.stop - sl.start,) + v.shape[1:], v.dtype)
+                out[k][call - sl.start] = v
+    return out
 
 
 def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> SweepResult:

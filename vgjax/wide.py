@@ -22,9 +22,9 @@ size does not depend on ``P`` or ``D``:
 * histograms find each entry's bucket from its logarithm (checked against the two
   neighbouring edges, so it is exact) and count with one scatter-add: work ~ entries
   instead of entries x K for compare-and-count;
-* depth-aware blocks: a chunk's runs are sorted by depth inside the program and trained in
-  ``n_blocks`` consecutive blocks (a ``lax.map``), so a depth-4 run never pays for layer 32;
-  outputs come back in the chunk's run order.
+* depth-aware blocks (:func:`vgjax.engines.in_depth_blocks`): a chunk's runs are sorted by
+  depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
+  for layer 32.
 
 Covered: SGD with or without momentum, without test-set gradients, activations in
 :data:`WIDE_ACTIVATIONS` (what :mod:`vgjax.fast` covers); other configs use the vmap engine.
@@ -366,36 +366,17 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
                   params=functools.partial(_params, p))
 
 
-def make_wide_train(config, max_depth: int, p: int, n_blocks: int = 1, constrain=None, *,
-                    keep_params: bool = False):
-    """Build ``train(spec, data) -> dict`` for a chunk of runs (``spec`` fields [R]):
-    :func:`vgjax.loop.train_loop` with :func:`wide_engine`'s kernels, per block.
+def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):
+    """Build ``train(spec, data) -> dict`` for a block of runs (``spec`` fields [R]):
+    :func:`vgjax.loop.train_loop` with :func:`wide_engine`'s kernels, run axis first.
 
     Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.train.make_train(config,
-    max_depth, p, keep_params=...), in_axes=(0, None))``. ``n_blocks`` (dividing R): the
-    chunk's runs, sorted by depth, are trained in that many consecutive blocks, each
-    computing only the layers its runs have. ``constrain(x, axis)``, if given, pins the run
-    axis ``axis`` of ``x`` to the device mesh (see :mod:`vgjax.sweep`).
+    max_depth, p, keep_params=...), in_axes=(0, None))``; its layer loops run up to the
+    block's deepest run (:func:`vgjax.engines.in_depth_blocks` trains a chunk in blocks).
     """
     engine = wide_engine(config, max_depth, p)
-    pin = constrain or (lambda x, axis: x)
-
-    def train_block(spec, data):
-        return runs_first(train_loop(engine, config, spec, data, keep_params=keep_params))
 
     def train(spec, data):
-        r = spec.depth.shape[0]
-        if n_blocks == 1:
-            return train_block(spec, data)
-        if r % n_blocks:
-            raise ValueError(f"n_blocks: {n_blocks} does not divide the chunk's {r} runs")
-        # Depth-aware blocks: sort the chunk's runs by depth (stable), train block after
-        # block, and put the outputs back into the chunk's order.
-        order = jnp.argsort(spec.depth, stable=True)
-        blocks = jax.tree.map(lambda a: pin(a[order].reshape((n_blocks, r // n_blocks)
-                                                             + a.shape[1:]), 1), spec)
-        out = jax.lax.map(lambda s: train_block(s, data), blocks)
-        inverse = jnp.argsort(order)
-        return jax.tree.map(lambda a: pin(a.reshape((r,) + a.shape[2:])[inverse], 0), out)
+        return runs_first(train_loop(engine, config, spec, data, keep_params=keep_params))
 
     return train
