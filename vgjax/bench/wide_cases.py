@@ -51,8 +51,9 @@ def batched_matmul_gflops(runs: int, width: int, batch: int = 32, layers: int = 
     return 2.0 * runs * batch * width * width * layers / best / 1e9
 
 
-def _train_grid(config, grid, engine: str = "auto") -> dict:
-    """Compile and train ``grid`` chunk by chunk (no outputs written): seconds and plan."""
+def time_grid(config, grid, engine: str = "auto") -> dict:
+    """Compile and train ``grid`` chunk by chunk (no outputs written): seconds and plan
+    (the engines, chunks, programs (width groups) and the first group's depth blocks)."""
     import jax
     from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
     plan = make_plan(config, grid, engine=engine)
@@ -62,7 +63,7 @@ def _train_grid(config, grid, engine: str = "auto") -> dict:
     for c in range(plan.n_chunks):
         jax.block_until_ready(run_chunk(plan, compiled, data, c))
     return {"engine": plan.engine, "chunk_size": plan.chunk_size, "n_chunks": plan.n_chunks,
-            "n_blocks": plan.n_blocks, "compile_s": compile_s,
+            "groups": len(plan.groups), "n_blocks": plan.groups[0].n_blocks, "compile_s": compile_s,
             "train_s": time.perf_counter() - t0}
 
 
@@ -73,7 +74,7 @@ def case_wide(depths: tuple[int, ...], width: int, seeds: int, epochs: int) -> d
     cfg = Config(activation="tanh", init="glorot_uniform", epochs=epochs)
     runs = len(depths) * seeds
     ceiling = batched_matmul_gflops(runs, width)
-    r = _train_grid(cfg, Grid(tuple(range(seeds)), tuple(depths), (width,)))
+    r = time_grid(cfg, Grid(tuple(range(seeds)), tuple(depths), (width,)))
     ceiling = max(ceiling, batched_matmul_gflops(runs, width))
     useful = useful_flops(depths, width, epochs) * seeds
     padded = padded_flops(depths, width, epochs) * seeds
@@ -94,7 +95,7 @@ def case_crossover(width: int, epochs: int, seeds: int = 30) -> dict:
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (width,))
     out = {"width": width, "epochs": epochs, "runs": 10 * seeds}
     for engine in ("fast", "wide"):
-        r = _train_grid(cfg, grid, engine)
+        r = time_grid(cfg, grid, engine)
         out[engine] = {"compile_s": r["compile_s"], "train_s": r["train_s"],
                        "ms_per_run_epoch": 1e3 * r["train_s"] / (10 * seeds * epochs)}
     return out
