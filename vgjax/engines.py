@@ -4,8 +4,9 @@ Three engines run the one training loop of :mod:`vgjax.loop` with their own kern
 reference ``"vmap"`` (:mod:`vgjax.train`, ``vmap`` of the :class:`vgjax.step.Step` methods;
 covers everything), ``"fast"`` (:mod:`vgjax.fast`, runs-last with hand-written backprop, for
 tiny widths on a CPU) and ``"wide"`` (:mod:`vgjax.wide`, batched matmuls over a leading run
-axis, trained in depth-sorted blocks). :func:`choose_engine` is what ``engine="auto"``
-means; :func:`chunk_train` is the function :mod:`vgjax.sweep` compiles per chunk shape.
+axis); on a CPU the fast and wide engines train a chunk in depth-sorted blocks
+(:func:`in_depth_blocks`). :func:`choose_engine` is what ``engine="auto"`` means;
+:func:`chunk_train` is the function :mod:`vgjax.sweep` compiles per call shape.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
     if not fast.supports(config) or config.probes:
         return "vmap"
     if mesh.devices.flat[0].platform != "cpu":
+        # measured on an H200 (scripts/accelerator_check.py): W-wide trains in 1.0 s on the
+        # wide engine, 4.1 s on vmap; tanh-breadth (widths 5-25, 100 epochs) 2.6 s vs 26.1 s
         return "wide"
     return "wide" if p >= CPU_WIDE_FROM else "fast"
 

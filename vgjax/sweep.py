@@ -1,15 +1,17 @@
 """The grid of runs (seeds x depths x widths x lrs x weight_vars x bias_vars) as one
-compiled program.
+compiled program per group of widths.
 
 ``sweep(config, seeds=..., depths=..., widths=...)`` builds the run table, pads every run to
-the grid's largest depth and width, and trains chunks of runs in one jit-compiled program:
-the one training loop (:mod:`vgjax.loop`) with the kernels of the engine
-:mod:`vgjax.engines` picks (on a CPU the fast runs-last engine for tiny widths and the wide
-batched-matmul engine from :data:`CPU_WIDE_FROM` units on, on a GPU/TPU always the wide
+the grid's largest depth and to its group's width (:mod:`vgjax.width_groups`: on a CPU a
+grid of very different widths is trained by one program per group of widths, when the
+training saved pays for the extra compilation; else one program), and trains chunks of runs
+in jit-compiled programs: the one training loop (:mod:`vgjax.loop`) with the kernels of the
+engine :mod:`vgjax.engines` picks (on a CPU the fast runs-last engine for tiny widths and the
+wide batched-matmul engine from :data:`CPU_WIDE_FROM` units on, on a GPU/TPU always the wide
 engine, where they cover the config; else the vmapped reference engine of :mod:`vgjax.train`).
 The run axis is the leading axis of every input and output and is sharded over all devices
 with a 1-D mesh, so the same code runs on one CPU, several CPU devices, a GPU or a TPU slice.
-Every chunk has the same shape, so the program compiles once per grid shape.
+Every call of a group's program has the same shape, so each compiles once per grid shape.
 """
 
 from __future__ import annotations
@@ -134,10 +136,12 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
     """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
 
-    ``engine="auto"`` picks by backend and padded width (:func:`choose_engine`); a config
-    with probes takes the vmap engine and, without a ``mesh``, :func:`probe_mesh`. The wide
-    engine's chunks are trained in depth-sorted blocks (:func:`depth_blocks`), each
-    computing only the layers its runs have; outputs keep the run-table order.
+    The runs are split into groups of padded widths, one program each
+    (:func:`vgjax.width_groups.plan_groups`); ``engine="auto"`` picks each group's engine by
+    backend and width (:func:`choose_engine`); a config with probes takes the vmap engine
+    and, without a ``mesh``, :func:`probe_mesh`. On a CPU the fast and wide engines train a
+    call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
+    the layers its runs have; outputs keep the run-table order.
     """
     validate(config)
     check_parts(config)  # user objects traced once (jax.eval_shape), before compiling
