@@ -91,7 +91,7 @@ def agreement(cpu_mesh) -> list[dict]:
     return rows
 
 
-def timings(quick: bool) -> list[dict]:
+def timings(quick: bool, save) -> list[dict]:
     wide = Config(activation="tanh", init="glorot_uniform", output_init="glorot_uniform",
                   epochs=5 if quick else 20, hist_every=5 if quick else 10)
     breadth = Config(activation="tanh", init="uniform", output_init="uniform",
@@ -108,6 +108,7 @@ def timings(quick: bool) -> list[dict]:
             print(f"time  {name:14s} {engine:5s} -> {row['engine']:10s} compile "
                   f"{row['compile_s']:6.1f} s  train {row['train_s']:7.2f} s", flush=True)
             rows.append(row)
+            save(rows)  # each figure kept as it comes: a run cut short keeps the rest
     return rows
 
 
@@ -119,13 +120,18 @@ def main() -> None:
     dev = jax.devices()[0]
     print(f"jax {jax.__version__}, {dev.platform}: {dev.device_kind} x {jax.device_count()}",
           flush=True)
-    cpu_mesh = default_mesh(jax.devices("cpu"))
-    report = {"jax": jax.__version__, "platform": dev.platform, "device": dev.device_kind,
-              "devices": jax.device_count(), "agreement": agreement(cpu_mesh),
-              "timings": timings(a.quick)}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "accelerator_check.json", json.dumps(report, indent=1) + "\n")
+    report = {"jax": jax.__version__, "platform": dev.platform, "device": dev.device_kind,
+              "devices": jax.device_count(),
+              "agreement": agreement(default_mesh(jax.devices("cpu")))}
+
+    def save(rows):
+        report["timings"] = rows
+        atomic_write_text(out / "accelerator_check.json", json.dumps(report, indent=1) + "\n")
+
+    save([])
+    timings(a.quick, save)
     print("all agree" if all(r["ok"] for r in report["agreement"]) else "SOME DIFFER")
 
 

@@ -37,8 +37,9 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
     if not fast.supports(config) or config.probes:
         return "vmap"
     if mesh.devices.flat[0].platform != "cpu":
-        # measured on an H200 (scripts/accelerator_check.py): W-wide trains in 1.0 s on the
-        # wide engine, 4.1 s on vmap; tanh-breadth (widths 5-25, 100 epochs) 2.6 s vs 26.1 s
+        # measured on an H200 (scripts/accelerator_check.py, results/accelerator_check.json):
+        # W-wide trains in 1.05 s on the wide engine, 4.27 s on vmap; tanh-breadth (widths
+        # 5-25, 100 epochs) in 2.68 s vs 4.43 s
         return "wide"
     return "wide" if p >= CPU_WIDE_FROM else "fast"
 
