@@ -109,6 +109,22 @@ def test_prepare_different_config_refused_then_overwritten(tmp_path):
     assert strict_loads((out / "manifest.json").read_text())["config"]["lr"] == 0.1
 
 
+def test_a_manifest_older_than_a_field_resumes_at_its_default(tmp_path):
+    # results/ written before Config.bias_var and Grid.weight_vars existed (as committed
+    # results once were): the same sweep at the defaults, another one otherwise
+    import json
+    out = tmp_path / "out"
+    outdir.prepare_out_dir(out, manifest(), overwrite=False)
+    _fill(out)
+    old = json.loads((out / "manifest.json").read_text())
+    del old["config"]["bias_var"], old["config"]["weight_var"], old["grid"]["weight_vars"]
+    (out / "manifest.json").write_text(json.dumps(old))
+    assert outdir.prepare_out_dir(out, manifest(), overwrite=False) == out
+    assert (out / "summary.json").exists()  # resumed: nothing removed
+    with pytest.raises(ValueError, match=r"different config \(field bias_var: 0.0 != 0.05\)"):
+        outdir.prepare_out_dir(out, manifest(bias_var=0.05), overwrite=False)
+
+
 def test_prepare_same_config_resumes(tmp_path):
     out = tmp_path / "out"
     outdir.prepare_out_dir(out, manifest(), overwrite=False)

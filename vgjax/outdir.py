@@ -162,8 +162,13 @@ def _manifest_problem(mpath: Path, new: dict[str, Any]) -> str | None:
         return (f"a manifest.json of format {old.get('format')!r} version "
                 f"{old.get('version')!r}; this vgjax writes {MANIFEST_FORMAT!r} "
                 f"version {new['version']}")
-    for key in ("config", "grid"):
-        diff = _first_difference(old.get(key), new[key])
+    for key, defaults in (("config", Config().to_dict()), ("grid", Grid().to_dict())):
+        mine = old.get(key)
+        if isinstance(mine, dict):
+            # A field added to Config/Grid after this manifest was written is missing from
+            # it; at its default value it names the same sweep, so older results resume.
+            mine = {**{k: v for k, v in defaults.items() if k not in mine}, **mine}
+        diff = _first_difference(mine, new[key])
         if diff is not None:
             return f"a sweep with a different {key} ({diff})"
     return None
