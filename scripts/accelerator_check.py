@@ -70,7 +70,7 @@ def compare(ref, got) -> dict:
             # most 0.1 % of the entries moved
             moved = int(np.abs(a.astype(np.int64) - b).sum())
             worst[k] = moved
-            ok &= moved <= 1e-3 * a.sum() and bool(np.array_equal(a.sum(-1), b.sum(-1)))
+            ok &= bool(moved <= 1e-3 * a.sum()) and bool(np.array_equal(a.sum(-1), b.sum(-1)))
         else:
             ok &= bool(np.array_equal(a, b))
     ok &= bool(np.array_equal(ref.runs.diverged_epoch, got.runs.diverged_epoch))

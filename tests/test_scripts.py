@@ -114,3 +114,35 @@ def test_bad_input_is_a_usage_error(tmp_path):
     assert r.returncode == 2
     assert "seeds: range '3-1' runs backwards" in r.stderr.splitlines()[-1]
     assert not (tmp_path / "o").exists()
+
+
+def test_accelerator_check_compares_like_the_engine_tests():
+    # the GPU-vs-CPU comparison of scripts/accelerator_check.py (run on a machine with an
+    # accelerator; results/accelerator_check.json): it must flag what the tests would
+    import dataclasses
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        from accelerator_check import compare
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    from vgjax.config import Config
+    from vgjax.sweep import sweep
+    ref = sweep(Config(epochs=2, hist_every=1), seeds=(0, 1), depths=(1, 2), widths=(3,))
+    edit = lambda **h: dataclasses.replace(ref, history={**ref.history, **h})
+    assert compare(ref, ref)["ok"]
+    loss = ref.history["train_loss"]
+    assert compare(ref, edit(train_loss=loss * (1 + 1e-6)))["ok"]          # float32 rounding
+    assert not compare(ref, edit(train_loss=loss * (1 + 1e-3)))["ok"]
+    assert not compare(ref, edit(train_loss=np.where(np.arange(loss.shape[1]) == 1, np.nan,
+                                                     loss)))["ok"]
+    big = ref.history["grad_hist"].astype(np.int32) * 1000     # counts of 1000s of entries
+    r, h, l, k = np.argwhere(big > 0)[0]
+    k2 = k + 1 if k + 1 < big.shape[-1] else k - 1                 # the neighbouring bucket
+    for n, ok in ((1, True), (big.sum() // 1000, False)):  # 2 counts moved vs 0.2 % of them
+        moved = big.copy()
+        moved[r, h, l, k] -= n
+        moved[r, h, l, k2] += n
+        assert compare(edit(grad_hist=big), edit(grad_hist=moved))["ok"] is ok, n
+    lost = big.copy()
+    lost[r, h, l, k] -= 1
+    assert not compare(edit(grad_hist=big), edit(grad_hist=lost))["ok"]      # a total changed
