@@ -98,7 +98,7 @@ def _add_bench(sub) -> None:
     p.add_argument("--no-wide", action="store_true",
                    help="skip the wide-net grids and the fast/wide engine crossover")
     p.add_argument("--reproduce", action="store_true",
-                   help="also time `vgjax reproduce` end to end (about 10 minutes)")
+                   help="also time `vgjax reproduce` end to end (about 8 minutes on 2 CPU cores)")
     p.add_argument("--only-reproduce", action="store_true",
                    help="only time `vgjax reproduce` end to end and put it into the existing "
                    "OUT/benchmark.json (the other cases' figures are kept)")
