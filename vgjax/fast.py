@@ -38,9 +38,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax.diagnostics import HIST_EDGES
-from vgjax.loop import PARAM_KEYS, Engine, Setup, grads_step, runs_first, train_loop
-from vgjax.model import init_params
-from vgjax.shuffle import permutations
+from vgjax.loop import (PARAM_KEYS, Engine, Setup, chunk_layers, chunk_start, grads_step,
+                        runs_first, train_loop)
+from vgjax.model import kernel_mask
+from vgjax.shuffle import epoch_batches
 
 N_FEATURES = 2
 
@@ -247,16 +248,13 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
         raise ValueError(f"config: the fast engine covers SGD without test_gradients and "
                          f"activations {FAST_ACTIVATIONS}; got {config.optimizer}, "
                          f"{config.activation}, test_gradients={config.test_gradients}")
-    S, B, n = config.steps_per_epoch, config.batch_size, config.n_train
+    B, n = config.batch_size, config.n_train
     act, dact = _act_and_grad(config.activation)
 
     def minibatches(c, e):
-        # the same shuffles as vgjax.train.batch_indices, vmapped over runs -> [S, B, R]
-        keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
-        perm = permutations(keys, n)                                       # [R, n]
-        idx = jnp.pad(perm, ((0, 0), (0, S * B - n))).reshape(-1, S, B)
+        # the same shuffles as vgjax.train.batch_indices, for every run -> [S, B, R]
+        idx, w = epoch_batches(c["shuffle_keys"], e, n, B)
         idx = jnp.moveaxis(idx, 0, -1)                                     # [S, B, R]
-        w = (jnp.arange(S * B) < n).astype(jnp.float32).reshape(S, B)
         return jnp.moveaxis(c["xtr"][idx], -1, -2), c["ytr"][idx], w      # [S, B, 2, R], ...
 
     def train_step(state, batch, c):
@@ -308,38 +306,24 @@ def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False
 
 def _init(config, max_depth: int, p: int, spec, data) -> Setup:
     """Initial (params, momentum) in the runs-last layout, and the chunk's masks and data."""
-    D, P, R = max_depth, p, spec.depth.shape[0]
-    keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    shuffle_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
-        k, d, wd, max_depth=D, p=P, init=config.init,
-        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
-        init_keys, spec.depth, spec.width, *jnp.broadcast_arrays(
-            jnp.asarray(spec.weight_var, jnp.float32) * jnp.ones((R,), jnp.float32),
-            jnp.asarray(spec.bias_var, jnp.float32) * jnp.ones((R,), jnp.float32)))
+    D, P = max_depth, p
+    p0, shuffle_keys = chunk_start(config, D, P, spec)
     params = (jnp.moveaxis(p0["kernels"], 0, -1), jnp.moveaxis(p0["biases"], 0, -1),
               jnp.moveaxis(p0["out_kernel"], 0, -1), p0["out_bias"])
-    layers_i = jnp.arange(D)
-    depth_mask = layers_i[:, None] < spec.depth[None, :]                      # [D, R]
+    depth_mask = jnp.arange(D)[:, None] < spec.depth[None, :]                 # [D, R]
     unit = (jnp.arange(P)[:, None] < spec.width[None, :]).astype(jnp.float32)  # [P, R]
-    fan_in = jnp.where(layers_i[:, None] == 0, N_FEATURES, spec.width[None, :])  # [D, R]
-    i = jnp.arange(P)
-    hmask = ((i[None, :, None, None] < fan_in[:, None, None, :])
-             & (i[None, None, :, None] < spec.width[None, None, None, :])
-             & depth_mask[:, None, None, :])                                  # [D,P,P,R]
-    counts = jnp.concatenate([jnp.where(depth_mask, fan_in * spec.width[None], 0),
-                              spec.width[None]]).astype(jnp.float32)         # [L, R]
+    hmask, omask = jax.vmap(lambda d, w: kernel_mask(d, w, max_depth=D, p=P))(spec.depth,
+                                                                             spec.width)
+    counts, present = chunk_layers(spec, D)                                  # [L, R] each
     c = dict(xtr=data.x_train, ytr=data.y_train,
              xall=jnp.concatenate([data.x_train, data.x_test]),
              yall=jnp.concatenate([data.y_train, data.y_test]),
              n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
-             depth_mask=depth_mask, unit=unit, lr=spec.lr, hmask=hmask,
-             omask=i[:, None] < spec.width[None, :],
+             depth_mask=depth_mask, unit=unit, lr=spec.lr,
+             hmask=jnp.moveaxis(hmask, 0, -1), omask=omask.T,                # [D,P,P,R], [P,R]
              # layers some run needs: computed once, so no per-step cross-device
              # reduction feeds the per-layer conds when the run axis is sharded
              need=jnp.any(depth_mask, axis=1))
-    present = jnp.concatenate([depth_mask, jnp.ones((1, R), bool)])          # [L, R]
     return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
 
 

@@ -3,7 +3,8 @@
 One stable sort of 32-bit random keys per run (for n < 2**20), as
 ``jax.random.permutation`` does, but ~3-5x cheaper on XLA:CPU: a single-operand sort of
 packed (top key bits | index) words instead of a two-operand key/value sort, then an exact
-fix-up of the (rare) neighbours whose top key bits tie. Used by the fast and wide engines.
+fix-up of the (rare) neighbours whose top key bits tie. Used by the fast and wide engines;
+:func:`batches` cuts any engine's permutations into an epoch's minibatches.
 """
 
 from __future__ import annotations
@@ -68,3 +69,24 @@ def permutations(keys, n):
         return idx
 
     return jax.lax.cond(tie, fix, lambda i: i, idx)
+
+
+def batches(perm: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """One epoch's minibatches from permutations ``perm`` [..., n]: indices [..., S, B]
+    int32 and weights [S, B] float32, S = ceil(n / B). The last batch keeps the remainder
+    (as Keras does); its padding points at example 0 with weight 0, so every run takes S
+    steps per epoch."""
+    n = perm.shape[-1]
+    s = -(-n // batch_size)
+    pad = [(0, 0)] * (perm.ndim - 1) + [(0, s * batch_size - n)]
+    idx = jnp.pad(perm, pad).reshape(perm.shape[:-1] + (s, batch_size))
+    weights = (jnp.arange(s * batch_size) < n).astype(jnp.float32).reshape(s, batch_size)
+    return idx, weights
+
+
+def epoch_batches(shuffle_keys: jax.Array, epoch, n: int, batch_size: int
+                  ) -> tuple[jax.Array, jax.Array]:
+    """Every run's minibatches of ``epoch``: idx [R, S, B], weights [S, B]; row r is the
+    reference engine's ``batch_indices(fold_in(shuffle_keys[r], epoch), n, batch_size)``."""
+    keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(shuffle_keys)
+    return batches(permutations(keys, n), batch_size)

@@ -20,9 +20,10 @@ from vgjax import probes
 from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
 # RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
 from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
-from vgjax.loop import Engine, Setup, grads_step, train_loop
+from vgjax.loop import Engine, Setup, grads_step, run_keys, train_loop
 from vgjax.model import kernel_mask
 from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
+from vgjax.shuffle import batches
 from vgjax.step import Batch, Step, bce, make_step
 
 
@@ -41,12 +42,7 @@ def batch_indices(key: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, j
     batch keeps the remainder (Keras keeps the final partial batch) and its padding has
     weight 0, so every run takes S optimizer steps per epoch.
     """
-    steps = -(-n // batch_size)
-    perm = jax.random.permutation(key, n)
-    pad = steps * batch_size - n
-    idx = jnp.pad(perm, (0, pad)).reshape(steps, batch_size)
-    weights = (jnp.arange(steps * batch_size) < n).astype(jnp.float32).reshape(steps, batch_size)
-    return idx, weights
+    return batches(jax.random.permutation(key, n), batch_size)
 
 
 # History names of the signal probe (``Config.probes`` has "signal"); shapes in vgjax.result.
@@ -81,13 +77,12 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
     dims = dict(max_depth=max_depth, n_features=step.n_features, n_outputs=step.n_outputs)
 
     def init(spec: RunSpec, data: DeviceData) -> Setup:
-        key = jax.random.wrap_key_data(spec.key)
-        state = step.init(jax.random.fold_in(key, 0), spec.depth, spec.width, lr=spec.lr,
+        init_key, shuffle_key = run_keys(jax.random.wrap_key_data(spec.key))
+        state = step.init(init_key, spec.depth, spec.width, lr=spec.lr,
                           weight_var=spec.weight_var, bias_var=spec.bias_var)
         masks = kernel_mask(spec.depth, spec.width, p=p, **dims)
         counts = diag.real_counts(spec.depth, spec.width, **dims)
-        ctx = dict(data=data, shuffle_key=jax.random.fold_in(key, 1), masks=masks,
-                   counts=counts)
+        ctx = dict(data=data, shuffle_key=shuffle_key, masks=masks, counts=counts)
         return Setup(state, ctx, counts, diag.layer_present(spec.depth, max_depth=max_depth))
 
     def minibatches(ctx, epoch):

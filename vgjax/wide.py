@@ -41,9 +41,10 @@ import numpy as np
 
 from vgjax import fast
 from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
-from vgjax.loop import Engine, Setup, empty_hist, merge_hist, runs_first, train_loop
-from vgjax.model import N_FEATURES, init_params
-from vgjax.shuffle import permutations
+from vgjax.loop import (Engine, Setup, chunk_layers, chunk_start, empty_hist, merge_hist,
+                        runs_first, train_loop)
+from vgjax.model import N_FEATURES
+from vgjax.shuffle import epoch_batches
 
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 _INNER_EDGES = np.asarray(HIST_EDGES[1:-1], np.float32)
@@ -306,47 +307,33 @@ def _params(p, state):
 
 def _minibatches(config, c, e):
     """The epoch's shuffled minibatches: x [S, R, B, 2], y [S, R, B], weights [S, B]."""
-    s, b, n = config.steps_per_epoch, config.batch_size, config.n_train
-    keys = jax.vmap(lambda k: jax.random.fold_in(k, e))(c["shuffle_keys"])
-    perm = permutations(keys, n)                                            # [R, n]
-    idx = jnp.pad(perm, ((0, 0), (0, s * b - n))).reshape(-1, s, b)        # [R, S, B]
-    return (jnp.moveaxis(c["xtr"][idx], 1, 0), jnp.moveaxis(c["ytr"][idx], 1, 0),
-            (jnp.arange(s * b) < n).astype(jnp.float32).reshape(s, b))
+    idx, w = epoch_batches(c["shuffle_keys"], e, config.n_train, config.batch_size)
+    return jnp.moveaxis(c["xtr"][idx], 1, 0), jnp.moveaxis(c["ytr"][idx], 1, 0), w
 
 
 def _init(config, max_depth: int, p: int, spec, data) -> Setup:
     """A block's initial (params, momentum) in the layer-stacked, runs-leading layout and
     its constants."""
     D, P, r = max_depth, p, spec.depth.shape[0]
-    keys = jax.vmap(jax.random.wrap_key_data)(spec.key)
-    init_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys)
-    p0 = jax.vmap(lambda k, d, wd, wv, bv: init_params(
-        k, d, wd, max_depth=D, p=P, init=config.init,
-        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
-        init_keys, spec.depth, spec.width,
-        jnp.broadcast_to(jnp.asarray(spec.weight_var, jnp.float32), (r,)),
-        jnp.broadcast_to(jnp.asarray(spec.bias_var, jnp.float32), (r,)))
+    p0, shuffle_keys = chunk_start(config, D, P, spec)
     kern = jnp.moveaxis(p0["kernels"], 1, 0)                                # [D, R, P, P]
     bias = jnp.moveaxis(p0["biases"], 1, 0)                                 # [D, R, P]
     params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
               p0["out_kernel"], p0["out_bias"])
     mask = jnp.arange(D)[:, None] < spec.depth[None, :]                     # [D, R]
     unit_b = jnp.arange(P)[None, :] < spec.width[:, None]                   # [R, P]
-    counts = jnp.concatenate([
-        jnp.where(mask, jnp.where(jnp.arange(D)[:, None] == 0, N_FEATURES, spec.width[None])
-                  * spec.width[None], 0), spec.width[None]]).astype(jnp.float32)  # [L, R]
+    counts, present = chunk_layers(spec, D)                                 # [L, R] each
     c = dict(xtr=data.x_train, ytr=data.y_train,
              xall=jnp.concatenate([data.x_train, data.x_test]),
              yall=jnp.concatenate([data.y_train, data.y_test]),
              n_train=data.x_train.shape[0],
-             shuffle_keys=jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys),
+             shuffle_keys=shuffle_keys,
              mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b, lr=spec.lr,
              mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)),
              omask=unit_b,
              # the block's deepest run bounds its layer loops; computed once per block,
              # so no per-step cross-device reduction when the run axis is sharded
              depth=jnp.max(spec.depth))
-    present = jnp.concatenate([mask, jnp.ones((1, r), bool)])               # [L, R]
     return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
 
 
