@@ -314,17 +314,20 @@ def run_chunk(plan: Plan, compiled, data: DeviceData, c: int) -> dict[str, np.nd
     sl = plan.chunk_slice(c)
     runs = NamedSharding(plan.mesh, PartitionSpec("runs"))
     padded = padded_widths(plan.runs, _min_width(plan.config))
-    out: dict[str, np.ndarray] = {}
+    calls = []  # every call dispatched first (asynchronously), then gathered to the host
     for group, program, idx in zip(plan.groups, compiled, group_runs(plan.groups, padded, sl)):
         for s in range(0, len(idx), group.size):
             call = idx[s:s + group.size]
             take = call[np.minimum(np.arange(group.size), len(call) - 1)]
             chunk = RunSpec(*(jax.device_put(np.asarray(a)[take], runs) for a in plan.specs))
-            for k, v in program(chunk, data).items():
-                v = pad_param(k, _to_host(v)[:len(call)], plan.p)
-                if k not in out:
-                    out[k] = np.empty((sl.stop - sl.start,) + v.shape[1:], v.dtype)
-                out[k][call - sl.start] = v
+            calls.append((call, program(chunk, data)))
+    out: dict[str, np.ndarray] = {}
+    for call, arrays in calls:
+        for k, v in arrays.items():
+            v = pad_param(k, _to_host(v)[:len(call)], plan.p)
+            if k not in out:
+                out[k] = np.empty((sl.stop - sl.start,) + v.shape[1:], v.dtype)
+            out[k][call - sl.start] = v
     return out
 
 

@@ -103,9 +103,9 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
     for widths in partition:
         p = widths[-1]
         eng = choose_engine(config, p, mesh) if engine == "auto" else engine
-        member = np.isin(padded, widths)
         # each chunk's runs of the group; the call size fits the fullest chunk
-        per_chunk = [np.flatnonzero(member[s:s + chunk_size]) + s for s in range(0, n, chunk_size)]
+        per_chunk = [chunk_members(widths, padded, slice(s, min(s + chunk_size, n)))
+                     for s in range(0, n, chunk_size)]
         per_chunk = [ix for ix in per_chunk if len(ix)]
         size = max(len(ix) for ix in per_chunk)
         if eng != "wide":  # the wide engine's working set is per depth block instead
@@ -124,10 +124,14 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
     return tuple(groups)
 
 
+def chunk_members(widths: tuple[int, ...], padded: np.ndarray, sl: slice) -> np.ndarray:
+    """The run indices in ``sl`` whose padded width is one of ``widths``."""
+    return np.flatnonzero(np.isin(padded[sl], widths)) + sl.start
+
+
 def group_runs(groups: tuple[Group, ...], padded: np.ndarray, sl: slice) -> list[np.ndarray]:
     """Per group, the run indices of the chunk ``sl`` it trains (possibly empty)."""
-    part = padded[sl]
-    return [np.flatnonzero(np.isin(part, g.widths)) + sl.start for g in groups]
+    return [chunk_members(g.widths, padded, sl) for g in groups]
 
 
 def pad_param(name: str, value: np.ndarray, p: int) -> np.ndarray:
