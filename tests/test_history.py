@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vgjax import history, outdir, result, store, summary
+from vgjax.chunk_store import ChunkStore
 from vgjax.config import Config
 from vgjax.result import SweepResult
 from tests.results_data import make_result, strict_loads, listing
@@ -32,7 +33,7 @@ def test_history_roundtrip(tmp_path):
 def test_history_streamed_equals_in_memory(tmp_path):
     res = make_result()
     history.write_history(tmp_path / "a.npz", res)
-    store = outdir.ChunkStore(tmp_path)
+    store = ChunkStore(tmp_path)
     per_run = [k for k in res.history if k not in result.SHARED_ARRAYS]
     bounds = [(0, 2), (2, 5), (5, 6)]
     for i, (lo, hi) in enumerate(bounds):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vgjax import outdir, store
+from vgjax.chunk_store import ChunkStore
 from vgjax.config import Config, Grid
 from tests.results_data import strict_loads, listing
 
@@ -178,7 +179,7 @@ def test_prepare_empty_existing_dir(tmp_path):
 
 
 def test_chunk_store_roundtrip(tmp_path):
-    store = outdir.ChunkStore(tmp_path, keys=["a", "b"])
+    store = ChunkStore(tmp_path, keys=["a", "b"])
     assert store.done() == set()
     assert store.path(12) == tmp_path / "chunks" / "chunk_00012.npz"
     with pytest.raises(ValueError):
@@ -197,7 +198,7 @@ def test_chunk_store_roundtrip(tmp_path):
 
 
 def test_chunk_store_damaged_chunks(tmp_path):
-    store = outdir.ChunkStore(tmp_path, keys=["a"])
+    store = ChunkStore(tmp_path, keys=["a"])
     big = np.arange(4096, dtype=np.float32)
     for i in range(3):
         store.save(i, {"a": big + i})
@@ -219,6 +220,6 @@ def test_chunk_store_damaged_chunks(tmp_path):
     with pytest.raises(ValueError, match="missing"):
         store.load(1)
     # a chunk without an expected key
-    outdir.ChunkStore(tmp_path).save(5, {"other": big})
+    ChunkStore(tmp_path).save(5, {"other": big})
     with pytest.warns(RuntimeWarning, match="missing array"):
         assert store.done() == {0}

@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from vgjax import history, outdir
 from vgjax import tensorboard as tb
 from vgjax.config import Config, Grid, hist_epochs
+from vgjax.chunk_store import ChunkStore
 from vgjax.outdir import PARAMS_NAME
 from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SIGNAL_JAC_EDGES, SweepResult
 from vgjax.store import atomic_save_npz, atomic_write_text, sanitize_name
@@ -92,7 +93,7 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:
         progress(0)  # the output directory is claimed; a caller may draw its progress bar now
-    store = outdir.ChunkStore(out)
+    store = ChunkStore(out)
     plan = resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
     timing = new_timing()
@@ -117,7 +118,7 @@ def new_timing() -> dict[str, float]:
     return {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
 
 
-def compute_chunks(plan: Plan, store: outdir.ChunkStore, chunks, timing: dict[str, float], *,
+def compute_chunks(plan: Plan, store: ChunkStore, chunks, timing: dict[str, float], *,
                    on_chunk: Callable[[int, dict], None] | None = None,
                    done: set[int] | None = None, save: bool = True) -> dict[int, dict]:
     """Train each chunk of ``chunks`` not yet in ``store`` and save it there; load the rest.
@@ -158,12 +159,12 @@ def _without_bulk(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
 
 
-def _tb_marker(store: outdir.ChunkStore, c: int) -> Path:
+def _tb_marker(store: ChunkStore, c: int) -> Path:
     return store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
 
 
 def write_chunk_tensorboard(config: Config, grid: Grid, runs, sl: slice, arrays: dict,
-                            store: outdir.ChunkStore, c: int, logdir: Path, prefix: str,
+                            store: ChunkStore, c: int, logdir: Path, prefix: str,
                             timing: dict[str, float]) -> None:
     """Write the TensorBoard run directories of chunk ``c`` unless its marker says done."""
     marker = _tb_marker(store, c)
@@ -197,7 +198,7 @@ def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
     out = Path(out)
     runs = run_table(grid, config)
     n_chunks = -(-len(runs) // chunk_size)
-    store = outdir.ChunkStore(out)
+    store = ChunkStore(out)
     parts = dict(parts or {})
     missing = sorted(set(range(n_chunks)) - set(parts) - store.done())
     if missing:
@@ -256,7 +257,7 @@ def _ranges(xs: list[int]) -> str:
 LAYOUT_NAME = "layout.json"
 
 
-def resume_layout(plan, store: outdir.ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+def resume_layout(plan, store: ChunkStore, chunk_size: int | None, mesh: Mesh | None):
     """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
 
     Chunk files hold fixed run slices, so resuming with another chunk size would mix slices

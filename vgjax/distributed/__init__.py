@@ -1,7 +1,7 @@
 """Beyond one machine: array-job shards, multi-process JAX and Ray, all over one chunk store.
 
 A sweep's output directory holds one file per chunk of runs (``OUT/chunks/chunk_NNNNN.npz``,
-written atomically by :class:`vgjax.outdir.ChunkStore`), and every path below only decides *who*
+written atomically by :class:`vgjax.chunk_store.ChunkStore`), and every path below only decides *who*
 computes which chunk; :func:`vgjax.pipeline.finish_sweep` then assembles the same
 ``summary.json``, ``history.npz`` and TensorBoard logs from the chunk files.
 

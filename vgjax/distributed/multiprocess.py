@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from vgjax import outdir
+from vgjax.chunk_store import ChunkStore
 from vgjax.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
@@ -115,7 +116,7 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
             progress(len(arrays["diverged_epoch"]))
 
     try:
-        parts = pipeline.compute_chunks(plan, store or outdir.ChunkStore(out), todo, timing,
+        parts = pipeline.compute_chunks(plan, store or ChunkStore(out), todo, timing,
                                         done=set(), save=writer, on_chunk=chunk_done)
     except Exception as e:  # noqa: BLE001 - the other processes would wait for this one
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
@@ -149,7 +150,7 @@ def _agree_on_plan(config: Config, grid: Grid, out, overwrite: bool, chunk_size:
             _refuse_sharded(out, config, grid)
             out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid),
                                          overwrite=overwrite)
-            store = outdir.ChunkStore(out)
+            store = ChunkStore(out)
             plan = pipeline.resume_layout(plan, store, chunk_size, None)
             verdict = np.array([plan.chunk_size] + [c in store.done()
                                                     for c in range(plan.n_chunks)], np.int32)

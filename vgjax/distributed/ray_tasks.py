@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from vgjax import outdir
+from vgjax.chunk_store import ChunkStore
 from vgjax.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
@@ -136,7 +137,7 @@ def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: b
     plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
     _refuse_sharded(out, config, grid)
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
-    store = outdir.ChunkStore(out)
+    store = ChunkStore(out)
     return pipeline.resume_layout(plan, store, chunk_size, plan.mesh), store, out
 
 

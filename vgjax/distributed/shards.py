@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from vgjax import outdir
+from vgjax.chunk_store import ChunkStore
 from vgjax.outdir import LAYOUT_KEY, plain_json, read_manifest, sharded_layout
 from vgjax.store import atomic_write_text, sanitize_name
 from vgjax.result import LEARN_THRESHOLD
@@ -143,7 +144,7 @@ def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards:
         progress(0)
     plan = fixed_plan(config, grid, int(layout["chunk_size"]))
     mine = shard_chunks(plan.n_chunks, shard, n_shards)
-    store = outdir.ChunkStore(out)
+    store = ChunkStore(out)
     timing = pipeline.new_timing()
     todo = set(mine) - store.done()
     record_path = store.dir / f"shard_{shard}_of_{n_shards}.json"
@@ -185,7 +186,7 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
         size, n_shards = int(layout["chunk_size"]), int(layout["shards"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"out: {str(path / outdir.MANIFEST_NAME)!r} is invalid ({e})") from None
-    store = outdir.ChunkStore(path)
+    store = ChunkStore(path)
     records = []
     for p in sorted(store.dir.glob(f"shard_*_of_{n_shards}.json")):
         try:
