@@ -3,6 +3,7 @@ reference, numpy's own histogram, and the planning rules around it (engine choic
 depth-sorted blocks)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -105,16 +106,24 @@ def test_histogram_counts_like_numpy():
     vals = rng.standard_normal((3, 400)).astype(np.float32) * 10.0 ** rng.uniform(-12, 4, (3, 400))
     vals[0, :5] = HIST_EDGES[[0, 1, 50, 53, 105]]  # exactly on edges (incl. the outer ones)
     vals[1, :3] = [0.0, -0.0, 5e3]
+    # every edge and the floats just beside it, +-inf, subnormals, huge values: buckets come
+    # from the floats' bit patterns, so the edges are where an off-by-one would show
+    e = HIST_EDGES.astype(np.float32)
+    up, down = np.nextafter(e, np.float32(np.inf)), np.nextafter(e, np.float32(-np.inf))
+    tricky = np.concatenate([e, up, down,
+                             np.float32([np.inf, -np.inf, 1e-40, -1e-40, 1e-45, 3e38, -3e38])])
+    vals = np.concatenate([vals, np.broadcast_to(tricky, (3, tricky.size))], axis=1)
     mask = rng.uniform(size=vals.shape) < 0.8
-    counts, stats = (np.asarray(a) for a in wide.histogram(vals, mask))
+    counts, stats = (np.asarray(a) for a in wide.histogram(jnp.asarray(vals), jnp.asarray(mask)))
     for r in range(3):
         v = vals[r, mask[r]]
         # bucket = number of inner edges <= value (values beyond the ends land in the ends)
         idx = np.searchsorted(HIST_EDGES[1:-1], v, side="right")
         np.testing.assert_array_equal(counts[r], np.bincount(idx, minlength=counts.shape[1]))
         assert counts[r].sum() == v.size
-        np.testing.assert_allclose(stats[r], [v.min(), v.max(), v.sum(), (v.astype(np.float64) ** 2).sum()],
-                                   rtol=1e-5)
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: NaN, as on device
+            ref = [v.min(), v.max(), v.sum(), (v.astype(np.float64) ** 2).sum()]
+        np.testing.assert_allclose(stats[r], ref, rtol=1e-5)
 
 
 def test_depth_blocks_follow_the_depths():

@@ -94,6 +94,11 @@ class Engine(NamedTuple):
     test_grads: optional ``(state, ctx) -> [2, L, ...]`` mean |g| and norm on the test set.
     signal, jacobian: optional signal-probe kernels ``(state, ctx) -> [3, D, ...]`` and
       ``-> (mean σ² [...], max σ [...], log10 σ counts [K', ...])``.
+    hist_branches: ``step`` takes ``hist_now`` as a Python bool, and the loop traces the
+      epoch's steps twice (with and without the gradient histogram) under one ``cond`` per
+      epoch; otherwise ``hist_now`` is a traced bool and ``step`` branches on it itself.
+      Worth it where a branch inside the step is costly (the wide engine's per-layer
+      histograms); it doubles the step's share of the program.
     """
 
     init: Callable
@@ -105,6 +110,7 @@ class Engine(NamedTuple):
     test_grads: Callable | None = None
     signal: Callable | None = None
     jacobian: Callable | None = None
+    hist_branches: bool = False
 
 
 class EpochStats(NamedTuple):
@@ -209,12 +215,21 @@ def _epoch(engine: Engine, config: Config, ctx, counts, carry, epoch):
     acc = (jnp.zeros_like(counts), jnp.zeros_like(counts),
            empty_hist(counts.shape) if bufs is not None else None)
 
-    def one_step(carry, batch):
-        state, acc = carry
-        return engine.step(state, batch, ctx, acc, hist_now), None
+    batches = engine.minibatches(ctx, epoch)
 
-    (state, (abs_sums, norm_sums, ghist)), _ = jax.lax.scan(
-        one_step, (state, acc), engine.minibatches(ctx, epoch))
+    def run_steps(hist):
+        def one_step(carry, batch):
+            state, acc = carry
+            return engine.step(state, batch, ctx, acc, hist), None
+        return jax.lax.scan(one_step, (state, acc), batches)[0]
+
+    if not engine.hist_branches:
+        state, (abs_sums, norm_sums, ghist) = run_steps(hist_now)
+    elif bufs is not None:
+        state, (abs_sums, norm_sums, ghist) = jax.lax.cond(
+            hist_now, lambda: run_steps(True), lambda: run_steps(False))
+    else:
+        state, (abs_sums, norm_sums, ghist) = run_steps(False)
     curves, weight_l1 = engine.evaluate(state, ctx)
     steps = config.steps_per_epoch
     layers = jnp.stack([abs_sums / (steps * jnp.maximum(counts, 1.0)), norm_sums / steps,

@@ -5,11 +5,12 @@ block); its own are a fused step (:func:`_step`: backprop, SGD update and statis
 by layer), histograms, evaluation and parameter layout. It computes exactly what
 ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
 shuffles, Keras SGD and history dict; equal to float32 rounding, tested) in the layout that
-matmul libraries like: the run axis LEADING, so each layer's minibatch step is one batched
-product ``[R, B, P] x [R, P, P]`` (XLA:CPU's Eigen/YNNPACK dots; cuBLAS batched GEMM on a
-GPU). Where :mod:`vgjax.fast` unrolls every product into ``P`` broadcast multiplies (fast
-at the tutorial's 5 units, but its program and its work grow with ``P``), this program's
-size does not depend on ``P`` or ``D``:
+matmul libraries like: the run axis LEADING, so each layer's minibatch products are
+batched plain matmuls: ``[R, B, P] x [R, P, P]`` forward, ``[R, P, P] x [R, P, B]`` backward
+in a unit-major layout (XLA:CPU's Eigen dots; cuBLAS batched GEMM on a GPU). Where
+:mod:`vgjax.fast` unrolls every product into ``P`` broadcast multiplies (fast at the
+tutorial's 5 units, but its program and its work grow with ``P``), this program's size does
+not depend on ``P`` or ``D``:
 
 * the hidden layers are a loop over a layer-stacked ``[D-1, R, P, P]`` kernel that runs
   up to the block's deepest run (an unbatched bound), so layers no run of the block has
@@ -19,9 +20,10 @@ size does not depend on ``P`` or ``D``:
   the layer's ``[R, P, P]`` gradient is in cache, and written in place into the stacked
   parameters: no gradient pytree is stored and re-read by separate optimizer and
   statistics passes;
-* histograms find each entry's bucket from its logarithm (checked against the two
-  neighbouring edges, so it is exact) and count with one scatter-add: work ~ entries
-  instead of entries x K for compare-and-count;
+* histograms find each entry's bucket from its float32 bit pattern (two reads of small
+  tables and one integer compare, exact) and count with one scatter-add: work ~ entries
+  instead of entries x K for compare-and-count; they are traced into the histogram epochs'
+  steps only (:attr:`vgjax.loop.Engine.hist_branches`);
 * depth-aware blocks (:func:`vgjax.engines.in_depth_blocks`): a chunk's runs are sorted by
   depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
   for layer 32.
@@ -41,8 +43,8 @@ import numpy as np
 
 from vgjax import fast
 from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
-from vgjax.loop import (Engine, Setup, chunk_layers, chunk_start, empty_hist, merge_hist,
-                        runs_first, train_loop)
+from vgjax.loop import (Engine, Setup, chunk_layers, chunk_start, merge_hist, runs_first,
+                        train_loop)
 from vgjax.model import N_FEATURES
 from vgjax.shuffle import epoch_batches
 
@@ -89,7 +91,7 @@ def histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Counts [R, K] int32 and (min, max, sum, sum of squares) [R, 4] of the masked entries.
 
     Same buckets as :func:`vgjax.diagnostics.histogram` (bucket = number of inner edges
-    <= value): a binary search per entry, then one scatter-add per run.
+    <= value, :func:`_bucket`), then one scatter-add for all runs.
     """
     r, e = vals.shape
     idx = _bucket(vals)
@@ -105,18 +107,41 @@ def histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
     return counts.reshape(r, N_BUCKETS), stats
 
 
+# The positive inner edges M_0 < ... < M_51 as float32 bit patterns, and per "cell" of
+# positive float32 bit patterns (the top bits: exponent and 3 mantissa bits, 1/8 of a binade,
+# 0.038 decades) the count of edges below the cell and the one edge inside it (an edge every
+# 0.25 decades puts at most one in a cell; int32 max where there is none). Non-negative
+# floats order like their bit patterns, so two table reads and one integer comparison count
+# the edges below a value exactly.
+_CELL_SHIFT = 20
+_MAG_BITS = _INNER_EDGES[_INNER_EDGES > 0].view(np.int32)
+
+
+def _cell_tables() -> tuple[np.ndarray, np.ndarray]:
+    n_cells = (np.iinfo(np.int32).max >> _CELL_SHIFT) + 1
+    starts = np.arange(n_cells, dtype=np.int64) << _CELL_SHIFT
+    below = np.searchsorted(_MAG_BITS, starts, side="left").astype(np.int32)  # #{M_j < start}
+    inside = np.full(starts.shape, np.iinfo(np.int32).max, np.int32)
+    cells = _MAG_BITS >> _CELL_SHIFT
+    assert np.unique(cells).size == cells.size, "two histogram edges in one cell"
+    inside[cells] = _MAG_BITS
+    return below, inside
+
+
+_CELL_BELOW, _CELL_EDGE = _cell_tables()
+
+
 def _bucket(v: jax.Array) -> jax.Array:
-    """Number of inner edges <= v (int32, same shape): the decade quarter from log10, then
-    one exact comparison with each neighbouring edge, since the logarithm's rounding can
-    put a value on an edge one bucket off (a binary search compiles to far more code)."""
-    n_mag = (_INNER_EDGES.size // 2)                      # 52 magnitudes on each side
-    a = jnp.abs(v)
-    k = jnp.floor(4.0 * (jnp.log10(jnp.maximum(a, 1e-30)) + 10.0))
-    below = jnp.minimum(jnp.clip(k, -1.0, n_mag).astype(jnp.int32) + 1, n_mag)  # #{M_j <= a}
-    idx = jnp.clip(jnp.where(v >= 0, n_mag + below, n_mag - below), 0, 2 * n_mag)
-    edges = jnp.asarray(_INNER_EDGES)
-    idx = idx - ((idx > 0) & (edges[jnp.maximum(idx - 1, 0)] > v)).astype(jnp.int32)
-    return idx + ((idx < 2 * n_mag) & (edges[jnp.minimum(idx, 2 * n_mag - 1)] <= v)).astype(jnp.int32)
+    """Number of inner edges <= v (int32, same shape), exactly: the edges below |v|'s cell,
+    plus whether |v| reaches the cell's own edge (integer compares of bit patterns; no
+    logarithm). Negative v = -a counts the negative edges -M_j <= v, i.e. M_j >= a."""
+    n_mag = _MAG_BITS.size                                  # 52 magnitudes on each side
+    a = jax.lax.bitcast_convert_type(jnp.abs(v), jnp.int32)
+    cell = a >> _CELL_SHIFT
+    below, edge = jnp.asarray(_CELL_BELOW)[cell], jnp.asarray(_CELL_EDGE)[cell]
+    le = below + (a >= edge).astype(jnp.int32)              # #{M_j <= a}
+    lt = below + (a > edge).astype(jnp.int32)               # #{M_j < a}
+    return jnp.where(v >= 0, n_mag + le, n_mag - lt)
 
 
 # ----------------------------------------------------------------------------------------
@@ -138,8 +163,9 @@ def _put(a, v, i):
 
 
 def _forward(params, x, c, act, keep):
-    """Logits [R, B], the last hidden activation, and (when ``keep``) every hidden layer's
-    masked output stacked [D, R, B, P] (layer l's input is entry l-1, its output entry l).
+    """Logits [R, B], the last hidden activation [R, B, P], and (when ``keep``) every hidden
+    layer's masked output stacked unit-major [D, R, P, B] for the backward pass (layer l's
+    input is entry l-1, its output entry l).
 
     Only the block's own layers run: a loop up to its deepest run (``c["depth"]``, unbatched).
     """
@@ -148,18 +174,23 @@ def _forward(params, x, c, act, keep):
     h = act(_first_layer(x, k0, b0)) * unit
     hs = None
     if keep:
-        hs = _put(jnp.zeros((kh.shape[0] + 1,) + h.shape, h.dtype), h, 0)
+        hs = _put(jnp.zeros((kh.shape[0] + 1,) + _t(h).shape, h.dtype), _t(h), 0)
     if kh.shape[0] > 0:
         def layer(l, carry):
             h, hs = carry
             a = act(jnp.einsum("rbp,rpq->rbq", h, _index(kh, l - 1))
                     + _index(bh, l - 1)[:, None, :]) * unit
             h = jnp.where(_index(c["mask"], l)[:, None, None], a, h)
-            return h, (None if hs is None else _put(hs, h, l))
+            return h, (None if hs is None else _put(hs, _t(h), l))
 
         h, hs = jax.lax.fori_loop(1, c["depth"], layer, (h, hs))
     logits = jnp.einsum("rbp,rp->rb", h, ko) + bo[:, None]
     return logits, h, hs
+
+
+def _t(a):
+    """[R, B, P] <-> [R, P, B]."""
+    return jnp.swapaxes(a, 1, 2)
 
 
 def _row_sums(g):
@@ -185,17 +216,18 @@ def _sgd(w, g, m, lr, momentum):
     return w + (-lr) * g, m
 
 
-def _record(l, g, mask, acc, hist_now):
+def _record(l, g, mask, acc, hist_now: bool):
     """Layer ``l``'s gradient g [R, ...] statistics, written in place into the accumulator
-    (|g| sums [L, R], norm sums [L, R], histogram [L, K, R] and [L, 4, R] or None)."""
+    (|g| sums [L, R], norm sums [L, R], histogram [L, K, R] and [L, 4, R] or None). The
+    histogram is counted when ``hist_now``, a Python bool: the loop traces a histogram
+    epoch's steps apart (:attr:`vgjax.loop.Engine.hist_branches`), so no step of another
+    epoch carries a ``cond`` per layer (measured: that cond cost more than the histograms)."""
     sa, ss, gacc = acc
     a, q = _row_sums(g)
     sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
-    if gacc is not None:
+    if gacc is not None and hist_now:
         r = g.shape[0]
-        new = jax.lax.cond(
-            hist_now, lambda: tuple(x.T for x in histogram(g.reshape(r, -1), mask.reshape(r, -1))),
-            lambda: tuple(x[0] for x in empty_hist((1, r))))               # [K, R], [4, R]
+        new = tuple(x.T for x in histogram(g.reshape(r, -1), mask.reshape(r, -1)))  # [K|4, R]
         old = tuple(_index(x, l)[None] for x in gacc)
         merged = merge_hist(old, tuple(x[None] for x in new))
         gacc = tuple(_put(x, v[0], l) for x, v in zip(gacc, merged))
@@ -204,8 +236,9 @@ def _record(l, g, mask, acc, hist_now):
 
 def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
     """Backward through hidden layers l = depth-1 ... 1 of the block, each layer's SGD update
-    and statistics done while its gradient is hot. Returns (dh, kh, bh, mkh, mbh, acc)."""
-    unit, ub, lr = c["unit"][:, None, :], c["unit_b"], c["lr"]
+    and statistics done while its gradient is hot. ``dh`` [R, P, B] and ``hs`` [D, R, P, B]
+    are unit-major (see :func:`_step`). Returns (dh, kh, bh, mkh, mbh, acc)."""
+    unit, ub, lr = c["unit"][:, :, None], c["unit_b"], c["lr"]
 
     def layer(i, carry):
         dh, stacks, pending, acc = carry
@@ -218,9 +251,9 @@ def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
         m = _index(c["mask"], l)[:, None, None]
         k = _index(kh, l - 1)
         dz = jnp.where(m, dh, 0.0) * unit * st.dact(_index(hs, l))
-        gk = jnp.einsum("rbp,rbq->rpq", _index(hs, l - 1), dz)
-        gb = jnp.sum(dz, axis=1)
-        dh = jnp.where(m, jnp.einsum("rbq,rpq->rbp", dz, k), dh)
+        gk = jnp.einsum("rpb,rqb->rpq", _index(hs, l - 1), dz)
+        gb = jnp.sum(dz, axis=2)
+        dh = jnp.where(m, jnp.einsum("rpq,rqb->rpb", k, dz), dh)
         k, mk = _sgd(k, gk, _index(mkh, l - 1), lr[:, None, None], st.momentum)
         b, mb = _sgd(_index(bh, l - 1), gb, _index(mbh, l - 1), lr[:, None], st.momentum)
         pending = (k, b, mk, mb, l - 1)
@@ -237,24 +270,29 @@ def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
 
 def _step(st: _Static, state, batch, c, acc, hist_now):
     """One SGD step of a block: forward, then backprop layer by layer with each layer's
-    update and statistics (:func:`_record`) fused in. ``(state, acc) -> (state, acc)``."""
+    update and statistics (:func:`_record`) fused in. ``(state, acc) -> (state, acc)``.
+
+    The forward pass is batch-major ([R, B, P]: ``h K`` is a plain matmul), the backward
+    pass unit-major ([R, P, B]): its product ``K dz`` is then a plain matmul too, where
+    ``dz K^T`` in the batch-major layout ran 4x slower on XLA:CPU at width 512 (1.06 vs
+    0.26 ms per layer for 2 runs); the weight gradient costs the same either way."""
     (params, moms), (x, y, w) = state, batch
     k0, b0, kh, bh, ko, bo = params
     mk0, mb0, mkh, mbh, mko, mbo = moms
-    unit, lr = c["unit"][:, None, :], c["lr"]
+    unit, lr = c["unit"][:, :, None], c["lr"]                               # [R, P, 1]
     logits, hD, hs = _forward(params, x, c, st.act, keep=True)
     dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]      # [R, B]
     g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
     g_bo = jnp.sum(dlogit, axis=1)
-    dh = dlogit[:, :, None] * ko[:, None, :]
+    dh = ko[:, :, None] * dlogit[:, None, :]                                # [R, P, B]
     ko, mko = _sgd(ko, g_ko, mko, lr[:, None], st.momentum)
     bo, mbo = _sgd(bo, g_bo, mbo, lr, st.momentum)
     if st.max_depth > 1:
         dh, kh, bh, mkh, mbh, acc = _hidden_backward(st, dh, hs, params, moms, c, acc,
                                                      hist_now)
-    dz0 = dh * unit * st.dact(hs[0])
-    g_k0 = jnp.einsum("rbi,rbq->riq", x, dz0)                               # [R, 2, P]
-    g_b0 = jnp.sum(dz0, axis=1)
+    dz0 = dh * unit * st.dact(hs[0])                                         # [R, P, B]
+    g_k0 = jnp.einsum("rbi,rqb->riq", x, dz0)                               # [R, 2, P]
+    g_b0 = jnp.sum(dz0, axis=2)
     k0, mk0 = _sgd(k0, g_k0, mk0, lr[:, None, None], st.momentum)
     b0, mb0 = _sgd(b0, g_b0, mb0, lr[:, None], st.momentum)
     r = g_k0.shape[0]
@@ -350,7 +388,7 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
                   step=functools.partial(_step, st),
                   evaluate=functools.partial(_evaluate, act),
                   weight_hist=lambda state, c: _weight_hist(p, state[0], c),
-                  params=functools.partial(_params, p))
+                  params=functools.partial(_params, p), hist_branches=True)
 
 
 def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):
