@@ -71,6 +71,70 @@ def test_init_does_not_depend_on_padding(init):
     np.testing.assert_array_equal(big["kernels"][0, 2:, :], 0)
 
 
+def _entry(key, tag, index):
+    return jax.random.fold_in(jax.random.fold_in(key, tag), index)
+
+
+@pytest.mark.parametrize("init", ["he_uniform", "uniform", "glorot_normal", "normal"])
+def test_init_streams_are_per_entry_jax_random_draws(init):
+    """Every entry is the jax.random draw of its own key: hidden kernel l's
+    (i, j) from fold_in(fold_in(key, l), i * 2**16 + j), the output kernel's from tag 2**20,
+    bias l's j from fold_in(fold_in(key, 2**21 + l), j), the output bias's from tag 2**21 +
+    2**20. init_params draws them all in one batch; this is the definition, entry by entry
+    (to 1e-6: XLA folds the scalings differently in the two programs; the transforms
+    themselves are bit-exact, next test)."""
+    d, w, wv, bv, c = 2, 3, 2.0, 0.5, 3
+    got = jax.jit(lambda k: init_params(k, d, w, max_depth=3, p=4, init=init, output_init=init,
+                                        n_outputs=c, weight_var=wv, bias_var=bv))(KEY)
+
+    def draw(k, fi, fo):
+        if init == "he_uniform":
+            lim = jnp.sqrt(6.0 / fi)
+            return jax.random.uniform(k, (), jnp.float32) * (2 * lim) - lim
+        if init == "uniform":
+            return jax.random.uniform(k, (), jnp.float32)
+        if init == "glorot_normal":
+            std = jnp.sqrt(2.0 / (fi + fo))
+            draws = jax.random.truncated_normal(k, -2.0, 2.0, (), jnp.float32)
+            return draws * (std / 0.87962566103423978)
+        return jax.random.normal(k, (), jnp.float32) / jnp.sqrt(fi)
+
+    gain, b_std = np.sqrt(wv), np.sqrt(bv)
+    value = lambda k, fi, fo: draw(k, fi, fo) * gain
+    bias = lambda k: jax.random.normal(k, (), jnp.float32) * b_std
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=0)
+    for l in range(d):
+        fi = 2 if l == 0 else w
+        for i in range(fi):
+            for j in range(w):
+                close(got["kernels"][l, i, j], value(_entry(KEY, l, i * 2**16 + j), fi, w))
+        for j in range(w):
+            close(got["biases"][l, j], bias(_entry(KEY, 2**21 + l, j)))
+    for i in range(w):
+        for j in range(c):
+            close(got["out_kernel"][i, j], value(_entry(KEY, 2**20, i * 2**16 + j), w, c))
+    for j in range(c):
+        close(got["out_bias"][j], bias(_entry(KEY, 2**21 + 2**20, j)))
+
+
+def test_draws_from_one_uniform_equal_jax_random():
+    """normal and truncated normal draws computed from u = uniform(key) equal jax.random's
+    own draws of the key, bit for bit, on many keys, compiled as init_params is (a JAX that
+    changed its transforms would fail here, not silently change every initial weight)."""
+    from vgjax.model import _normal, _truncated_normal
+    keys = jax.random.split(KEY, 20000)
+    per_key = lambda f: jax.jit(jax.vmap(f))(keys)
+    uniform = lambda k: jax.random.uniform(k, (), jnp.float32)
+    pairs = [
+        (per_key(lambda k: _normal(uniform(k))),
+         per_key(lambda k: jax.random.normal(k, (), jnp.float32))),
+        (per_key(lambda k: _truncated_normal(uniform(k), -2.0, 2.0)),
+         per_key(lambda k: jax.random.truncated_normal(k, -2.0, 2.0, (), jnp.float32))),
+    ]
+    for ours, theirs in pairs:
+        np.testing.assert_array_equal(np.asarray(ours), np.asarray(theirs))
+
+
 def test_he_uniform_uses_real_fan_in():
     """Padded to 30 units, a width-2 layer still draws from U(-sqrt(6/2), sqrt(6/2))."""
     params = init_params(KEY, 8, 2, max_depth=8, p=30, init="he_uniform", output_init="he_uniform")

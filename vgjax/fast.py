@@ -139,17 +139,20 @@ def forward(params, x, depth_mask, unit, act, need, keep=True):
     a0 = act(z0) * unit[None]
 
     h, saved = a0, []
+
+    def run(h, k, b, m):
+        z = _dense(h, k, b)
+        a = act(z) * unit[None]
+        return jnp.where(m[None, None, :], a, h), ((h, a, z) if keep else None)
+
+    def skip(h, k, b, m):
+        return h, ((h, h, h) if keep else None)
+
     for l in range(1, D):
-        def run(h, K, b, m, l=l):
-            z = _dense(h, K[l], b[l])
-            a = act(z) * unit[None]
-            return jnp.where(m[None, None, :], a, h), ((h, a, z) if keep else None)
-
-        def skip(h, K, b, m):
-            return h, ((h, h, h) if keep else None)
-
-        # A cond per layer: a fusion boundary, and a skip when no run has the layer.
-        h, o = jax.lax.cond(need[l], run, skip, h, K, b, depth_mask[l])
+        # A cond per layer: a fusion boundary, and a skip when no run has the layer. The
+        # layer's own parameters go in as operands, so every layer's branch is the same
+        # computation and XLA compiles its kernels once, not once per layer.
+        h, o = jax.lax.cond(need[l], run, skip, h, K[l], b[l], depth_mask[l])
         saved.append(o)
     logits = _sum_axis(h * ko[None], 1) + bo[None]
     return logits, h, (x, a0, z0, saved)
@@ -181,11 +184,11 @@ def loss_and_grads(params, x, y, w, depth_mask, unit, act, dact, need):
 
     outs = [None] * (D - 1)
     zeros = (jnp.zeros((P, P) + dh.shape[2:], dh.dtype), jnp.zeros((P,) + dh.shape[2:], dh.dtype))
+    run = lambda dh, k, m, h, a, z: back(dh, (k, m, h, a, z))
+    skip = lambda dh, k, m, h, a, z: (dh, zeros)
     for l in reversed(range(1, D)):
         h, a, z = ys[l - 1]
-        run = lambda dh, K, m, h, a, z, l=l: back(dh, (K[l], m, h, a, z))
-        skip = lambda dh, K, m, h, a, z: (dh, zeros)
-        dh, outs[l - 1] = jax.lax.cond(need[l], run, skip, dh, K, depth_mask[l], h, a, z)
+        dh, outs[l - 1] = jax.lax.cond(need[l], run, skip, dh, K[l], depth_mask[l], h, a, z)
     dz0 = dh * unit[None] * dact(z0, a0)
     gk0 = _outer_sum(x0, dz0)                                          # [2, P, R]
     gk0 = jnp.concatenate([gk0, jnp.zeros((P - N_FEATURES,) + gk0.shape[1:], gk0.dtype)])

@@ -28,6 +28,7 @@ from typing import Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 N_FEATURES = 2
 # Per-element PRNG streams are indexed as fold_in(layer_key, row * _ROW_STRIDE + col), so a
@@ -68,39 +69,85 @@ def activation_fn(activation: "str | Activation") -> Activation:
     return ACTIVATION_FNS[activation]
 
 
-def _uniform(key, lo, hi):
-    return jax.random.uniform(key, (), jnp.float32, 0.0, 1.0) * (hi - lo) + lo
+# Every initialiser is a function of ONE uniform [0, 1) draw per kernel entry: u =
+# jax.random.uniform(entry_key), so a whole run's draws take one batched hash (plus two for
+# the keys), not one per initialiser, layer and leaf: the random code was a third of a fast
+# grid program's compile time. The normal draws below apply to u what jax.random.normal /
+# truncated_normal apply to the key's own uniform draw; tests check them bit for bit.
+_SQRT2 = np.float32(np.sqrt(2.0))
 
 
-def _truncated(key, std):
-    return jax.random.truncated_normal(key, -2.0, 2.0, (), jnp.float32) * (std / _TRUNC_STD)
+def _uniform_range(u, lo, hi):
+    """The uniform on [lo, hi) that jax.random's normal draws start from, given u."""
+    lo, hi = jnp.asarray(lo, jnp.float32), jnp.asarray(hi, jnp.float32)
+    return jnp.maximum(lo, u * (hi - lo) + lo)
 
 
-# Scalar draw for one kernel entry, given its key and the layer's *real* fan-in/fan-out.
+def _normal(u):
+    """jax.random.normal(key, (), float32) from u = jax.random.uniform(key)."""
+    lo = np.nextafter(np.float32(-1.0), np.float32(0.0))
+    return _SQRT2 * jax.lax.erf_inv(_uniform_range(u, lo, np.float32(1.0)))
+
+
+def _truncated_normal(u, lower: float, upper: float):
+    """jax.random.truncated_normal(key, lower, upper, (), float32) from u."""
+    lower, upper = jnp.float32(lower), jnp.float32(upper)
+    a, b = jax.lax.erf(lower / _SQRT2), jax.lax.erf(upper / _SQRT2)
+    out = _SQRT2 * jax.lax.erf_inv(_uniform_range(u, a, b))
+    return jnp.clip(out, jnp.nextafter(lower, jnp.float32(np.inf)),
+                    jnp.nextafter(upper, jnp.float32(-np.inf)))
+
+
+def _uniform(u, lo, hi):
+    # Keras's uniform initialisers: RandomUniform(0, 1) scaled to [lo, hi).
+    return u * (hi - lo) + lo
+
+
+def _truncated(u, std):
+    return _truncated_normal(u, -2.0, 2.0) * (std / _TRUNC_STD)
+
+
+# One kernel entry's value, from its uniform draw u and the layer's *real* fan-in/fan-out.
 _SCALAR_INITS = {
-    "uniform": lambda k, fi, fo: _uniform(k, 0.0, 1.0),  # Keras RandomUniform(0, 1)
-    "he_uniform": lambda k, fi, fo: _uniform(k, -jnp.sqrt(6.0 / fi), jnp.sqrt(6.0 / fi)),
-    "lecun_uniform": lambda k, fi, fo: _uniform(k, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
-    "glorot_uniform": lambda k, fi, fo: _uniform(
-        k, -jnp.sqrt(6.0 / (fi + fo)), jnp.sqrt(6.0 / (fi + fo))),
-    "he_normal": lambda k, fi, fo: _truncated(k, jnp.sqrt(2.0 / fi)),
-    "lecun_normal": lambda k, fi, fo: _truncated(k, jnp.sqrt(1.0 / fi)),
-    "glorot_normal": lambda k, fi, fo: _truncated(k, jnp.sqrt(2.0 / (fi + fo))),
-    "orthogonal": lambda k, fi, fo: jax.random.normal(k, (), jnp.float32),
+    "uniform": lambda u, fi, fo: _uniform(u, 0.0, 1.0),  # Keras RandomUniform(0, 1)
+    "he_uniform": lambda u, fi, fo: _uniform(u, -jnp.sqrt(6.0 / fi), jnp.sqrt(6.0 / fi)),
+    "lecun_uniform": lambda u, fi, fo: _uniform(u, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
+    "glorot_uniform": lambda u, fi, fo: _uniform(
+        u, -jnp.sqrt(6.0 / (fi + fo)), jnp.sqrt(6.0 / (fi + fo))),
+    "he_normal": lambda u, fi, fo: _truncated(u, jnp.sqrt(2.0 / fi)),
+    "lecun_normal": lambda u, fi, fo: _truncated(u, jnp.sqrt(1.0 / fi)),
+    "glorot_normal": lambda u, fi, fo: _truncated(u, jnp.sqrt(2.0 / (fi + fo))),
+    "orthogonal": lambda u, fi, fo: _normal(u),
     # Variance-scaling schemes of signal-propagation studies: Var = sigma_w^2 / fan_in once
     # scaled by sqrt(weight_var) (see init_params).
-    "normal": lambda k, fi, fo: jax.random.normal(k, (), jnp.float32) / jnp.sqrt(fi),
-    "symmetric_uniform": lambda k, fi, fo: _uniform(k, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
+    "normal": lambda u, fi, fo: _normal(u) / jnp.sqrt(fi),
+    "symmetric_uniform": lambda u, fi, fo: _uniform(u, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
 }
 _BIAS_TAG = 1 << 21
 
 
-def _entry_draws(key: jax.Array, rows: int, cols: int, init: str, fan_in, fan_out) -> jax.Array:
-    """[rows, cols] draws where entry (i, j) depends only on (key, i, j)."""
-    idx = jnp.arange(rows)[:, None] * _ROW_STRIDE + jnp.arange(cols)[None, :]
-    keys = jax.vmap(jax.vmap(lambda i: jax.random.fold_in(key, i)))(idx)
-    draw = _SCALAR_INITS[init]
-    return jax.vmap(jax.vmap(lambda k: draw(k, fan_in, fan_out)))(keys)
+def _entry_uniforms(parents: jax.Array, owner: jax.Array, index: jax.Array) -> jax.Array:
+    """[N] float32: jax.random.uniform(fold_in(parents[owner[n]], index[n])) for every n, as
+    two batched hashes (the entry keys, then their draws) whatever the entries' layers."""
+    keys = jax.vmap(lambda o, i: jax.random.fold_in(parents[o], i))(owner, index)
+    return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys)
+
+
+def _entry_index(rows: int, cols: int) -> jax.Array:
+    """[rows * cols] stream index of entry (i, j): i * _ROW_STRIDE + j (row-major)."""
+    return (jnp.arange(rows)[:, None] * _ROW_STRIDE + jnp.arange(cols)[None, :]).reshape(-1)
+
+
+def _kernel_from(u: jax.Array, init: str, fan_in, fan_out) -> jax.Array:
+    """One [P, P] kernel from its entries' uniform draws [P, P]: real block [fan_in,
+    fan_out], padding zero."""
+    p = u.shape[0]
+    draws = _SCALAR_INITS[init](u, fan_in, fan_out)
+    if init == "orthogonal":
+        draws = _orthogonal(draws, fan_in, fan_out)
+    i = jnp.arange(p)
+    real = (i[:, None] < fan_in) & (i[None, :] < fan_out)
+    return jnp.where(real, draws, 0.0)
 
 
 def _orthogonal(draws: jax.Array, fan_in, fan_out) -> jax.Array:
@@ -124,14 +171,11 @@ def init_kernel(key: jax.Array, p: int, init: str, fan_in, fan_out) -> jax.Array
     """One [P, P] kernel whose real block is [fan_in, fan_out]; padding entries are zero.
 
     ``fan_in`` and ``fan_out`` may be traced (they differ between runs of one grid) and are
-    the layer's real sizes, never the padded ``P``.
+    the layer's real sizes, never the padded ``P``. Entry (i, j) is drawn from
+    ``fold_in(key, i * 2**16 + j)``, so it does not depend on ``P``.
     """
-    draws = _entry_draws(key, p, p, init, fan_in, fan_out)
-    if init == "orthogonal":
-        draws = _orthogonal(draws, fan_in, fan_out)
-    i = jnp.arange(p)
-    real = (i[:, None] < fan_in) & (i[None, :] < fan_out)
-    return jnp.where(real, draws, 0.0)
+    u = _entry_uniforms(key[None], jnp.zeros((p * p,), jnp.int32), _entry_index(p, p))
+    return _kernel_from(u.reshape(p, p), init, fan_in, fan_out)
 
 
 def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: str,
@@ -153,23 +197,40 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
     Returns:
       dict with kernels [D, P, P], biases [D, P], out_kernel [P] (or [P, C]), out_bias []
       (or [C]), float32.
+
+    The streams: hidden kernel l's entry (i, j) from ``fold_in(fold_in(key, l), i * 2**16 +
+    j)``, the output kernel's from ``fold_in(key, 2**20)`` likewise, bias l's entry j from
+    ``fold_in(fold_in(key, 2**21 + l), j)`` and the output bias's from ``fold_in(key, 2**21 +
+    2**20)`` (bias draws have their own streams, so sigma_b^2 > 0 leaves the kernels' draws
+    unchanged). All of them are drawn together (:func:`_entry_uniforms`).
     """
-    layers = jnp.arange(max_depth)
+    D, P, C = max_depth, p, n_outputs
+    layers = jnp.arange(D)
+    # parent streams: hidden kernels 0..D-1, output kernel D, biases D+1..2D, output bias 2D+1
+    tags = jnp.concatenate([layers, jnp.array([_OUTPUT_LAYER_TAG]), _BIAS_TAG + layers,
+                            jnp.array([_BIAS_TAG + _OUTPUT_LAYER_TAG])])
+    parents = jax.vmap(lambda t: jax.random.fold_in(key, t))(tags)
+    sizes = (D * P * P, P * C, D * P, C)
+    owner = jnp.concatenate([jnp.repeat(layers, P * P), jnp.full((P * C,), D),
+                             D + 1 + jnp.repeat(layers, P), jnp.full((C,), 2 * D + 1)])
+    index = jnp.concatenate([jnp.tile(_entry_index(P, P), D), _entry_index(P, C),
+                             jnp.tile(jnp.arange(P), D), jnp.arange(C)])
+    u_k, u_o, u_b, u_ob = jnp.split(_entry_uniforms(parents, owner, index),
+                                    np.cumsum(sizes)[:-1])
     fan_in = jnp.where(layers == 0, n_features, width)
-    layer_keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(layers)
-    kernels = jax.vmap(lambda k, fi: init_kernel(k, p, init, fi, width))(layer_keys, fan_in)
+    kernels = jax.vmap(lambda u, fi: _kernel_from(u, init, fi, width))(u_k.reshape(D, P, P),
+                                                                       fan_in)
     kernels = jnp.where((layers < depth)[:, None, None], kernels, 0.0)
-    out_key = jax.random.fold_in(key, _OUTPUT_LAYER_TAG)
-    out_kernel = init_kernel(out_key, p, output_init, width, n_outputs)[:, :n_outputs]
+    # The output kernel's real block is [width, C]; only its first C columns are drawn (the
+    # orthogonal initialiser's QR reads no other column).
+    u_o = jnp.pad(u_o.reshape(P, C), ((0, 0), (0, P - C)))
+    out_kernel = _kernel_from(u_o, output_init, width, C)[:, :C]
     gain = jnp.sqrt(jnp.asarray(weight_var, jnp.float32))
-    # Bias draws use their own streams, so sigma_b^2 > 0 leaves the kernels' draws unchanged.
-    i = jnp.arange(p)
-    bias_keys = jax.vmap(lambda l: jax.random.fold_in(key, _BIAS_TAG + l))(layers)
+    i = jnp.arange(P)
     b_std = jnp.sqrt(jnp.asarray(bias_var, jnp.float32))
-    biases = _entry_draws_normal(bias_keys, p) * b_std
+    biases = _normal(u_b.reshape(D, P)) * b_std
     biases = jnp.where((layers < depth)[:, None] & (i < width)[None, :], biases, 0.0)
-    out_bias = _entry_draws_normal(
-        jax.random.fold_in(key, _BIAS_TAG + _OUTPUT_LAYER_TAG)[None], n_outputs)[0] * b_std
+    out_bias = _normal(u_ob) * b_std
     if n_outputs == 1:
         out_kernel, out_bias = out_kernel[:, 0], out_bias[0]
     return {
@@ -179,12 +240,6 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
         "out_kernel": out_kernel * gain,
         "out_bias": jnp.where(b_std > 0, out_bias, 0.0),
     }
-
-
-def _entry_draws_normal(keys: jax.Array, n: int) -> jax.Array:
-    """[len(keys), n] standard normals where entry (l, j) depends only on (keys[l], j)."""
-    return jax.vmap(lambda k: jax.vmap(
-        lambda j: jax.random.normal(jax.random.fold_in(k, j), (), jnp.float32))(jnp.arange(n)))(keys)
 
 
 def kernel_mask(depth, width, *, max_depth: int, p: int, n_features: int = N_FEATURES,
