@@ -45,11 +45,12 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
 
 
 # A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
-# overhead (loop and dispatch work that does not shrink with the block), per engine. Fast:
-# measured on the tanh-depth chunk (depths 1-10 x 30 seeds, 2 CPU devices, 50 epochs):
-# training 1.14 s in one block, 0.95 s in 2, 0.93 s in 3, 1.31 s in 5, 2.69 s in 10; and on
-# relu-depth's (depths 1-25, 270 runs): 5.19 s in one block, 4.60 s in 2.
-BLOCK_OVERHEAD = {"wide": 2.0, "fast": 400.0}
+# overhead (loop and dispatch work that does not shrink with the block), per engine, counted
+# on one device (a device trains its own blocks). Fast: measured on the tanh-depth chunk
+# (depths 1-10 x 30 seeds, 2 CPU devices, 50 epochs): training 1.14 s in one block, 0.95 s
+# in 2, 0.93 s in 3, 1.31 s in 5, 2.69 s in 10; and on relu-depth's (depths 1-25, 270 runs):
+# 5.19 s in one block, 4.60 s in 2. W600 trains in 18.7 s in 2 blocks, 21.4 s in one.
+BLOCK_OVERHEAD = {"wide": 1.0, "fast": 200.0}
 
 
 def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
