@@ -103,6 +103,20 @@ def _sum_axis(x, axis):
     return _tree_sum(jax.lax.index_in_dim(x, i, axis, keepdims=False) for i in range(x.shape[axis]))
 
 
+def _count_axis(x, axis):
+    """Sum of 0/1 values over an axis (exact in float32 in any order, so no order to keep):
+    a tree of strided halves, log2(n) ops instead of the n slices of :func:`_sum_axis`,
+    which over the 500 evaluation points made up a large part of the program."""
+    while x.shape[axis] > 1:
+        n = x.shape[axis]
+        half = (jax.lax.slice_in_dim(x, 0, n - 1, stride=2, axis=axis)
+                + jax.lax.slice_in_dim(x, 1, n, stride=2, axis=axis))
+        if n % 2:
+            half = jnp.concatenate([half, jax.lax.slice_in_dim(x, n - 1, n, axis=axis)], axis)
+        x = half
+    return jax.lax.index_in_dim(x, 0, axis, keepdims=False)
+
+
 def _dense(h, k, b):
     """h [B, I, R|1] x k [I, J, R] + b [J, R] -> [B, J, R], as an unrolled broadcast sum."""
     z = b[None]
@@ -341,5 +355,5 @@ def _eval_split(params, c, act):
     n = c["n_train"]
     m = ce.shape[0] - n
     loss = jnp.stack([jnp.mean(ce[:n], 0), jnp.mean(ce[n:], 0)])
-    acc = jnp.stack([_sum_axis(hit[:n], 0) / n, _sum_axis(hit[n:], 0) / m])
+    acc = jnp.stack([_count_axis(hit[:n], 0) / n, _count_axis(hit[n:], 0) / m])
     return loss, acc
