@@ -18,6 +18,9 @@ from vgjax.model import Params
 _MAGNITUDES = 10.0 ** np.linspace(-10.0, 3.0, 13 * 4 + 1)
 HIST_EDGES = np.concatenate([-_MAGNITUDES[::-1], _MAGNITUDES]).astype(np.float32)
 N_BUCKETS = HIST_EDGES.size - 1
+# Bucket k of a value = number of inner edges <= value (values beyond the outer edges land in
+# the end buckets).
+INNER_EDGES = HIST_EDGES[1:-1]
 
 
 def layer_kernels(tree: Params) -> tuple[jax.Array, jax.Array]:
@@ -76,18 +79,73 @@ def histogram(tree: Params, hidden_mask: jax.Array, out_mask: jax.Array) -> tupl
     mask = jnp.concatenate([hidden_mask.reshape(d, p * p), flat(out_mask)])
     # NaN is in no bucket and no statistic, as numpy.histogram leaves it out.
     mask = mask & ~jnp.isnan(vals)
-    edges = jnp.asarray(HIST_EDGES[1:-1])
+    edges = jnp.asarray(INNER_EDGES)
     # Bucket index = number of inner edges <= value; outside values clamp to the end buckets.
     idx = (vals[..., None] >= edges[None, None, :]).sum(-1)
     onehot = (idx[..., None] == jnp.arange(N_BUCKETS)[None, None, :]) & mask[..., None]
     counts = onehot.sum(axis=1, dtype=jnp.int32)
-    stats = jnp.stack([
+    return counts, value_stats(vals, mask)
+
+
+def value_stats(vals: jax.Array, mask: jax.Array) -> jax.Array:
+    """(min, max, sum, sum of squares) of the masked entries along axis 1, stacked at axis
+    1: [A, E, ...] -> [A, 4, ...]. Min/max of no entries are +inf/-inf."""
+    return jnp.stack([
         jnp.where(mask, vals, jnp.inf).min(axis=1),
         jnp.where(mask, vals, -jnp.inf).max(axis=1),
         jnp.where(mask, vals, 0.0).sum(axis=1),
-        jnp.where(mask, jnp.square(vals), 0.0).sum(axis=1),
+        jnp.where(mask, vals * vals, 0.0).sum(axis=1),
     ], axis=1)
-    return counts, stats
+
+
+def bucket_histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Counts [R, K] int32 and :func:`value_stats` [R, 4] of the masked entries of ``vals``
+    [R, E]: the buckets of :func:`histogram`, found per entry (:func:`bucket_index`) and
+    counted with one scatter-add, so the work grows with the entries, not entries x K (for
+    large kernels; :func:`histogram`'s compare-and-count suits tiny ones)."""
+    r = vals.shape[0]
+    idx = bucket_index(vals)
+    flat = (idx + N_BUCKETS * jnp.arange(r, dtype=idx.dtype)[:, None]).reshape(-1)
+    counts = jnp.zeros((r * N_BUCKETS,), jnp.int32).at[flat].add(
+        mask.reshape(-1).astype(jnp.int32), indices_are_sorted=False, mode="promise_in_bounds")
+    return counts.reshape(r, N_BUCKETS), value_stats(vals, mask)
+
+
+# The positive inner edges M_0 < ... < M_51 as float32 bit patterns, and per "cell" of
+# positive float32 bit patterns (the top bits: exponent and 3 mantissa bits, 1/8 of a binade,
+# 0.038 decades) the count of edges below the cell and the one edge inside it (an edge every
+# 0.25 decades puts at most one in a cell; int32 max where there is none). Non-negative
+# floats order like their bit patterns, so two table reads and one integer comparison count
+# the edges below a value exactly.
+_CELL_SHIFT = 20
+_MAG_BITS = INNER_EDGES[INNER_EDGES > 0].view(np.int32)
+
+
+def _cell_tables() -> tuple[np.ndarray, np.ndarray]:
+    n_cells = (np.iinfo(np.int32).max >> _CELL_SHIFT) + 1
+    starts = np.arange(n_cells, dtype=np.int64) << _CELL_SHIFT
+    below = np.searchsorted(_MAG_BITS, starts, side="left").astype(np.int32)  # #{M_j < start}
+    inside = np.full(starts.shape, np.iinfo(np.int32).max, np.int32)
+    cells = _MAG_BITS >> _CELL_SHIFT
+    assert np.unique(cells).size == cells.size, "two histogram edges in one cell"
+    inside[cells] = _MAG_BITS
+    return below, inside
+
+
+_CELL_BELOW, _CELL_EDGE = _cell_tables()
+
+
+def bucket_index(v: jax.Array) -> jax.Array:
+    """Number of inner edges <= v (int32, same shape), exactly: the edges below |v|'s cell,
+    plus whether |v| reaches the cell's own edge (integer compares of bit patterns; no
+    logarithm). Negative v = -a counts the negative edges -M_j <= v, i.e. M_j >= a."""
+    n_mag = _MAG_BITS.size                                  # 52 magnitudes on each side
+    a = jax.lax.bitcast_convert_type(jnp.abs(v), jnp.int32)
+    cell = a >> _CELL_SHIFT
+    below, edge = jnp.asarray(_CELL_BELOW)[cell], jnp.asarray(_CELL_EDGE)[cell]
+    le = below + (a >= edge).astype(jnp.int32)              # #{M_j <= a}
+    lt = below + (a > edge).astype(jnp.int32)               # #{M_j < a}
+    return jnp.where(v >= 0, n_mag + le, n_mag - lt)
 
 
 def divergence(curves: jax.Array, layers: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -35,9 +35,8 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vgjax.diagnostics import HIST_EDGES
+from vgjax.diagnostics import INNER_EDGES, value_stats
 from vgjax.loop import (PARAM_KEYS, Engine, Setup, chunk_layers, chunk_start, grads_step,
                         runs_first, train_loop)
 from vgjax.model import kernel_mask
@@ -223,9 +222,6 @@ def layer_abs_sq(kern, ko):
     return a, s
 
 
-_INNER_EDGES = np.asarray(HIST_EDGES[1:-1], np.float32)
-
-
 def histogram(kern, ko, hmask, omask):
     """Counts [L, K, R] int32 and stats [L, 4, R] over the real kernel entries.
 
@@ -239,21 +235,14 @@ def histogram(kern, ko, hmask, omask):
     mask = jnp.concatenate([hmask.reshape(D, P * P, R),
                             jnp.pad(omask, ((0, P * P - P), (0, 0)))[None]])
     mask = mask & ~jnp.isnan(vals)  # NaN is in no bucket, as in numpy.histogram
-    edges = jnp.asarray(_INNER_EDGES)
+    edges = jnp.asarray(INNER_EDGES)
     # ge[l, k, r] = #{e real : v >= edge_k}
     ge = jnp.sum((vals[:, None] >= edges[None, :, None, None]) & mask[:, None],
                  axis=2, dtype=jnp.int32)                                    # [L, K-1, R]
     n = jnp.sum(mask, axis=1, dtype=jnp.int32)                               # [L, R]
     upper = jnp.concatenate([n[:, None], ge], axis=1)                        # [L, K, R]
     lower = jnp.concatenate([ge, jnp.zeros_like(n)[:, None]], axis=1)
-    counts = upper - lower
-    stats = jnp.stack([
-        jnp.min(jnp.where(mask, vals, jnp.inf), axis=1),
-        jnp.max(jnp.where(mask, vals, -jnp.inf), axis=1),
-        jnp.sum(jnp.where(mask, vals, 0.0), axis=1),
-        jnp.sum(jnp.where(mask, vals * vals, 0.0), axis=1),
-    ], axis=1)                                                               # [L, 4, R]
-    return counts, stats
+    return upper - lower, value_stats(vals, mask)                           # [L, K|4, R]
 
 
 # ----------------------------------------------------------------------------------------

@@ -167,6 +167,30 @@ def _orthogonal(draws: jax.Array, fan_in, fan_out) -> jax.Array:
     return jnp.where(fan_in >= fan_out, q, q.T)
 
 
+def _run_uniforms(key: jax.Array, D: int, P: int, C: int) -> tuple[jax.Array, ...]:
+    """A run's uniform draws, one per parameter entry, in three batched hashes: hidden
+    kernels [D, P, P], output kernel [P, C], biases [D, P], output bias [C].
+
+    The streams: hidden kernel l's entry (i, j) from ``fold_in(fold_in(key, l), i * 2**16 +
+    j)``, the output kernel's from ``fold_in(key, 2**20)`` likewise, bias l's entry j from
+    ``fold_in(fold_in(key, 2**21 + l), j)`` and the output bias's from ``fold_in(key, 2**21 +
+    2**20)``.
+    """
+    layers = jnp.arange(D)
+    # parent streams: hidden kernels 0..D-1, output kernel D, biases D+1..2D, output bias 2D+1
+    tags = jnp.concatenate([layers, jnp.array([_OUTPUT_LAYER_TAG]), _BIAS_TAG + layers,
+                            jnp.array([_BIAS_TAG + _OUTPUT_LAYER_TAG])])
+    parents = jax.vmap(lambda t: jax.random.fold_in(key, t))(tags)
+    owner = jnp.concatenate([jnp.repeat(layers, P * P), jnp.full((P * C,), D),
+                             D + 1 + jnp.repeat(layers, P), jnp.full((C,), 2 * D + 1)])
+    index = jnp.concatenate([jnp.tile(_entry_index(P, P), D), _entry_index(P, C),
+                             jnp.tile(jnp.arange(P), D), jnp.arange(C)])
+    shapes = ((D, P, P), (P, C), (D, P), (C,))
+    u = jnp.split(_entry_uniforms(parents, owner, index),
+                  np.cumsum([np.prod(s) for s in shapes])[:-1])
+    return tuple(x.reshape(s) for x, s in zip(u, shapes))
+
+
 def init_kernel(key: jax.Array, p: int, init: str, fan_in, fan_out) -> jax.Array:
     """One [P, P] kernel whose real block is [fan_in, fan_out]; padding entries are zero.
 
@@ -198,37 +222,22 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
       dict with kernels [D, P, P], biases [D, P], out_kernel [P] (or [P, C]), out_bias []
       (or [C]), float32.
 
-    The streams: hidden kernel l's entry (i, j) from ``fold_in(fold_in(key, l), i * 2**16 +
-    j)``, the output kernel's from ``fold_in(key, 2**20)`` likewise, bias l's entry j from
-    ``fold_in(fold_in(key, 2**21 + l), j)`` and the output bias's from ``fold_in(key, 2**21 +
-    2**20)`` (bias draws have their own streams, so sigma_b^2 > 0 leaves the kernels' draws
-    unchanged). All of them are drawn together (:func:`_entry_uniforms`).
+    Every entry has its own stream (:func:`_run_uniforms`), so a run's draws do not depend on
+    the grid's padding, and sigma_b^2 > 0 leaves the kernels' draws unchanged.
     """
     D, P, C = max_depth, p, n_outputs
     layers = jnp.arange(D)
-    # parent streams: hidden kernels 0..D-1, output kernel D, biases D+1..2D, output bias 2D+1
-    tags = jnp.concatenate([layers, jnp.array([_OUTPUT_LAYER_TAG]), _BIAS_TAG + layers,
-                            jnp.array([_BIAS_TAG + _OUTPUT_LAYER_TAG])])
-    parents = jax.vmap(lambda t: jax.random.fold_in(key, t))(tags)
-    sizes = (D * P * P, P * C, D * P, C)
-    owner = jnp.concatenate([jnp.repeat(layers, P * P), jnp.full((P * C,), D),
-                             D + 1 + jnp.repeat(layers, P), jnp.full((C,), 2 * D + 1)])
-    index = jnp.concatenate([jnp.tile(_entry_index(P, P), D), _entry_index(P, C),
-                             jnp.tile(jnp.arange(P), D), jnp.arange(C)])
-    u_k, u_o, u_b, u_ob = jnp.split(_entry_uniforms(parents, owner, index),
-                                    np.cumsum(sizes)[:-1])
+    u_k, u_o, u_b, u_ob = _run_uniforms(key, D, P, C)
     fan_in = jnp.where(layers == 0, n_features, width)
-    kernels = jax.vmap(lambda u, fi: _kernel_from(u, init, fi, width))(u_k.reshape(D, P, P),
-                                                                       fan_in)
+    kernels = jax.vmap(lambda u, fi: _kernel_from(u, init, fi, width))(u_k, fan_in)
     kernels = jnp.where((layers < depth)[:, None, None], kernels, 0.0)
     # The output kernel's real block is [width, C]; only its first C columns are drawn (the
     # orthogonal initialiser's QR reads no other column).
-    u_o = jnp.pad(u_o.reshape(P, C), ((0, 0), (0, P - C)))
-    out_kernel = _kernel_from(u_o, output_init, width, C)[:, :C]
+    out_kernel = _kernel_from(jnp.pad(u_o, ((0, 0), (0, P - C))), output_init, width, C)[:, :C]
     gain = jnp.sqrt(jnp.asarray(weight_var, jnp.float32))
     i = jnp.arange(P)
     b_std = jnp.sqrt(jnp.asarray(bias_var, jnp.float32))
-    biases = _normal(u_b.reshape(D, P)) * b_std
+    biases = _normal(u_b) * b_std
     biases = jnp.where((layers < depth)[:, None] & (i < width)[None, :], biases, 0.0)
     out_bias = _normal(u_ob) * b_std
     if n_outputs == 1:

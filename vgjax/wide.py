@@ -20,10 +20,9 @@ not depend on ``P`` or ``D``:
   the layer's ``[R, P, P]`` gradient is in cache, and written in place into the stacked
   parameters: no gradient pytree is stored and re-read by separate optimizer and
   statistics passes;
-* histograms find each entry's bucket from its float32 bit pattern (two reads of small
-  tables and one integer compare, exact) and count with one scatter-add: work ~ entries
-  instead of entries x K for compare-and-count; they are traced into the histogram epochs'
-  steps only (:attr:`vgjax.loop.Engine.hist_branches`);
+* histograms find each entry's bucket from its float32 bit pattern and count with one
+  scatter-add (:func:`vgjax.diagnostics.bucket_histogram`); they are traced into the
+  histogram epochs' steps only (:attr:`vgjax.loop.Engine.hist_branches`);
 * depth-aware blocks (:func:`vgjax.engines.in_depth_blocks`): a chunk's runs are sorted by
   depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
   for layer 32.
@@ -39,17 +38,15 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from vgjax import fast
-from vgjax.diagnostics import HIST_EDGES, N_BUCKETS
+from vgjax.diagnostics import N_BUCKETS, bucket_histogram
 from vgjax.loop import (Engine, Setup, chunk_layers, chunk_start, merge_hist, runs_first,
                         train_loop)
 from vgjax.model import N_FEATURES
 from vgjax.shuffle import epoch_batches
 
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
-_INNER_EDGES = np.asarray(HIST_EDGES[1:-1], np.float32)
 
 
 # Whether make_wide_train covers a config (else the vmap engine): what the fast engine covers.
@@ -82,66 +79,6 @@ def _act_and_grad(name):
     if name == "linear":
         return (lambda z: z), (lambda a: jnp.ones_like(a))
     raise ValueError(f"activation: {name!r} has no wide path; allowed: {WIDE_ACTIVATIONS}")
-
-
-# ----------------------------------------------------------------------------------------
-# histograms: [R, E] values -> [R, K] counts, [R, 4] stats
-
-def histogram(vals: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Counts [R, K] int32 and (min, max, sum, sum of squares) [R, 4] of the masked entries.
-
-    Same buckets as :func:`vgjax.diagnostics.histogram` (bucket = number of inner edges
-    <= value, :func:`_bucket`), then one scatter-add for all runs.
-    """
-    r, e = vals.shape
-    idx = _bucket(vals)
-    flat = (idx + N_BUCKETS * jnp.arange(r, dtype=idx.dtype)[:, None]).reshape(-1)
-    counts = jnp.zeros((r * N_BUCKETS,), jnp.int32).at[flat].add(
-        mask.reshape(-1).astype(jnp.int32), indices_are_sorted=False, mode="promise_in_bounds")
-    stats = jnp.stack([
-        jnp.min(jnp.where(mask, vals, jnp.inf), axis=1),
-        jnp.max(jnp.where(mask, vals, -jnp.inf), axis=1),
-        jnp.sum(jnp.where(mask, vals, 0.0), axis=1),
-        jnp.sum(jnp.where(mask, vals * vals, 0.0), axis=1),
-    ], axis=1)
-    return counts.reshape(r, N_BUCKETS), stats
-
-
-# The positive inner edges M_0 < ... < M_51 as float32 bit patterns, and per "cell" of
-# positive float32 bit patterns (the top bits: exponent and 3 mantissa bits, 1/8 of a binade,
-# 0.038 decades) the count of edges below the cell and the one edge inside it (an edge every
-# 0.25 decades puts at most one in a cell; int32 max where there is none). Non-negative
-# floats order like their bit patterns, so two table reads and one integer comparison count
-# the edges below a value exactly.
-_CELL_SHIFT = 20
-_MAG_BITS = _INNER_EDGES[_INNER_EDGES > 0].view(np.int32)
-
-
-def _cell_tables() -> tuple[np.ndarray, np.ndarray]:
-    n_cells = (np.iinfo(np.int32).max >> _CELL_SHIFT) + 1
-    starts = np.arange(n_cells, dtype=np.int64) << _CELL_SHIFT
-    below = np.searchsorted(_MAG_BITS, starts, side="left").astype(np.int32)  # #{M_j < start}
-    inside = np.full(starts.shape, np.iinfo(np.int32).max, np.int32)
-    cells = _MAG_BITS >> _CELL_SHIFT
-    assert np.unique(cells).size == cells.size, "two histogram edges in one cell"
-    inside[cells] = _MAG_BITS
-    return below, inside
-
-
-_CELL_BELOW, _CELL_EDGE = _cell_tables()
-
-
-def _bucket(v: jax.Array) -> jax.Array:
-    """Number of inner edges <= v (int32, same shape), exactly: the edges below |v|'s cell,
-    plus whether |v| reaches the cell's own edge (integer compares of bit patterns; no
-    logarithm). Negative v = -a counts the negative edges -M_j <= v, i.e. M_j >= a."""
-    n_mag = _MAG_BITS.size                                  # 52 magnitudes on each side
-    a = jax.lax.bitcast_convert_type(jnp.abs(v), jnp.int32)
-    cell = a >> _CELL_SHIFT
-    below, edge = jnp.asarray(_CELL_BELOW)[cell], jnp.asarray(_CELL_EDGE)[cell]
-    le = below + (a >= edge).astype(jnp.int32)              # #{M_j <= a}
-    lt = below + (a > edge).astype(jnp.int32)               # #{M_j < a}
-    return jnp.where(v >= 0, n_mag + le, n_mag - lt)
 
 
 # ----------------------------------------------------------------------------------------
@@ -227,7 +164,7 @@ def _record(l, g, mask, acc, hist_now: bool):
     sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
     if gacc is not None and hist_now:
         r = g.shape[0]
-        new = tuple(x.T for x in histogram(g.reshape(r, -1), mask.reshape(r, -1)))  # [K|4, R]
+        new = tuple(x.T for x in bucket_histogram(g.reshape(r, -1), mask.reshape(r, -1)))
         old = tuple(_index(x, l)[None] for x in gacc)
         merged = merge_hist(old, tuple(x[None] for x in new))
         gacc = tuple(_put(x, v[0], l) for x, v in zip(gacc, merged))
@@ -315,7 +252,8 @@ def _weight_hist(p, params, c):
         masks = (masks[0], hmask.reshape(kh.shape[0], r, -1), masks[1])
     # vmapped over layers (not flattened into [L*R, ...], which would mix the unsharded
     # layer axis into the sharded run axis and cost a cross-device exchange)
-    counts, stats = jax.vmap(histogram)(jnp.concatenate(vals), jnp.concatenate(masks))
+    counts, stats = jax.vmap(bucket_histogram)(jnp.concatenate(vals),
+                                               jnp.concatenate(masks))
     return jnp.moveaxis(counts, 1, -1), jnp.moveaxis(stats, 1, -1)
 
 
