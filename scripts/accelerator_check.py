@@ -23,8 +23,9 @@ import numpy as np
 
 from vgjax.bench.wide_cases import time_grid
 from vgjax.config import Config, Grid
-from vgjax.store import atomic_write_text
-from vgjax.sweep import default_mesh, sweep
+from vgjax.io.store import atomic_write_text
+from vgjax.grid.plan import default_mesh
+from vgjax.run.chunks import sweep
 
 # float32 agreement like tests/test_wide.py: accuracies may flip a point, signed histogram
 # sums cancel

@@ -12,8 +12,8 @@ from pathlib import Path
 from vgjax import figures
 from vgjax.config import Config, parse_int_list
 from vgjax.result import final_metric, group_indices, seed_stats
-from vgjax.store import atomic_write_text
-from vgjax.sweep import sweep
+from vgjax.io.store import atomic_write_text
+from vgjax.run.chunks import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--seeds", default="0-4", help="N, A-B or a comma list (default 0-4)")

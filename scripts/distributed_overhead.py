@@ -138,7 +138,7 @@ def main() -> None:
     }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    from vgjax.store import atomic_write_text
+    from vgjax.io.store import atomic_write_text
     atomic_write_text(out / "distributed.json", json.dumps(result, indent=1, sort_keys=True))
     print(json.dumps(result, indent=1, sort_keys=True))
 

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from vgjax.config import Config, parse_float_list, parse_int_list
 from vgjax.figures import save_png
 from vgjax.result import final_metric
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--seeds", default="0-4", help="N, A-B or a comma list (default 0-4)")

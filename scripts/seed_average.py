@@ -1,6 +1,6 @@
 """Seed-average one custom config: sigmoid units, Glorot uniform init, 6 hidden layers of 5.
 
-All seeds train in one compiled program (one ``vgjax.sweep.sweep`` call). Writes the
+All seeds train in one compiled program (one ``vgjax.run.chunks.sweep`` call). Writes the
 seed-mean learning curve with a ±1 std band (learning_curves.png) and the per-layer gradient
 profile (gradient_profile.png) under --out; prints the final test accuracy, mean ± std.
 
@@ -13,7 +13,7 @@ from pathlib import Path
 from vgjax import figures
 from vgjax.config import Config, parse_int_list
 from vgjax.result import final_metric, seed_stats
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 p.add_argument("--seeds", default="0-9", help="N, A-B or a comma list (default 0-9)")

@@ -9,7 +9,7 @@ import pytest
 from vgjax import cli
 from vgjax.config import Config
 from vgjax.model import unpack_run
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 ARGS = ["sweep", "--activation", "tanh", "--init", "normal", "--depths", "1,2", "--widths", "3",
         "--seeds", "0", "--epochs", "2", "--hist-every", "0", "--weight-var", "0.5,2",

@@ -7,7 +7,7 @@ import pytest
 
 from tests import reference
 from vgjax import diagnostics as diag
-from vgjax import fast
+from vgjax.engines import fast
 
 EDGES = diag.HIST_EDGES
 

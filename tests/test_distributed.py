@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import optimization_flags
-from vgjax import distributed as dist
-from vgjax import outdir
+from vgjax.run import distributed as dist
+from vgjax.io import outdir
 from vgjax.config import Config, Grid
 
 ARGS = ["--activation", "relu", "--init", "he_uniform", "--depths", "1-3", "--seeds", "0-3",
@@ -472,9 +472,9 @@ def test_worker_env_sets_devices_and_the_compile_cache(tmp_path):
 
 def test_multiprocess_ray_and_run_sweep_refuse_a_sharded_directory(tmp_path):
     """Their own chunk layout would discard the shards' chunks: refused, nothing changed.
-    ``run_sweep`` (the one-machine pipeline, below vgjax.distributed) leaves merging to
+    ``run_sweep`` (the one-machine pipeline, below vgjax.run.distributed) leaves merging to
     ``merge``; the CLI's plain ``vgjax sweep`` dispatches there (tested above)."""
-    from vgjax.pipeline import run_sweep
+    from vgjax.run.pipeline import run_sweep
     cfg, grid = Config(epochs=2), Grid(seeds=(0, 1))
     out = tmp_path / "out"
     _claim(out, cfg=cfg, grid=grid)
@@ -492,7 +492,7 @@ def test_multiprocess_ray_and_run_sweep_refuse_a_sharded_directory(tmp_path):
 
 
 def test_supervisor_verdict_names_the_lost_coordinator_or_keeps_the_childs_line():
-    from vgjax.distributed.supervise import verdict
+    from vgjax.run.distributed.supervise import verdict
     gone = ["F1129 16:44:37.680569   20944 client.h:80] Terminating process because the JAX "
             "distributed service detected fatal errors. absl::Status: UNAVAILABLE: Failed to "
             "send RPC to coordination service. Either the leader task was preempted/died"]
@@ -516,7 +516,7 @@ def test_supervisor_verdict_names_the_lost_coordinator_or_keeps_the_childs_line(
 def test_coordinator_reachability_is_a_tcp_connect():
     import socket
 
-    from vgjax.distributed.supervise import _reachable
+    from vgjax.run.distributed.supervise import _reachable
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -528,7 +528,7 @@ def test_coordinator_reachability_is_a_tcp_connect():
 def test_supervisor_relays_output_and_holds_back_the_runtime_log(tmp_path):
     """A child that prints, logs like JAX's runtime, then aborts: its ordinary lines reach
     stderr, the log lines do not, and one line comes last."""
-    from vgjax.distributed import supervise
+    from vgjax.run.distributed import supervise
     script = ("import sys, os\n"
               "sys.stderr.write('progress 1\\rprogress 2\\n'); sys.stderr.flush()\n"
               "sys.stderr.write('E1129 16:44:37.680093   20944 agent.cc:289] Polled an error\\n')\n"
@@ -536,7 +536,7 @@ def test_supervisor_relays_output_and_holds_back_the_runtime_log(tmp_path):
               "Failed to send RPC to coordination service\\n')\n"
               "sys.stderr.write('Python trace after the abort\\n'); sys.stderr.flush()\n"
               "os.abort()\n")
-    code = ("import sys; from vgjax.distributed import supervise as s\n"
+    code = ("import sys; from vgjax.run.distributed import supervise as s\n"
             f"s.sys.executable = {sys.executable!r}\n"
             "import subprocess\n"
             "real = subprocess.Popen\n"

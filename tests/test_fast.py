@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from tests.test_wide import _compare  # every engine against the vmap one, the same way
-from vgjax import fast, shuffle
+from vgjax.engines import fast
+from vgjax.engines import shuffle
 from vgjax.config import Config
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 
 def test_permutations_are_bit_identical_to_jax():

@@ -1,4 +1,4 @@
-"""vgjax.history: history.npz written whole or streamed from chunks, and load_result."""
+"""vgjax.io.history: history.npz written whole or streamed from chunks, and load_result."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgjax import history, outdir, result, store, summary
-from vgjax.chunk_store import ChunkStore
+from vgjax import result
+from vgjax.io import history
+from vgjax.io import outdir
+from vgjax.io import store
+from vgjax.io import summary
+from vgjax.io.chunk_store import ChunkStore
 from vgjax.config import Config
 from vgjax.result import SweepResult
 from tests.results_data import make_result, strict_loads, listing

@@ -91,7 +91,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones():
     g = import_graph()
-    assert "vgjax.pipeline" in g["vgjax.cli.sweep"]  # lazy, inside cmd_sweep()
+    assert "vgjax.run.pipeline" in g["vgjax.cli.sweep"]  # lazy, inside cmd_sweep()
     assert "vgjax.config" not in g["vgjax.data"]  # only under TYPE_CHECKING
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 

@@ -8,7 +8,7 @@ import pytest
 
 from vgjax.model import (ACTIVATION_FNS, ExactMLP, MaskedMLP, init_kernel, init_params,
                          kernel_mask, to_exact_params)
-from vgjax.train import bce_loss
+from vgjax.engines.reference import bce_loss
 
 KEY = jax.random.PRNGKey(0)
 

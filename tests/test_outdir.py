@@ -1,4 +1,4 @@
-"""vgjax.outdir: claiming an output directory (new, resume, overwrite, refuse) and the chunk store."""
+"""vgjax.io.outdir: claiming an output directory (new, resume, overwrite, refuse) and the chunk store."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgjax import outdir, store
-from vgjax.chunk_store import ChunkStore
+from vgjax.io import outdir
+from vgjax.io import store
+from vgjax.io.chunk_store import ChunkStore
 from vgjax.config import Config, Grid
 from tests.results_data import strict_loads, listing
 

@@ -13,8 +13,8 @@ from vgjax.config import Config, validate
 from vgjax.data import make_data
 from vgjax.model import init_params
 from vgjax.step import Batch, make_step
-from vgjax.sweep import sweep
-from vgjax.train import batch_indices
+from vgjax.run.chunks import sweep
+from vgjax.engines.reference import batch_indices
 
 BASE = Config(activation="tanh", init="glorot_uniform", epochs=2, hist_every=0, n_samples=200,
               n_train=100)
@@ -176,8 +176,8 @@ BAD = [
 
 @pytest.mark.parametrize("fields, match", BAD)
 def test_bad_parts_are_one_line_errors_before_compiling(fields, match, monkeypatch):
-    import vgjax.sweep as sweep_mod
-    monkeypatch.setattr(sweep_mod, "compile_plan", lambda plan: pytest.fail("compiled"))
+    import vgjax.run.chunks as chunks_mod
+    monkeypatch.setattr(chunks_mod, "compile_plan", lambda plan: pytest.fail("compiled"))
     with pytest.raises(ValueError, match=match) as err:
         sweep(Config(**{**BASE.__dict__, **fields}), **GRID)
     assert "\n" not in str(err.value) and "allowed" in str(err.value)

@@ -1,4 +1,4 @@
-"""Traced grid programs kept on disk (vgjax.programs): a program loaded from the store trains
+"""Traced grid programs kept on disk (vgjax.run.programs): a program loaded from the store trains
 bit-identically to one traced in the process, a damaged store entry is ignored (the program
 is traced again and the entry rewritten), and the key names every static part of a program.
 
@@ -15,10 +15,12 @@ import dataclasses
 import numpy as np
 import pytest
 
-from vgjax import programs
-from vgjax import sweep as sweep_mod
+from vgjax.run import programs
+from vgjax.grid import plan as plan_mod
+from vgjax.run import chunks as chunks_mod
 from vgjax.config import Config
-from vgjax.sweep import make_plan, sweep
+from vgjax.grid.plan import make_plan
+from vgjax.run.chunks import sweep
 
 GRIDS = {  # one small grid per engine
     "fast": (Config(activation="tanh", init="uniform", epochs=3, hist_every=2), (3,)),
@@ -42,18 +44,18 @@ def store(tmp_path, jax_cache, monkeypatch):
     import jax
     from jax.experimental.compilation_cache import compilation_cache
     traced = []
-    real = sweep_mod._train_grid
+    real = chunks_mod.chunk_train
 
     def counting(*args):
         traced.append(args[4])  # the engine
         return real(*args)
-    monkeypatch.setattr(sweep_mod, "_train_grid", counting)
+    monkeypatch.setattr(chunks_mod, "chunk_train", counting)
     before = (jax.config.jax_compilation_cache_dir,
               jax.config.jax_persistent_cache_min_compile_time_secs)
     jax.config.update("jax_compilation_cache_dir", str(jax_cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     compilation_cache.reset_cache()
-    sweep_mod._compile.cache_clear()
+    chunks_mod._compile.cache_clear()
     try:
         # where the store lives by default: inside the compilation cache in effect
         assert programs.program_dir() == jax_cache / programs.SUBDIR
@@ -64,11 +66,11 @@ def store(tmp_path, jax_cache, monkeypatch):
         jax.config.update("jax_compilation_cache_dir", before[0])
         jax.config.update("jax_persistent_cache_min_compile_time_secs", before[1])
         compilation_cache.reset_cache()
-        sweep_mod._compile.cache_clear()
+        chunks_mod._compile.cache_clear()
 
 
 def _run(engine: str) -> dict:
-    sweep_mod._compile.cache_clear()  # a new process, as far as compiling goes
+    chunks_mod._compile.cache_clear()  # a new process, as far as compiling goes
     cfg, widths = GRIDS[engine]
     return sweep(cfg, seeds=(0, 1), depths=(1, 3), widths=widths, engine=engine).history
 
@@ -129,7 +131,7 @@ def _key(config: Config, **plan_kw) -> str | None:
     (group,) = plan.groups  # the grid's one width: one program
     shape = {"max_depth": plan.max_depth, "p": group.p, "chunk_size": group.size,
              "engine": group.engine, "keep_params": plan.keep_params, "n_blocks": group.n_blocks}
-    return programs.program_key(sweep_mod._static_config(plan.config), shape, plan.mesh)
+    return programs.program_key(chunks_mod._static_config(plan.config), shape, plan.mesh)
 
 
 def _grid():
@@ -171,7 +173,7 @@ def test_shape_mesh_and_versions_change_the_key(store, monkeypatch):
     many = Grid(seeds=tuple(range(2 * n)), depths=(1, 2), widths=(3,))   # 4n runs
     assert _key(base, grid=many) != _key(base, grid=many, chunk_size=n)  # calls of 4n vs n
     assert _key(base, engine="vmap") != key
-    assert _key(base, mesh=sweep_mod.default_mesh(jax.devices()[:1])) != key or \
+    assert _key(base, mesh=plan_mod.default_mesh(jax.devices()[:1])) != key or \
         len(jax.devices()) == 1
     monkeypatch.setattr(programs, "source_hash", lambda: "edited")
     assert _key(base) != key

@@ -37,13 +37,17 @@ import numpy as np
 import pytest
 
 from tests.conftest import optimization_flags
-from vgjax import cli, figures, history, outdir, store, summary
+from vgjax import cli, figures
+from vgjax.io import history
+from vgjax.io import outdir
+from vgjax.io import store
+from vgjax.io import summary
 from vgjax import experiments as ex
-from vgjax import tensorboard as tb
+from vgjax.io import tensorboard as tb
 from vgjax.config import Config, Grid, parse_float_list, parse_int_list
-from vgjax.pipeline import run_sweep
+from vgjax.run.pipeline import run_sweep
 from vgjax.result import CURVES, HIST_ARRAYS, LAYER_STATS, RunTable, SweepResult, final_metric
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 _SCRIPT = Path(sys.executable).with_name("vgjax")
@@ -508,7 +512,7 @@ def _damage(kind: str, out: Path, marker: Path) -> tuple[str, list[str]]:
         d = json.loads(sp.read_text())
         d["format"] = "keras.history"
         sp.write_text(json.dumps(d))
-        return str(sp), ["'keras.history'", "expected 'vgjax.sweep'"]
+        return str(sp), ["'keras.history'", "expected 'vgjax.run.chunks'"]
     if kind == "summary-future-version":
         d = json.loads(sp.read_text())
         d["version"] = 99

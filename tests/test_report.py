@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vgjax import cli, outdir, report
+from vgjax import cli, report
+from vgjax.io import outdir
 from vgjax.experiments import EXPERIMENTS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

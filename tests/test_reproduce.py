@@ -18,7 +18,8 @@ import pytest
 from matplotlib.image import imread
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from vgjax import cli, history
+from vgjax import cli
+from vgjax.io import history
 from vgjax.experiments import EXPERIMENTS
 from vgjax.reproduce import run_experiments
 

@@ -51,7 +51,7 @@ def _python(code: str, env: dict, timeout: int = 300) -> dict:
 NOTEBOOK = """
     {before}
     from vgjax.config import Config, Grid
-    from vgjax.sweep import make_plan
+    from vgjax.grid.plan import make_plan
     import jax
     plan = make_plan(Config(epochs=2, hist_every=0), Grid((0, 1, 2), (1,), (2,)))
     print(json.dumps({{"devices": jax.device_count(), "mesh": int(plan.mesh.devices.size),
@@ -174,7 +174,7 @@ CACHED = """
     events = []
     monitoring.register_event_listener(lambda e, **kw: events.append(e))
     from vgjax.config import Config
-    from vgjax.sweep import sweep
+    from vgjax.run.chunks import sweep
     res = sweep(Config(activation="relu", epochs=3, hist_every=0), seeds=(0, 1), depths=(2,),
                 widths=(3,))
     np.save({out!r}, res.history["train_loss"])

@@ -126,7 +126,7 @@ def test_accelerator_check_compares_like_the_engine_tests():
     finally:
         sys.path.remove(str(SCRIPTS))
     from vgjax.config import Config
-    from vgjax.sweep import sweep
+    from vgjax.run.chunks import sweep
     ref = sweep(Config(epochs=2, hist_every=1), seeds=(0, 1), depths=(1, 2), widths=(3,))
     edit = lambda **h: dataclasses.replace(ref, history={**ref.history, **h})
     assert compare(ref, ref)["ok"]

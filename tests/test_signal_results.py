@@ -1,4 +1,4 @@
-"""Host-side numbers and figures of the signal probe (vgjax.signal_results, figures.unit_states,
+"""Host-side numbers and figures of the signal probe (vgjax.experiments.signal.results, experiments.signal.figures,
 the report sections), on a small hand-built result whose answers are counted by hand."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from vgjax import report_signal as report
-from vgjax import signal_results as sr
-from vgjax.figures import make_dead_units, make_saturation
-from vgjax.result import RunTable, SweepResult
+from vgjax.experiments.signal import report
+from vgjax.experiments.signal import results as sr
+from vgjax.experiments.signal.figures import make_dead_units, make_saturation
+from vgjax.result import RunTable, SweepResult, with_init
 
 NAN = np.nan
 
@@ -59,7 +59,7 @@ def test_dead_tables_by_hand():
 
 def test_saturation_tables_and_with_init():
     res = _result()
-    full = sr.with_init(res, "signal_saturation")
+    full = with_init(res, "signal_saturation")
     assert full.shape == (4, 3, 2)
     np.testing.assert_array_equal(full[:, 0], res.history["signal_saturation_init"])
     t = sr.saturation_tables({"a": res})

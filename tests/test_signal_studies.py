@@ -10,7 +10,7 @@ import pytest
 
 from vgjax import cli
 from vgjax import experiments as ex
-from vgjax import signal_study as ss
+from vgjax.experiments.signal import propagation as ss
 from vgjax import theory as th
 from vgjax.config import Config, Grid
 
@@ -148,7 +148,7 @@ def tiny_phase():
 
 
 def test_phase_diagram_figure_and_table(tiny_phase, tmp_path):
-    from vgjax import phase_study
+    from vgjax.experiments.signal import phase as phase_study
     from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid, make_phase_diagram
     from vgjax.reproduce import _phase_diagram
 
@@ -186,7 +186,7 @@ def test_report_sections_from_a_copy_of_results(tmp_path):
     from pathlib import Path
 
     from vgjax import report
-    from vgjax.report_signal import HEADING
+    from vgjax.experiments.signal.report import HEADING
 
     results = Path(__file__).resolve().parents[1] / "results"
     clone = tmp_path / "results"

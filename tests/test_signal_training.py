@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
 
-from vgjax import tensorboard as tb
+from vgjax.io import tensorboard as tb
 from vgjax.config import Config, Grid
 from vgjax.data import make_data
-from vgjax.history import load_result
+from vgjax.io.history import load_result
 from vgjax.model import init_params
-from vgjax.pipeline import run_sweep
+from vgjax.run.pipeline import run_sweep
 from vgjax.result import SIGNAL_ARRAYS, final_metric, seed_stats
-from vgjax.sweep import choose_engine, default_mesh, make_plan, probe_mesh, sweep
+from vgjax.engines import choose_engine
+from vgjax.grid.plan import default_mesh, make_plan, probe_mesh
+from vgjax.run.chunks import sweep
 
 GRID = dict(seeds=(0, 1), depths=(1, 3), widths=(3,))
 TANH = Config(activation="tanh", init="uniform", epochs=4, hist_every=2, probes=("signal",))

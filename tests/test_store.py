@@ -1,11 +1,12 @@
-"""vgjax.store: the atomic writer, npz files, the name sanitiser, safe paths."""
+"""vgjax.io.store: the atomic writer, npz files, the name sanitiser, safe paths."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vgjax import history, store
+from vgjax.io import history
+from vgjax.io import store
 from tests.results_data import make_result, listing, NAN
 
 

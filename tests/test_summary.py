@@ -1,4 +1,4 @@
-"""vgjax.summary: content, strictness and reproducibility of summary.json."""
+"""vgjax.io.summary: content, strictness and reproducibility of summary.json."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from vgjax import summary
+from vgjax.io import summary
 from vgjax.result import RunTable, SweepResult
 from tests.results_data import make_result, strict_loads, listing
 

@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from vgjax import sweep as sweep_mod
+from vgjax.grid import plan as plan_mod
+from vgjax.run import chunks as chunks_mod
 from vgjax.config import Config, Grid
-from vgjax.sweep import sweep
+from vgjax.run.chunks import sweep
 
 CFG = Config(activation="tanh", init="glorot_uniform", epochs=6, hist_every=3)
 SERIES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "grad_mean_abs",
@@ -78,7 +79,8 @@ def test_sharded_over_devices_equals_one_device():
     code = textwrap.dedent("""
         import sys, numpy as np, jax
         from vgjax.config import Config
-        from vgjax.sweep import sweep, default_mesh
+        from vgjax.run.chunks import sweep
+        from vgjax.grid.plan import default_mesh
         assert len(jax.devices()) == 3, jax.devices()
         cfg = Config(activation="relu", epochs=4, hist_every=2)
         kw = dict(seeds=(0, 1, 2, 3, 4), depths=(3,), widths=(5,))
@@ -111,6 +113,6 @@ def test_sweep_validates_before_compiling(kwargs, name):
 def test_run_keys_are_each_seeds_own_prng_key():
     """A run's key depends on its seed alone, exactly PRNGKey(seed), whatever the grid."""
     seeds = (0, 1, 7, 12345, 2**31 - 1)
-    specs = sweep_mod.run_specs(sweep_mod.run_table(Grid(seeds, (1, 3), (5,)), CFG))
+    specs = plan_mod.run_specs(plan_mod.run_table(Grid(seeds, (1, 3), (5,)), CFG))
     ref = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(s))) for s in seeds])
     np.testing.assert_array_equal(specs.key, np.repeat(ref, 2, axis=0))

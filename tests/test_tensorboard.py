@@ -1,4 +1,4 @@
-"""Tests for vgjax.tensorboard: event files read back with TensorBoard's own reader."""
+"""Tests for vgjax.io.tensorboard: event files read back with TensorBoard's own reader."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboardX.record_writer import masked_crc32c
 
-from vgjax import tensorboard as tb
-from vgjax import tfevents
+from vgjax.io import tensorboard as tb
+from vgjax.io import tfevents
 from vgjax.config import Config
 from vgjax.result import CURVES, RunTable, SweepResult
 
@@ -377,15 +377,15 @@ def test_crc_matches_tensorboardx():
 
 
 def test_module_does_not_import_jax():
-    code = "import sys, vgjax.tensorboard; assert 'jax' not in sys.modules, 'jax imported'"
+    code = "import sys, vgjax.io.tensorboard; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_event_files_are_written_atomically_and_leftovers_cleaned(tmp_path, monkeypatch):
-    """Every event file goes through vgjax.store's writer (fsync of file and directory); a
+    """Every event file goes through vgjax.io.store's writer (fsync of file and directory); a
     killed writer's temporary file (never named *tfevents*, so TensorBoard skips it) is
     removed when the directory is written again."""
-    from vgjax import store
+    from vgjax.io import store
 
     result = make_result()
     name = tb.run_dir_names(result, "p")[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vgjax.cli import main
-from vgjax import theory_studies as ft
+from vgjax.experiments.signal import theory_studies as ft
 
 
 def test_init_stack_variances_and_orthogonality():
@@ -53,7 +53,7 @@ def test_write_all_at_tiny_sizes(tmp_path, monkeypatch):
 
 
 def test_cli_figures_calls_write_all(tmp_path, monkeypatch, capsys):
-    import vgjax.theory_studies as mod
+    import vgjax.experiments.signal.theory_studies as mod
     monkeypatch.setattr(mod, "write_all", lambda out: [out / "x.png"])
     assert main(["theory", "--figures", str(tmp_path)]) == 0
     assert f"wrote {tmp_path / 'x.png'}" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from vgjax import diagnostics as diag
 from vgjax.config import Config
 from vgjax.data import make_data
 from vgjax.model import init_params, to_exact_params
-from vgjax.train import DeviceData, RunSpec, batch_indices, bce_loss, make_train
+from vgjax.engines.reference import DeviceData, RunSpec, batch_indices, bce_loss, make_train
 
 
 def test_batches_keep_the_final_partial_batch():

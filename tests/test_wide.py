@@ -9,12 +9,13 @@ import pytest
 
 from tests.test_train import _reference_run
 from vgjax import diagnostics as diag
-from vgjax import wide
+from vgjax.engines import wide
 from vgjax.config import Config, Grid
 from vgjax.diagnostics import HIST_EDGES
 from vgjax.engines import choose_engine, depth_blocks
 from vgjax.model import unpack_run
-from vgjax.sweep import default_mesh, make_plan, sweep
+from vgjax.grid.plan import default_mesh, make_plan
+from vgjax.run.chunks import sweep
 
 
 def _compare(config, engine, keep_params=False, **grid):

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from tests.test_wide import _same_history, _same_params
-from vgjax import sweep as sweep_mod
-from vgjax import width_groups as wg
+from vgjax.grid import plan as plan_mod
+from vgjax.run import chunks as chunks_mod
+from vgjax.grid import width_groups as wg
 from vgjax.config import Config, Grid
 from vgjax.experiments import get
 from vgjax.reproduce import experiment_config
-from vgjax.sweep import default_mesh, make_plan, sweep
+from vgjax.grid.plan import default_mesh, make_plan
+from vgjax.run.chunks import sweep
 
 
 def _modelled(groups, padded, steps, batch):
@@ -58,7 +60,7 @@ def test_split_grid_equals_one_program(monkeypatch):
     one = sweep(cfg, chunk_size=5, keep_params=True, **grid)
     monkeypatch.setattr(wg, "PROGRAM_S", 0.0)  # compiling is free: one group per width
     # ... and a fast call holds at most one device's share: several calls per chunk
-    monkeypatch.setattr(sweep_mod, "auto_chunk_size", lambda *a, **k: 1)
+    monkeypatch.setattr(plan_mod, "auto_chunk_size", lambda *a, **k: 1)
     plan = make_plan(*args, chunk_size=5)
     assert [(g.widths, g.engine) for g in plan.groups] == [((5,), "fast"), ((12,), "wide")]
     split = sweep(cfg, chunk_size=5, keep_params=True, **grid)

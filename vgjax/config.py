@@ -242,7 +242,7 @@ def validate(config: Config) -> Config:
 
     User arrays are checked for matching lengths, finite values and at least two classes.
     Callables are checked for their kind here; tracing them on tiny shapes is the step's
-    job (:func:`vgjax.step.check_parts`, which :func:`vgjax.sweep.make_plan` calls before
+    job (:func:`vgjax.step.check_parts`, which :func:`vgjax.grid.plan.make_plan` calls before
     compiling), so this module needs no JAX.
     """
     _check_object("activation", config.activation, ACTIVATIONS, "a JAX-traceable callable")

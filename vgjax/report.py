@@ -5,7 +5,7 @@ sweep-shaped experiment contributes the rows of its ``OUT/NAME/summary.json``, e
 figure-only experiment the numbers of its ``OUT/NAME/tables.json``, every experiment the PNGs
 it declares (:attr:`vgjax.experiments.Experiment.figures`) that exist, and
 ``OUT/benchmark.json`` the benchmark section. The tutorial group fills the accuracy table
-and the figure list; the signal group gets its own sections (:mod:`vgjax.report_signal`).
+and the figure list; the signal group gets its own sections (:mod:`vgjax.experiments.signal.report`).
 So running any subset of experiments rebuilds
 the whole report, and a fresh clone (which has no ``history.npz``) can rebuild it too.
 """
@@ -19,14 +19,13 @@ from typing import Any
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax.outdir import SUMMARY_NAME
-from vgjax.report_signal import signal_sections
-from vgjax.store import atomic_write_text, dumps_json, jsonable, sanitize_name
-from vgjax.summary import load_summary
+from vgjax.io.outdir import SUMMARY_NAME
+from vgjax.experiments.signal.report import signal_sections
+from vgjax.io.store import atomic_write_text, sanitize_name
+from vgjax.io.summary import load_summary
+from vgjax.io.tables import TABLES_NAME, read_tables
 from vgjax.result import SweepResult, final_metric, seed_stats
 
-TABLES_NAME = "tables.json"
-TABLES_FORMAT, TABLES_VERSION = "vgjax.tables", 1
 BENCH_START, BENCH_END = "<!-- benchmark -->", "<!-- /benchmark -->"
 
 
@@ -62,28 +61,6 @@ def weight_tables(tanh: SweepResult, relu: SweepResult) -> dict[str, Any]:
                         "first": seed_stats(res.history["weight_l1"][:, 0])["mean"],
                         "last": seed_stats(final_metric(res, "weight_l1"))["mean"]})
     return {"layers": _layer_labels(tanh.n_layers), "columns": columns}
-
-
-def write_tables(exp_dir: Path, tables: dict[str, Any]) -> Path:
-    """Write a figure-only experiment's numbers as ``EXP_DIR/tables.json`` (atomically)."""
-    path = Path(exp_dir) / TABLES_NAME
-    atomic_write_text(path, dumps_json(jsonable(
-        {"format": TABLES_FORMAT, "version": TABLES_VERSION, **tables})))
-    return path
-
-
-def _read_tables(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise ValueError(f"report: {str(path)!r} is not readable JSON ({type(e).__name__})") from None
-    if not isinstance(data, dict) or data.get("format") != TABLES_FORMAT \
-            or data.get("version") != TABLES_VERSION:
-        raise ValueError(f"report: {str(path)!r} is not a vgjax tables file version "
-                         f"{TABLES_VERSION}")
-    return data
 
 
 # ------------------------------------------------------------------------------ Markdown
@@ -178,7 +155,7 @@ def _load_all(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
         exp_dir = out / sanitize_name(name)
         if exp.config is not None and (exp_dir / SUMMARY_NAME).is_file():
             summaries[name] = load_summary(exp_dir)
-        t = _read_tables(exp_dir / TABLES_NAME)
+        t = read_tables(exp_dir / TABLES_NAME)
         if t is not None:
             tables[name] = t
     return summaries, tables

@@ -1,7 +1,7 @@
 """Run the experiments end to end: sweeps, studies, figures, and ``OUT/README.md``.
 
 ``run_experiments(names, out)`` trains every sweep-shaped experiment as one grid (through the
-resumable :func:`vgjax.pipeline.run_sweep`), computes the figure-only studies (``theory``,
+resumable :func:`vgjax.run.pipeline.run_sweep`), computes the figure-only studies (``theory``,
 ``jacobian-spectra``, ``signal-propagation``), draws the figures under ``OUT/NAME/`` and
 writes a report comparing each number with what the tutorial (or the paper) reported.
 """
@@ -16,12 +16,15 @@ from typing import Callable
 import numpy as np
 
 from vgjax import experiments as ex
-from vgjax import figures, report, signal_results
+from vgjax import figures, report
+from vgjax.experiments.signal import results as signal_results
 from vgjax.config import Config, validate, validate_grid
 from vgjax.data import make_data
-from vgjax.pipeline import run_sweep
+from vgjax.run.pipeline import run_sweep
+from vgjax.experiments.signal import figures as signal_figures
+from vgjax.io.tables import write_tables
 from vgjax.result import SweepResult
-from vgjax.store import safe_join, sanitize_name
+from vgjax.io.store import safe_join, sanitize_name
 
 TENSORBOARD_ROOT = "tensorboard"
 
@@ -77,7 +80,7 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                     title=f"relu-depth: {depth} hidden ReLU layers"))
     elif exp.name == "gradients":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
-        report.write_tables(out, report.gradient_tables(*pair.values()))
+        write_tables(out, report.gradient_tables(*pair.values()))
         figs.append(figures.plot_layer_gradients(pair, out / "layer_gradients.png",
                     title="gradients: training steps, 5 hidden layers"))
         figs.append(figures.plot_layer_gradients(pair, out / "layer_gradients_test.png",
@@ -88,7 +91,7 @@ def _figures(exp: ex.Experiment, out: Path, results: dict[str, SweepResult]) -> 
                     title="gradients: 5 hidden layers"))
     elif exp.name == "weight-norms":
         pair = {"tanh, U(0,1)": results["deep-tanh"], "ReLU, He": results["deep-relu"]}
-        report.write_tables(out, report.weight_tables(*pair.values()))
+        write_tables(out, report.weight_tables(*pair.values()))
         figs.append(figures.plot_weight_norms(pair, out / "weight_norms.png",
                     title="weight-norms: 5 hidden layers"))
     elif exp.name == "tanh-depth":
@@ -117,16 +120,16 @@ def _saturation_figures(exp: ex.Experiment, out: Path,
                         results: dict[str, SweepResult]) -> list[Path]:
     pair = {"tanh, U(0,1)": results["saturation-uniform"],
             "tanh, Glorot uniform": results["saturation-glorot"]}
-    report.write_tables(out, signal_results.saturation_tables(pair))
-    return [figures.plot_saturation(pair, out / "saturation.png",
+    write_tables(out, signal_results.saturation_tables(pair))
+    return [signal_figures.plot_saturation(pair, out / "saturation.png",
                                     title="saturation: 5 hidden tanh layers of 5 units")]
 
 
 def _dead_relu_figures(exp: ex.Experiment, out: Path,
                        results: dict[str, SweepResult]) -> list[Path]:
     res = results[exp.name]
-    report.write_tables(out, signal_results.dead_tables(res))
-    return [figures.plot_dead_units(res, out / "dead_units.png",
+    write_tables(out, signal_results.dead_tables(res))
+    return [signal_figures.plot_dead_units(res, out / "dead_units.png",
                                     title="dead-relu: ReLU/He, width 5")]
 
 
@@ -135,17 +138,17 @@ SIGNAL_FIGURES = {"saturation": _saturation_figures, "dead-relu": _dead_relu_fig
 
 
 def _theory(out: Path) -> list[Path]:
-    from vgjax.theory_studies import write_theory
+    from vgjax.experiments.signal.theory_studies import write_theory
     return write_theory(out)
 
 
 def _spectra(out: Path) -> list[Path]:
-    from vgjax.theory_studies import write_spectra
+    from vgjax.experiments.signal.theory_studies import write_spectra
     return write_spectra(out)
 
 
 def _signal(out: Path) -> list[Path]:
-    from vgjax.signal_study import write
+    from vgjax.experiments.signal.propagation import write
     return write(out)
 
 
@@ -156,11 +159,11 @@ STUDIES: dict[str, Callable[[Path], list[Path]]] = {
 
 def _phase_diagram(res: SweepResult, out: Path) -> Path:
     """The phase-diagram heatmap with the theory's 6 ξ_c, and its table."""
-    from vgjax.phase_study import theory_curve, table
+    from vgjax.experiments.signal.phase import theory_curve, table
     cfg = res.config
     tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation,
                                 np.unique(np.asarray(res.runs.weight_var, np.float64)))
-    report.write_tables(out, {"markdown": table(res, tw, xi, crit)})
+    write_tables(out, {"markdown": table(res, tw, xi, crit)})
     return figures.plot_phase_diagram(
         res, out / "phase_diagram.png", tw, xi, critical_weight_var=crit,
         title=f"phase-diagram: {cfg.activation}, width {res.widths[0]}, σ_b² = "

@@ -370,3 +370,14 @@ def check_result(where: str, result: SweepResult, *, need_hist: bool = True) -> 
             raise ValueError(f"{where} array {n} has shape {got}; expected {shape} "
                              f"(R={len(result.runs)} runs, E={result.config.epochs} epochs, "
                              f"L={result.n_layers} layers)")
+
+
+def with_init(res: SweepResult, name: str) -> np.ndarray:
+    """[R, E + 1, D]: a probe's value at initialisation (index 0) then after each epoch
+    (``name`` and ``name + INIT_SUFFIX`` in ``res.history``, e.g. ``signal_saturation``)."""
+    for key in (name, name + INIT_SUFFIX):
+        if key not in res.history:
+            raise ValueError(f"signal: history has no {key!r}; train with probes=('signal',) "
+                             "(vgjax sweep --probe signal)")
+    return np.concatenate([np.asarray(res.history[name + INIT_SUFFIX], np.float64)[:, None],
+                           np.asarray(res.history[name], np.float64)], axis=1)

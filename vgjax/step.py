@@ -1,8 +1,8 @@
 """THE train step of vgjax: one definition, public and vmappable.
 
-:func:`vgjax.train.make_train` (the reference engine) is the one training loop of
-:mod:`vgjax.loop` with :meth:`Step.train_step` as its step. The fast CPU engine
-(:mod:`vgjax.fast`) and the wide engine (:mod:`vgjax.wide`) run under the same loop with
+:func:`vgjax.engines.reference.make_train` (the reference engine) is the one training loop of
+:mod:`vgjax.engines.loop` with :meth:`Step.train_step` as its step. The fast CPU engine
+(:mod:`vgjax.engines.fast`) and the wide engine (:mod:`vgjax.engines.wide`) run under the same loop with
 hand-written backprop kernels for the cases they cover, tested equal to this step.
 
 A :class:`Step` is the static description of a padded net and its pluggable parts

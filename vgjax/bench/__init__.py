@@ -15,7 +15,7 @@ Cases:
   cached_compile
             a second process compiling the two W600 programs again, after the w600 case filled
             JAX's persistent compilation cache: seconds and cache hits (target <= 2 s);
-            once tracing the programs again, once loading them traced (vgjax.programs).
+            once tracing the programs again, once loading them traced (vgjax.run.programs).
   wide      a wide-net grid (W-wide: tanh Glorot, depths 4/8/16/32 x width 128 x 8 seeds,
             20 epochs, all statistics; widths 256/512 at depth 16 x 4 seeds) with the
             automatic engine: compile, training, useful GFLOP/s and the ratio to the

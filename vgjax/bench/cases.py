@@ -31,8 +31,9 @@ def case_w600(epochs: int, seeds: int, out: Path) -> dict:
     """Both W600 sweeps through the full pipeline, then the figures."""
     from vgjax import figures
     from vgjax.config import Config, Grid
-    from vgjax.pipeline import run_sweep
-    from vgjax.sweep import compile_plan, make_plan
+    from vgjax.run.pipeline import run_sweep
+    from vgjax.run.chunks import compile_plan
+    from vgjax.grid.plan import make_plan
 
     compiles = _compile_counter()
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
@@ -80,7 +81,8 @@ def case_train_only(epochs: int, seeds: int) -> dict:
     """W600 training alone (no outputs), to compare device counts in separate processes."""
     import jax
     from vgjax.config import Config, Grid
-    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+    from vgjax.run.chunks import compile_plan, device_data, run_chunk
+    from vgjax.grid.plan import make_plan
 
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
     train_s = compile_s = 0.0
@@ -104,7 +106,8 @@ def case_latency(epochs: int) -> dict:
     import jax
     from vgjax.config import Grid
     from vgjax.experiments import EXPERIMENTS
-    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+    from vgjax.run.chunks import compile_plan, device_data, run_chunk
+    from vgjax.grid.plan import make_plan
 
     cfg = EXPERIMENTS["deep-relu"].config
     from dataclasses import replace
@@ -123,15 +126,15 @@ def case_latency(epochs: int) -> dict:
 
 def _one_device_mesh():
     import jax
-    from vgjax.sweep import default_mesh
+    from vgjax.grid.plan import default_mesh
     return default_mesh(jax.devices()[:1])
 
 
 def case_scale(n_runs: int, epochs: int, out: Path) -> dict:
     """``n_runs`` ReLU runs (depths cycling 1-10) through the chunked pipeline."""
     from vgjax.config import Config, Grid
-    from vgjax.pipeline import run_sweep
-    from vgjax.sweep import make_plan
+    from vgjax.run.pipeline import run_sweep
+    from vgjax.grid.plan import make_plan
 
     n_seeds = max(1, n_runs // 10)
     depths = tuple(range(1, 11)) if n_runs >= 10 else (5,)
@@ -154,12 +157,14 @@ def case_scale(n_runs: int, epochs: int, out: Path) -> dict:
 
 def case_cached_compile(epochs: int, seeds: int, traced: bool = False) -> dict:
     """W600's two programs compiled again in a fresh process: with the persistent cache the
-    w600 case filled, this loads them; the traced programs come from :mod:`vgjax.programs`
+    w600 case filled, this loads them; the traced programs come from :mod:`vgjax.run.programs`
     (``traced``: they are traced and lowered again, as before that store existed)."""
     import jax
-    from vgjax import programs, runtime
+    from vgjax import runtime
+    from vgjax.run import programs
     from vgjax.config import Config, Grid
-    from vgjax.sweep import compile_plan, make_plan
+    from vgjax.run.chunks import compile_plan
+    from vgjax.grid.plan import make_plan
 
     events: list[str] = []
     jax.monitoring.register_event_listener(lambda e, **kw: events.append(e))

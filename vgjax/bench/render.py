@@ -102,7 +102,7 @@ def plot_benchmark(b: dict, path: Path) -> Path:
 
     from matplotlib.figure import Figure
 
-    from vgjax.store import atomic_write_bytes
+    from vgjax.io.store import atomic_write_bytes
     runs = [r["runs"] for r in b["scaling"]]
     fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)

@@ -40,7 +40,7 @@ def case_reproduce(out: Path, cache: Path) -> dict:
 def update_reproduce(out: Path, log=print) -> dict:
     """Time ``vgjax reproduce`` (:func:`case_reproduce`) and put it into the existing
     ``OUT/benchmark.json``, every other case's figures left as they are; returns the whole."""
-    from vgjax.store import atomic_write_text
+    from vgjax.io.store import atomic_write_text
     path = Path(out) / "benchmark.json"
     if not path.is_file():
         raise ValueError(f"out: {str(path)!r} does not exist; allowed: a directory where "
@@ -63,7 +63,7 @@ def _run_child(args: list[str], env: dict | None = None) -> dict:
 
 
 def _machine() -> dict:
-    from vgjax.summary import package_versions
+    from vgjax.io.summary import package_versions
     return {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                         "python": platform.python_version(),
                         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -134,7 +134,7 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
                   crossover_epochs: int = 25, reproduce: bool = False, log=print) -> dict:
     """Run every case and write ``OUT/benchmark.json`` (and return it). ``wide``: the wide
     grids and the engine crossover; ``reproduce``: also time ``vgjax reproduce``."""
-    from vgjax.store import atomic_write_text
+    from vgjax.io.store import atomic_write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     results = _machine()

@@ -29,7 +29,7 @@ def batched_matmul_gflops(runs: int, width: int, batch: int = 32, layers: int = 
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding, PartitionSpec
-    from vgjax.sweep import default_mesh
+    from vgjax.grid.plan import default_mesh
     mesh = default_mesh()
     runs = -(-runs // mesh.devices.size) * mesh.devices.size
 
@@ -55,7 +55,8 @@ def time_grid(config, grid, engine: str = "auto") -> dict:
     """Compile and train ``grid`` chunk by chunk (no outputs written): seconds and plan
     (the engines, chunks, programs (width groups) and the first group's depth blocks)."""
     import jax
-    from vgjax.sweep import compile_plan, device_data, make_plan, run_chunk
+    from vgjax.run.chunks import compile_plan, device_data, run_chunk
+    from vgjax.grid.plan import make_plan
     plan = make_plan(config, grid, engine=engine)
     compiled, compile_s = compile_plan(plan)
     data = device_data(plan)

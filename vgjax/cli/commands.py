@@ -15,9 +15,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     ``history.npz`` is checked against the summary when present and is needed only for
     ``--layers``; without it the table is still printed, with a note saying what is missing.
     """
-    from vgjax.history import load_result
-    from vgjax.outdir import HISTORY_NAME
-    from vgjax.summary import load_summary
+    from vgjax.io.history import load_result
+    from vgjax.io.outdir import HISTORY_NAME
+    from vgjax.io.summary import load_summary
 
     summary = load_summary(args.dir)  # validated on its own: a fresh clone has no arrays
     history = Path(args.dir) / HISTORY_NAME
@@ -120,7 +120,7 @@ def cmd_theory(args: argparse.Namespace) -> int:
             allowed = "finite numbers > 0" if name == "weight-var" else "finite numbers >= 0"
             raise ValueError(f"{name}: {bad[0]!r} is out of range; allowed: {allowed}")
     if args.figures:
-        from vgjax.theory_studies import write_all
+        from vgjax.experiments.signal.theory_studies import write_all
         written = write_all(Path(args.figures))
         for path in written:
             print(f"wrote {path}")

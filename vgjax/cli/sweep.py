@@ -26,8 +26,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if _distribution(args) is not None:
         return cmd_sweep_distributed(args, config, grid)
     # Imported only now: bad flags are reported without the seconds it takes to import jax.
-    from vgjax.outdir import sharded_layout
-    from vgjax.pipeline import expected_runs, run_sweep
+    from vgjax.io.outdir import sharded_layout
+    from vgjax.run.pipeline import expected_runs, run_sweep
     if sharded_layout(args.out, config, grid) is not None:
         # the array-job shards of this sweep: only merged, as `vgjax merge` does
         return cmd_merge(argparse.Namespace(dir=args.out, name=args.name,
@@ -63,8 +63,8 @@ def _distribution(args: argparse.Namespace) -> str | None:
 
 
 def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) -> int:
-    """``vgjax sweep`` with --shard, --coordinator or --ray (see vgjax.distributed)."""
-    from vgjax import distributed as dist
+    """``vgjax sweep`` with --shard, --coordinator or --ray (see vgjax.run.distributed)."""
+    from vgjax.run import distributed as dist
     prefix = args.name or f"{config.activation}_{config.init}"
     how = _distribution(args)
     if how == "--shard":
@@ -72,7 +72,7 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
         if args.overwrite:
             raise ValueError("overwrite: not allowed with --shard (shards would delete each "
                              "other's chunks); remove the directory instead")
-        from vgjax.pipeline import expected_runs
+        from vgjax.run.pipeline import expected_runs
         with _progress(expected_runs(grid, config), f"shard {shard}/{n}") as bar:
             mine = dist.run_shard(config, grid, args.out, shard, n, chunk_size=args.chunk_size,
                                   prefix=prefix, progress=_on_progress(bar))
@@ -88,7 +88,7 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
         dist.initialize(args.coordinator, args.num_processes, args.process_id)
         import jax
         bar_desc = f"process {jax.process_index()}/{jax.process_count()}"
-        from vgjax.pipeline import expected_runs
+        from vgjax.run.pipeline import expected_runs
         with _progress(expected_runs(grid, config), bar_desc) as bar, _exit_on(dist.ProcessFailed):
             res = dist.run_multiprocess(config, grid, args.out, overwrite=args.overwrite,
                                         chunk_size=args.chunk_size,
@@ -100,7 +100,7 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
             _print_groups(res.summary)
             print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
         return 0
-    from vgjax.pipeline import expected_runs
+    from vgjax.run.pipeline import expected_runs
     with _progress(expected_runs(grid, config), "ray") as bar, _exit_on(dist.TaskFailed):
         res = dist.run_ray(config, grid, args.out, address=None if args.ray == "local" else
                            args.ray, overwrite=args.overwrite, chunk_size=args.chunk_size,
@@ -125,7 +125,7 @@ def _exit_on(error: type[BaseException]):
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """``vgjax merge DIR``: summary, history and TensorBoard of a sweep run in shards."""
-    from vgjax.distributed import merge
+    from vgjax.run.distributed import merge
     res = merge(args.dir, tensorboard=not args.no_tensorboard, prefix=args.name)
     _print_groups(res.summary)
     print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")

@@ -5,12 +5,11 @@ One module per figure kind: :mod:`~vgjax.figures.dataset`, :mod:`~vgjax.figures.
 weight norms), :mod:`~vgjax.figures.profile` (gradients across layers),
 :mod:`~vgjax.figures.depth` (depth study), :mod:`~vgjax.figures.heatmap` (width x depth),
 :mod:`~vgjax.figures.phase` (σ_w² x depth trainability with 6 ξ_c),
-:mod:`~vgjax.figures.propagation` (signal propagation at initialisation beside theory),
-:mod:`~vgjax.figures.unit_states` (signal probe: saturation over epochs, dead units by depth);
+:mod:`~vgjax.figures.propagation` (signal propagation at initialisation beside theory);
 :mod:`~vgjax.figures._common` holds what they share.
 
 Every ``plot_*`` function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, no
-global state, no display needed), writes it as a PNG through :mod:`vgjax.store`'s atomic
+global state, no display needed), writes it as a PNG through :mod:`vgjax.io.store`'s atomic
 writer and returns the :class:`~pathlib.Path` written; the matching ``make_*`` function returns
 the Figure itself, for tests and notebooks.
 
@@ -30,14 +29,12 @@ from vgjax.figures.heatmap import make_heatmap, plot_width_depth_heatmap
 from vgjax.figures.layers import make_layer_stat, plot_layer_gradients, plot_weight_norms
 from vgjax.figures.phase import make_phase_diagram, plot_phase_diagram
 from vgjax.figures.profile import make_gradient_profile, plot_gradient_profile
-from vgjax.figures.unit_states import make_dead_units, make_saturation, plot_dead_units, plot_saturation
 
 __all__ = [
     "describe", "save_png",
     "make_dataset", "make_depth_study", "make_gradient_profile", "make_heatmap",
-    "make_layer_stat", "make_learning_curves", "make_dead_units", "make_phase_diagram",
-    "make_saturation",
-    "plot_dataset", "plot_dead_units", "plot_depth_study", "plot_gradient_profile",
-    "plot_layer_gradients", "plot_learning_curves", "plot_phase_diagram", "plot_saturation",
+    "make_layer_stat", "make_learning_curves", "make_phase_diagram",
+    "plot_dataset", "plot_depth_study", "plot_gradient_profile",
+    "plot_layer_gradients", "plot_learning_curves", "plot_phase_diagram",
     "plot_weight_norms", "plot_width_depth_heatmap",
 ]

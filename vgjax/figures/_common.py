@@ -1,5 +1,5 @@
 """What every figure shares: sizes, colours, labels, titles, run selection and the PNG
-writer (through vgjax.store's atomic writer). Nothing here draws a figure kind."""
+writer (through vgjax.io.store's atomic writer). Nothing here draws a figure kind."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap
 from matplotlib.figure import Figure
 
 from vgjax.result import GROUP_FIELDS, SweepResult
-from vgjax.store import atomic_write_bytes
+from vgjax.io.store import atomic_write_bytes
 
 DPI = 110
 MAX_PNG_BYTES = 250_000  # larger PNGs are re-encoded with a 256-colour palette
@@ -64,7 +64,7 @@ def quantized_png(data: bytes) -> bytes:
 
 
 def save_png(fig: Figure, path: Union[str, os.PathLike]) -> Path:
-    """Write ``fig`` as a PNG to ``path`` atomically (:func:`vgjax.store.atomic_write_bytes`).
+    """Write ``fig`` as a PNG to ``path`` atomically (:func:`vgjax.io.store.atomic_write_bytes`).
 
     A PNG over ``MAX_PNG_BYTES`` is re-encoded with a 256-colour palette. The parent
     directory is created if needed. Returns the Path.

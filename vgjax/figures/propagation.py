@@ -1,7 +1,7 @@
 """Signal propagation at initialisation: measured q^l and per-layer gradient norms beside the
 mean-field theory, one panel per phase (ordered, critical, chaotic).
 
-Input: the JSON-able dict of :func:`vgjax.signal_study.compute` (per phase: ``q_mean``,
+Input: the JSON-able dict of :func:`vgjax.experiments.signal.propagation.compute` (per phase: ``q_mean``,
 ``q_std``, ``q_theory`` [depth]; ``g2_ratio_mean``, ``g2_ratio_std``, ``g2_ratio_theory``,
 ``g2_ratio_chi1`` [depth]). Host-only (NumPy and matplotlib).
 """

@@ -31,11 +31,6 @@ def init_and_final(res: SweepResult, name: str) -> tuple[np.ndarray, np.ndarray]
     return _need(res, name + INIT_SUFFIX), final_metric(res, name).astype(np.float64)
 
 
-def with_init(res: SweepResult, name: str) -> np.ndarray:
-    """[R, E + 1, D]: the value at initialisation (index 0) then after each epoch."""
-    return np.concatenate([_need(res, name + INIT_SUFFIX)[:, None], _need(res, name)], axis=1)
-
-
 def fully_dead_layer(dead: np.ndarray) -> np.ndarray:
     """[R] 1-based index of each run's first hidden layer whose units are all dead (dead
     share 1: the layer outputs 0 for every training point, so the net's output is constant

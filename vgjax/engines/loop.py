@@ -8,14 +8,14 @@ and at the end the divergence masking (:func:`finish`). Histogram epochs share t
 compiled epoch body: their extra work sits in ``lax.cond`` on the (unbatched) epoch number.
 
 An engine (:class:`Engine`) supplies only what is its own, as kernels over the whole chunk
-in its own parameter layout: the reference engine (:mod:`vgjax.train`: the
+in its own parameter layout: the reference engine (:mod:`vgjax.engines.reference`: the
 :class:`vgjax.step.Step` methods, one run, vmapped over the chunk), the fast CPU engine
-(:mod:`vgjax.fast`: runs-last arrays, hand-written backprop) and the wide engine
-(:mod:`vgjax.wide`: batched matmuls over a leading run axis). Every array the loop itself
+(:mod:`vgjax.engines.fast`: runs-last arrays, hand-written backprop) and the wide engine
+(:mod:`vgjax.engines.wide`: batched matmuls over a leading run axis). Every array the loop itself
 touches keeps the run axis LAST: per-layer statistics [L, R], curves [4, R], histograms
 [L, K, R]; for the reference engine, which is one run vmapped, the run axis is absent ([L],
 [4], [L, K]). :func:`runs_first` turns a chunk's history into the run-leading layout of
-:mod:`vgjax.sweep`. ``L = D + 1`` layers: index ``i < D`` is hidden layer ``i + 1``,
+:mod:`vgjax.run.chunks`. ``L = D + 1`` layers: index ``i < D`` is hidden layer ``i + 1``,
 index ``D`` the output layer.
 """
 

@@ -32,7 +32,7 @@ mean of those (:func:`vgjax.result.seed_stats`) — and ``hparams/diverged_epoch
 for diverged runs.
 
 The file format (protobuf wire encoding, TFRecord framing, the vectorised CRC, and the atomic
-write of each directory's one event file) is :mod:`vgjax.tfevents`'s job.
+write of each directory's one event file) is :mod:`vgjax.io.tfevents`'s job.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from tensorboardX.summary import custom_scalars, hparams
 from vgjax.config import describe
 from vgjax.result import (CURVES, INIT_SUFFIX, LAYER_STATS, SIGNAL_JAC_EDGES, TEST_LAYER_STATS,
                           SweepResult, final_values, group_indices, seed_stats)
-from vgjax.store import sanitize_name
-from vgjax.tfevents import (HISTO_HEAD, counts_histogram, event, ld, scalar_events, version_event,
+from vgjax.io.store import sanitize_name
+from vgjax.io.tfevents import (HISTO_HEAD, counts_histogram, event, ld, scalar_events, version_event,
                             write_event_files)
 
 CURVE_TAGS = {c: f"epoch/{c}" for c in CURVES}

@@ -20,9 +20,9 @@ from matplotlib.figure import Figure
 
 from vgjax import probes
 from vgjax.model import init_params
-from vgjax.report import write_tables
+from vgjax.io.tables import write_tables
 from vgjax import theory as th
-from vgjax.store import atomic_write_bytes, atomic_write_text
+from vgjax.io.store import atomic_write_bytes, atomic_write_text
 
 DPI = 110
 # (label, activation, σ_b²) of the mean-field curves: Poole et al.'s tanh at two bias

@@ -2,8 +2,8 @@
 semantics in JAX.
 
 ``make_train(config, max_depth, p)`` returns ``train_run(spec, data) -> history`` for one run;
-:mod:`vgjax.sweep` vmaps it over the run axis. It is the ONE training loop of
-:mod:`vgjax.loop` with :func:`reference_engine`'s kernels: the methods of
+:mod:`vgjax.run.chunks` vmaps it over the run axis. It is the ONE training loop of
+:mod:`vgjax.engines.loop` with :func:`reference_engine`'s kernels: the methods of
 :class:`vgjax.step.Step`, so an epoch is a ``lax.scan`` over ``Step.train_step``; per-epoch
 statistics are reduced in the scan carry, so no per-step array is ever stored.
 """
@@ -19,11 +19,11 @@ from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
 # RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
-from vgjax.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
-from vgjax.loop import Engine, Setup, grads_step, run_keys, train_loop
+from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
+from vgjax.engines.loop import Engine, Setup, grads_step, run_keys, train_loop
 from vgjax.model import kernel_mask
 from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
-from vgjax.shuffle import batches
+from vgjax.engines.shuffle import batches
 from vgjax.step import Batch, Step, bce, make_step
 
 
@@ -139,7 +139,7 @@ def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = No
     before training; signal_jac_mean_sq/signal_jac_max [H] and signal_jac_log_hist [H, K]
     at histogram epochs and ``..._init`` ([], [], [K]) before training. Statistics of absent
     layers and of epochs from the one that diverged on are NaN. It is
-    :func:`vgjax.loop.train_loop` with :func:`reference_engine`.
+    :func:`vgjax.engines.loop.train_loop` with :func:`reference_engine`.
     """
     engine = reference_engine(config, max_depth, p, step)
     return functools.partial(train_loop, engine, config, keep_params=keep_params)

@@ -8,12 +8,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vgjax import outdir
-from vgjax.chunk_store import ChunkStore
-from vgjax.store import sanitize_name
+from vgjax.io import outdir
+from vgjax.io.chunk_store import ChunkStore
+from vgjax.io.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
-from vgjax.distributed.shards import _refuse_sharded, _split_address, fixed_plan
+from vgjax.run.distributed.shards import _refuse_sharded, _split_address, fixed_plan
 
 RAY_INSTALL = "pip install 'vgjax[ray]'"
 
@@ -60,15 +60,15 @@ def compute_one_chunk(config: dict, grid: dict, chunk_size: int,
     """Train chunk ``c`` of the sweep (config and grid as plain dicts) in this process.
 
     The body of a Ray task: returns the chunk's history arrays (run axis first) and the
-    devices it ran on (as :func:`vgjax.pipeline.device_kind` names them). The
+    devices it ran on (as :func:`vgjax.run.pipeline.device_kind` names them). The
     compiled program is cached in the process (and on disk, see :func:`worker_env`).
     """
-    from vgjax.sweep import compile_plan, device_data, run_chunk
+    from vgjax.run.chunks import compile_plan, device_data, run_chunk
     cfg = Config.from_dict(config)
     g = Grid(**{k: tuple(v) for k, v in grid.items()})
     plan = fixed_plan(cfg, g, chunk_size)
     compiled, _ = compile_plan(plan)
-    from vgjax.pipeline import device_kind
+    from vgjax.run.pipeline import device_kind
     return run_chunk(plan, compiled, device_data(plan), c), device_kind(plan.mesh)
 
 
@@ -85,9 +85,9 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
     worker dies is retried up to ``max_retries`` times. The driver (this process) alone
     writes ``out``, one chunk file per chunk, so none is lost or written twice, and an
     interrupted driver resumes from the saved chunks when run again. Returns the
-    :class:`vgjax.pipeline.SweepOutput`.
+    :class:`vgjax.run.pipeline.SweepOutput`.
     """
-    from vgjax import pipeline
+    from vgjax.run import pipeline
     from vgjax.result import HIST_ARRAYS
 
     ray = _import_ray()
@@ -131,8 +131,8 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
 def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: bool):
     """(plan, chunk store, output path) of a Ray sweep, after claiming ``out``. The tasks'
     devices, not the driver's, decide how a chunk is sharded: the chunk size is fixed."""
-    from vgjax import pipeline
-    from vgjax.sweep import make_plan
+    from vgjax.run import pipeline
+    from vgjax.grid.plan import make_plan
 
     plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
     _refuse_sharded(out, config, grid)

@@ -2,7 +2,7 @@
 
 Members: the history arrays under their own names (shapes in :mod:`vgjax.result`) and the run
 table as ``run_<field>`` arrays ([R] each, one per :class:`~vgjax.result.RunTable` field).
-Written through :mod:`vgjax.store` (atomic, no pickle, fixed member order and timestamps), so
+Written through :mod:`vgjax.io.store` (atomic, no pickle, fixed member order and timestamps), so
 the streamed and the in-memory writers give identical bytes. ``load_result`` reads it with
 ``summary.json`` and checks that both describe the same sweep.
 """
@@ -16,10 +16,10 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from vgjax.outdir import HISTORY_NAME, SUMMARY_NAME
+from vgjax.io.outdir import HISTORY_NAME, SUMMARY_NAME
 from vgjax.result import RunTable, SweepResult, check_result
-from vgjax.store import atomic_file, check_array, jsonable, read_npz, write_npz
-from vgjax.summary import read_summary, summary_grid
+from vgjax.io.store import atomic_file, check_array, jsonable, read_npz, write_npz
+from vgjax.io.summary import read_summary, summary_grid
 
 RUN_ARRAYS = tuple(f"run_{f.name}" for f in dataclasses.fields(RunTable))
 """Run-table arrays stored in history.npz beside the history arrays."""

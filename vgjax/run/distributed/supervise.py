@@ -16,7 +16,7 @@ the sweep in a child process (:func:`supervise`) and watches it:
 The child leaves at once when the parent dies (:func:`watch_parent`), so a killed process
 takes its whole sweep with it, as a scheduler expects. Bounded time: the runtime notices a
 closed connection at once and a silent peer after the heartbeat timeout
-(:func:`vgjax.distributed.initialize`).
+(:func:`vgjax.run.distributed.initialize`).
 """
 
 from __future__ import annotations

@@ -1,14 +1,14 @@
 """The wide-net engine's kernels: minibatch products that stay batched matmuls over runs.
 
-It trains under the one loop of :mod:`vgjax.loop` (:func:`make_wide_train`, per depth
+It trains under the one loop of :mod:`vgjax.engines.loop` (:func:`make_wide_train`, per depth
 block); its own are a fused step (:func:`_step`: backprop, SGD update and statistics layer
 by layer), histograms, evaluation and parameter layout. It computes exactly what
-``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+``jax.vmap(vgjax.engines.reference.make_train(config, D, P))`` computes (same initial weights,
 shuffles, Keras SGD and history dict; equal to float32 rounding, tested) in the layout that
 matmul libraries like: the run axis LEADING, so each layer's minibatch products are
 batched plain matmuls: ``[R, B, P] x [R, P, P]`` forward, ``[R, P, P] x [R, P, B]`` backward
 in a unit-major layout (XLA:CPU's Eigen dots; cuBLAS batched GEMM on a GPU). Where
-:mod:`vgjax.fast` unrolls every product into ``P`` broadcast multiplies (fast at the
+:mod:`vgjax.engines.fast` unrolls every product into ``P`` broadcast multiplies (fast at the
 tutorial's 5 units, but its program and its work grow with ``P``), this program's size does
 not depend on ``P`` or ``D``:
 
@@ -22,13 +22,13 @@ not depend on ``P`` or ``D``:
   statistics passes;
 * histograms find each entry's bucket from its float32 bit pattern and count with one
   scatter-add (:func:`vgjax.diagnostics.bucket_histogram`); they are traced into the
-  histogram epochs' steps only (:attr:`vgjax.loop.Engine.hist_branches`);
+  histogram epochs' steps only (:attr:`vgjax.engines.loop.Engine.hist_branches`);
 * depth-aware blocks (:func:`vgjax.engines.in_depth_blocks`): a chunk's runs are sorted by
   depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
   for layer 32.
 
 Covered: SGD with or without momentum, without test-set gradients, activations in
-:data:`WIDE_ACTIVATIONS` (what :mod:`vgjax.fast` covers); other configs use the vmap engine.
+:data:`WIDE_ACTIVATIONS` (what :mod:`vgjax.engines.fast` covers); other configs use the vmap engine.
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vgjax import fast
+from vgjax.engines import fast
 from vgjax.diagnostics import N_BUCKETS, bucket_histogram
-from vgjax.loop import (Engine, Setup, chunk_layers, chunk_start, merge_hist, runs_first,
+from vgjax.engines.loop import (Engine, Setup, chunk_layers, chunk_start, merge_hist, runs_first,
                         train_loop)
 from vgjax.model import N_FEATURES
-from vgjax.shuffle import epoch_batches
+from vgjax.engines.shuffle import epoch_batches
 
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 
@@ -157,7 +157,7 @@ def _record(l, g, mask, acc, hist_now: bool):
     """Layer ``l``'s gradient g [R, ...] statistics, written in place into the accumulator
     (|g| sums [L, R], norm sums [L, R], histogram [L, K, R] and [L, 4, R] or None). The
     histogram is counted when ``hist_now``, a Python bool: the loop traces a histogram
-    epoch's steps apart (:attr:`vgjax.loop.Engine.hist_branches`), so no step of another
+    epoch's steps apart (:attr:`vgjax.engines.loop.Engine.hist_branches`), so no step of another
     epoch carries a ``cond`` per layer (measured: that cond cost more than the histograms)."""
     sa, ss, gacc = acc
     a, q = _row_sums(g)
@@ -331,9 +331,9 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
 
 def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):
     """Build ``train(spec, data) -> dict`` for a block of runs (``spec`` fields [R]):
-    :func:`vgjax.loop.train_loop` with :func:`wide_engine`'s kernels, run axis first.
+    :func:`vgjax.engines.loop.train_loop` with :func:`wide_engine`'s kernels, run axis first.
 
-    Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.train.make_train(config,
+    Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.engines.reference.make_train(config,
     max_depth, p, keep_params=...), in_axes=(0, None))``; its layer loops run up to the
     block's deepest run (:func:`vgjax.engines.in_depth_blocks` trains a chunk in blocks).
     """

@@ -1,12 +1,12 @@
 """Which engine trains a grid, and each engine's chunk function.
 
-Three engines run the one training loop of :mod:`vgjax.loop` with their own kernels: the
-reference ``"vmap"`` (:mod:`vgjax.train`, ``vmap`` of the :class:`vgjax.step.Step` methods;
-covers everything), ``"fast"`` (:mod:`vgjax.fast`, runs-last with hand-written backprop, for
-tiny widths on a CPU) and ``"wide"`` (:mod:`vgjax.wide`, batched matmuls over a leading run
+Three engines run the one training loop of :mod:`vgjax.engines.loop` with their own kernels: the
+reference ``"vmap"`` (:mod:`vgjax.engines.reference`, ``vmap`` of the :class:`vgjax.step.Step` methods;
+covers everything), ``"fast"`` (:mod:`vgjax.engines.fast`, runs-last with hand-written backprop, for
+tiny widths on a CPU) and ``"wide"`` (:mod:`vgjax.engines.wide`, batched matmuls over a leading run
 axis); on a CPU the fast and wide engines train a chunk in depth-sorted blocks
 (:func:`in_depth_blocks`). :func:`choose_engine` is what ``engine="auto"`` means;
-:func:`chunk_train` is the function :mod:`vgjax.sweep` compiles per call shape.
+:func:`chunk_train` is the function :mod:`vgjax.run.chunks` compiles per call shape.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from vgjax import fast, wide
+from vgjax.engines import fast
+from vgjax.engines import wide
 from vgjax.config import Config, check_choice
-from vgjax.train import make_train
+from vgjax.engines.reference import make_train
 
 ENGINES = ("auto", "fast", "wide", "vmap")
 # Padded width from which the wide engine beats the fast one on XLA:CPU. Measured on the
@@ -99,7 +100,7 @@ def chunk_train(static_config: Config, max_depth: int, p: int, mesh: Mesh, engin
                 keep_params: bool, n_blocks: int):
     """The chunk function ``(RunSpec [R], DeviceData) -> history dict`` (run axis first) of
     ``engine`` for a chunk padded to (D, P) on ``mesh``: every engine is the one loop of
-    :mod:`vgjax.loop` with its own kernels, ``shard_map``-ped over the mesh's run axis (each
+    :mod:`vgjax.engines.loop` with its own kernels, ``shard_map``-ped over the mesh's run axis (each
     device trains its R / devices runs); the fast and wide engines train a device's runs in
     ``n_blocks`` depth-sorted blocks (:func:`in_depth_blocks`)."""
     if engine == "fast":

@@ -1,5 +1,5 @@
 """A sweep's output directory: its file names, claiming it (manifest, resume, overwrite)
-(the chunk store that makes a sweep resumable is :mod:`vgjax.chunk_store`), and reading
+(the chunk store that makes a sweep resumable is :mod:`vgjax.io.chunk_store`), and reading
 the manifest of a sweep split into array-job shards.
 
 Layout of an output directory::
@@ -7,11 +7,11 @@ Layout of an output directory::
     out/
       manifest.json           written first: config + grid + format version (resume key)
       chunks/chunk_00000.npz  per-chunk results of a resumable sweep (run axis split)
-      summary.json            final: per-run finals, per-config statistics (vgjax.summary)
-      history.npz             final: every history array plus the run table (vgjax.history)
-      tensorboard/            event files (vgjax.tensorboard), removed here on --overwrite
+      summary.json            final: per-run finals, per-config statistics (vgjax.io.summary)
+      history.npz             final: every history array plus the run table (vgjax.io.history)
+      tensorboard/            event files (vgjax.io.tensorboard), removed here on --overwrite
 
-Every file is written through :mod:`vgjax.store`'s atomic writer.
+Every file is written through :mod:`vgjax.io.store`'s atomic writer.
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from vgjax.config import Config, Grid
-from vgjax.store import atomic_write_text, dumps_json, is_temp_name, reject_constant
+from vgjax.io.store import atomic_write_text, dumps_json, is_temp_name, reject_constant
 
 MANIFEST_FORMAT = "vgjax.manifest"
 MANIFEST_VERSION = 1
 
 MANIFEST_NAME = "manifest.json"
-LAYOUT_KEY = "layout"  # manifest entry of a sweep split into array-job shards (vgjax.distributed)
+LAYOUT_KEY = "layout"  # manifest entry of a sweep split into array-job shards (vgjax.run.distributed)
 SUMMARY_NAME = "summary.json"
 HISTORY_NAME = "history.npz"
 CHUNKS_DIR = "chunks"

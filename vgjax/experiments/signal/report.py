@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vgjax import experiments as ex
-from vgjax.store import sanitize_name
+from vgjax.io.store import sanitize_name
 
 HEADING = "## Signal propagation: theory beside measurement"
 

@@ -9,10 +9,10 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
-from vgjax import outdir
-from vgjax.chunk_store import ChunkStore
-from vgjax.outdir import LAYOUT_KEY, plain_json, read_manifest, sharded_layout
-from vgjax.store import atomic_write_text, sanitize_name
+from vgjax.io import outdir
+from vgjax.io.chunk_store import ChunkStore
+from vgjax.io.outdir import LAYOUT_KEY, plain_json, read_manifest, sharded_layout
+from vgjax.io.store import atomic_write_text, sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid, validate, validate_grid
 
@@ -94,7 +94,7 @@ def fixed_plan(config: Config, grid: Grid, chunk_size: int, devices: list | None
     """
     import jax
 
-    from vgjax.sweep import default_mesh, make_plan
+    from vgjax.grid.plan import default_mesh, make_plan
     devices = list(devices if devices is not None else jax.devices())
     k = mesh_size(len(devices), chunk_size)
     return make_plan(config, grid, chunk_size=chunk_size, mesh=default_mesh(devices[:k]))
@@ -120,8 +120,8 @@ def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards:
     killed shard resumes. Returns the chunk indices of this shard. Each shard records its
     device and timing in ``OUT/chunks/shard_I_of_N.json`` for the merged summary.
     """
-    from vgjax import pipeline
-    from vgjax.sweep import make_plan
+    from vgjax.run import pipeline
+    from vgjax.grid.plan import make_plan
 
     validate(config)
     validate_grid(grid)
@@ -164,11 +164,11 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
           progress: Callable[[int], None] | None = None):
     """Assemble a sharded sweep in ``out`` once every chunk exists.
 
-    Returns the :class:`vgjax.pipeline.SweepOutput`. Raises
-    :class:`vgjax.pipeline.MissingChunks` (one line: which chunks, which shards) otherwise.
+    Returns the :class:`vgjax.run.pipeline.SweepOutput`. Raises
+    :class:`vgjax.run.pipeline.MissingChunks` (one line: which chunks, which shards) otherwise.
     ``prefix`` defaults to the one the shards were started with.
     """
-    from vgjax import pipeline
+    from vgjax.run import pipeline
 
     path = Path(out)
     m = read_manifest(path) if path.is_dir() else None

@@ -1,8 +1,8 @@
 """Beyond one machine: array-job shards, multi-process JAX and Ray, all over one chunk store.
 
 A sweep's output directory holds one file per chunk of runs (``OUT/chunks/chunk_NNNNN.npz``,
-written atomically by :class:`vgjax.chunk_store.ChunkStore`), and every path below only decides *who*
-computes which chunk; :func:`vgjax.pipeline.finish_sweep` then assembles the same
+written atomically by :class:`vgjax.io.chunk_store.ChunkStore`), and every path below only decides *who*
+computes which chunk; :func:`vgjax.run.pipeline.finish_sweep` then assembles the same
 ``summary.json``, ``history.npz`` and TensorBoard logs from the chunk files.
 
 Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.supervise` (one clear
@@ -19,12 +19,12 @@ line when a peer process dies), :mod:`.ray_tasks`.
   arrives.
 """
 
-from vgjax.distributed import supervise
-from vgjax.distributed.multiprocess import (ProcessFailed, check_process_flags, initialize,
+from vgjax.run.distributed import supervise
+from vgjax.run.distributed.multiprocess import (ProcessFailed, check_process_flags, initialize,
                                             run_multiprocess)
-from vgjax.distributed.ray_tasks import (RAY_INSTALL, TaskFailed, compute_one_chunk, run_ray,
+from vgjax.run.distributed.ray_tasks import (RAY_INSTALL, TaskFailed, compute_one_chunk, run_ray,
                                          worker_env)
-from vgjax.distributed.shards import (LAYOUT_KEY, claim_shared, fixed_plan, merge, mesh_size,
+from vgjax.run.distributed.shards import (LAYOUT_KEY, claim_shared, fixed_plan, merge, mesh_size,
                                       parse_shard, run_shard, shard_chunks, sharded_layout)
 
 __all__ = ["LAYOUT_KEY", "RAY_INSTALL", "ProcessFailed", "TaskFailed", "check_process_flags",

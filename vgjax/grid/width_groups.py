@@ -6,7 +6,7 @@ padded widths into contiguous groups, each trained by its own program at the gro
 largest width (and, for ``engine="auto"``, with the engine that width wants: the fast
 engine for the tiny ones on a CPU, the wide one above). On a GPU/TPU a grid stays one
 group in one depth block (measured: fewer, larger programs win there). A chunk stays the
-unit of work, storage and resumption: :func:`vgjax.sweep.run_chunk` calls each group's
+unit of work, storage and resumption: :func:`vgjax.run.chunks.run_chunk` calls each group's
 program on the chunk's runs of that group and puts the outputs back in run-table order, so
 nothing downstream knows about groups. Splitting costs one more compilation per group, so the
 groups are chosen by a cost model (:func:`partition_widths`): small grids stay one group.
@@ -18,10 +18,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from vgjax import wide
+from vgjax.engines import wide
 from vgjax.config import Config
 from vgjax.engines import BLOCK_OVERHEAD, choose_engine, depth_blocks
-from vgjax.loop import PARAM_PREFIX
+from vgjax.engines.loop import PARAM_PREFIX
 from vgjax.result import RunTable
 
 # The cost model of one group, in seconds on the reference machine (2 CPU cores, XLA:CPU),

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from vgjax import outdir
-from vgjax.chunk_store import ChunkStore
-from vgjax.store import sanitize_name
+from vgjax.io import outdir
+from vgjax.io.chunk_store import ChunkStore
+from vgjax.io.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
-from vgjax.distributed.shards import _refuse_sharded, _split_address
+from vgjax.run.distributed.shards import _refuse_sharded, _split_address
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -94,11 +94,11 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
     run axis is sharded over all devices, gathered back to each host); process 0 alone
     claims ``out``, decides which chunks are done and the chunk size (broadcast to the
     others, so hosts need not share a file system), saves chunks and writes the outputs.
-    Returns the :class:`vgjax.pipeline.SweepOutput` in process 0, None in the others.
+    Returns the :class:`vgjax.run.pipeline.SweepOutput` in process 0, None in the others.
     """
     import jax
 
-    from vgjax import pipeline
+    from vgjax.run import pipeline
 
     writer = jax.process_index() == 0
     prefix = sanitize_name(prefix)
@@ -140,8 +140,8 @@ def _agree_on_plan(config: Config, grid: Grid, out, overwrite: bool, chunk_size:
     import numpy as np
     from jax.experimental import multihost_utils as mh
 
-    from vgjax import pipeline
-    from vgjax.sweep import make_plan
+    from vgjax.run import pipeline
+    from vgjax.grid.plan import make_plan
 
     plan = make_plan(config, grid, chunk_size=chunk_size)  # validates, in every process
     store = None

@@ -1,6 +1,6 @@
 """The chunk store that makes a sweep resumable: ``OUT/chunks/chunk_NNNNN.npz``, one file per
 chunk of runs, written atomically; damaged files are found and removed so the sweep
-recomputes them. The output directory around it is :mod:`vgjax.outdir`'s.
+recomputes them. The output directory around it is :mod:`vgjax.io.outdir`'s.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from vgjax.outdir import CHUNKS_DIR
-from vgjax.store import atomic_save_npz
+from vgjax.io.outdir import CHUNKS_DIR
+from vgjax.io.store import atomic_save_npz
 
 _CHUNK_RE = re.compile(r"^chunk_(\d+)\.npz$")
 

@@ -1,10 +1,10 @@
 """The fast CPU engine's kernels: a whole chunk of runs in a "runs-last" layout, backprop by
 hand.
 
-It trains under the one loop of :mod:`vgjax.loop` (:func:`make_fast_train`); what is its
+It trains under the one loop of :mod:`vgjax.engines.loop` (:func:`make_fast_train`); what is its
 own is a drop-in ``loss_and_grads`` with Keras SGD (:func:`fast_engine`'s ``train_step``),
 the per-layer sums, histograms and evaluation in its layout. It computes exactly what the
-reference ``jax.vmap(vgjax.train.make_train(config, D, P))`` computes (same initial weights,
+reference ``jax.vmap(vgjax.engines.reference.make_train(config, D, P))`` computes (same initial weights,
 same shuffles, same Keras SGD, same per-epoch outputs; equal to float32 rounding, tested),
 but is written for XLA:CPU, where a program of many tiny ops is slow:
 
@@ -17,12 +17,12 @@ but is written for XLA:CPU, where a program of many tiny ops is slow:
 * each hidden layer sits in its own ``lax.cond``: a hard fusion boundary (otherwise XLA fuses
   the backward chain across layers and recomputes it) that also skips layers no run of the
   chunk has;
-* shuffles (:mod:`vgjax.shuffle`) use a single-operand sort of packed (key bits | index)
+* shuffles (:mod:`vgjax.engines.shuffle`) use a single-operand sort of packed (key bits | index)
   words, bit-identical to ``jax.random.permutation`` but ~3x cheaper than its two-operand
   sort;
 * evaluation is one forward pass over train and test points together.
 
-The run axis is leading at the boundary, as in :mod:`vgjax.sweep`. Covered: SGD (with or
+The run axis is leading at the boundary, as in :mod:`vgjax.run.chunks`. Covered: SGD (with or
 without momentum) and the activations in :data:`FAST_ACTIVATIONS`; everything else (Adam,
 test-set gradients, other activations) uses the vmapped reference engine. On XLA:CPU, turn
 off YNNPACK fusions (``--xla_cpu_experimental_ynn_fusion_type=``), which are several times
@@ -37,10 +37,10 @@ import jax
 import jax.numpy as jnp
 
 from vgjax.diagnostics import INNER_EDGES, value_stats
-from vgjax.loop import (PARAM_KEYS, Engine, Setup, chunk_layers, chunk_start, grads_step,
+from vgjax.engines.loop import (PARAM_KEYS, Engine, Setup, chunk_layers, chunk_start, grads_step,
                         runs_first, train_loop)
 from vgjax.model import kernel_mask
-from vgjax.shuffle import epoch_batches
+from vgjax.engines.shuffle import epoch_batches
 
 N_FEATURES = 2
 
@@ -246,7 +246,7 @@ def histogram(kern, ko, hmask, omask):
 
 
 # ----------------------------------------------------------------------------------------
-# the engine's kernels for vgjax.loop
+# the engine's kernels for vgjax.engines.loop
 
 def fast_engine(config, max_depth: int, p: int) -> Engine:
     """The fast engine's kernels over a chunk of runs, run axis last (see the module doc)."""
@@ -258,7 +258,7 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
     act, dact = _act_and_grad(config.activation)
 
     def minibatches(c, e):
-        # the same shuffles as vgjax.train.batch_indices, for every run -> [S, B, R]
+        # the same shuffles as vgjax.engines.reference.batch_indices, for every run -> [S, B, R]
         idx, w = epoch_batches(c["shuffle_keys"], e, n, B)
         idx = jnp.moveaxis(idx, 0, -1)                                     # [S, B, R]
         return jnp.moveaxis(c["xtr"][idx], -1, -2), c["ytr"][idx], w      # [S, B, 2, R], ...
@@ -295,10 +295,10 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
 
 def make_fast_train(config, max_depth: int, p: int, *, keep_params: bool = False):
     """Build ``train(spec, data) -> dict`` for a whole chunk of runs (``spec`` fields [R]):
-    :func:`vgjax.loop.train_loop` with :func:`fast_engine`'s kernels.
+    :func:`vgjax.engines.loop.train_loop` with :func:`fast_engine`'s kernels.
 
     Returns the same dict, shapes and dtypes as
-    ``jax.vmap(vgjax.train.make_train(config, max_depth, p, keep_params=...), in_axes=(0, None))``.
+    ``jax.vmap(vgjax.engines.reference.make_train(config, max_depth, p, keep_params=...), in_axes=(0, None))``.
     """
     engine = fast_engine(config, max_depth, p)
 

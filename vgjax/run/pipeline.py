@@ -27,17 +27,18 @@ from typing import Callable
 import numpy as np
 from jax.sharding import Mesh
 
-from vgjax import history, outdir
-from vgjax import tensorboard as tb
+from vgjax.io import history
+from vgjax.io import outdir
+from vgjax.io import tensorboard as tb
 from vgjax.config import Config, Grid, hist_epochs
-from vgjax.chunk_store import ChunkStore
-from vgjax.outdir import PARAMS_NAME
+from vgjax.io.chunk_store import ChunkStore
+from vgjax.io.outdir import PARAMS_NAME
 from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SIGNAL_JAC_EDGES, SweepResult
-from vgjax.store import atomic_save_npz, atomic_write_text, sanitize_name
-from vgjax.summary import write_summary
-from vgjax.sweep import (Plan, assemble, compile_plan, device_data, make_plan, run_chunk,
-                         run_table)
-from vgjax.train import PARAM_KEYS, PARAM_PREFIX
+from vgjax.io.store import atomic_save_npz, atomic_write_text, sanitize_name
+from vgjax.io.summary import write_summary
+from vgjax.grid.plan import Plan, make_plan, run_table
+from vgjax.run.chunks import assemble, compile_plan, device_data, run_chunk
+from vgjax.engines.reference import PARAM_KEYS, PARAM_PREFIX
 
 TB_DONE_SUFFIX = ".tb-done"
 
@@ -78,17 +79,17 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     [R, D, P, P], ``biases`` [R, D, P], ``out_kernel``, ``out_bias``) and the run table
     (``run_depth``, ``run_width``, ...); one run's exact layers are
     ``unpack_run(np.load(path, allow_pickle=False), depth, width, run=r)``.
-    A directory filled by array-job shards is refused: :func:`vgjax.distributed.merge`
+    A directory filled by array-job shards is refused: :func:`vgjax.run.distributed.merge`
     (``vgjax merge``, or the plain ``vgjax sweep`` command) merges it.
     Raises ``ValueError`` (one line) for bad input before anything is compiled or written.
     """
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, keep_params=save_params)
     prefix = sanitize_name(prefix)
     if outdir.sharded_layout(out, config, grid) is not None:
-        # Merging shards is vgjax.distributed's job (it builds on this module): the CLI's
+        # Merging shards is vgjax.run.distributed's job (it builds on this module): the CLI's
         # plain `vgjax sweep` dispatches there; here it is refused before anything is written.
         raise ValueError(f"out: {os.fspath(out)!r} holds this sweep split into array-job "
-                         "shards; allowed: vgjax.distributed.merge(out) (`vgjax merge`) or "
+                         "shards; allowed: vgjax.run.distributed.merge(out) (`vgjax merge`) or "
                          "a new directory")
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     if progress is not None:

@@ -20,11 +20,11 @@ from typing import Any, Mapping, NotRequired, Optional, TypedDict
 import numpy as np
 
 from vgjax.config import Config, Grid
-from vgjax.outdir import SUMMARY_NAME
+from vgjax.io.outdir import SUMMARY_NAME
 from vgjax.result import (CURVES, GROUP_FIELDS, INIT_SUFFIX, LEARN_THRESHOLD,
                           SIGNAL_LAYER_STATS, RunTable, SweepResult, check_in_grid, check_result,
                           final_metric, final_values, group_indices, learns, seed_stats)
-from vgjax.store import atomic_write_text, dumps_json, json_f32, json_float, jsonable, reject_constant
+from vgjax.io.store import atomic_write_text, dumps_json, json_f32, json_float, jsonable, reject_constant
 
 SUMMARY_FORMAT = "vgjax.sweep"
 SUMMARY_VERSION = 1

@@ -1,6 +1,6 @@
 """Signal-probe figures: saturated units per layer over epochs (init included), and dead
 ReLU units against depth. Host-side, from the probe's history arrays (see
-:mod:`vgjax.signal_results`, which computes the numbers these draw)."""
+:mod:`vgjax.experiments.signal.results`, which computes the numbers these draw)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Mapping, Union
 import numpy as np
 from matplotlib.figure import Figure
 
-from vgjax import signal_results as sr
+from vgjax.experiments.signal import results as sr
 from vgjax.figures._common import (empty_note, layer_colors, new_figure, save_png, seed_phrase,
                                    suptitle)
-from vgjax.result import SweepResult, seed_stats
+from vgjax.result import SweepResult, seed_stats, with_init
 
 
 def make_saturation(results: Mapping[str, SweepResult], *, title: str | None = None) -> Figure:
@@ -25,7 +25,7 @@ def make_saturation(results: Mapping[str, SweepResult], *, title: str | None = N
     fig, axes = new_figure(len(results), sharey=True, panel_w=5.6, panel_h=4.3)
     counts = []
     for ax, (label, res) in zip(axes, results.items()):
-        mean = seed_stats(sr.with_init(res, "signal_saturation"), axis=0)["mean"]  # [E+1, D]
+        mean = seed_stats(with_init(res, "signal_saturation"), axis=0)["mean"]  # [E+1, D]
         epochs = np.arange(mean.shape[0])
         hidden = [i for i in range(mean.shape[1]) if np.isfinite(mean[:, i]).any()]
         for i, color in zip(hidden, layer_colors(len(hidden))):

@@ -9,7 +9,7 @@ records as they come, so a reader (or a crash) sees a half-written file. Here ea
 scalars share one ``Event``, events are encoded straight into protobuf wire format (checked
 against TensorBoard's reader in the tests), the CRC-32C of all records of a batch of runs is
 computed at once with NumPy, and each run directory's file is assembled in memory and written
-through :func:`vgjax.store.atomic_write_bytes` (temporary name without "tfevents", which
+through :func:`vgjax.io.store.atomic_write_bytes` (temporary name without "tfevents", which
 TensorBoard ignores; fsync; rename; directory fsync).
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from tensorboardX.crc32c import CRC_TABLE
 
-from vgjax.store import atomic_write_bytes, is_temp_name, sanitize_name
+from vgjax.io.store import atomic_write_bytes, is_temp_name, sanitize_name
 
 _U32 = struct.Struct("<I").pack
 _U64 = struct.Struct("<Q").pack

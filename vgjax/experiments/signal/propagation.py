@@ -30,7 +30,7 @@ from vgjax import theory as th
 from vgjax.config import Config
 from vgjax.data import make_data
 from vgjax.step import Batch, make_step
-from vgjax.store import atomic_write_text
+from vgjax.io.store import atomic_write_text
 
 ACTIVATION = "tanh"
 BIAS_VAR = 0.05
@@ -158,7 +158,7 @@ def write(exp_dir: Path, data: dict | None = None, **kwargs) -> list[Path]:
     ``q_per_layer.png``, ``grad_per_layer.png``, ``data.json`` and the report's
     ``tables.json`` into ``exp_dir``; the paths written."""
     from vgjax.figures import propagation as fig
-    from vgjax.report import write_tables
+    from vgjax.io.tables import write_tables
 
     exp_dir.mkdir(parents=True, exist_ok=True)
     data = compute(**kwargs) if data is None else data

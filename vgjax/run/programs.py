@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from vgjax.store import atomic_write_bytes
+from vgjax.io.store import atomic_write_bytes
 
 SUBDIR = "vgjax-programs"
 FORMAT = 1

@@ -1,0 +1,188 @@
+"""A grid (seeds x depths x widths x lrs x weight_vars x bias_vars) planned as chunks of
+equally shaped compiled calls.
+
+:func:`make_plan` validates the config against the grid, builds the run table once, pads
+every run to the grid's largest depth and to its group's width (:mod:`vgjax.grid.width_groups`:
+on a CPU a grid of very different widths is trained by one program per group of widths,
+when the training saved pays for the extra compilation; else one program), picks each
+group's engine (:func:`vgjax.engines.choose_engine`) and sizes the chunks from memory. The
+run axis is the leading axis of every input and output and is sharded over all devices
+with a 1-D mesh (:func:`default_mesh`), so the same plan runs on one CPU, several CPU
+devices, a GPU or a TPU slice.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from vgjax import diagnostics as diag
+from vgjax import probes
+from vgjax.config import Config, Grid, hist_epochs, validate, validate_grid
+from vgjax.data import data_dims
+from vgjax.engines import check_engine, choose_engine, wide
+from vgjax.engines.loop import RunSpec
+from vgjax.grid.width_groups import Group, plan_groups
+from vgjax.result import RunTable
+from vgjax.step import check_parts, n_outputs_for
+
+# Memory the chunk's outputs and working set may use, when the caller does not say.
+DEFAULT_CHUNK_BYTES = 512 * 2**20
+
+
+def run_table(grid: Grid, config: Config) -> RunTable:
+    """The runs of ``grid`` in run-axis order: seed outermost, then depth, width, lr,
+    weight_var, bias_var (an empty axis of the grid is the config's single value)."""
+    lrs = grid.lrs or (config.lr,)
+    wvs = grid.weight_vars or (config.weight_var,)
+    bvs = grid.bias_vars or (config.bias_var,)
+    rows = list(itertools.product(grid.seeds, grid.depths, grid.widths, lrs, wvs, bvs))
+    seed, depth, width, lr, wv, bv = (np.array(c) for c in zip(*rows))
+    return RunTable(seed=seed.astype(np.int64), depth=depth.astype(np.int32),
+                    width=width.astype(np.int32), lr=lr.astype(np.float32),
+                    diverged_epoch=np.full(len(rows), -1, np.int32),
+                    weight_var=wv.astype(np.float32), bias_var=bv.astype(np.float32))
+
+
+def run_specs(runs: RunTable) -> RunSpec:
+    """Stack the table into a :class:`RunSpec` of NumPy arrays with leading axis R."""
+    # One vectorised call: equal to PRNGKey(seed) per run (seeds are < 2**31, validated).
+    keys = np.asarray(jax.vmap(jax.random.PRNGKey)(jnp.asarray(runs.seed, jnp.int32)))
+    return RunSpec(key=keys.astype(np.uint32), depth=runs.depth, width=runs.width, lr=runs.lr,
+                   weight_var=runs.weight_var, bias_var=runs.bias_var)
+
+
+def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
+    """(D, P): the grid's largest depth, and P >= every width, the input width and the
+    number of logits."""
+    return max(grid.depths), max(max(grid.widths), min_width(config))
+
+
+def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
+    """Rough device bytes one run needs: its outputs plus its working set during a step."""
+    n_layers = max_depth + 1
+    e = config.epochs
+    outputs = 4 * e * (4 + 3 * n_layers * (2 if config.test_gradients else 1))
+    h = len(hist_epochs(config))
+    outputs += 2 * 4 * h * n_layers * (diag.N_BUCKETS + 4)
+    if config.probes:  # signal probe: [E, D] x 3 and the Jacobian's [H, K] counts
+        outputs += 4 * (3 * (e + 1) * max_depth + (h + 1) * (probes.LOG_SIGMA_EDGES.shape[0] + 1))
+    # activations of the evaluation pass over the whole data set dominate the working set
+    working = 4 * config.n_samples * p * (max_depth + 2) * 3
+    working += 4 * max_depth * p * p * 8 + 4 * n_layers * p * p * diag.N_BUCKETS
+    return outputs + working
+
+
+def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devices: int,
+                    budget_bytes: int = DEFAULT_CHUNK_BYTES, per_run: int | None = None) -> int:
+    """Runs per chunk: as many as fit ``budget_bytes`` (at ``per_run`` bytes each, default
+    :func:`bytes_per_run`), a multiple of the device count."""
+    per_run = per_run or bytes_per_run(config, max_depth, p)
+    fit = max(1, budget_bytes // per_run)
+    size = min(n_runs, fit)
+    return max(n_devices, (size // n_devices) * n_devices)
+
+
+class Plan(NamedTuple):
+    """How a grid is cut into equally shaped chunks of runs.
+
+    runs: the run table; specs: its :class:`RunSpec` ([R] arrays); max_depth, p: padded
+    sizes D and P; chunk_size: runs per compiled call (a multiple of the device count);
+    n_chunks: ceil(R / chunk_size); mesh: the 1-D ``runs`` mesh; engine: the engines the
+    groups use, ``+``-joined: ``"fast"`` (:mod:`vgjax.engines.fast`, runs-last with hand-written
+    backprop), ``"wide"`` (:mod:`vgjax.engines.wide`, runs-leading batched matmuls) or ``"vmap"``
+    (the reference: ``vmap`` of :func:`vgjax.engines.reference.make_train`); keep_params: return the
+    final parameters; groups: the programs that train a chunk, one per group of padded
+    widths (:mod:`vgjax.grid.width_groups`; one group unless the grid's widths differ enough to
+    pay for another compilation), each with its width, engine, call size and depth blocks.
+    """
+
+    config: Config
+    grid: Grid
+    runs: RunTable
+    specs: RunSpec
+    max_depth: int
+    p: int
+    chunk_size: int
+    n_chunks: int
+    mesh: Mesh
+    engine: str
+    keep_params: bool = False
+    groups: tuple[Group, ...] = ()
+
+    def chunk_slice(self, c: int) -> slice:
+        """The run indices of chunk ``c``."""
+        return slice(c * self.chunk_size, min((c + 1) * self.chunk_size, len(self.runs)))
+
+
+def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
+              mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
+    """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
+
+    The runs are split into groups of padded widths, one program each
+    (:func:`vgjax.grid.width_groups.plan_groups`); ``engine="auto"`` picks each group's engine by
+    backend and width (:func:`choose_engine`); a config with probes takes the vmap engine
+    and, without a ``mesh``, :func:`probe_mesh`. On a CPU the fast and wide engines train a
+    call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
+    the layers its runs have; outputs keep the run-table order.
+    """
+    validate(config)
+    check_parts(config)  # user objects traced once (jax.eval_shape), before compiling
+    validate_grid(grid)
+    if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
+        raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
+                         "allowed: no lrs axis, or a factory lr -> GradientTransformation")
+    check_engine(config, engine)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size < 1):
+        raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
+    runs = run_table(grid, config)
+    max_depth, p = padded_sizes(config, grid)
+    mesh = mesh or (probe_mesh() if config.probes else default_mesh())
+    n_dev = mesh.devices.size
+    widest = choose_engine(config, p, mesh) if engine == "auto" else engine
+    if widest == "wide":  # a chunk's outputs stay, its working set is per block
+        out_b, _ = wide.bytes_per_run(config, max_depth, p, keep_params)
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
+                                             per_run=out_b)
+    else:
+        size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
+    size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
+    groups = plan_groups(config, runs, max_depth, min_width(config), size, mesh, engine,
+                         DEFAULT_CHUNK_BYTES, lambda p_g: auto_chunk_size(
+                             len(runs), config, max_depth, p_g, n_dev))
+    engines = "+".join(dict.fromkeys(g.engine for g in groups))
+    return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
+                math.ceil(len(runs) / size), mesh, engines, bool(keep_params), groups)
+
+
+def min_width(config: Config) -> int:
+    """The narrowest padded width: the data's inputs and the logits must fit."""
+    f, c = data_dims(config)
+    return max(f, n_outputs_for(config, c))
+
+
+def probe_mesh() -> Mesh:
+    """The default mesh of a sweep with probes: on a single-process CPU, one device.
+
+    The signal probe's Jacobian spectrum calls LAPACK (``jnp.linalg.svd``) inside the grid
+    program. With several CPU devices sharing XLA's thread pool, a batched LAPACK call on
+    every device at once was seen to deadlock here (jax/jaxlib 0.10.2, 2 devices on 2
+    cores, 15 runs per device: the process sleeps in a futex with no CPU time); on one
+    device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
+    """
+    devices = jax.devices()
+    if devices[0].platform == "cpu" and jax.process_count() == 1:
+        return default_mesh(devices[:1])
+    return default_mesh(devices)
+
+
+def default_mesh(devices: list | None = None) -> Mesh:
+    """1-D mesh named ``runs`` over ``devices`` (default: every device of every process)."""
+    return Mesh(np.array(devices if devices is not None else jax.devices()), ("runs",))
