@@ -1,10 +1,14 @@
-"""Config validation and range parsing: every bad value gets a one-line error naming it."""
+"""Config and Grid check their fields when built, and range parsing: every bad value gets a
+one-line error naming it."""
 
 import math
 
 import pytest
 
-from vgjax.config import Config, Grid, parse_float_list, parse_int_list, validate, validate_grid
+import dataclasses
+import itertools
+
+from vgjax.config import Config, Grid, parse_float_list, parse_int_list
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -56,9 +60,9 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.parametrize("fields, name", BAD_CONFIGS)
-def test_validate_rejects(fields, name):
+def test_config_rejects_when_built(fields, name):
     with pytest.raises(ValueError) as err:
-        validate(Config(**fields))
+        Config(**fields)
     msg = str(err.value)
     assert msg.startswith(f"{name}:") and "\n" not in msg
     assert repr(list(fields.values())[0]) in msg or str(list(fields.values())[0]) in msg
@@ -66,27 +70,46 @@ def test_validate_rejects(fields, name):
 
 def test_did_you_mean():
     with pytest.raises(ValueError, match="did you mean 'tanh'"):
-        validate(Config(activation="tahn"))
+        Config(activation="tahn")
 
 
 def test_defaults_are_the_tutorial_protocol():
-    c = validate(Config())
+    c = Config()
     assert (c.optimizer, c.lr, c.momentum, c.epochs, c.batch_size) == ("sgd", 0.01, 0.9, 500, 32)
     assert (c.n_samples, c.noise, c.data_seed, c.n_train) == (1000, 0.1, 1, 500)
     assert c.steps_per_epoch == 16
     assert Config.from_dict(c.to_dict()) == c
 
 
-@pytest.mark.parametrize("grid, name", [
-    (Grid(depths=()), "depths"),
-    (Grid(depths=(0,)), "depths"),
-    (Grid(depths=(-2,)), "depths"),
-    (Grid(widths=(0,)), "widths"),
-    (Grid(seeds=(-1,)), "seeds"),
-    (Grid(seeds=(2**31,)), "seeds"),
-    (Grid(seeds=(1, 1)), "seeds"),
-    (Grid(lrs=(0.0,)), "lrs"),
-])
-def test_validate_grid_rejects(grid, name):
+@pytest.mark.parametrize("fields, name", BAD_CONFIGS[:4])
+def test_replace_checks_the_variant(fields, name):
+    """dataclasses.replace builds a new Config, so a bad variant fails there too."""
     with pytest.raises(ValueError, match=f"^{name}:"):
-        validate_grid(grid)
+        dataclasses.replace(Config(), **fields)
+
+
+@pytest.mark.parametrize("fields, name", [
+    ({"depths": ()}, "depths"),
+    ({"depths": (0,)}, "depths"),
+    ({"depths": (-2,)}, "depths"),
+    ({"widths": (0,)}, "widths"),
+    ({"seeds": (-1,)}, "seeds"),
+    ({"seeds": (2**31,)}, "seeds"),
+    ({"seeds": (1, 1)}, "seeds"),
+    ({"lrs": (0.0,)}, "lrs"),
+    ({"depths": 3}, "depths"),
+])
+def test_grid_rejects_when_built(fields, name):
+    with pytest.raises(ValueError, match=f"^{name}:") as err:
+        Grid(**fields)
+    assert "\n" not in str(err.value)
+
+
+def test_grid_from_dict_and_n_runs():
+    g = Grid.from_dict({"seeds": [0, 1], "depths": [1, 2, 3], "widths": [5], "lrs": [],
+                        "weight_vars": [1.0, 2.0], "bias_vars": []})
+    assert g.seeds == (0, 1) and hash(g) == hash(Grid.from_dict(g.to_dict()))
+    axes = [v or [None] for v in g.to_dict().values()]  # empty axis: the config's value
+    assert g.n_runs == len(list(itertools.product(*axes))) == 12
+    with pytest.raises(ValueError, match="^grid: unknown"):
+        Grid.from_dict({"seed": [0]})

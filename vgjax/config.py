@@ -1,7 +1,11 @@
 """One frozen, validated configuration for a sweep, and the parsing of integer ranges.
 
-Every field is checked in :func:`validate` before anything is compiled or written, so a bad
-value fails fast with a one-line ``ValueError`` naming the field, the value and what is allowed.
+A :class:`Config` or :class:`Grid` checks every field when it is built (``__post_init__``,
+so also after ``dataclasses.replace``): a bad value fails at once, before anything is compiled
+or written, with a one-line ``ValueError`` naming the field, the value and what is allowed.
+Callables are only checked for their kind here; tracing them on tiny shapes is the step's job
+(:func:`vgjax.step.check_parts`, which :func:`vgjax.grid.plan.make_plan` calls before
+compiling), so this module needs no JAX.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class Config:
             object.__setattr__(self, "data", arrays)
             object.__setattr__(self, "n_train", arrays.n_train)
             object.__setattr__(self, "n_samples", arrays.n_train + arrays.n_test)
+        _check_config(self)
 
     @property
     def resolved_output_init(self) -> str:
@@ -143,7 +148,7 @@ class Config:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"config: unknown field(s) {unknown}; allowed: {sorted(names)}")
-        return validate(cls(**d))
+        return cls(**d)
 
 
 def hist_epochs(config: Config) -> list[int]:
@@ -172,9 +177,29 @@ class Grid:
     weight_vars: tuple[float, ...] = field(default=())
     bias_vars: tuple[float, ...] = field(default=())
 
+    def __post_init__(self):
+        for f in dataclasses.fields(self):  # JSON lists; a tuple keeps the grid hashable
+            if isinstance(getattr(self, f.name), list):
+                object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        _check_grid(self)
+
+    @property
+    def n_runs(self) -> int:
+        """Number of runs: the product of the axes' lengths (an empty axis counts once)."""
+        return math.prod(max(1, len(getattr(self, f.name))) for f in dataclasses.fields(self))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the lists."""
         return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Grid":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"grid: unknown field(s) {unknown}; allowed: {sorted(names)}")
+        return cls(**d)
 
 
 def describe(value: Any) -> Any:
@@ -237,13 +262,11 @@ def _check_object(name: str, value: Any, names: tuple[str, ...], what: str) -> N
                          f"{', '.join(names)} or {what}")
 
 
-def validate(config: Config) -> Config:
-    """Check every field of ``config``; return it unchanged or raise a one-line ``ValueError``.
+def _check_config(config: Config) -> None:
+    """Check every field of ``config`` (from ``Config.__post_init__``); one-line ``ValueError``.
 
-    User arrays are checked for matching lengths, finite values and at least two classes.
-    Callables are checked for their kind here; tracing them on tiny shapes is the step's
-    job (:func:`vgjax.step.check_parts`, which :func:`vgjax.grid.plan.make_plan` calls before
-    compiling), so this module needs no JAX.
+    User arrays are checked for matching lengths, finite values and at least two classes;
+    callables for their kind only (see the module docstring).
     """
     _check_object("activation", config.activation, ACTIVATIONS, "a JAX-traceable callable")
     check_choice("init", config.init, INITIALISERS)
@@ -288,11 +311,15 @@ def validate(config: Config) -> Config:
         if n_classes > 2:
             raise ValueError(f"loss: 'bce' needs two classes, the data has {n_classes}; "
                              f"allowed: 'softmax_ce' or a callable")
-    return config
 
 
-def validate_grid(grid: Grid) -> Grid:
-    """Check the grid's lists: non-empty, integers in range, no duplicates."""
+def _check_grid(grid: Grid) -> None:
+    """Check the grid's lists (from ``Grid.__post_init__``): non-empty, integers in range,
+    no duplicates."""
+    for f in dataclasses.fields(grid):
+        if not isinstance(getattr(grid, f.name), tuple):
+            raise ValueError(f"{f.name}: {getattr(grid, f.name)!r} is not a list; allowed: a "
+                             "tuple or list of numbers")
     for name, values, lo, hi in (
         ("seeds", grid.seeds, 0, MAX_SEED),
         ("depths", grid.depths, 1, MAX_DEPTH),
@@ -310,7 +337,6 @@ def validate_grid(grid: Grid) -> Grid:
             _check_float(name, v, lo=0.0, lo_open=lo_open)
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
-    return grid
 
 
 def parse_int_list(name: str, text: str) -> tuple[int, ...]:

@@ -37,7 +37,8 @@ class ArrayData:
     config holding them keys the compile cache like any other.
 
     Iterates as ``(x_train, y_train, x_test, y_test)`` like :class:`Data`. Checked by
-    :meth:`validate` (called by :func:`vgjax.config.validate`), not on construction.
+    :meth:`validate` (called when a :class:`vgjax.config.Config` holding them is built), not on
+    construction.
     """
 
     def __init__(self, x_train, y_train, x_test, y_test):

@@ -18,7 +18,7 @@ import numpy as np
 from vgjax import experiments as ex
 from vgjax import figures, report
 from vgjax.experiments.signal import results as signal_results
-from vgjax.config import Config, validate, validate_grid
+from vgjax.config import Config
 from vgjax.data import make_data
 from vgjax.run.pipeline import run_sweep
 from vgjax.experiments.signal import figures as signal_figures
@@ -186,10 +186,10 @@ def run_experiments(names: list[str], out: str | Path, *, seeds: tuple[int, ...]
     """
     order = ex.dependencies(list(names))
     exps = [ex.get(n) for n in order]
-    for e in exps:  # validate every config before anything is written
-        if e.config is not None:
-            validate(experiment_config(e, epochs))
-            validate_grid(e.grid(seeds))
+    for e in exps:  # a bad epochs or seeds fails here, before anything is written:
+        if e.config is not None:  # a Config and a Grid check their fields when built
+            experiment_config(e, epochs)
+            e.grid(seeds)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out: {str(out)!r} is a file; allowed: a directory path")

@@ -276,8 +276,6 @@ def summary_grid(summary: Summary, where: str) -> tuple[Config, Grid]:
                     tuple(int(v) for v in g["widths"]), tuple(float(v) for v in g["lrs"]),
                     tuple(float(v) for v in g.get("weight_vars", ())),
                     tuple(float(v) for v in g.get("bias_vars", ())))
-        if not (grid.seeds and grid.depths and grid.widths):
-            raise ValueError("empty seeds/depths/widths")
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{where} has an invalid config or grid ({e})") from None
     return config, grid
