@@ -345,8 +345,9 @@ def test_bad_multiprocess_flags_one_line_exit_2(tmp_path, capsys, argv, words):
 def _ray_sweep(out: Path, cache: Path, **kw):
     """The reference sweep (ARGS, chunks of 2) through a local 2-CPU Ray instance."""
     from vgjax import cli
+    from vgjax.cli.options import config_from
     args = cli.build_parser().parse_args(["sweep", *ARGS, "--out", str(out)])
-    config = cli._config_from(args)
+    config = config_from(args)
     grid = Grid(seeds=(0, 1, 2, 3), depths=(1, 2, 3), widths=(5,))
     return dist.run_ray(config, grid, out, chunk_size=2, num_cpus=2, cache_dir=cache,
                         prefix=f"{config.activation}_{config.init}", **kw)

@@ -1,6 +1,7 @@
 """Config flows down the layers: vgjax's import graph (module-level and lazy imports inside
 functions alike; ``if TYPE_CHECKING:`` blocks excluded) has no cycle besides the two known
-climbs listed here, each to be removed, so no new climb back up the layers comes in unseen."""
+climbs listed here, each to be removed, so no new climb back up the layers comes in unseen;
+and no module takes another's private (``_``) names."""
 
 import ast
 from pathlib import Path
@@ -108,3 +109,37 @@ def test_no_climb_back_up_the_layers_but_the_known_ones():
     assert cycles(coarse) == [], "an import climbs back up the layers"
     for a, b in KNOWN_CLIMBS:  # still there (none today): once one is gone, drop it
         assert b in {_package(x) for x in g[a]}, f"{a} no longer imports {b}"
+
+
+# (importer, module.name): private names still used across modules, each to be removed.
+KNOWN_PRIVATE: set[tuple[str, str]] = {("vgjax.engines.wide", "vgjax.engines.fast._bce")}
+
+
+def private_uses() -> set[tuple[str, str]]:
+    """(module, ``vgjax.x._name``) for every ``_name`` a module takes from another vgjax module:
+    ``from vgjax.x import _name`` or ``x._name`` on an imported vgjax module."""
+    out = set()
+    for path in PACKAGE.rglob("*.py"):
+        name, tree = _module_name(path), ast.parse(path.read_text())
+        modules = {}  # local name -> vgjax module it stands for
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vgjax"):
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    if a.name.startswith("_") and not a.name.startswith("__"):
+                        out.add((name, full))
+                    modules[a.asname or a.name] = full
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("vgjax"):
+                        modules[a.asname or a.name] = a.name
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id in modules and node.attr.startswith("_")
+                    and not node.attr.startswith("__")):
+                out.add((name, f"{modules[node.value.id]}.{node.attr}"))
+    return out
+
+
+def test_no_private_name_crosses_modules():
+    assert sorted(private_uses() - KNOWN_PRIVATE) == []

@@ -14,7 +14,8 @@ from vgjax.bench.flops import padded_flops, useful_flops
 W600_HIST_EVERY = 10
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MiB (Linux ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
@@ -74,14 +75,14 @@ def case_w600(epochs: int, seeds: int, out: Path) -> dict:
             "useful_gflop": useful / 1e9,
             "padded_gflop": 2 * padded_flops(grid.depths, 5, epochs) * seeds / 1e9,
             "useful_gflop_per_s": useful / 1e9 / t["train_s"],
-            "second_sweep_recompiles": recompiles, "peak_rss_mb": _peak_rss_mb()}
+            "second_sweep_recompiles": recompiles, "peak_rss_mb": peak_rss_mb()}
 
 
 def case_train_only(epochs: int, seeds: int) -> dict:
     """W600 training alone (no outputs), to compare device counts in separate processes."""
     import jax
     from vgjax.config import Config, Grid
-    from vgjax.run.chunks import compile_plan, device_data, run_chunk
+    from vgjax.run.chunks import compute_chunks, new_timing
     from vgjax.grid.plan import make_plan
 
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (5,))
@@ -90,14 +91,10 @@ def case_train_only(epochs: int, seeds: int) -> dict:
                                 ("relu", "he_uniform", "glorot_uniform")):
         cfg = Config(activation=act, init=init, output_init=out_init, epochs=epochs,
                      hist_every=W600_HIST_EVERY)
-        plan = make_plan(cfg, grid)
-        compiled, s = compile_plan(plan)
-        compile_s += s
-        data = device_data(plan)
-        t0 = time.perf_counter()
-        for c in range(plan.n_chunks):
-            jax.block_until_ready(run_chunk(plan, compiled, data, c))
-        train_s += time.perf_counter() - t0
+        timing = new_timing()  # each chunk's history on the host: training time only
+        compute_chunks(make_plan(cfg, grid), keep=lambda arrays: {}, timing=timing)
+        compile_s += timing["compile_s"]
+        train_s += timing["train_s"]
     return {"devices": len(jax.devices()), "train_s": train_s, "compile_s": compile_s}
 
 
@@ -121,7 +118,7 @@ def case_latency(epochs: int) -> dict:
     jax.block_until_ready(out)
     dt = time.perf_counter() - t0
     return {"compile_s": compile_s, "latency_s": dt, "epochs": epochs,
-            "ms_per_epoch": 1e3 * dt / epochs, "peak_rss_mb": _peak_rss_mb()}
+            "ms_per_epoch": 1e3 * dt / epochs, "peak_rss_mb": peak_rss_mb()}
 
 
 def _one_device_mesh():
@@ -152,7 +149,7 @@ def case_scale(n_runs: int, epochs: int, out: Path) -> dict:
             "n_chunks": plan.n_chunks, "compile_s": timing["compile_s"],
             "train_s": timing["train_s"], "total_s": total,
             "ms_per_run_epoch": 1e3 * timing["train_s"] / (runs * epochs),
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def case_cached_compile(epochs: int, seeds: int, traced: bool = False) -> dict:

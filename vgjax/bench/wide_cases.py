@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from vgjax.bench.cases import _peak_rss_mb
+from vgjax.bench.cases import peak_rss_mb
 from vgjax.bench.flops import padded_flops, useful_flops
 
 
@@ -54,18 +54,14 @@ def batched_matmul_gflops(runs: int, width: int, batch: int = 32, layers: int = 
 def time_grid(config, grid, engine: str = "auto") -> dict:
     """Compile and train ``grid`` chunk by chunk (no outputs written): seconds and plan
     (the engines, chunks, programs (width groups) and the first group's depth blocks)."""
-    import jax
-    from vgjax.run.chunks import compile_plan, device_data, run_chunk
+    from vgjax.run.chunks import compute_chunks, new_timing
     from vgjax.grid.plan import make_plan
     plan = make_plan(config, grid, engine=engine)
-    compiled, compile_s = compile_plan(plan)
-    data = device_data(plan)
-    t0 = time.perf_counter()
-    for c in range(plan.n_chunks):
-        jax.block_until_ready(run_chunk(plan, compiled, data, c))
+    timing = new_timing()
+    compute_chunks(plan, keep=lambda arrays: {}, timing=timing)
     return {"engine": plan.engine, "chunk_size": plan.chunk_size, "n_chunks": plan.n_chunks,
-            "groups": len(plan.groups), "n_blocks": plan.groups[0].n_blocks, "compile_s": compile_s,
-            "train_s": time.perf_counter() - t0}
+            "groups": len(plan.groups), "n_blocks": plan.groups[0].n_blocks,
+            "compile_s": timing["compile_s"], "train_s": timing["train_s"]}
 
 
 def case_wide(depths: tuple[int, ...], width: int, seeds: int, epochs: int) -> dict:
@@ -84,7 +80,7 @@ def case_wide(depths: tuple[int, ...], width: int, seeds: int, epochs: int) -> d
             "useful_gflop_per_s": useful / 1e9 / r["train_s"],
             "ceiling_gflop_per_s": ceiling,
             "ceiling_fraction": useful / 1e9 / r["train_s"] / ceiling,
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def case_crossover(width: int, epochs: int, seeds: int = 30) -> dict:

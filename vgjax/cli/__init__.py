@@ -12,7 +12,6 @@ import sys
 from typing import Sequence
 
 from vgjax import runtime
-from vgjax.cli.options import _config_from  # noqa: F401 - tests build a Config from flags
 from vgjax.cli.parser import build_parser
 
 __all__ = ["build_parser", "main"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vgjax.cli.output import _on_progress, _print_groups, _print_layers, _progress
+from vgjax.cli.output import on_progress, print_groups, print_layers, progress_bar
 from vgjax.config import ACTIVATIONS, parse_float_list, parse_int_list
 
 
@@ -25,11 +25,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         raise ValueError(f"show --layers: needs {str(history)!r} (the per-epoch arrays, not "
                          "committed); run the sweep again to write it")
     result = load_result(args.dir) if history.is_file() else None
-    _print_groups(summary)
+    print_groups(summary)
     n_div = sum(bool(r["diverged"]) for r in summary["runs"])
     print(f"{summary['n_runs']} runs, {summary['config']['epochs']} epochs, {n_div} diverged")
     if result is not None and args.layers:
-        _print_layers(result)
+        print_layers(result)
     elif result is None:
         print(f"({HISTORY_NAME} absent: the table above is from summary.json; "
               "--layers, figures and TensorBoard need the per-epoch arrays)")
@@ -64,10 +64,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ValueError(f"seeds: {bad} is out of range; allowed: integers in 0..{MAX_SEED}")
     from vgjax.reproduce import n_runs, run_experiments  # imports jax: after the cheap checks
     order = ex.dependencies(names)
-    with _progress(n_runs(order, seeds), "reproduce") as bar:
+    with progress_bar(n_runs(order, seeds), "reproduce") as bar:
         figures = run_experiments(names, args.out, seeds=seeds, epochs=args.epochs,
                                   overwrite=args.overwrite, tensorboard=not args.no_tensorboard,
-                                  chunk_size=args.chunk_size, progress=_on_progress(bar),
+                                  chunk_size=args.chunk_size, progress=on_progress(bar),
                                   on_start=lambda n: bar.set_description(n))
     out = Path(args.out)
     print(f"wrote {sum(map(len, figures.values()))} figures and {out / 'README.md'}")

@@ -8,14 +8,15 @@ from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZER
                           Config, parse_float_list)
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """argparse that reports errors in one line with exit code 2 (no usage dump)."""
 
     def error(self, message: str):  # noqa: D401 - argparse API
         self.exit(2, f"vgjax: error: {message}\n")
 
 
-def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = None) -> None:
+def add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = None) -> None:
+    """The flags of every :class:`Config` field (defaults: ``defaults``, else ``Config()``)."""
     d = defaults or Config()
     p.add_argument("--activation", default=d.activation, metavar="NAME",
                    help=f"hidden activation: {', '.join(ACTIVATIONS)} (default {d.activation})")
@@ -55,7 +56,7 @@ def _add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = 
                         "uses the vmap engine; default: none)")
 
 
-def _variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
+def variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
     """(Config fields, Grid fields) of --weight-var/--bias-var: one value sets the config,
     several make a grid axis."""
     cfg, grid = {}, {}
@@ -71,13 +72,14 @@ def _variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
     return cfg, grid
 
 
-def _config_from(args: argparse.Namespace) -> Config:
+def config_from(args: argparse.Namespace) -> Config:
+    """The :class:`Config` the protocol flags give (checked as it is built)."""
     return Config(activation=args.activation, init=args.init, output_init=args.output_init,
                   optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                   epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
                   hist_every=args.hist_every, test_gradients=args.test_gradients,
                   data=args.data, loss=args.loss, probes=_probes(args),
-                  **_variance_axes(args)[0])
+                  **variance_axes(args)[0])
 
 
 def _probes(args: argparse.Namespace) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ def _probes(args: argparse.Namespace) -> tuple[str, ...]:
     return () if text is None else tuple(part.strip() for part in text.split(","))
 
 
-def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:
+def add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None:
     """Options every training subcommand shares: chunking, TensorBoard, overwriting."""
     p.add_argument("--chunk-size", type=int, default=None,
                    help="runs per compiled call (default: chosen from memory)")
@@ -94,14 +96,14 @@ def _add_output_args(p: argparse.ArgumentParser, *, overwrite_help: str) -> None
     p.add_argument("--overwrite", action="store_true", help=overwrite_help)
 
 
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
     """Where compiled programs are kept between processes (see vgjax.runtime)."""
     p.add_argument("--compile-cache", default=None, metavar="DIR",
                    help="JAX's persistent compilation cache: a directory, or 'off' (default: "
                    "$VGJAX_CACHE_DIR, else $XDG_CACHE_HOME/vgjax/jax or ~/.cache/vgjax/jax)")
 
 
-def _add_distribution_args(p: argparse.ArgumentParser) -> None:
+def add_distribution_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``vgjax sweep`` that spread one sweep over processes or machines."""
     g = p.add_argument_group("beyond one machine (see README, 'Beyond one machine')")
     g.add_argument("--shard", default=None, metavar="I/N",

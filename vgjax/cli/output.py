@@ -5,20 +5,22 @@ from __future__ import annotations
 from typing import Callable
 
 
-def _progress(total: int, desc: str):
+def progress_bar(total: int, desc: str):
+    """A tqdm bar counting ``total`` runs, labelled ``desc``."""
     from tqdm import tqdm
     # delay: the bar first appears after 0.5 s, so an error raised at once (a bad --out) is
     # the only line on a terminal's stderr, not a half-drawn bar plus the error.
     return tqdm(total=total, desc=desc, unit="run", disable=None, dynamic_ncols=True, delay=0.5)
 
 
-def _on_progress(bar) -> Callable[[int], None]:
+def on_progress(bar) -> Callable[[int], None]:
     """run_sweep's progress callback for ``bar``: 0 means the output directory is ready (draw
     the bar now, before compiling); n > 0 means n more runs finished."""
     return lambda n: bar.update(n) if n else bar.refresh()
 
 
-def _print_groups(summary: dict) -> None:
+def print_groups(summary: dict) -> None:
+    """The summary's groups table: per config, the seeds' final accuracies and learn share."""
     from vgjax.result import GROUP_FIELDS
     fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -39,7 +41,7 @@ _LAYER_TABLES = (("grad_mean_abs", "final mean |dL/dW| per layer"),
                  ("signal_dead", "final dead-unit share per hidden layer"))
 
 
-def _print_layers(result) -> None:
+def print_layers(result) -> None:
     """Per config and layer: seed mean of the final mean |dL/dW| (needs history.npz), and
     of the saturated and dead shares when the signal probe recorded them."""
     for stat, what in _LAYER_TABLES:

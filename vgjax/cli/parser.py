@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vgjax.cli.commands import cmd_bench, cmd_list, cmd_run, cmd_show, cmd_theory
-from vgjax.cli.options import (_add_distribution_args, _add_output_args, _add_protocol_args,
-                               _add_runtime_args, _Parser)
+from vgjax.cli.options import (add_distribution_args, add_output_args, add_protocol_args,
+                               add_runtime_args, Parser)
 from vgjax.cli.sweep import cmd_merge, cmd_sweep
 from vgjax.config import ACTIVATIONS
 
@@ -15,8 +15,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0-29", help="seeds: N, A-B or a comma list (default 0-29)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: 500)")
     p.add_argument("--out", default="results", help="output directory (default: results)")
-    _add_output_args(p, overwrite_help="replace results made with a different config")
-    _add_runtime_args(p)
+    add_output_args(p, overwrite_help="replace results made with a different config")
+    add_runtime_args(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -25,7 +25,7 @@ def _add_sweep(sub) -> None:
                        description="Train every run of seeds x depths x widths (x lrs) in one "
                        "compiled program and write summary.json, history.npz and TensorBoard "
                        "logs to --out. Re-running the same command resumes.")
-    _add_protocol_args(p)
+    add_protocol_args(p)
     p.add_argument("--depths", default="1", help="hidden layers: N, A-B or a comma list")
     p.add_argument("--widths", default="5", help="units per hidden layer: N, A-B or a list")
     p.add_argument("--seeds", default="0", help="seeds: N, A-B or a comma list")
@@ -36,9 +36,9 @@ def _add_sweep(sub) -> None:
     p.add_argument("--save-params", action="store_true",
                    help="also write every run's final parameters to OUT/params.npz "
                         "(load one run with vgjax.model.unpack_run)")
-    _add_output_args(p, overwrite_help="replace an output directory that holds a different sweep")
-    _add_runtime_args(p)
-    _add_distribution_args(p)
+    add_output_args(p, overwrite_help="replace an output directory that holds a different sweep")
+    add_runtime_args(p)
+    add_distribution_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
@@ -128,9 +128,9 @@ def _add_theory(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = _Parser(prog="vgjax", description="Study vanishing and exploding gradients: "
+    parser = Parser(prog="vgjax", description="Study vanishing and exploding gradients: "
                      "train whole grids of small MLPs in one compiled JAX program.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for add in (_add_sweep, _add_merge_show_list, _add_run_reproduce, _add_bench, _add_theory):
         add(sub)
     return parser

@@ -8,36 +8,33 @@ import contextlib
 import os
 import sys
 
-from vgjax.cli.options import _config_from, _variance_axes
-from vgjax.cli.output import _on_progress, _print_groups, _progress
+from vgjax.cli.options import config_from, variance_axes
+from vgjax.cli.output import on_progress, print_groups, progress_bar
 from vgjax.config import Config, Grid, parse_float_list, parse_int_list
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``vgjax sweep``: one grid, written to --out."""
-    from vgjax.config import validate, validate_grid
-
-    config = validate(_config_from(args))
-    grid = validate_grid(Grid(parse_int_list("seeds", args.seeds),
-                              parse_int_list("depths", args.depths),
-                              parse_int_list("widths", args.widths),
-                              parse_float_list("lrs", args.lrs) if args.lrs else (),
-                              **_variance_axes(args)[1]))
+    config = config_from(args)  # both check their fields as they are built
+    grid = Grid(parse_int_list("seeds", args.seeds), parse_int_list("depths", args.depths),
+                parse_int_list("widths", args.widths),
+                parse_float_list("lrs", args.lrs) if args.lrs else (),
+                **variance_axes(args)[1])
     if _distribution(args) is not None:
         return cmd_sweep_distributed(args, config, grid)
     # Imported only now: bad flags are reported without the seconds it takes to import jax.
     from vgjax.io.outdir import sharded_layout
-    from vgjax.run.pipeline import expected_runs, run_sweep
+    from vgjax.run.pipeline import run_sweep
     if sharded_layout(args.out, config, grid) is not None:
         # the array-job shards of this sweep: only merged, as `vgjax merge` does
         return cmd_merge(argparse.Namespace(dir=args.out, name=args.name,
                                             no_tensorboard=args.no_tensorboard))
-    with _progress(expected_runs(grid, config), "sweep") as bar:
+    with progress_bar(grid.n_runs, "sweep") as bar:
         res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
                         chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,
                         prefix=args.name or f"{config.activation}_{config.init}",
-                        progress=_on_progress(bar), save_params=args.save_params)
-    _print_groups(res.summary)
+                        progress=on_progress(bar), save_params=args.save_params)
+    print_groups(res.summary)
     diverged = int(res.result.runs.diverged.sum())
     if diverged:
         print(f"{diverged} of {len(res.result.runs)} runs diverged (loss or weights became NaN/Inf)")
@@ -72,10 +69,9 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
         if args.overwrite:
             raise ValueError("overwrite: not allowed with --shard (shards would delete each "
                              "other's chunks); remove the directory instead")
-        from vgjax.run.pipeline import expected_runs
-        with _progress(expected_runs(grid, config), f"shard {shard}/{n}") as bar:
+        with progress_bar(grid.n_runs, f"shard {shard}/{n}") as bar:
             mine = dist.run_shard(config, grid, args.out, shard, n, chunk_size=args.chunk_size,
-                                  prefix=prefix, progress=_on_progress(bar))
+                                  prefix=prefix, progress=on_progress(bar))
         print(f"shard {shard}/{n}: {len(mine)} chunk(s) in {args.out}; when every shard is "
               f"done: vgjax merge {args.out}")
         return 0
@@ -88,25 +84,23 @@ def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) 
         dist.initialize(args.coordinator, args.num_processes, args.process_id)
         import jax
         bar_desc = f"process {jax.process_index()}/{jax.process_count()}"
-        from vgjax.run.pipeline import expected_runs
-        with _progress(expected_runs(grid, config), bar_desc) as bar, _exit_on(dist.ProcessFailed):
+        with progress_bar(grid.n_runs, bar_desc) as bar, _exit_on(dist.ProcessFailed):
             res = dist.run_multiprocess(config, grid, args.out, overwrite=args.overwrite,
                                         chunk_size=args.chunk_size,
                                         tensorboard=not args.no_tensorboard, prefix=prefix,
-                                        progress=_on_progress(bar))
+                                        progress=on_progress(bar))
         if res is None:
             print(f"{bar_desc}: done; process 0 wrote {args.out}")
         else:
-            _print_groups(res.summary)
+            print_groups(res.summary)
             print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
         return 0
-    from vgjax.run.pipeline import expected_runs
-    with _progress(expected_runs(grid, config), "ray") as bar, _exit_on(dist.TaskFailed):
+    with progress_bar(grid.n_runs, "ray") as bar, _exit_on(dist.TaskFailed):
         res = dist.run_ray(config, grid, args.out, address=None if args.ray == "local" else
                            args.ray, overwrite=args.overwrite, chunk_size=args.chunk_size,
                            tensorboard=not args.no_tensorboard, prefix=prefix,
-                           progress=_on_progress(bar))
-    _print_groups(res.summary)
+                           progress=on_progress(bar))
+    print_groups(res.summary)
     print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
     return 0
 
@@ -127,6 +121,6 @@ def cmd_merge(args: argparse.Namespace) -> int:
     """``vgjax merge DIR``: summary, history and TensorBoard of a sweep run in shards."""
     from vgjax.run.distributed import merge
     res = merge(args.dir, tensorboard=not args.no_tensorboard, prefix=args.name)
-    _print_groups(res.summary)
+    print_groups(res.summary)
     print(f"wrote {res.out / 'summary.json'} and {res.out / 'history.npz'}")
     return 0
