@@ -116,3 +116,34 @@ def test_run_keys_are_each_seeds_own_prng_key():
     specs = plan_mod.run_specs(plan_mod.run_table(Grid(seeds, (1, 3), (5,)), CFG))
     ref = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(s))) for s in seeds])
     np.testing.assert_array_equal(specs.key, np.repeat(ref, 2, axis=0))
+
+
+def test_compute_chunks_reads_stored_chunks_and_trains_only_the_rest(tmp_path):
+    """The one execution path: a stored chunk is read (hooks see trained=False), only the
+    others reach the scheduler's execute, and the result is the in-memory sweep's, bit for
+    bit, whatever the scheduler's selection order."""
+    from vgjax.io.chunk_store import ChunkStore
+    from vgjax.run.chunks import Scheduler, assemble, compute_chunks, in_process
+
+    cfg = Config(activation="tanh", init="glorot_uniform", epochs=2, hist_every=1)
+    grid = Grid((0, 1, 2), (1, 2), (3,))
+    mesh = plan_mod.default_mesh(jax.devices()[:1])  # chunks of 2 on any device count
+    plan = plan_mod.make_plan(cfg, grid, chunk_size=2, mesh=mesh)  # 6 runs: chunks 0, 1, 2
+    whole = sweep(cfg, seeds=grid.seeds, depths=grid.depths, widths=grid.widths, chunk_size=2,
+                  mesh=mesh)
+    store = ChunkStore(tmp_path)
+    store.save(1, compute_chunks(plan, scheduler=Scheduler(select=lambda n: [1]))[1])
+    asked, seen = [], []
+
+    def execute(plan_, chunks, timing):
+        asked.extend(chunks)
+        return in_process(plan_, chunks, timing)
+
+    parts = compute_chunks(plan, scheduler=Scheduler(select=lambda n: [2, 1, 0],
+                                                     execute=execute),
+                           hooks=[lambda d: seen.append((d.index, d.trained))], stored=store)
+    assert asked == [2, 0] and sorted(seen) == [(0, True), (1, False), (2, True)]
+    res = assemble(plan.layout, parts)
+    np.testing.assert_array_equal(res.runs.seed, whole.runs.seed)
+    for k in whole.history:
+        np.testing.assert_array_equal(res.history[k], whole.history[k], err_msg=k)

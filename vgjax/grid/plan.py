@@ -1,7 +1,7 @@
 """A grid (seeds x depths x widths x lrs x weight_vars x bias_vars) planned as chunks of
 equally shaped compiled calls.
 
-:func:`make_plan` validates the config against the grid, builds the run table once, pads
+:func:`make_plan` checks the config's objects against the grid, builds the run table once, pads
 every run to the grid's largest depth and to its group's width (:mod:`vgjax.grid.width_groups`:
 on a CPU a grid of very different widths is trained by one program per group of widths,
 when the training saved pays for the extra compilation; else one program), picks each
@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from vgjax import diagnostics as diag
 from vgjax import probes
-from vgjax.config import Config, Grid, hist_epochs, validate, validate_grid
+from vgjax.config import Config, Grid, hist_epochs
 from vgjax.data import data_dims
 from vgjax.engines import check_engine, choose_engine, wide
 from vgjax.engines.loop import RunSpec
@@ -89,6 +89,28 @@ def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devic
     return max(n_devices, (size // n_devices) * n_devices)
 
 
+class Layout(NamedTuple):
+    """The run table cut into chunks of ``chunk_size`` runs (the last may be shorter).
+
+    What assembling and writing a sweep's results needs of its :class:`Plan`; a sweep
+    computed elsewhere (array-job shards) is merged from its layout alone, with no devices.
+    """
+
+    config: Config
+    grid: Grid
+    runs: RunTable
+    chunk_size: int
+
+    @property
+    def n_chunks(self) -> int:
+        """ceil(R / chunk_size)."""
+        return -(-len(self.runs) // self.chunk_size)
+
+    def chunk_slice(self, c: int) -> slice:
+        """The run indices of chunk ``c``."""
+        return slice(c * self.chunk_size, min((c + 1) * self.chunk_size, len(self.runs)))
+
+
 class Plan(NamedTuple):
     """How a grid is cut into equally shaped chunks of runs.
 
@@ -116,14 +138,19 @@ class Plan(NamedTuple):
     keep_params: bool = False
     groups: tuple[Group, ...] = ()
 
+    @property
+    def layout(self) -> Layout:
+        """The plan's run table and chunk size (see :class:`Layout`)."""
+        return Layout(self.config, self.grid, self.runs, self.chunk_size)
+
     def chunk_slice(self, c: int) -> slice:
         """The run indices of chunk ``c``."""
-        return slice(c * self.chunk_size, min((c + 1) * self.chunk_size, len(self.runs)))
+        return self.layout.chunk_slice(c)
 
 
 def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
               mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False) -> Plan:
-    """Validate ``config`` and ``grid`` and plan the chunks; nothing is compiled yet.
+    """Check ``config``'s objects against the grid and plan the chunks; nothing is compiled yet.
 
     The runs are split into groups of padded widths, one program each
     (:func:`vgjax.grid.width_groups.plan_groups`); ``engine="auto"`` picks each group's engine by
@@ -132,9 +159,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
     the layers its runs have; outputs keep the run-table order.
     """
-    validate(config)
     check_parts(config)  # user objects traced once (jax.eval_shape), before compiling
-    validate_grid(grid)
     if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
                          "allowed: no lrs axis, or a factory lr -> GradientTransformation")

@@ -3,16 +3,20 @@
 :func:`compile_plan` compiles one program per group of widths (the one training loop of
 :mod:`vgjax.engines.loop` with the kernels of the group's engine); :func:`run_chunk` trains
 one chunk of the run table with them and returns its history arrays on the host, in
-run-table order; :func:`sweep` plans, compiles and trains a whole grid in memory. Every
-call of a group's program has the same shape, so each compiles once per grid shape.
+run-table order. :func:`compute_chunks` is the one execution path of every way to run a
+sweep: a :class:`Scheduler` says which chunks and how (in this process, or as Ray tasks),
+hooks say what happens to each finished chunk; :func:`sweep` runs a whole grid in memory
+with it. Every call of a group's program has the same shape, so each compiles once per
+grid shape.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import time
-from dataclasses import replace
-from typing import Callable
+from dataclasses import fields, replace
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,9 +29,10 @@ from vgjax.config import Config, Grid, hist_epochs
 from vgjax.data import make_data
 from vgjax.engines import chunk_train
 from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec
-from vgjax.grid.plan import Plan, make_plan, min_width, run_table
+from vgjax.grid.plan import Layout, Plan, make_plan, min_width
 from vgjax.grid.width_groups import group_runs, pad_param, padded_widths
-from vgjax.result import SIGNAL_JAC_EDGES, SweepResult
+from vgjax.io.chunk_store import ChunkStore
+from vgjax.result import HIST_ARRAYS, SIGNAL_JAC_EDGES, SweepResult
 from vgjax.run import programs
 
 # The chunk program's inputs, so its traced form can be kept on disk (vgjax.run.programs).
@@ -166,16 +171,132 @@ def run_chunk(plan: Plan, compiled, data: DeviceData, c: int) -> dict[str, np.nd
     return out
 
 
-def assemble(config: Config, grid: Grid, parts: list[dict[str, np.ndarray]]) -> SweepResult:
-    """Concatenate chunk outputs (in chunk order) into a :class:`SweepResult`."""
-    runs = run_table(grid, config)
-    history = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != "diverged_epoch"}
+def new_timing() -> dict[str, float]:
+    """The ``timing`` record of a sweep (seconds), all zeros; :func:`compute_chunks` adds to it."""
+    return {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
+
+
+def in_process(plan: Plan, chunks: Sequence[int],
+               timing: dict[str, float]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """Train ``chunks`` in this process, one after another, yielding ``(c, arrays)``.
+
+    Compiles the plan's programs before the first chunk (so not at all when there is none)
+    and adds the seconds to ``timing``.
+    """
+    compiled = data = None
+    for c in chunks:
+        if compiled is None:
+            compiled, timing["compile_s"] = compile_plan(plan)
+            data = device_data(plan)
+        t0 = time.perf_counter()
+        arrays = run_chunk(plan, compiled, data, c)
+        timing["train_s"] += time.perf_counter() - t0
+        yield c, arrays
+
+
+Execute = Callable[[Plan, Sequence[int], dict], Iterator[tuple[int, dict]]]
+
+
+class Scheduler(NamedTuple):
+    """Which chunks this worker computes, and how.
+
+    select: the number of chunks -> the indices this worker is responsible for, in order
+    (default: all; an array-job shard takes every N-th); execute: trains a list of chunks
+    and yields ``(c, arrays)`` as each finishes (default :func:`in_process`; Ray tasks:
+    :func:`vgjax.run.distributed.ray_tasks.ray_execute`).
+    """
+
+    select: Callable[[int], Sequence[int]] = range
+    execute: Execute = in_process
+
+
+class ChunkDone(NamedTuple):
+    """A finished chunk as a hook sees it: its index, its history arrays (run axis first)
+    and whether it was trained now (False: read from an earlier run's chunk file)."""
+
+    index: int
+    arrays: dict[str, np.ndarray]
+    trained: bool
+
+
+ChunkHook = Callable[[ChunkDone], None]
+
+
+def without_bulk(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A chunk's arrays without histograms and final parameters (those stay in its file)."""
+    return {k: v for k, v in arrays.items()
+            if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
+
+
+def compute_chunks(plan: Plan, *, scheduler: Scheduler = Scheduler(),
+                   hooks: Sequence[ChunkHook] = (), stored: ChunkStore | None = None,
+                   keep: Callable[[dict], dict] = dict,
+                   timing: dict[str, float] | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Compute the chunks ``scheduler`` selects, passing each finished one through ``hooks``.
+
+    Every way of running a sweep goes through here: in memory (:func:`sweep`), into a
+    directory (:func:`vgjax.run.pipeline.run_sweep`), as an array-job shard, in every process
+    of a multi-process job and as Ray tasks (:mod:`vgjax.run.distributed`); they differ in
+    the scheduler and the hooks (keep in memory, save a chunk file, write TensorBoard, count
+    progress).
+
+    Args:
+      plan: the planned grid.
+      scheduler: which chunks, and how they are trained (:class:`Scheduler`).
+      hooks: called in order with a :class:`ChunkDone` for every selected chunk, trained or
+        read from ``stored``.
+      stored: a chunk store to resume from: a selected chunk already in it is read, not
+        trained (one saved without the final parameters a ``keep_params`` plan needs is
+        trained again). Reading comes first, then training.
+      keep: what is kept of a chunk's arrays in the returned dict (default: all of them;
+        :func:`without_bulk` keeps memory flat in the number of runs).
+      timing: a :func:`new_timing` record the scheduler adds its seconds to.
+    Returns:
+      chunk index -> ``keep(arrays)``, in the order the chunks finished.
+    """
+    timing = new_timing() if timing is None else timing
+    chunks = list(scheduler.select(plan.n_chunks))
+    done = stored.done() if stored is not None else set()
+    have = [c for c in chunks if c in done and (not plan.keep_params or _has_params(stored, c))]
+    trained = scheduler.execute(plan, [c for c in chunks if c not in set(have)], timing)
+    parts: dict[int, dict[str, np.ndarray]] = {}
+    finished = itertools.chain(((c, stored.load(c), False) for c in have),
+                               ((c, arrays, True) for c, arrays in trained))
+    try:
+        for c, arrays, fresh in finished:
+            for hook in hooks:
+                hook(ChunkDone(c, arrays, fresh))
+            parts[c] = keep(arrays)
+    finally:  # a failed hook stops the scheduler too (Ray: cancels its tasks, shuts down)
+        close = getattr(trained, "close", None)
+        if close is not None:
+            close()
+    return parts
+
+
+def _has_params(store: ChunkStore, c: int) -> bool:
+    """Whether chunk ``c``'s file holds the final parameters (reads its zip directory)."""
+    with np.load(store.path(c), allow_pickle=False) as z:
+        return PARAM_PREFIX + PARAM_KEYS[0] in z.files
+
+
+def assemble(layout: Layout, parts: dict[int, dict[str, np.ndarray]]) -> SweepResult:
+    """The :class:`SweepResult` of the chunks in ``parts`` (chunk -> arrays, run axis first),
+    in chunk order: the whole sweep, or the runs of some chunks (one chunk's TensorBoard)."""
+    order = sorted(parts)
+    config, grid = layout.config, layout.grid
+    rows = np.concatenate([np.arange(len(layout.runs))[layout.chunk_slice(c)] for c in order])
+    history = {k: np.concatenate([parts[c][k] for c in order])
+               for k in parts[order[0]] if k != "diverged_epoch"}
     params = {k: history.pop(PARAM_PREFIX + k) for k in PARAM_KEYS if PARAM_PREFIX + k in history}
     history["hist_epochs"] = np.asarray(hist_epochs(config), np.int32)
     history["hist_edges"] = diag.HIST_EDGES.copy()
     if config.probes:
         history[SIGNAL_JAC_EDGES] = np.asarray(probes.LOG_SIGMA_EDGES, np.float32)
-    diverged = np.concatenate([p["diverged_epoch"] for p in parts]).astype(np.int32)
+    diverged = np.concatenate([parts[c]["diverged_epoch"] for c in order]).astype(np.int32)
+    runs = layout.runs
+    if len(rows) != len(runs):
+        runs = replace(runs, **{f.name: getattr(runs, f.name)[rows] for f in fields(runs)})
     runs = replace(runs, diverged_epoch=diverged)
     return SweepResult(config=config, seeds=tuple(grid.seeds), depths=tuple(grid.depths),
                        widths=tuple(grid.widths), lrs=tuple(grid.lrs), runs=runs,
@@ -211,11 +332,10 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weigh
                 floats(bias_vars))
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, engine=engine,
                      keep_params=keep_params)
-    compiled, _ = compile_plan(plan)
-    data = device_data(plan)
-    parts = []
-    for c in range(plan.n_chunks):
-        parts.append(run_chunk(plan, compiled, data, c))
-        if progress is not None:
-            progress(len(parts[-1]["diverged_epoch"]))
-    return assemble(config, grid, parts)
+    hooks = () if progress is None else (progress_hook(progress),)
+    return assemble(plan.layout, compute_chunks(plan, hooks=hooks))
+
+
+def progress_hook(progress: Callable[[int], None]) -> ChunkHook:
+    """A hook calling ``progress`` with the number of runs of each finished chunk."""
+    return lambda done: progress(len(done.arrays["diverged_epoch"]))

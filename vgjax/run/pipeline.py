@@ -2,11 +2,11 @@
 
 Order of work (each file appears atomically, so a kill at any point leaves only whole files):
 
-1. validate config and grid; refuse a directory holding a different sweep (``manifest.json``);
-2. compile the chunk program once;
-3. per chunk not yet done: train it, save ``chunks/chunk_NNNNN.npz``, write its runs'
-   TensorBoard directories, then mark the chunk's TensorBoard done;
-4. stream ``history.npz`` from the chunk files, write ``summary.json``, write the seed-mean
+1. plan the grid; refuse a directory holding a different sweep (``manifest.json``);
+2. :func:`vgjax.run.chunks.compute_chunks` with the hooks of :func:`file_hooks`: per chunk
+   not yet done, compile (once) and train it, save ``chunks/chunk_NNNNN.npz``; per chunk,
+   write its runs' TensorBoard directories unless marked done, then mark them done;
+3. stream ``history.npz`` from the chunk files, write ``summary.json``, write the seed-mean
    TensorBoard directories.
 
 Running the same command again skips every finished chunk and redoes a chunk whose
@@ -20,7 +20,7 @@ import json
 import os
 import time
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -33,12 +33,13 @@ from vgjax.io import tensorboard as tb
 from vgjax.config import Config, Grid, hist_epochs
 from vgjax.io.chunk_store import ChunkStore
 from vgjax.io.outdir import PARAMS_NAME
-from vgjax.result import HIST_ARRAYS, LEARN_THRESHOLD, SIGNAL_JAC_EDGES, SweepResult
+from vgjax.result import LEARN_THRESHOLD, SIGNAL_JAC_EDGES, SweepResult
 from vgjax.io.store import atomic_save_npz, atomic_write_text, sanitize_name
 from vgjax.io.summary import write_summary
-from vgjax.grid.plan import Plan, make_plan, run_table
-from vgjax.run.chunks import assemble, compile_plan, device_data, run_chunk
-from vgjax.engines.reference import PARAM_KEYS, PARAM_PREFIX
+from vgjax.grid.plan import Layout, Plan, make_plan
+from vgjax.run.chunks import (ChunkDone, ChunkHook, assemble, compute_chunks, new_timing,
+                              progress_hook, without_bulk)
+from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX
 
 TB_DONE_SUFFIX = ".tb-done"
 
@@ -51,15 +52,6 @@ class SweepOutput:
     result: SweepResult
     summary: dict
     out: Path
-
-
-def _chunk_result(config: Config, grid: Grid, runs, sl: slice, arrays: dict) -> SweepResult:
-    """A SweepResult of only the runs in ``sl`` (for per-chunk TensorBoard writing)."""
-    part = assemble(config, grid, [arrays])
-    sub = replace(runs, **{f: getattr(runs, f)[sl] for f in ("seed", "depth", "width", "lr",
-                                                              "weight_var", "bias_var")},
-                  diverged_epoch=part.runs.diverged_epoch)
-    return replace(part, runs=sub)
 
 
 def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = False,
@@ -98,83 +90,45 @@ def run_sweep(config: Config, grid: Grid, out: str | Path, *, overwrite: bool = 
     plan = resume_layout(plan, store, chunk_size, mesh)
     logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
     timing = new_timing()
+    hooks = file_hooks(plan.layout, store, timing, tensorboard=tensorboard, logdir=logdir,
+                       prefix=prefix, progress=progress)
+    parts = compute_chunks(plan, hooks=hooks, stored=store, keep=without_bulk, timing=timing)
+    return finish_sweep(plan.layout, out, tensorboard=tensorboard, prefix=prefix,
+                        logdir=logdir, learn_threshold=learn_threshold, timing=timing,
+                        extra={"device": device_kind(plan.mesh), "engine": plan.engine},
+                        parts=parts, save_params=save_params)
 
-    def chunk_done(c: int, arrays: dict[str, np.ndarray]) -> None:
+
+def file_hooks(layout: Layout, store: ChunkStore | None, timing: dict[str, float], *,
+               tensorboard: bool, logdir: Path, prefix: str,
+               progress: Callable[[int], None] | None = None) -> list[ChunkHook]:
+    """The chunk hooks of a sweep written to a directory: save each trained chunk's file
+    in ``store``, write its TensorBoard run directories (with ``tensorboard``), report its
+    runs to ``progress``. ``store`` None (a process that does not write): progress only."""
+    hooks: list[ChunkHook] = []
+    if store is not None:
+        hooks.append(lambda done: store.save(done.index, done.arrays) if done.trained else None)
         if tensorboard:
-            write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c), arrays, store,
-                                    c, logdir, prefix, timing)
-        if progress is not None:
-            progress(len(arrays["diverged_epoch"]))
-
-    parts = compute_chunks(plan, store, range(plan.n_chunks), timing, on_chunk=chunk_done)
-    return finish_sweep(config, grid, out, plan.chunk_size, tensorboard=tensorboard,
-                        prefix=prefix, logdir=logdir, learn_threshold=learn_threshold,
-                        timing=timing, extra={"device": device_kind(plan.mesh),
-                                              "engine": plan.engine}, parts=parts,
-                        save_params=save_params)
-
-
-def new_timing() -> dict[str, float]:
-    """The ``timing`` record of a sweep, all zeros."""
-    return {"compile_s": 0.0, "train_s": 0.0, "tensorboard_s": 0.0, "write_s": 0.0}
-
-
-def compute_chunks(plan: Plan, store: ChunkStore, chunks, timing: dict[str, float], *,
-                   on_chunk: Callable[[int, dict], None] | None = None,
-                   done: set[int] | None = None, save: bool = True) -> dict[int, dict]:
-    """Train each chunk of ``chunks`` not yet in ``store`` and save it there; load the rest.
-
-    Compiles only if a chunk must be trained. ``on_chunk(c, arrays)`` is called per chunk in
-    order (arrays: the chunk's history, run axis first). ``done`` overrides the store's own
-    list of finished chunks (multi-process JAX: process 0's view); ``save=False`` trains
-    without writing (the processes that do not write). Returns chunk -> arrays without the
-    histogram arrays (which stay on disk; memory stays flat in the number of runs) and
-    without the final parameters (``param_*``, kept in the chunk files when the plan keeps
-    them; a finished chunk saved without them is trained again).
-    """
-    done = store.done() if done is None else done
-    compiled = data = None
-    parts: dict[int, dict[str, np.ndarray]] = {}
-    for c in chunks:
-        arrays = store.load(c) if c in done else None
-        if arrays is not None and plan.keep_params and PARAM_PREFIX + PARAM_KEYS[0] not in arrays:
-            arrays = None  # finished without its parameters: train it again to get them
-        if arrays is None:
-            if compiled is None:
-                compiled, timing["compile_s"] = compile_plan(plan)
-                data = device_data(plan)
-            t0 = time.perf_counter()
-            arrays = run_chunk(plan, compiled, data, c)
-            timing["train_s"] += time.perf_counter() - t0
-            if save:
-                store.save(c, arrays)
-        if on_chunk is not None:
-            on_chunk(c, arrays)
-        parts[c] = _without_bulk(arrays)
-    return parts
-
-
-def _without_bulk(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """A chunk's arrays without histograms and parameters (those are read from disk)."""
-    return {k: v for k, v in arrays.items()
-            if k not in HIST_ARRAYS and not k.startswith(PARAM_PREFIX)}
+            hooks.append(lambda done: write_chunk_tensorboard(layout, done.index, done.arrays,
+                                                              store, logdir, prefix, timing))
+    if progress is not None:
+        hooks.append(progress_hook(progress))
+    return hooks
 
 
 def _tb_marker(store: ChunkStore, c: int) -> Path:
     return store.path(c).with_name(store.path(c).name + TB_DONE_SUFFIX)
 
 
-def write_chunk_tensorboard(config: Config, grid: Grid, runs, sl: slice, arrays: dict,
-                            store: ChunkStore, c: int, logdir: Path, prefix: str,
-                            timing: dict[str, float]) -> None:
+def write_chunk_tensorboard(layout: Layout, c: int, arrays: dict, store: ChunkStore,
+                            logdir: Path, prefix: str, timing: dict[str, float]) -> None:
     """Write the TensorBoard run directories of chunk ``c`` unless its marker says done."""
     marker = _tb_marker(store, c)
     if marker.exists():
         return
     t0 = time.perf_counter()
     # Rewrites whole event files, so a chunk interrupted mid-write is simply redone.
-    tb.write_sweep(_chunk_result(config, grid, runs, sl, arrays), logdir, prefix,
-                   write_means=False)
+    tb.write_sweep(assemble(layout, {c: arrays}), logdir, prefix, write_means=False)
     atomic_write_text(marker, "")
     timing["tensorboard_s"] += time.perf_counter() - t0
 
@@ -183,22 +137,22 @@ class MissingChunks(ValueError):
     """Raised by :func:`finish_sweep` when chunk files are missing (one line, lists them)."""
 
 
-def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
-                 tensorboard: bool, prefix: str, logdir: Path | None, learn_threshold: float,
-                 timing: dict[str, float], extra: dict, parts: dict[int, dict] | None = None,
-                 hint: str = "", progress: Callable[[int], None] | None = None,
+def finish_sweep(layout: Layout, out: Path, *, tensorboard: bool, prefix: str,
+                 logdir: Path | None, learn_threshold: float, timing: dict[str, float],
+                 extra: dict, parts: dict[int, dict] | None = None, hint: str = "",
+                 progress: Callable[[int], None] | None = None,
                  save_params: bool = False) -> SweepOutput:
     """Assemble ``summary.json``, ``history.npz`` and TensorBoard from the chunk files.
 
-    Chunks are the slices of ``chunk_size`` runs of the run table; ``parts`` holds those
-    already in memory (as :func:`compute_chunks` returns them), the rest are read from
-    ``OUT/chunks`` (writing their TensorBoard directories if not yet marked done).
-    With ``save_params`` also writes ``params.npz`` from the chunks' ``param_*`` arrays.
-    Raises :class:`MissingChunks` naming the missing chunks (plus ``hint``) before writing.
+    ``parts`` holds the chunks already passed through the hooks (as :func:`compute_chunks`
+    returns them, :func:`without_bulk`); the rest are read from ``OUT/chunks`` and passed
+    through the same hooks (:func:`file_hooks`: TensorBoard, if not yet marked done, and
+    ``progress``). With ``save_params`` also writes ``params.npz`` from the chunks'
+    ``param_*`` arrays. Raises :class:`MissingChunks` naming the missing chunks (plus
+    ``hint``) before writing.
     """
     out = Path(out)
-    runs = run_table(grid, config)
-    n_chunks = -(-len(runs) // chunk_size)
+    n_chunks = layout.n_chunks
     store = ChunkStore(out)
     parts = dict(parts or {})
     missing = sorted(set(range(n_chunks)) - set(parts) - store.done())
@@ -206,28 +160,24 @@ def finish_sweep(config: Config, grid: Grid, out: Path, chunk_size: int, *,
         raise MissingChunks(f"chunks: {_ranges(missing)} of 0-{n_chunks - 1} are missing in "
                             f"{str(out / outdir.CHUNKS_DIR)!r}{hint}")
     logdir = Path(logdir) if logdir is not None else out / outdir.TENSORBOARD_DIR
+    hooks = file_hooks(layout, store, timing, tensorboard=tensorboard, logdir=logdir,
+                       prefix=prefix, progress=progress)
     for c in range(n_chunks):
-        if c in parts and not tensorboard:
-            continue
-        sl = slice(c * chunk_size, min((c + 1) * chunk_size, len(runs)))
-        if c not in parts or not _tb_marker(store, c).exists():
+        if c not in parts:  # computed elsewhere (other shards, an earlier process)
             arrays = store.load(c)
-            parts[c] = _without_bulk(arrays)
-            if tensorboard:
-                write_chunk_tensorboard(config, grid, runs, sl, arrays, store, c, logdir,
-                                        prefix, timing)
-            if progress is not None:
-                progress(sl.stop - sl.start)
+            for hook in hooks:
+                hook(ChunkDone(c, arrays, trained=False))
+            parts[c] = without_bulk(arrays)
     with np.load(store.path(0), allow_pickle=False) as z:  # lazy: reads the zip directory
         names = sorted(k for k in z.files
                        if k != "diverged_epoch" and not k.startswith(PARAM_PREFIX))
     t0 = time.perf_counter()
-    result = assemble(config, grid, [parts[c] for c in range(n_chunks)])
+    result = assemble(layout, parts)
     history.write_history_from_chunks(
         out / outdir.HISTORY_NAME, names,
         lambda name: store.iter_array(name, range(n_chunks)),
         runs=result.runs,
-        shared={"hist_epochs": np.asarray(hist_epochs(config), np.int32),
+        shared={"hist_epochs": np.asarray(hist_epochs(layout.config), np.int32),
                 "hist_edges": result.history["hist_edges"],
                 **{k: result.history[k] for k in (SIGNAL_JAC_EDGES,) if k in result.history}})
     if save_params:
@@ -258,7 +208,8 @@ def _ranges(xs: list[int]) -> str:
 LAYOUT_NAME = "layout.json"
 
 
-def resume_layout(plan, store: ChunkStore, chunk_size: int | None, mesh: Mesh | None):
+def resume_layout(plan: Plan, store: ChunkStore, chunk_size: int | None,
+                  mesh: Mesh | None) -> Plan:
     """Keep the chunk layout of an interrupted sweep, or drop its chunks if it cannot be kept.
 
     Chunk files hold fixed run slices, so resuming with another chunk size would mix slices
@@ -294,7 +245,3 @@ def device_kind(mesh: Mesh) -> str:
     dev = mesh.devices.flat[0]
     return f"{dev.platform}:{dev.device_kind} x{mesh.devices.size}"
 
-
-def expected_runs(grid: Grid, config: Config) -> int:
-    """Number of runs in ``grid``."""
-    return len(run_table(grid, config))

@@ -1,9 +1,12 @@
 """Beyond one machine: array-job shards, multi-process JAX and Ray, all over one chunk store.
 
 A sweep's output directory holds one file per chunk of runs (``OUT/chunks/chunk_NNNNN.npz``,
-written atomically by :class:`vgjax.io.chunk_store.ChunkStore`), and every path below only decides *who*
-computes which chunk; :func:`vgjax.run.pipeline.finish_sweep` then assembles the same
-``summary.json``, ``history.npz`` and TensorBoard logs from the chunk files.
+written atomically by :class:`vgjax.io.chunk_store.ChunkStore`), and every path below runs
+the one :func:`vgjax.run.chunks.compute_chunks` with its own
+:class:`~vgjax.run.chunks.Scheduler` (*who* computes which chunk, and how) and the file hooks
+of :func:`vgjax.run.pipeline.file_hooks`; :func:`vgjax.run.pipeline.finish_sweep` then
+assembles the same ``summary.json``, ``history.npz`` and TensorBoard logs from the chunk
+files.
 
 Modules: :mod:`.shards` (array jobs), :mod:`.multiprocess`, :mod:`.supervise` (one clear
 line when a peer process dies), :mod:`.ray_tasks`.

@@ -11,7 +11,7 @@ from vgjax.io.chunk_store import ChunkStore
 from vgjax.io.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
-from vgjax.run.distributed.shards import _refuse_sharded, _split_address
+from vgjax.run.distributed.shards import refuse_sharded
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
@@ -50,7 +50,7 @@ def check_process_flags(coordinator: str, num_processes: int | None,
     returns the coordinator's host (None for ``"auto"``)."""
     if coordinator == "auto":
         return None
-    host, _ = _split_address(coordinator, "coordinator")
+    host, _ = split_address(coordinator, "coordinator")
     for name, v, lo in (("num-processes", num_processes, 1), ("process-id", process_id, 0)):
         if not isinstance(v, int) or v < lo:
             raise ValueError(f"{name}: {v!r} is not allowed; allowed: an integer >= {lo} "
@@ -59,6 +59,15 @@ def check_process_flags(coordinator: str, num_processes: int | None,
         raise ValueError(f"process-id: {process_id} is out of range; allowed: 0.."
                          f"{num_processes - 1}")
     return host
+
+
+def split_address(text: str, name: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port); ``ValueError`` (one line) naming ``name`` otherwise."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name}: {text!r} is not allowed; allowed: HOST:PORT, e.g. "
+                         "127.0.0.1:12345")
+    return host, int(port)
 
 
 def _gloo_on_loopback() -> None:
@@ -99,25 +108,22 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
     import jax
 
     from vgjax.run import pipeline
+    from vgjax.run.chunks import Scheduler, compute_chunks, new_timing, without_bulk
 
     writer = jax.process_index() == 0
     prefix = sanitize_name(prefix)
     plan, store, todo = _agree_on_plan(config, grid, out, overwrite, chunk_size, writer)
     if progress is not None:
         progress(0)
-    timing = pipeline.new_timing()
+    timing = new_timing()
     logdir = Path(out) / outdir.TENSORBOARD_DIR
-
-    def chunk_done(c: int, arrays: dict) -> None:
-        if writer and tensorboard:
-            pipeline.write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c),
-                                             arrays, store, c, logdir, prefix, timing)
-        if progress is not None:
-            progress(len(arrays["diverged_epoch"]))
-
+    # Every process trains the agreed chunks (collectives span all of them); only process 0
+    # has a store, so only it saves chunk files and writes TensorBoard.
+    hooks = pipeline.file_hooks(plan.layout, store, timing, tensorboard=tensorboard,
+                                logdir=logdir, prefix=prefix, progress=progress)
     try:
-        parts = pipeline.compute_chunks(plan, store or ChunkStore(out), todo, timing,
-                                        done=set(), save=writer, on_chunk=chunk_done)
+        parts = compute_chunks(plan, scheduler=Scheduler(select=lambda n: todo), hooks=hooks,
+                               keep=without_bulk, timing=timing)
     except Exception as e:  # noqa: BLE001 - the other processes would wait for this one
         first = (str(e).splitlines() or [type(e).__name__])[0][:200]
         what = ("lost another process" if isinstance(e, jax.errors.JaxRuntimeError)
@@ -126,7 +132,7 @@ def run_multiprocess(config: Config, grid: Grid, out: str | Path, *, overwrite: 
                             f"mid-sweep ({first}); finished chunks are kept: start the same "
                             "command in every process to resume") from None
     return _write_once(writer, lambda: pipeline.finish_sweep(
-        config, grid, Path(out), plan.chunk_size, tensorboard=tensorboard, prefix=prefix,
+        plan.layout, Path(out), tensorboard=tensorboard, prefix=prefix,
         logdir=logdir, learn_threshold=learn_threshold, timing=timing,
         extra={"device": pipeline.device_kind(plan.mesh), "engine": plan.engine},
         parts=parts))
@@ -147,7 +153,7 @@ def _agree_on_plan(config: Config, grid: Grid, out, overwrite: bool, chunk_size:
     store = None
     if writer:
         try:
-            _refuse_sharded(out, config, grid)
+            refuse_sharded(out, config, grid)
             out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid),
                                          overwrite=overwrite)
             store = ChunkStore(out)

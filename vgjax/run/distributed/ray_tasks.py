@@ -13,7 +13,8 @@ from vgjax.io.chunk_store import ChunkStore
 from vgjax.io.store import sanitize_name
 from vgjax.result import LEARN_THRESHOLD
 from vgjax.config import Config, Grid
-from vgjax.run.distributed.shards import _refuse_sharded, _split_address, fixed_plan
+from vgjax.run.distributed.multiprocess import split_address
+from vgjax.run.distributed.shards import fixed_plan, refuse_sharded
 
 RAY_INSTALL = "pip install 'vgjax[ray]'"
 
@@ -63,13 +64,11 @@ def compute_one_chunk(config: dict, grid: dict, chunk_size: int,
     devices it ran on (as :func:`vgjax.run.pipeline.device_kind` names them). The
     compiled program is cached in the process (and on disk, see :func:`worker_env`).
     """
-    from vgjax.run.chunks import compile_plan, device_data, run_chunk
-    cfg = Config.from_dict(config)
-    g = Grid(**{k: tuple(v) for k, v in grid.items()})
-    plan = fixed_plan(cfg, g, chunk_size)
-    compiled, _ = compile_plan(plan)
+    from vgjax.run.chunks import in_process, new_timing
     from vgjax.run.pipeline import device_kind
-    return run_chunk(plan, compiled, device_data(plan), c), device_kind(plan.mesh)
+    plan = fixed_plan(Config.from_dict(config), Grid.from_dict(grid), chunk_size)
+    [(_, arrays)] = in_process(plan, [c], new_timing())
+    return arrays, device_kind(plan.mesh)
 
 
 def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None = None,
@@ -88,7 +87,7 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
     :class:`vgjax.run.pipeline.SweepOutput`.
     """
     from vgjax.run import pipeline
-    from vgjax.result import HIST_ARRAYS
+    from vgjax.run.chunks import Scheduler, compute_chunks, new_timing, without_bulk
 
     ray = _import_ray()
     _check_ray_args(address, cpus_per_task, max_retries)
@@ -96,36 +95,47 @@ def run_ray(config: Config, grid: Grid, out: str | Path, *, address: str | None 
     plan, store, out = _claim(config, grid, out, chunk_size, overwrite)
     if progress is not None:
         progress(0)
-    timing = pipeline.new_timing()
+    timing = new_timing()
     logdir = out / outdir.TENSORBOARD_DIR
-    todo = [c for c in range(plan.n_chunks) if c not in store.done()]
-    started = _ray_start(ray, address, num_cpus) if todo else False
-    parts: dict[int, dict] = {}
     devices: set[str] = set()
-
-    def arrived(c: int, arrays: dict, device: str) -> None:
-        store.save(c, arrays)
-        devices.add(device)
-        parts[c] = {k: v for k, v in arrays.items() if k not in HIST_ARRAYS}
-        if tensorboard:
-            pipeline.write_chunk_tensorboard(config, grid, plan.runs, plan.chunk_slice(c),
-                                             arrays, store, c, logdir, prefix, timing)
-        if progress is not None:
-            progress(len(arrays["diverged_epoch"]))
-    try:
-        t0 = time.perf_counter()
-        for c, (arrays, device) in _ray_chunks(ray, plan, todo, cpus_per_task, max_retries,
-                                               cache_dir):
-            arrived(c, arrays, device)
-        timing["train_s"] = time.perf_counter() - t0 - timing["tensorboard_s"]
-    finally:
-        if started:
-            ray.shutdown()
+    execute = ray_execute(ray, address=address, num_cpus=num_cpus, cpus_per_task=cpus_per_task,
+                          max_retries=max_retries, cache_dir=cache_dir, devices=devices)
+    hooks = pipeline.file_hooks(plan.layout, store, timing, tensorboard=tensorboard,
+                                logdir=logdir, prefix=prefix, progress=progress)
+    parts = compute_chunks(plan, scheduler=Scheduler(execute=execute), hooks=hooks,
+                           stored=store, keep=without_bulk, timing=timing)
     return pipeline.finish_sweep(
-        config, grid, out, plan.chunk_size, tensorboard=tensorboard, prefix=prefix,
+        plan.layout, out, tensorboard=tensorboard, prefix=prefix,
         logdir=logdir, learn_threshold=learn_threshold, timing=timing,
         extra={"device": "; ".join(sorted(devices)) or "unknown", "engine": plan.engine},
         parts=parts, progress=progress)
+
+
+def ray_execute(ray, *, address: str | None, num_cpus: int | None, cpus_per_task: int,
+                max_retries: int, cache_dir, devices: set[str]):
+    """A :class:`vgjax.run.chunks.Scheduler` ``execute`` that trains each chunk as a Ray task.
+
+    Connects to Ray (``address``, see :func:`run_ray`) only if there is a chunk to train and
+    shuts down an instance it started when done or interrupted. Yields ``(c, arrays)`` as
+    tasks finish, adds each task's devices to ``devices`` and the seconds spent waiting for
+    tasks to ``timing["train_s"]``.
+    """
+    def execute(plan, chunks, timing):
+        if not chunks:
+            return
+        started = _ray_start(ray, address, num_cpus)
+        try:
+            t0 = time.perf_counter()
+            for c, (arrays, device) in _ray_chunks(ray, plan, list(chunks), cpus_per_task,
+                                                   max_retries, cache_dir):
+                devices.add(device)
+                timing["train_s"] += time.perf_counter() - t0
+                yield c, arrays
+                t0 = time.perf_counter()  # the hooks' time (files, TensorBoard) is not training
+        finally:
+            if started:
+                ray.shutdown()
+    return execute
 
 
 def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: bool):
@@ -135,7 +145,7 @@ def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: b
     from vgjax.grid.plan import make_plan
 
     plan = fixed_plan(config, grid, chunk_size or make_plan(config, grid).chunk_size)
-    _refuse_sharded(out, config, grid)
+    refuse_sharded(out, config, grid)
     out = outdir.prepare_out_dir(out, outdir.make_manifest(config, grid), overwrite=overwrite)
     store = ChunkStore(out)
     return pipeline.resume_layout(plan, store, chunk_size, plan.mesh), store, out
@@ -144,7 +154,7 @@ def _claim(config: Config, grid: Grid, out, chunk_size: int | None, overwrite: b
 def _check_ray_args(address: str | None, cpus_per_task: int, max_retries: int) -> None:
     """``ValueError`` (one line) for a bad cluster address, CPUs per task or retry count."""
     if address is not None and address != "auto":
-        _split_address(address, "ray")
+        split_address(address, "ray")
     for name, v in (("cpus_per_task", cpus_per_task), ("max_retries", max_retries + 1)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name}: {v!r} is not allowed; allowed: a positive integer")

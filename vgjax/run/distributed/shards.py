@@ -14,7 +14,7 @@ from vgjax.io.chunk_store import ChunkStore
 from vgjax.io.outdir import LAYOUT_KEY, plain_json, read_manifest, sharded_layout
 from vgjax.io.store import atomic_write_text, sanitize_name
 from vgjax.result import LEARN_THRESHOLD
-from vgjax.config import Config, Grid, validate, validate_grid
+from vgjax.config import Config, Grid
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -29,7 +29,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _refuse_sharded(out: str | Path, config: Config, grid: Grid) -> None:
+def refuse_sharded(out: str | Path, config: Config, grid: Grid) -> None:
     """Multi-process and Ray sweeps keep their own chunk layout: not in a sharded directory."""
     if sharded_layout(out, config, grid) is not None:
         raise ValueError(f"out: {os.fspath(out)!r} holds this sweep split into array-job "
@@ -120,11 +120,10 @@ def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards:
     killed shard resumes. Returns the chunk indices of this shard. Each shard records its
     device and timing in ``OUT/chunks/shard_I_of_N.json`` for the merged summary.
     """
-    from vgjax.run import pipeline
     from vgjax.grid.plan import make_plan
+    from vgjax.run.chunks import Scheduler, compute_chunks, new_timing, progress_hook
+    from vgjax.run.pipeline import device_kind
 
-    validate(config)
-    validate_grid(grid)
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard: {shard}/{n_shards} is out of range; allowed: 0 <= I < N")
     proposal = make_plan(config, grid, chunk_size=chunk_size)
@@ -145,15 +144,19 @@ def run_shard(config: Config, grid: Grid, out: str | Path, shard: int, n_shards:
     plan = fixed_plan(config, grid, int(layout["chunk_size"]))
     mine = shard_chunks(plan.n_chunks, shard, n_shards)
     store = ChunkStore(out)
-    timing = pipeline.new_timing()
-    todo = set(mine) - store.done()
+    timing = new_timing()
     record_path = store.dir / f"shard_{shard}_of_{n_shards}.json"
-    pipeline.compute_chunks(plan, store, mine, timing, on_chunk=(
-        None if progress is None else lambda c, a: progress(len(a["diverged_epoch"]))))
+    trained: list[int] = []
+    hooks = [lambda done: store.save(done.index, done.arrays) if done.trained else None,
+             lambda done: trained.append(done.index) if done.trained else None]
+    if progress is not None:
+        hooks.append(progress_hook(progress))
+    compute_chunks(plan, scheduler=Scheduler(select=lambda n: shard_chunks(n, shard, n_shards)),
+                   hooks=hooks, stored=store, keep=lambda arrays: {}, timing=timing)
     # A rerun that computed nothing keeps the record of the run that computed the chunks
     # (its device goes into the merged summary).
-    if todo or not record_path.exists():
-        record = {"device": pipeline.device_kind(plan.mesh), "engine": plan.engine,
+    if trained or not record_path.exists():
+        record = {"device": device_kind(plan.mesh), "engine": plan.engine,
                   "chunks": mine, "timing": timing}
         atomic_write_text(record_path, json.dumps(record, sort_keys=True))
     return mine
@@ -168,7 +171,9 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
     :class:`vgjax.run.pipeline.MissingChunks` (one line: which chunks, which shards) otherwise.
     ``prefix`` defaults to the one the shards were started with.
     """
+    from vgjax.grid.plan import Layout, run_table
     from vgjax.run import pipeline
+    from vgjax.run.chunks import new_timing
 
     path = Path(out)
     m = read_manifest(path) if path.is_dir() else None
@@ -181,9 +186,9 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
                          "the sweep command itself to finish this one)")
     try:
         config = Config.from_dict(m["config"])
-        grid = validate_grid(Grid(**{k: tuple(v) for k, v in m["grid"].items()}))
-        layout = m[LAYOUT_KEY]
-        size, n_shards = int(layout["chunk_size"]), int(layout["shards"])
+        grid = Grid.from_dict(m["grid"])
+        shards = m[LAYOUT_KEY]
+        size, n_shards = int(shards["chunk_size"]), int(shards["shards"])
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"out: {str(path / outdir.MANIFEST_NAME)!r} is invalid ({e})") from None
     store = ChunkStore(path)
@@ -193,26 +198,21 @@ def merge(out: str | Path, *, tensorboard: bool = True, prefix: str | None = Non
             records.append(json.loads(p.read_text()))
         except (OSError, ValueError):
             continue
-    timing = pipeline.new_timing()
+    timing = new_timing()
     for r in records:
         for k in ("compile_s", "train_s"):
             timing[k] += float(r.get("timing", {}).get(k, 0.0))
     extra = {k: "; ".join(sorted({str(r.get(k)) for r in records})) or "unknown"
              for k in ("device", "engine")}
-    n_chunks = -(-len(pipeline.run_table(grid, config)) // size)
+    # The run table is built here, not planned: merging needs no devices, and a config
+    # loaded with user objects or arrays can be merged though it cannot be trained again.
+    layout = Layout(config, grid, run_table(grid, config), size)
     done = store.done()
-    lacking = sorted({c % n_shards for c in range(n_chunks) if c not in done})
+    lacking = sorted({c % n_shards for c in range(layout.n_chunks) if c not in done})
     hint = (f" (shards {', '.join(f'{s}/{n_shards}' for s in lacking)} have not finished; "
             "run them, then merge again)") if lacking else ""
-    return pipeline.finish_sweep(config, grid, path, size, tensorboard=tensorboard,
-                                 prefix=prefix or layout.get("prefix", "sweep"),
+    return pipeline.finish_sweep(layout, path, tensorboard=tensorboard,
+                                 prefix=prefix or shards.get("prefix", "sweep"),
                                  logdir=logdir, learn_threshold=learn_threshold,
                                  timing=timing, extra=extra, hint=hint, progress=progress)
 
-
-def _split_address(text: str, name: str) -> tuple[str, int]:
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{name}: {text!r} is not allowed; allowed: HOST:PORT, e.g. "
-                         "127.0.0.1:12345")
-    return host, int(port)
