@@ -13,6 +13,7 @@ from vgjax import figures
 from vgjax.config import Config, parse_int_list
 from vgjax.result import final_metric, group_indices, seed_stats
 from vgjax.io.store import atomic_write_text
+from vgjax.io.tables import markdown_table
 from vgjax.run.chunks import sweep
 
 p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -34,7 +35,6 @@ out.mkdir(parents=True, exist_ok=True)
 figures.plot_width_depth_heatmap(res, out / "heatmap.png", title="ELU / He normal")
 final = final_metric(res, "test_accuracy")  # [R] each run's final test accuracy
 mean = {k[:2]: seed_stats(final[i])["mean"] for k, i in group_indices(res).items()}
-rows = ["| width \\ depth | " + " | ".join(map(str, ds)) + " |", "|---" * (len(ds) + 1) + "|"]
-rows += [f"| {w} | " + " | ".join(f"{mean[d, w]:.3f}" for d in ds) + " |" for w in ws]
+rows = markdown_table(["width \\ depth", *ds], ([w, *(f"{mean[d, w]:.3f}" for d in ds)] for w in ws))
 atomic_write_text(out / "table.md", "\n".join(rows) + "\n")
 print(f"final test accuracy, mean over {len(seeds)} seeds:", *rows, sep="\n")

@@ -20,7 +20,7 @@ from vgjax.io import outdir
 from vgjax.experiments import EXPERIMENTS
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-SWEEPS = [n for n, e in EXPERIMENTS.items() if e.config is not None]
+SWEEPS = [n for n, e in EXPERIMENTS.items() if e.n_runs((0,)) > 0]
 
 
 @pytest.fixture

@@ -143,14 +143,14 @@ def tiny_phase():
     runs = RunTable(seed, depth, np.full(n, 8), np.full(n, 0.01, np.float32), div,
                     wv.astype(np.float32), np.full(n, 0.05, np.float32))
     acc = np.random.default_rng(0).uniform(0, 1, (n, 3))
-    return SweepResult(ex.PHASE, (0, 1), (1, 3), (8,), (), runs, {"train_accuracy": acc},
+    from vgjax.experiments.signal import PHASE
+    return SweepResult(PHASE, (0, 1), (1, 3), (8,), (), runs, {"train_accuracy": acc},
                        weight_vars=(1.0, 3.0))
 
 
 def test_phase_diagram_figure_and_table(tiny_phase, tmp_path):
     from vgjax.experiments.signal import phase as phase_study
     from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid, make_phase_diagram
-    from vgjax.reproduce import _phase_diagram
 
     res = tiny_phase
     ws, ds, grid = accuracy_grid(res)
@@ -169,7 +169,7 @@ def test_phase_diagram_figure_and_table(tiny_phase, tmp_path):
         assert y[k] == pytest.approx(XI_MULTIPLE * float(th.mean_field(x[k], 0.05, "tanh").xi_c),
                                      rel=1e-4)
     assert crit == pytest.approx(float(th.critical_weight_var(0.05, "tanh")))
-    path = _phase_diagram(res, tmp_path)
+    path = phase_study.write(res, tmp_path, "phase-diagram")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = json.loads((tmp_path / "tables.json").read_text())["markdown"]
     first = md.split("\n\n")[0]
@@ -186,7 +186,7 @@ def test_report_sections_from_a_copy_of_results(tmp_path):
     from pathlib import Path
 
     from vgjax import report
-    from vgjax.experiments.signal.report import HEADING
+    from vgjax.experiments.signal import HEADING
 
     results = Path(__file__).resolve().parents[1] / "results"
     clone = tmp_path / "results"

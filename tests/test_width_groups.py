@@ -12,7 +12,6 @@ from vgjax.run import chunks as chunks_mod
 from vgjax.grid import width_groups as wg
 from vgjax.config import Config, Grid
 from vgjax.experiments import get
-from vgjax.reproduce import experiment_config
 from vgjax.grid.plan import default_mesh, make_plan
 from vgjax.run.chunks import sweep
 
@@ -40,12 +39,12 @@ def test_partition_is_the_cheapest_contiguous_grouping(seed):
 
 def test_long_mixed_grids_split_and_short_ones_do_not():
     exp = get("tanh-breadth")   # widths 5-25, 30 seeds, 500 epochs: 240 s saved for 28 s
-    plan = make_plan(experiment_config(exp, None), exp.grid(tuple(range(30))),
+    plan = make_plan(exp.config_for(None), exp.grid(tuple(range(30))),
                      mesh=default_mesh(jax.devices("cpu")[:1]))
     assert [g.widths for g in plan.groups] == [(5,), (10,), (15,), (20,), (25,)]
     assert [g.engine for g in plan.groups] == ["fast"] + ["wide"] * 4
     assert [g.size for g in plan.groups] == [300] * 5 and plan.engine == "fast+wide"
-    short = make_plan(experiment_config(exp, 5), exp.grid((0, 1)))
+    short = make_plan(exp.config_for(5), exp.grid((0, 1)))
     assert [g.widths for g in short.groups] == [(5, 10, 15, 20, 25)]
 
 

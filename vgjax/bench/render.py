@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vgjax.io.tables import markdown_table
+
 
 TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2048.0}
 
@@ -14,47 +16,43 @@ SECOND_PROCESS_COMPILE_TARGET_S = 2.0
 REPRODUCE_TARGET_MIN = 10  # issue #10: `vgjax reproduce` (30 seeds, 500 epochs) on a 2-core machine
 
 
-def _second_process_rows(b: dict) -> list[str]:
+def _second_process_rows(b: dict) -> list[list[str]]:
     c = b.get("w600_second_process")  # absent from benchmarks made before it existed
     if not c:
         return []
-    return [f"| compilation in a second process (persistent cache: {c['cache_hits']} hits) | "
-            f"{c['compile_s']:.1f} s | <= {SECOND_PROCESS_COMPILE_TARGET_S:.0f} s |"] + [
-        f"| the same, tracing the programs again (no stored programs) | {t['compile_s']:.1f} s "
-        "| |" for t in [b.get("w600_second_process_traced")] if t]
+    return [[f"compilation in a second process (persistent cache: {c['cache_hits']} hits)",
+             f"{c['compile_s']:.1f} s", f"<= {SECOND_PROCESS_COMPILE_TARGET_S:.0f} s"]] + [
+        ["the same, tracing the programs again (no stored programs)", f"{t['compile_s']:.1f} s",
+         ""] for t in [b.get("w600_second_process_traced")] if t]
 
 
 def render_table(b: dict) -> str:
     """Markdown table of a benchmark.json dict."""
     w = b["w600"]
-    lines = [
-        "| W600 (600 runs x %d epochs) | measured | target |" % w["epochs"],
-        "|---|---|---|",
-        f"| training | {w['train_s']:.1f} s ({w['ms_per_run_epoch']:.3f} ms per run-epoch, "
-        f"{w['run_epochs_per_s']:.0f} run-epochs/s) | <= 30 s |",
-        f"| compilation (2 programs) | {w['compile_s']:.1f} s | <= 20 s |",
-        f"| TensorBoard / history + summary / figures | {w['tensorboard_s']:.1f} / "
-        f"{w['history_summary_s']:.1f} / {w['figures_s']:.1f} s | |",
-        f"| everything written, end to end | {w['total_s']:.1f} s | <= 60 s |",
-        f"| peak resident memory | {w['peak_rss_mb']:.0f} MB | <= 2048 MB |",
-        f"| FLOPs: real layers / as computed (all 10 layers, padded) | {w['useful_gflop']:.0f} / "
-        f"{w['padded_gflop']:.0f} GFLOP | |",
-        f"| useful GFLOP/s vs large-matmul ceiling | {w['useful_gflop_per_s']:.2f} of "
-        f"{b['ceiling']['gflop_per_s']:.0f} GFLOP/s ({100 * w['ceiling_fraction']:.1f} %) | |",
-        f"| second sweep of the same shape recompiles | {w['second_sweep_recompiles']} times "
-        "| 0 |",
+    lines = markdown_table([f"W600 (600 runs x {w['epochs']} epochs)", "measured", "target"], [
+        ["training", f"{w['train_s']:.1f} s ({w['ms_per_run_epoch']:.3f} ms per run-epoch, "
+         f"{w['run_epochs_per_s']:.0f} run-epochs/s)", "<= 30 s"],
+        ["compilation (2 programs)", f"{w['compile_s']:.1f} s", "<= 20 s"],
+        ["TensorBoard / history + summary / figures", f"{w['tensorboard_s']:.1f} / "
+         f"{w['history_summary_s']:.1f} / {w['figures_s']:.1f} s", ""],
+        ["everything written, end to end", f"{w['total_s']:.1f} s", "<= 60 s"],
+        ["peak resident memory", f"{w['peak_rss_mb']:.0f} MB", "<= 2048 MB"],
+        ["FLOPs: real layers / as computed (all 10 layers, padded)",
+         f"{w['useful_gflop']:.0f} / {w['padded_gflop']:.0f} GFLOP", ""],
+        ["useful GFLOP/s vs large-matmul ceiling", f"{w['useful_gflop_per_s']:.2f} of "
+         f"{b['ceiling']['gflop_per_s']:.0f} GFLOP/s ({100 * w['ceiling_fraction']:.1f} %)", ""],
+        ["second sweep of the same shape recompiles", f"{w['second_sweep_recompiles']} times",
+         "0"],
         *_second_process_rows(b),
-        f"| training on {w.get('devices', '?')} devices vs 1 device (separate runs) | "
-        f"{w['train_s']:.1f} s vs {b['w600_one_device']['train_s']:.1f} s | |",
-        f"| single deep-relu run, after compilation | {b['latency']['latency_s']:.2f} s "
-        f"({b['latency']['ms_per_epoch']:.3f} ms per epoch) | |",
-        "",
-        "| runs | epochs | chunk size x chunks | ms per run-epoch | peak memory |",
-        "|---|---|---|---|---|",
-    ]
-    for r in b["scaling"]:
-        lines.append(f"| {r['runs']} | {r['epochs']} | {r['chunk_size']} x {r['n_chunks']} | "
-                     f"{r['ms_per_run_epoch']:.4f} | {r['peak_rss_mb']:.0f} MB |")
+        [f"training on {w.get('devices', '?')} devices vs 1 device (separate runs)",
+         f"{w['train_s']:.1f} s vs {b['w600_one_device']['train_s']:.1f} s", ""],
+        ["single deep-relu run, after compilation", f"{b['latency']['latency_s']:.2f} s "
+         f"({b['latency']['ms_per_epoch']:.3f} ms per epoch)", ""],
+    ])
+    lines += ["", *markdown_table(
+        ["runs", "epochs", "chunk size x chunks", "ms per run-epoch", "peak memory"],
+        ([r["runs"], r["epochs"], f"{r['chunk_size']} x {r['n_chunks']}",
+          f"{r['ms_per_run_epoch']:.4f}", f"{r['peak_rss_mb']:.0f} MB"] for r in b["scaling"]))]
     lines += render_wide(b)
     lines += ["", "![benchmark](benchmark.png)"]
     return "\n".join(lines)
@@ -64,24 +62,25 @@ def render_wide(b: dict) -> list[str]:
     """Markdown lines for the wide grids, the engine crossover and the reproduction."""
     lines: list[str] = []
     if b.get("wide"):
-        lines += ["", "| wide grid (20 epochs, auto engine) | compile | training | useful GFLOP/s "
-                  "| batched-matmul ceiling | fraction (target) |", "|---|---|---|---|---|---|"]
-        for r in b["wide"]:
-            ok = "met" if r["ceiling_fraction"] >= r["target_fraction"] else "missed"
-            c_ok = "met" if r["compile_s"] <= 10.0 else "missed"
-            lines.append(
-                f"| {r['name']}: depths {','.join(map(str, r['depths']))} x width {r['width']} x "
-                f"{r['seeds']} seeds ({r['engine']}, {r['n_blocks']} depth blocks) | "
-                f"{r['compile_s']:.1f} s (<= 10 s: {c_ok}) | {r['train_s']:.1f} s | "
-                f"{r['useful_gflop_per_s']:.1f} | {r['ceiling_gflop_per_s']:.1f} GFLOP/s | "
-                f"{100 * r['ceiling_fraction']:.0f} % (>= {100 * r['target_fraction']:.0f} %: {ok}) |")
+        lines += ["", *markdown_table(
+            ["wide grid (20 epochs, auto engine)", "compile", "training", "useful GFLOP/s",
+             "batched-matmul ceiling", "fraction (target)"],
+            ([f"{r['name']}: depths {','.join(map(str, r['depths']))} x width {r['width']} x "
+              f"{r['seeds']} seeds ({r['engine']}, {r['n_blocks']} depth blocks)",
+              f"{r['compile_s']:.1f} s (<= 10 s: {'met' if r['compile_s'] <= 10.0 else 'missed'})",
+              f"{r['train_s']:.1f} s", f"{r['useful_gflop_per_s']:.1f}",
+              f"{r['ceiling_gflop_per_s']:.1f} GFLOP/s",
+              f"{100 * r['ceiling_fraction']:.0f} % (>= {100 * r['target_fraction']:.0f} %: "
+              f"{'met' if r['ceiling_fraction'] >= r['target_fraction'] else 'missed'})"]
+             for r in b["wide"]))]
     if b.get("crossover"):
-        lines += ["", "| tanh-breadth shape (depths 1-10 x 30 seeds), width | fast engine ms/run-epoch "
-                  "| wide engine ms/run-epoch | compile fast / wide |", "|---|---|---|---|"]
-        for r in b["crossover"]:
-            f, w = r["fast"], r["wide"]
-            lines.append(f"| {r['width']} | {f['ms_per_run_epoch']:.4f} | {w['ms_per_run_epoch']:.4f} | "
-                         f"{f['compile_s']:.1f} / {w['compile_s']:.1f} s |")
+        lines += ["", *markdown_table(
+            ["tanh-breadth shape (depths 1-10 x 30 seeds), width", "fast engine ms/run-epoch",
+             "wide engine ms/run-epoch", "compile fast / wide"],
+            ([r["width"], f"{r['fast']['ms_per_run_epoch']:.4f}",
+              f"{r['wide']['ms_per_run_epoch']:.4f}",
+              f"{r['fast']['compile_s']:.1f} / {r['wide']['compile_s']:.1f} s"]
+             for r in b["crossover"]))]
     if b.get("reproduce"):
         minutes = b["reproduce"]["total_s"] / 60
         ok = "met" if minutes <= REPRODUCE_TARGET_MIN else f"missed by {minutes - REPRODUCE_TARGET_MIN:.1f} min"
@@ -98,11 +97,9 @@ def render_wide(b: dict) -> list[str]:
 def plot_benchmark(b: dict, path: Path) -> Path:
     """Two panels: time per run-epoch and peak memory against the number of runs (log x),
     with W600's point and the memory targets marked. Saved atomically as a PNG."""
-    import io as _io
-
     from matplotlib.figure import Figure
 
-    from vgjax.io.store import atomic_write_bytes
+    from vgjax.figures import save_png
     runs = [r["runs"] for r in b["scaling"]]
     fig = Figure(figsize=(10, 3.8), dpi=110, layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
@@ -122,7 +119,4 @@ def plot_benchmark(b: dict, path: Path) -> Path:
     ax2.legend(fontsize="small")
     fig.suptitle(f"vgjax bench on {b['machine']['cpus']} CPU cores "
                  f"(10,000 runs at {b['scaling'][-1]['epochs']} epochs)")
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return save_png(fig, path)

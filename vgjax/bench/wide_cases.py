@@ -87,7 +87,7 @@ def case_crossover(width: int, epochs: int, seeds: int = 30) -> dict:
     """The tanh-breadth shape at one width, trained by the fast and by the wide engine."""
     from dataclasses import replace
     from vgjax.config import Grid
-    from vgjax.experiments import TANH_U
+    from vgjax.experiments.tutorial import TANH_U
     cfg = replace(TANH_U, epochs=epochs)
     grid = Grid(tuple(range(seeds)), tuple(range(1, 11)), (width,))
     out = {"width": width, "epochs": epochs, "runs": 10 * seeds}

@@ -38,14 +38,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``vgjax list``: the experiments by group, and what the tutorial (or paper) reported."""
-    from vgjax.experiments import EXPERIMENTS, GROUPS
-    for group in GROUPS:
-        how = "vgjax reproduce" if group == "tutorial" else f"vgjax reproduce --group {group}"
-        print(f"[{group}]  ({how})")
-        for e in EXPERIMENTS.values():
-            if e.group == group:
-                source = "tutorial" if group == "tutorial" else "reference"
-                print(f"  {e.name:<18} {e.title}  [{source}: {e.reported}]")
+    from vgjax.experiments import DEFAULT_GROUP, GROUP_MODULES
+    for group in GROUP_MODULES:
+        how = "vgjax reproduce" + ("" if group.GROUP == DEFAULT_GROUP
+                                   else f" --group {group.GROUP}")
+        print(f"[{group.GROUP}]  ({how})")
+        for e in group.EXPERIMENTS:
+            print(f"  {e.name:<18} {e.title}  [{group.SOURCE}: {e.reported}]")
     return 0
 
 
@@ -55,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from vgjax.config import MAX_SEED
 
     names = (list(args.names) if getattr(args, "names", None)
-             else ex.in_group(getattr(args, "group", "tutorial")))
+             else ex.in_group(getattr(args, "group", ex.DEFAULT_GROUP)))
     for n in names:
         ex.get(n)
     seeds = parse_int_list("seeds", args.seeds)

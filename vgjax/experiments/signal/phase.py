@@ -1,30 +1,37 @@
-"""The ``phase-diagram`` experiment's theory and table: the 6 ξ_c curve of the mean-field
-theory (Schoenholz et al. 2017) beside the measured trainable region.
+"""The ``phase-diagram`` experiment's theory, figure and table: the 6 ξ_c curve of the
+mean-field theory (Schoenholz et al. 2017) beside the measured trainable region.
 
-The sweep itself is an ordinary grid (:data:`vgjax.experiments.PHASE`, a σ_w² axis x depths);
-this module adds the theory (on the device) and the Markdown table (host).
+The sweep itself is an ordinary grid (a σ_w² axis x depths, see
+:mod:`vgjax.experiments.signal`); this module adds the theory (on the device), the figure and
+the Markdown table (host). jax and matplotlib are imported when used, so the report can read
+:func:`deepest_trainable` cheaply.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
-from vgjax import theory as th
-from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid
+from vgjax.io.tables import markdown_table, write_tables
 from vgjax.result import SweepResult
 
 # σ_w² range of the drawn curve: the experiment's [1, 4] with a margin.
 CURVE_WEIGHT_VARS = np.round(np.linspace(0.9, 4.1, 161), 4)
 # A cell "trains" when its final training accuracy is at least this (chance: 0.1 on digits).
 TRAINS = 0.5
+# Where the report's prose starts the chaotic side (χ₁ > 1 from σ_w² = 1.761 at σ_b² = 0.05).
+CHAOTIC_FROM = 2.5
 
 
 def theory_curve(bias_var: float, activation: str, extra=()
                  ) -> tuple[np.ndarray, np.ndarray, float]:
     """(weight_vars [K], ξ_c [K] (inf at criticality), the critical σ_w² where χ₁ = 1) over
     :data:`CURVE_WEIGHT_VARS` and the σ_w² in ``extra`` (e.g. the grid's own), sorted."""
+    from vgjax import theory as th
+
     weight_vars = np.unique(np.round(np.concatenate(
         [CURVE_WEIGHT_VARS, np.asarray(extra, np.float64)]), 4))
     g = th.phase_grid(np.asarray(weight_vars, np.float32), [bias_var], activation)
@@ -33,31 +40,53 @@ def theory_curve(bias_var: float, activation: str, extra=()
     return np.asarray(weight_vars, np.float64), xi, crit
 
 
-def deepest_trainable(result: SweepResult, threshold: float = TRAINS) -> dict[float, int]:
-    """Per σ_w²: the largest depth whose seed-mean final training accuracy is >= threshold
-    (0 when none)."""
-    ws, ds, grid = accuracy_grid(result)
-    return {float(w): int(max([d for d, a in zip(ds, grid[:, j]) if a >= threshold],
-                              default=0)) for j, w in enumerate(ws)}
+def deepest_trainable(cells: Iterable[tuple[float, int, float | None]],
+                      threshold: float = TRAINS) -> dict[float, int]:
+    """Per σ_w², sorted: the largest depth whose seed-mean final training accuracy is >=
+    ``threshold`` (0 when none). ``cells``: (σ_w², depth, accuracy or None/NaN) per grid
+    cell, e.g. from :func:`vgjax.figures.phase.accuracy_grid` or a summary's groups."""
+    deepest: dict[float, int] = {}
+    for w, d, acc in cells:
+        ok = acc is not None and math.isfinite(acc) and acc >= threshold
+        deepest[float(w)] = max(deepest.get(float(w), 0), int(d) if ok else 0)
+    return dict(sorted(deepest.items()))
 
 
 def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: float) -> str:
     """Markdown: final training accuracy per depth (rows) x σ_w² (columns), then per σ_w² the
     deepest trainable depth beside 6 ξ_c; the curve (:func:`theory_curve`) must hold the
     grid's σ_w² (its ``extra``)."""
+    from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid
+
     ws, ds, grid = accuracy_grid(result)
     tw = np.asarray(theory_weight_vars, np.float64)
     xi_at = [float(np.asarray(xi_c)[np.argmin(np.abs(tw - w))]) for w in ws]
-    fmt = lambda v: "–" if not math.isfinite(v) else f"{v:.2f}"
-    lines = ["| depth \\ σ_w² | " + " | ".join(f"{w:g}" for w in ws) + " |",
-             "|---" * (len(ws) + 1) + "|"]
-    for i in range(len(ds) - 1, -1, -1):
-        lines.append(f"| {ds[i]} | " + " | ".join(fmt(v) for v in grid[i]) + " |")
-    deepest = deepest_trainable(result)
-    lines += ["", f"| σ_w² | deepest depth with train accuracy ≥ {TRAINS} | "
-              f"{XI_MULTIPLE:g} ξ_c (theory) |", "|---|---|---|"]
-    for w, x in zip(ws, xi_at):
-        six = "∞" if not math.isfinite(x) else f"{XI_MULTIPLE * x:.1f}"
-        lines.append(f"| {w:g} | {deepest[float(w)]} | {six} |")
+    fmt = lambda v: "–" if not math.isfinite(v) else f"{v:.2f}"  # noqa: E731
+    deepest = deepest_trainable((w, d, grid[i, j]) for i, d in enumerate(ds)
+                                for j, w in enumerate(ws))
+    lines = markdown_table(["depth \\ σ_w²", *(f"{w:g}" for w in ws)],
+                           ([ds[i], *(fmt(v) for v in grid[i])]
+                            for i in range(len(ds) - 1, -1, -1)))
+    lines += ["", *markdown_table(
+        ["σ_w²", f"deepest depth with train accuracy ≥ {TRAINS}",
+         f"{XI_MULTIPLE:g} ξ_c (theory)"],
+        ([f"{w:g}", deepest[float(w)], "∞" if not math.isfinite(x) else f"{XI_MULTIPLE * x:.1f}"]
+         for w, x in zip(ws, xi_at)))]
     lines += ["", f"Critical point (χ₁ = 1): σ_w² = {critical_weight_var:.3f}."]
     return "\n".join(lines) + "\n"
+
+
+def write(res: SweepResult, exp_dir: Path, name: str) -> Path:
+    """The phase-diagram heatmap with the theory's 6 ξ_c, and its ``tables.json``, into
+    ``exp_dir``; the PNG's path. ``name``: the experiment's, for the figure's title."""
+    from vgjax.figures import plot_phase_diagram
+
+    cfg = res.config
+    tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation,
+                                np.unique(np.asarray(res.runs.weight_var, np.float64)))
+    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit)})
+    return plot_phase_diagram(
+        res, Path(exp_dir) / "phase_diagram.png", tw, xi, critical_weight_var=crit,
+        title=f"{name}: {cfg.activation}, width {res.widths[0]}, σ_b² = "
+              f"{cfg.bias_var:g}, {cfg.data_name}, {cfg.optimizer} lr {cfg.lr:g}, "
+              f"{cfg.epochs} epochs of {cfg.n_train} points")

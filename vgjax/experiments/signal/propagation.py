@@ -12,7 +12,8 @@ by χ(q^l) = σ_w² E[φ′(√q^l z)²] per layer going down (χ₁ at q^l = q*
 
 :func:`compute` maps one net's measurement over seeds x σ_w² in vmapped batches (one
 compiled program);
-:func:`write` draws the figures and writes ``tables.json`` and ``data.json``.
+:func:`write` draws the figures and writes ``tables.json`` (the table of
+:func:`vgjax.experiments.signal.studies.propagation_table`) and ``data.json``.
 """
 
 from __future__ import annotations
@@ -135,28 +136,11 @@ def compute(*, seeds=SEEDS, depth: int = DEPTH, width: int = WIDTH, n_points: in
     return out
 
 
-def table(data: dict) -> str:
-    """Markdown: per phase, q at a few layers (measured ± std vs theory) and the gradient
-    ratio layer 1 / layer L (measured vs q-trajectory theory vs χ₁^{L−1})."""
-    depth = data["depth"]
-    layers = sorted({1, 2, 4, 8, 16, depth // 2, depth} & set(range(1, depth + 1)))
-    rows = ["| phase | σ_w² | χ₁ | q* | " + " | ".join(f"q^{l}" for l in layers)
-            + " | ‖g¹‖²/‖g^L‖² measured | theory (q-map) | χ₁^{L−1} |",
-            "|---" * (len(layers) + 7) + "|"]
-    for name, p in data["phases"].items():
-        cells = [f"{p['q_mean'][l - 1]:.3f} ± {p['q_std'][l - 1]:.3f} ({p['q_theory'][l - 1]:.3f})"
-                 for l in layers]
-        rows.append(f"| {name} | {p['weight_var']:.3f} | {p['chi1']:.3f} | {p['q_star']:.3f} | "
-                    + " | ".join(cells) + f" | {p['g2_ratio_mean'][0]:.3g} ± "
-                    f"{p['g2_ratio_std'][0]:.2g} | {p['g2_ratio_theory'][0]:.3g} | "
-                    f"{p['g2_ratio_chi1'][0]:.3g} |")
-    return "\n".join(rows) + "\n"
-
-
 def write(exp_dir: Path, data: dict | None = None, **kwargs) -> list[Path]:
     """Compute the study (``compute(**kwargs)``, unless ``data`` gives its result) and write
     ``q_per_layer.png``, ``grad_per_layer.png``, ``data.json`` and the report's
     ``tables.json`` into ``exp_dir``; the paths written."""
+    from vgjax.experiments.signal.studies import propagation_table
     from vgjax.figures import propagation as fig
     from vgjax.io.tables import write_tables
 
@@ -165,7 +149,7 @@ def write(exp_dir: Path, data: dict | None = None, **kwargs) -> list[Path]:
     atomic_write_text(exp_dir / "data.json", json.dumps(data, allow_nan=False))
     paths = [fig.plot_q_per_layer(data, exp_dir / "q_per_layer.png"),
              fig.plot_grad_per_layer(data, exp_dir / "grad_per_layer.png")]
-    return paths + [exp_dir / "data.json", write_tables(exp_dir, {"markdown": table(data)})]
+    return paths + [exp_dir / "data.json", write_tables(exp_dir, {"markdown": propagation_table(data)})]
 
 
 def small_config(**changes) -> Config:

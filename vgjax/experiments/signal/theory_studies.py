@@ -8,7 +8,6 @@ PNGs and JSON/markdown tables (``vgjax theory --figures OUT``).
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -20,11 +19,11 @@ from matplotlib.figure import Figure
 
 from vgjax import probes
 from vgjax.model import init_params
-from vgjax.io.tables import write_tables
+from vgjax.io.tables import markdown_table, write_tables
 from vgjax import theory as th
-from vgjax.io.store import atomic_write_bytes, atomic_write_text
+from vgjax.io.store import atomic_write_text
+from vgjax.figures import save_png
 
-DPI = 110
 # (label, activation, σ_b²) of the mean-field curves: Poole et al.'s tanh at two bias
 # variances, and ReLU, whose q* is finite only below σ_w² = 2.
 CURVES = (("tanh, σ_b² = 0", "tanh", 0.0), ("tanh, σ_b² = 0.05", "tanh", 0.05),
@@ -70,13 +69,6 @@ def compute_theory() -> dict:
                     "chi1": np.asarray(plane.chi1).tolist(),
                     "critical_weight_var": [round(float(v), 5) for v in np.asarray(crit)]}
     return out
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def make_theory_curves(data: dict) -> Figure:
@@ -250,27 +242,24 @@ def make_mean_sq(data: dict) -> Figure:
 
 
 def _spectra_table(data: dict) -> str:
-    rows = ["| case | init | depth | σ_w² | mean σ² | theory | max σ | median σ "
-            "| share of σ in [½, 2] | share of σ < 1e-6 |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in data["cases"]:
-        if c["critical"]:
-            rows.append(f"| {c['label']} | {c['scheme']} | {c['depth']} | {c['weight_var']:.4g} "
-                        f"| {c['mean_sq']:.3g} | {c['predicted_mean_sq']:.3g} | {c['max']:.3g} "
-                        f"| {c['median']:.3g} | {c['share_near_1']:.2f} "
-                        f"| {c['share_below_floor']:.2f} |")
+    rows = markdown_table(
+        ["case", "init", "depth", "σ_w²", "mean σ²", "theory", "max σ", "median σ",
+         "share of σ in [½, 2]", "share of σ < 1e-6"],
+        ([c["label"], c["scheme"], c["depth"], f"{c['weight_var']:.4g}", f"{c['mean_sq']:.3g}",
+          f"{c['predicted_mean_sq']:.3g}", f"{c['max']:.3g}", f"{c['median']:.3g}",
+          f"{c['share_near_1']:.2f}", f"{c['share_below_floor']:.2f}"]
+         for c in data["cases"] if c["critical"]))
     return "\n".join(rows) + "\n"
 
 
 def _theory_table(data: dict) -> str:
     picks = [1.0, 1.5, 1.76, 2.0, 2.5, 3.0, 4.0]
     w = np.asarray(data["weight_vars"])
-    rows = ["| curve | σ_w² | q* | χ₁ | c* | χ_c | ξ_c |", "|---|---|---|---|---|---|---|"]
-    fmt = lambda v: "–" if v is None else f"{v:.4g}"
-    for label, c in data["curves"].items():
-        for p in picks:
-            i = int(np.argmin(np.abs(w - p)))
-            rows.append(f"| {label} | {w[i]:.3g} | " + " | ".join(fmt(c[k][i]) for k in th.FIELDS)
-                        + " |")
+    fmt = lambda v: "–" if v is None else f"{v:.4g}"  # noqa: E731
+    at = [int(np.argmin(np.abs(w - p))) for p in picks]
+    rows = markdown_table(["curve", "σ_w²", "q*", "χ₁", "c*", "χ_c", "ξ_c"], (
+        [label, f"{w[i]:.3g}", *(fmt(c[k][i]) for k in th.FIELDS)]
+        for label, c in data["curves"].items() for i in at))
     crit = data["plane"]["critical_weight_var"]
     rows += ["", "Critical line of tanh (χ₁ = 1): " + ", ".join(
         f"σ_b² = {b:g}: σ_w² = {w_:.3f}" for b, w_ in zip(data["plane"]["bias_vars"][::5],
@@ -296,7 +285,7 @@ def write_spectra(j_dir: Path, *, spectra_nets: int = 4) -> list[Path]:
 def _write_study(out: Path, data: dict, table: str, figs: dict[str, Figure]) -> list[Path]:
     """One study's files: its figures, ``data.json``, ``table.md`` and ``tables.json``."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = [_save(fig, out / name) for name, fig in figs.items()]
+    paths = [save_png(fig, out / name) for name, fig in figs.items()]
     atomic_write_text(out / "data.json", json.dumps(data, allow_nan=False))
     atomic_write_text(out / "table.md", table)
     return paths + [out / "data.json", out / "table.md", write_tables(out, {"markdown": table})]
