@@ -33,36 +33,36 @@ def _same(a, b, rtol=1e-6):
 
 def test_activation_callable_equals_its_name():
     named = sweep(BASE, engine="vmap", **GRID)
-    obj = sweep(Config(**{**BASE.__dict__, "activation": jnp.tanh}), **GRID)
+    obj = sweep(replace(BASE, activation=jnp.tanh), **GRID)
     _same(named, obj)
-    swish = sweep(Config(**{**BASE.__dict__, "activation": jax.nn.swish}), **GRID)
+    swish = sweep(replace(BASE, activation=jax.nn.swish), **GRID)
     assert np.all(np.isfinite(swish.history["train_loss"]))
     assert not np.allclose(swish.history["train_loss"], named.history["train_loss"])
     assert swish.config.to_dict()["activation"].startswith("custom:")
 
 
 def test_optax_chain_and_lr_factory():
-    plain = Config(**{**BASE.__dict__, "momentum": 0.0, "lr": 0.05})
+    plain = replace(BASE, momentum=0.0, lr=0.05)
     ref = sweep(plain, engine="vmap", **GRID)
     # a huge clipping norm never clips: the chain is plain SGD
     chain = optax.chain(optax.clip_by_global_norm(1e9), optax.sgd(0.05))
-    _same(ref, sweep(Config(**{**BASE.__dict__, "optimizer": chain}), **GRID), rtol=1e-5)
+    _same(ref, sweep(replace(BASE, optimizer=chain), **GRID), rtol=1e-5)
     # a factory keeps the learning-rate grid axis: each lr equals its own sweep
     factory = lambda lr: optax.sgd(lr)  # noqa: E731
-    both = sweep(Config(**{**BASE.__dict__, "optimizer": factory}), lrs=(0.05, 0.2), **GRID)
-    one = sweep(Config(**{**BASE.__dict__, "optimizer": factory, "lr": 0.2}), **GRID)
+    both = sweep(replace(BASE, optimizer=factory), lrs=(0.05, 0.2), **GRID)
+    one = sweep(replace(BASE, optimizer=factory, lr=0.2), **GRID)
     pick = both.runs.lr == np.float32(0.2)
     np.testing.assert_allclose(both.history["train_loss"][pick], one.history["train_loss"],
                                rtol=1e-6)
     np.testing.assert_allclose(both.history["train_loss"][~pick], ref.history["train_loss"],
                                rtol=1e-5)
     with pytest.raises(ValueError, match="^lrs:"):
-        sweep(Config(**{**BASE.__dict__, "optimizer": chain}), lrs=(0.1, 0.2), **GRID)
+        sweep(replace(BASE, optimizer=chain), lrs=(0.1, 0.2), **GRID)
 
 
 def test_sweep_is_a_scan_over_the_public_train_step():
     """Epoch 1 of a sweep equals a Python loop of Step.train_step over the same batches."""
-    cfg = Config(**{**BASE.__dict__, "data": "moons", "bias_var": 0.1, "weight_var": 1.5})
+    cfg = replace(BASE, data="moons", bias_var=0.1, weight_var=1.5)
     res = sweep(cfg, seeds=(5,), depths=(2,), widths=(3,), engine="vmap")
     step = make_step(cfg, max_depth=2, p=3)
     key = jax.random.PRNGKey(5)
@@ -83,15 +83,15 @@ def test_sweep_is_a_scan_over_the_public_train_step():
 
 
 def test_digits_and_user_arrays():
-    cfg = Config(**{**BASE.__dict__, "data": "digits", "activation": "relu",
-                    "init": "he_uniform", "n_samples": 300, "n_train": 200})
+    cfg = replace(BASE, data="digits", activation="relu",
+                  init="he_uniform", n_samples=300, n_train=200)
     res = sweep(cfg, seeds=(0,), depths=(1, 2), widths=(8,))
     assert res.history["grad_norm"].shape == (2, 2, 3)
     assert np.all(np.isfinite(res.history["train_loss"]))
     assert res.config.to_dict()["data"] == "digits"
     # the same arrays passed as user data give the same sweep
     arrays = make_data(cfg)
-    user = Config(**{**cfg.__dict__, "data": tuple(arrays)})
+    user = replace(cfg, data=tuple(arrays))
     assert user.n_train == 200 and user.to_dict()["data"].startswith("arrays:")
     _same(res, sweep(user, seeds=(0,), depths=(1, 2), widths=(8,)))
 
@@ -101,7 +101,7 @@ def test_weight_var_depth_grid_is_one_program_and_each_run_equals_its_own_sweep(
     jax.monitoring.register_event_duration_secs_listener(
         lambda event, secs, **kw: compiles.append(event)
         if event == "/jax/core/compile/backend_compile_duration" else None)
-    cfg = Config(**{**BASE.__dict__, "init": "normal"})
+    cfg = replace(BASE, init="normal")
     grid = sweep(cfg, seeds=(0,), depths=(1, 3), widths=(4,), weight_vars=(0.5, 2.0),
                  bias_vars=(0.0, 0.3))
     assert len(grid.runs) == 8
@@ -114,7 +114,7 @@ def test_weight_var_depth_grid_is_one_program_and_each_run_equals_its_own_sweep(
     f32 = lambda *v: np.array(v, np.float32)  # noqa: E731 - the run table holds float32
     np.testing.assert_array_equal(grid.runs.weight_var, np.tile(np.repeat(f32(0.5, 2.0), 2), 2))
     np.testing.assert_array_equal(grid.runs.bias_var, np.tile(f32(0.0, 0.3), 4))
-    solo = sweep(Config(**{**cfg.__dict__, "weight_var": 2.0, "bias_var": 0.3}), seeds=(0,),
+    solo = sweep(replace(cfg, weight_var=2.0, bias_var=0.3), seeds=(0,),
                  depths=(3,), widths=(4,))
     r = int(np.flatnonzero((grid.runs.depth == 3) & (grid.runs.weight_var == 2.0)
                            & (grid.runs.bias_var == np.float32(0.3)))[0])
@@ -147,7 +147,7 @@ def test_weight_and_bias_variances(init):
 
 
 def test_keep_params_round_trip_and_engines_agree():
-    cfg = Config(**{**BASE.__dict__, "momentum": 0.9})
+    cfg = replace(BASE, momentum=0.9)
     fast = sweep(cfg, keep_params=True, engine="fast", **GRID)
     ref = sweep(cfg, keep_params=True, engine="vmap", **GRID)
     assert fast.params["kernels"].shape == (4, 3, 4, 4)
@@ -181,7 +181,7 @@ def test_bad_parts_are_one_line_errors_before_compiling(fields, match, monkeypat
     import vgjax.run.chunks as chunks_mod
     monkeypatch.setattr(chunks_mod, "compile_plan", lambda plan: pytest.fail("compiled"))
     with pytest.raises(ValueError, match=match) as err:
-        sweep(Config(**{**BASE.__dict__, **fields}), **GRID)
+        sweep(replace(BASE, **fields), **GRID)
     assert "\n" not in str(err.value) and "allowed" in str(err.value)
 
 
@@ -205,7 +205,7 @@ def test_a_loaded_config_with_objects_shows_but_does_not_train():
     """Objects are recorded by description; such a config loads (for show/plots) but
     training it again is refused with one line naming the field."""
     arrays = tuple(make_data(BASE))
-    cfg = Config(**{**BASE.__dict__, "activation": jnp.tanh, "data": arrays})
+    cfg = replace(BASE, activation=jnp.tanh, data=arrays)
     loaded = Config.from_dict(cfg.to_dict())
     assert loaded.to_dict() == cfg.to_dict()
     with pytest.raises(ValueError, match="^(activation|data): .*loaded config"):

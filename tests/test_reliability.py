@@ -512,7 +512,7 @@ def _damage(kind: str, out: Path, marker: Path) -> tuple[str, list[str]]:
         d = json.loads(sp.read_text())
         d["format"] = "keras.history"
         sp.write_text(json.dumps(d))
-        return str(sp), ["'keras.history'", "expected 'vgjax.run.chunks'"]
+        return str(sp), ["'keras.history'", "expected 'vgjax.sweep'"]
     if kind == "summary-future-version":
         d = json.loads(sp.read_text())
         d["version"] = 99
