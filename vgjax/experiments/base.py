@@ -9,7 +9,7 @@ runs, so listing experiments and rendering the report stay cheap.
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
@@ -183,7 +183,6 @@ class Study:
     uses: tuple[str, ...] = ()
     figures: tuple[str, ...] = ()
     group: str = ""
-    config: None = field(default=None, init=False)  # no protocol of its own
 
     def n_runs(self, seeds: tuple[int, ...]) -> int:
         return 0

@@ -135,7 +135,8 @@ def dead_relu_section(t: dict[str, Any]) -> list[str]:
                    "learning" if share >= 0.8 else
                    "so a fully dead layer accounts for part of the deep runs that stop "
                    "learning, not all")
-        lines += ["", f"At depths {deep[0]['depth']}–{deep[-1]['depth']}, {n_learn:.0f} of {n_all} runs learn. "
+        lines += ["", f"At depths {deep[0]['depth']}–{deep[-1]['depth']}, {n_learn:.0f} of "
+                  f"{n_all} runs learn. "
                   f"{n_dead:.0f} runs end with a fully dead layer and {learn_dead:.0f} of "
                   f"those learn; {fail_dead:.0f} of the {n_fail:.0f} runs that do not learn "
                   f"have one ({share:.0%}), {verdict} (cf. Lu et al. 2019, *Dying ReLU and "

@@ -48,6 +48,7 @@ EXPERIMENTS = (
                figures=("depth_study.png", "learning_curves_d15.png",
                         "learning_curves_d20.png"),
                label="ReLU / He", plot_title="ReLU/He, width 5", curve_depths=(15, 20),
+               units="ReLU",
                reported_depths=((15, "learns"), (20, "no longer learns")), group=GROUP),
     Gradients("gradients", "Per-layer gradients of deep-tanh vs deep-relu",
               reported="tanh first layer ~0.05-0.1, ReLU first layer ~0.2-0.4, output layer "

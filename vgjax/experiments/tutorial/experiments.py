@@ -68,14 +68,16 @@ class DepthStudy(Curves):
     """A protocol over depths: the share that learns against depth (beside the sweep
     ``compare`` when it ran in the same invocation), and learning curves at ``curve_depths``.
 
-    label: this sweep's legend entry; plot_title: the depth figure's title; reported_depths:
-    (depth, what the tutorial said) for the accuracy table's rows.
+    label: this sweep's legend entry; plot_title: the depth figure's title; units: the
+    hidden units' name in the curves' titles; reported_depths: (depth, what the tutorial
+    said) for the accuracy table's rows.
     """
 
     figures: tuple[str, ...] = ("depth_study.png",)
     label: str = ""
     plot_title: str = ""
     curve_depths: tuple[int, ...] = ()
+    units: str = ""
     compare: tuple[str, str] | None = None   # (experiment, label)
     reported_depths: tuple[tuple[int, str], ...] = ()
 
@@ -93,7 +95,7 @@ class DepthStudy(Curves):
                 figs.append(plot_learning_curves(
                     res, ctx.exp_dir / f"learning_curves_d{depth}.png",
                     runs=np.flatnonzero(res.runs.depth == depth),
-                    title=f"{self.name}: {depth} hidden {self.label.split()[0]} layers"))
+                    title=f"{self.name}: {depth} hidden {self.units} layers"))
         return figs
 
     def reported_at(self, depth: int) -> str:
@@ -149,7 +151,8 @@ def gradient_tables(results: dict[str, SweepResult]) -> dict[str, Any]:
     for label, res in results.items():
         for stat, where in (("grad_mean_abs", "steps"), ("test_grad_mean_abs", "test set")):
             st = seed_stats(_epoch_mean(res, stat)) if stat in res.history else None
-            columns.append({"label": f"{label}, {where}", "mean": None if st is None else st["mean"],
+            columns.append({"label": f"{label}, {where}",
+                            "mean": None if st is None else st["mean"],
                             "std": None if st is None else st["std"]})
     return {"layers": layer_labels(next(iter(results.values())).n_layers), "columns": columns}
 
