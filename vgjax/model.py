@@ -333,8 +333,9 @@ def unpack_run(tree, depth: int, width: int, *, n_features: int = N_FEATURES,
       run: index into a leading run axis of every leaf (e.g. a loaded ``params.npz``, or
         ``result.params``); None: ``tree`` is one run's.
     Returns:
-      ``{"dense_1": {"kernel": [F, w], "bias": [w]}, ..., "dense_<depth>": {"kernel": [w, w],
-      "bias": [w]}, "output": {"kernel": [w, C'], "bias": [C']}}`` with C' = 1 for two classes.
+      One run's layers as a dict, ``{"dense_1": {"kernel": [F, w], "bias": [w]}, ...}``
+      through ``"dense_<depth>"`` (kernels [w, w]), then ``"output": {"kernel": [w, C'],
+      "bias": [C']}``, C' = 1 for two classes.
     """
     if run is not None:
         tree = {k: tree[k][run] for k in ("kernels", "biases", "out_kernel", "out_bias")}

@@ -30,17 +30,17 @@ weight_hist_stats      [R, H, L, 4] f32  min, max, sum, sum of squares of those 
 With the signal probe (``Config.probes=("signal",)``, ``vgjax sweep --probe signal``), on
 the training set, per hidden layer (D = largest depth; the output layer is no probe target):
 
-==========================  ===============  =============================================
-signal_q                    [R, E, D] f32    pre-activation second moment q^l, epoch's end
-signal_saturation           [R, E, D] f32    share of (unit, point) pairs with |φ′(h)| < 0.05
-signal_dead                 [R, E, D] f32    share of units with φ(h) = 0 on every point
-signal_q_init, ..._init     [R, D] f32       the same three at initialisation
-signal_jac_mean_sq          [R, H] f32       mean σ² of the input-output Jacobian ∂h_L/∂x
-signal_jac_max              [R, H] f32       its largest σ (both at histogram epochs)
-signal_jac_log_hist         [R, H, K'] i32   counts of log10 σ in ``signal_jac_edges``
+==========================  =================  =============================================
+signal_q                    [R, E, D] f32      pre-activation second moment q^l, epoch's end
+signal_saturation           [R, E, D] f32      share of (unit, point) pairs with |φ′(h)| < 0.05
+signal_dead                 [R, E, D] f32      share of units with φ(h) = 0 on every point
+signal_q_init, ..._init     [R, D] f32         the same three at initialisation
+signal_jac_mean_sq          [R, H] f32         mean σ² of the input-output Jacobian ∂h_L/∂x
+signal_jac_max              [R, H] f32         its largest σ (both at histogram epochs)
+signal_jac_log_hist         [R, H, K'] i32     counts of log10 σ in ``signal_jac_edges``
 signal_jac_*_init           [R], [R], [R, K']  the same before training
-signal_jac_edges            [K' + 1] f32     bucket edges of log10 σ (shared)
-==========================  ===============  =============================================
+signal_jac_edges            [K' + 1] f32       bucket edges of log10 σ (shared)
+==========================  =================  =============================================
 
 The initial values are separate ``*_init`` arrays rather than an epoch 0 on the E axis, so
 every [R, E, ...] array keeps meaning "after epoch e" (final values, divergence masks and

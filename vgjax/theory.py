@@ -254,7 +254,7 @@ def mean_field(weight_var, bias_var, activation: Activation, *, q0=1.0) -> MeanF
 def phase_grid(weight_vars, bias_vars, activation: Activation, *, q0=1.0) -> MeanField:
     """:func:`mean_field` over the outer product: fields ``[len(weight_vars), len(bias_vars)]``.
 
-    One jit-compiled program (two nested ``vmap``s).
+    One jit-compiled program (two nested ``vmap`` calls).
     """
     check_activation(activation)
     f = lambda w, b: mean_field(w, b, activation, q0=q0)

@@ -4,7 +4,8 @@ Each measurement runs in a fresh subprocess (``python -m vgjax.bench CASE ...``)
 resident memory (``ru_maxrss``) and compile time belong to that case alone. The parent
 collects the JSON each child prints on its last line.
 
-Cases:
+Cases::
+
   w600      tanh U(0,1) and ReLU He x depths 1-10 x 30 seeds, width 5, 500 epochs, all
             statistics and histograms, every output written (summary, history, TensorBoard,
             figures); compile / train / write split, run-epochs per second, peak memory,

@@ -81,20 +81,20 @@ Acc = tuple
 class Engine(NamedTuple):
     """The kernels of one engine, each over a whole chunk (or one run, vmapped).
 
-    init: ``(spec, data) -> Setup``.
-    minibatches: ``(ctx, epoch) -> xs``, the epoch's shuffled minibatches (leading axis S).
-    step: ``(state, batch, ctx, acc, hist_now) -> (state, acc)``: one optimizer step on one
+    - init: ``(spec, data) -> Setup``.
+    - minibatches: ``(ctx, epoch) -> xs``, the epoch's shuffled minibatches (leading axis S).
+    - step: ``(state, batch, ctx, acc, hist_now) -> (state, acc)``: one optimizer step on one
       minibatch, adding its kernel gradients' |g| sums and L2 norms [L, ...] to ``acc`` and,
       where ``hist_now``, their histogram (:func:`merge_hist`); :func:`grads_step` builds it
       from ``loss_and_grads`` + update kernels.
-    evaluate: ``(state, ctx) -> (curves [4, ...], weight_l1 [L, ...])``; curves are train
+    - evaluate: ``(state, ctx) -> (curves [4, ...], weight_l1 [L, ...])``; curves are train
       loss, test loss, train accuracy, test accuracy on the full sets.
-    weight_hist: ``(state, ctx) -> (counts [L, K, ...] int32, stats [L, 4, ...])``.
-    params: ``state -> {"kernels": [D, P, P, ...], "biases", "out_kernel", "out_bias"}``.
-    test_grads: optional ``(state, ctx) -> [2, L, ...]`` mean |g| and norm on the test set.
-    signal, jacobian: optional signal-probe kernels ``(state, ctx) -> [3, D, ...]`` and
+    - weight_hist: ``(state, ctx) -> (counts [L, K, ...] int32, stats [L, 4, ...])``.
+    - params: ``state -> {"kernels": [D, P, P, ...], "biases", "out_kernel", "out_bias"}``.
+    - test_grads: optional ``(state, ctx) -> [2, L, ...]`` mean |g| and norm on the test set.
+    - signal, jacobian: optional signal-probe kernels ``(state, ctx) -> [3, D, ...]`` and
       ``-> (mean σ² [...], max σ [...], log10 σ counts [K', ...])``.
-    hist_branches: ``step`` takes ``hist_now`` as a Python bool, and the loop traces the
+    - hist_branches: ``step`` takes ``hist_now`` as a Python bool, and the loop traces the
       epoch's steps twice (with and without the gradient histogram) under one ``cond`` per
       epoch; otherwise ``hist_now`` is a traced bool and ``step`` branches on it itself.
       Worth it where a branch inside the step is costly (the wide engine's per-layer

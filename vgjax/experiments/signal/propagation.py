@@ -61,8 +61,9 @@ def measure(config: Config, x: jax.Array, y: jax.Array, seeds, weight_vars, *, d
       n_grad: the first ``n_grad`` points give per-point gradients.
       batch: nets vmapped together (``lax.map`` over batches bounds the memory; one jit).
     Returns:
-      (q [S, W, depth]: mean of h_l² over points and units; g2 [S, W, depth + 1]: mean over
-      the points of ‖∂ℓ/∂W‖² per layer, hidden layers then the output layer).
+      A pair ``(q, g2)``; q [S, W, depth] is the mean of h_l² over points and units, g2
+      [S, W, depth + 1] the mean over the points of ‖∂ℓ/∂W‖² per layer, hidden layers then
+      the output layer.
     """
     step = make_step(config, max_depth=depth, p=width)
 
