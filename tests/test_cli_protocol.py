@@ -54,6 +54,7 @@ def test_variance_axes_data_and_params_out(tmp_path, capsys):
     (["--loss", "hinge"], "loss"),
     (["--data", "digits", "--loss", "bce"], "loss"),
     (["--init", "gaussian"], "init"),
+    (["--init", "random_walk", "--activation", "sigmoid"], "init"),
 ])
 def test_bad_protocol_flags(flags, field, tmp_path, capsys):
     out = tmp_path / "out"
@@ -62,3 +63,25 @@ def test_bad_protocol_flags(flags, field, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"vgjax: error: {field}:") and "\n" not in err and "allowed" in err
     assert not out.exists()
+
+
+def test_random_walk_flag(tmp_path):
+    """--init random_walk trains, and its initial kernels are the ``normal`` draws of the same
+    streams times Sussillo & Abbott's ReLU gain per hidden layer (fan-in 2, then 3) and the
+    linear gain at the output. lr = 1e-30 leaves the saved parameters at their initial
+    values (updates far below float32 resolution)."""
+    out = tmp_path / "out"
+    argv = ["sweep", "--activation", "relu", "--init", "random_walk", "--depths", "2",
+            "--widths", "3", "--seeds", "0", "--epochs", "1", "--hist-every", "0",
+            "--lr", "1e-30", "--save-params", "--out", str(out)]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["config"]["init"] == "random_walk"
+    cfg = Config(activation="relu", init="normal", lr=1e-30, epochs=1, hist_every=0)
+    ref = sweep(cfg, seeds=(0,), depths=(2,), widths=(3,), keep_params=True)
+    relu_gain = lambda n: np.sqrt(2.0) * np.exp(1.2 / (max(n, 6) - 2.4))
+    with np.load(out / "params.npz", allow_pickle=False) as z:
+        for layer, fan_in in ((0, 2), (1, 3)):
+            np.testing.assert_allclose(z["kernels"][0, layer], ref.params["kernels"][0, layer]
+                                       * relu_gain(fan_in), rtol=1e-6, atol=0)
+        np.testing.assert_allclose(z["out_kernel"][0], ref.params["out_kernel"][0]
+                                   * np.exp(1 / 6), rtol=1e-6, atol=0)

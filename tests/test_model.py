@@ -217,3 +217,60 @@ def test_gradients_against_numpy_and_finite_differences():
         dn = [w.copy() for w in ws]; dn[0][r, c] -= eps
         fd = (_numpy_net(up, bs, wo, 0.0, x, y)[0] - _numpy_net(dn, bs, wo, 0.0, x, y)[0]) / (2 * eps)
         np.testing.assert_allclose(grads["kernels"][0, r, c], fd, rtol=1e-3, atol=1e-7)
+
+
+def _random_walk_gain64(activation, n):
+    """Sussillo & Abbott's gains, float64 from their formulas."""
+    if activation == "linear":
+        return np.exp(1.0 / (2.0 * n))
+    if activation == "relu":
+        return np.sqrt(2.0) * np.exp(1.2 / (max(n, 6) - 2.4))
+    return 1.13
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+@pytest.mark.parametrize("n", [4, 10, 100])
+def test_random_walk_std_is_gain_over_sqrt_fan_in(activation, n):
+    """Random-walk kernels are N(0, g^2/N): the sample std of 40k entries matches g/sqrt(N)
+    (not g/N, the slip of some public implementations), and each entry is the ``normal``
+    draw of its stream times g."""
+    from vgjax.model import random_walk_gain
+    keys = jax.random.split(KEY, -(-40_000 // (n * n)))
+    draw = lambda init, act: np.asarray(jax.vmap(
+        lambda k: init_kernel(k, n, init, n, n, activation=act))(keys), np.float64)
+    g = _random_walk_gain64(activation, n)
+    np.testing.assert_allclose(float(random_walk_gain(activation, n)), g, rtol=1e-6)
+    w = draw("random_walk", activation)
+    # sample std of >= 40k normals: relative standard error <= 1/sqrt(80k) = 0.35 %; g/N
+    # is at least 2x off for N >= 4
+    np.testing.assert_allclose(w.std(), g / np.sqrt(n), rtol=0.015)
+    assert abs(w.mean()) < 4 * g / np.sqrt(n) / np.sqrt(w.size)
+    np.testing.assert_allclose(w, draw("normal", None) * g, rtol=1e-6, atol=0)
+
+
+def test_random_walk_init_params_gains_per_layer():
+    """In a padded grid net, each hidden layer's gain uses its own real fan-in (the input
+    layer reads 2 features) and the output layer the linear gain; sigma_w^2 stays a gain."""
+    d, w, wv = 3, 7, 2.0
+    rw = init_params(KEY, d, w, max_depth=5, p=9, init="random_walk", output_init="random_walk",
+                     weight_var=wv, activation="relu")
+    ref = init_params(KEY, d, w, max_depth=5, p=9, init="normal", output_init="normal",
+                      weight_var=wv)
+    for l, fi in enumerate([2, w, w]):
+        np.testing.assert_allclose(rw["kernels"][l], ref["kernels"][l] *
+                                   _random_walk_gain64("relu", fi), rtol=1e-6, atol=0)
+    np.testing.assert_array_equal(rw["kernels"][d:], 0)
+    np.testing.assert_allclose(rw["out_kernel"], ref["out_kernel"] *
+                               _random_walk_gain64("linear", w), rtol=1e-6, atol=0)
+
+
+def test_random_walk_needs_a_known_activation():
+    from vgjax.config import Config, validate
+    from vgjax.model import random_walk_gain
+    with pytest.raises(ValueError, match="^init: 'random_walk' has no gain for activation "
+                                         "'sigmoid'; allowed"):
+        validate(Config(activation="sigmoid", init="random_walk"))
+    with pytest.raises(ValueError, match="^activation: 'elu' has no random-walk gain"):
+        random_walk_gain("elu", 10)
+    validate(Config(activation="tanh", init="random_walk"))
+    validate(Config(activation="sigmoid", init="normal", output_init="random_walk"))

@@ -211,3 +211,134 @@ def test_critical_weight_var_closed_forms():
     for b in (0.05, 0.3):
         w = float(th.critical_weight_var(b, "tanh"))
         assert _mf(w, b, "tanh")[1] == pytest.approx(1.0, abs=1e-5)
+
+
+# ------------------------------------------------------------- remedies (closed forms, MC)
+
+from scipy.special import digamma as _digamma, polygamma as _polygamma  # noqa: E402
+
+
+@pytest.mark.parametrize("n", [10, 30, 100])
+def test_random_walk_step_linear_closed_form(n):
+    """½ ln(g² χ²_N / N): mean ln g + ½(ψ(N/2) + ln(2/N)), variance ψ′(N/2)/4; at the
+    random-walk gain exp(1/(2N)) the drift is −1/(6N²) to leading order."""
+    g = np.exp(1 / (2 * n))
+    step = th.random_walk_step(n, g)
+    np.testing.assert_allclose(float(step.var), _polygamma(1, n / 2) / 4, rtol=1e-5)
+    np.testing.assert_allclose(float(step.mean), np.log(g) + 0.5 * (_digamma(n / 2)
+                                                                   + np.log(2 / n)), atol=1e-6)
+    np.testing.assert_allclose(float(step.mean), -1 / (6 * n * n), rtol=0.05)
+    # the gain matters: g = 1 drifts by about −1/(2N) per layer
+    np.testing.assert_allclose(float(th.random_walk_step(n, 1.0).mean), -1 / (2 * n),
+                               rtol=0.1)
+
+
+def _walk_mc(n, steps, samples, activation, gain, rng):
+    """ln||δ_0|| − ln||δ_steps|| of real nets (NumPy float64): a forward pass of a Gaussian
+    input through ``steps + 1`` layers of N(0, g²/N) weights, then backprop from a random
+    unit δ at the top. Dead ReLU nets (a zero δ) are dropped."""
+    x = rng.standard_normal((samples, n))
+    ws = [rng.standard_normal((samples, n, n)) * gain / np.sqrt(n) for _ in range(steps + 1)]
+    masks = []
+    for w in ws:
+        z = np.einsum("si,sij->sj", x, w)
+        masks.append(z > 0 if activation == "relu" else np.ones_like(z, bool))
+        x = np.where(masks[-1], z, 0.0)
+    d = rng.standard_normal((samples, n)) * masks[-1]
+    top = np.linalg.norm(d, axis=1)
+    for w, m in zip(ws[:0:-1], masks[-2::-1]):
+        d = np.einsum("sij,sj->si", w, d) * m
+    bottom = np.linalg.norm(d, axis=1)
+    alive = (bottom > 0) & (top > 0)
+    return np.log(bottom[alive]) - np.log(top[alive])
+
+
+@pytest.mark.parametrize("activation, n", [("linear", 10), ("relu", 16)])
+def test_random_walk_step_monte_carlo(activation, n):
+    """Mean and variance of ln||δ|| over 12 layers of real nets against steps x the step's
+    (ReLU: under gradient independence, which the real forward-dependent masks obey)."""
+    rng = np.random.default_rng(0)
+    steps, samples = 12, 6000
+    g = np.exp(1 / (2 * n)) if activation == "linear" else np.sqrt(2) * np.exp(1.2 / (n - 2.4))
+    walk = _walk_mc(n, steps, samples, activation, g, rng)
+    step = th.random_walk_step(n, g, activation)
+    mean, var = steps * float(step.mean), steps * float(step.var)
+    assert abs(walk.mean() - mean) < 4 * np.sqrt(var / walk.size)
+    assert abs(walk.var() - var) < 4 * var * np.sqrt(2 / walk.size)
+
+
+def test_relu_dead_layer_probability():
+    assert th.relu_dead_layer_probability(1, 1) == 0.5
+    np.testing.assert_allclose(th.relu_dead_layer_probability(10, 200),
+                               1 - (1 - 2.0 ** -10) ** 200, rtol=1e-12)
+
+
+@pytest.mark.parametrize("activation, alpha, wv, vv", [("relu", 0.7, 2.0, 1.5),
+                                                       ("relu", 1.0, 1.0, 0.5),
+                                                       ("tanh", 0.5, 1.5, 2.0)])
+def test_residual_block_growth(activation, alpha, wv, vv):
+    """Forward and gradient growth of h' = h + α V φ(W h) against Monte Carlo (width 1000,
+    NumPy float64) and, for ReLU, the closed form 1 + α² σ_v² σ_w² / 2."""
+    rng = np.random.default_rng(1)
+    n, b = 1000, 64
+    fwd, bwd = (float(v) for v in th.residual_block_growth(alpha, wv, vv, activation))
+    if activation == "relu":
+        np.testing.assert_allclose([fwd, bwd], 1 + alpha ** 2 * vv * wv / 2, rtol=1e-5)
+    phi = np.tanh if activation == "tanh" else (lambda z: np.maximum(z, 0))
+    dphi = (lambda z: 1 - np.tanh(z) ** 2) if activation == "tanh" else (lambda z: z > 0)
+    f_mc, b_mc = [], []
+    for _ in range(4):
+        w = rng.standard_normal((n, n)) * np.sqrt(wv / n)
+        v = rng.standard_normal((n, n)) * np.sqrt(vv / n)
+        h = rng.standard_normal((b, n))
+        z = h @ w
+        f_mc.append(np.mean((h + alpha * phi(z) @ v) ** 2) / np.mean(h ** 2))
+        d = rng.standard_normal((b, n))
+        back = d + alpha * ((d @ v.T) * dphi(z)) @ w.T
+        b_mc.append(np.mean(back ** 2) / np.mean(d ** 2))
+    np.testing.assert_allclose(np.mean(f_mc), fwd, rtol=0.02)
+    np.testing.assert_allclose(np.mean(b_mc), bwd, rtol=0.02)
+
+
+def _bn_growth_mc(activation, batch, width, depth, rng):
+    """Per-layer growth of ||∂L/∂W_l||² in h = φ(BN(h W)) nets (NumPy float64, manual
+    BatchNorm backprop), the geometric mean over the layers away from the top and bottom."""
+    phi = (lambda z: np.maximum(z, 0)) if activation == "relu" else (lambda z: z)
+    dphi = (lambda z: (z > 0) * 1.0) if activation == "relu" else (lambda z: np.ones_like(z))
+    h = rng.standard_normal((batch, width))
+    cache = []
+    for _ in range(depth):
+        w = rng.standard_normal((width, width)) / np.sqrt(width)
+        y = h @ w
+        sd = y.std(axis=0)
+        yhat = (y - y.mean(axis=0)) / sd
+        cache.append((h, w, sd, yhat))
+        h = phi(yhat)
+    g = rng.standard_normal((batch, width))
+    norms = []
+    for h_in, w, sd, yhat in reversed(cache):
+        g = g * dphi(yhat)
+        gy = (g - g.mean(axis=0) - yhat * (g * yhat).mean(axis=0)) / sd
+        norms.append(np.sum((h_in.T @ gy) ** 2))
+        g = gy @ w.T
+    logs = np.log(norms[5:-5])
+    return np.exp(np.polyfit(np.arange(logs.size), logs, 1)[0])
+
+
+@pytest.mark.parametrize("activation, batch", [("linear", 8), ("linear", 16), ("relu", 256)])
+def test_batchnorm_growth_monte_carlo(activation, batch):
+    """Yang et al.'s rates against BatchNorm nets backpropagated by hand in NumPy."""
+    rng = np.random.default_rng(2)
+    rate = (th.batchnorm_growth_linear(batch) if activation == "linear"
+            else th.BATCHNORM_RELU_GROWTH)
+    got = np.mean([_bn_growth_mc(activation, batch, 256, 40, rng) for _ in range(2)])
+    np.testing.assert_allclose(got, rate, rtol=0.05)
+
+
+def test_batchnorm_growth_closed_forms():
+    np.testing.assert_allclose(float(th.batchnorm_growth("relu")), np.pi / (np.pi - 1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(th.batchnorm_growth("linear")), 1.0, rtol=1e-5)
+    assert th.batchnorm_growth_linear(8) == 6 / 5
+    with pytest.raises(ValueError, match="^batch: 3 is out of range"):
+        th.batchnorm_growth_linear(3)

@@ -20,7 +20,8 @@ from vgjax.data import ArrayData, as_array_data, data_dims
 
 ACTIVATIONS = ("tanh", "relu", "sigmoid", "elu", "selu", "gelu", "leaky_relu", "linear")
 # "normal" (N(0, sigma_w^2 / fan_in)) and "symmetric_uniform" (same variance) are the
-# variance-scaling schemes of signal-propagation studies; the rest are Keras's.
+# variance-scaling schemes of signal-propagation studies; "random_walk" is Sussillo & Abbott's
+# N(0, g^2 / fan_in) with an activation-dependent gain g; the rest are Keras's.
 INITIALISERS = (
     "uniform",
     "he_uniform",
@@ -32,7 +33,11 @@ INITIALISERS = (
     "orthogonal",
     "normal",
     "symmetric_uniform",
+    "random_walk",
 )
+# Sussillo & Abbott's random-walk gain is known for these activations only
+# (vgjax.model.random_walk_gain).
+RANDOM_WALK_ACTIVATIONS = ("linear", "relu", "tanh")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("bce", "softmax_ce")
 DATASETS = ("circles", "moons", "digits")
@@ -272,6 +277,10 @@ def _check_config(config: Config) -> None:
     check_choice("init", config.init, INITIALISERS)
     if config.output_init is not None:
         check_choice("output_init", config.output_init, INITIALISERS)
+    if config.init == "random_walk" and config.activation not in RANDOM_WALK_ACTIVATIONS:
+        raise ValueError(f"init: 'random_walk' has no gain for activation "
+                         f"{describe(config.activation)!r}; allowed: activation "
+                         f"{', '.join(RANDOM_WALK_ACTIVATIONS)}, or another init")
     _check_object("optimizer", config.optimizer, OPTIMIZERS,
                   "an optax.GradientTransformation or a factory lr -> GradientTransformation")
     if config.loss is not None:

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgjax.config import RANDOM_WALK_ACTIVATIONS
+
 N_FEATURES = 2
 # Per-element PRNG streams are indexed as fold_in(layer_key, row * _ROW_STRIDE + col), so a
 # run's draws do not depend on how far the grid pads its layers.
@@ -122,7 +124,31 @@ _SCALAR_INITS = {
     # scaled by sqrt(weight_var) (see init_params).
     "normal": lambda u, fi, fo: _normal(u) / jnp.sqrt(fi),
     "symmetric_uniform": lambda u, fi, fo: _uniform(u, -jnp.sqrt(3.0 / fi), jnp.sqrt(3.0 / fi)),
+    # Sussillo & Abbott's random walk: the "normal" draw times random_walk_gain (applied in
+    # _kernel_from, since the gain depends on the activation as well as the fan-in).
+    "random_walk": lambda u, fi, fo: _normal(u) / jnp.sqrt(fi),
 }
+
+
+def random_walk_gain(activation: str, fan_in) -> jax.Array:
+    """Sussillo & Abbott's (2014) gain g of random-walk initialisation: kernel entries are
+    N(0, g^2 / N) with N the fan-in (std g / sqrt(N), not g / N).
+
+    ``linear``: g = exp(1 / (2N)), which cancels the drift of ln||delta|| per layer to
+    O(1/N^2) (see :func:`vgjax.theory.random_walk_increment`); ``relu``: g = sqrt(2) *
+    exp(1.2 / (max(N, 6) - 2.4)), their fitted formula; ``tanh``: g = 1.13, the value their
+    code uses (no formula is given). ``fan_in`` may be traced (scalar or array); returns
+    float32 of its shape. One-line ``ValueError`` for any other activation.
+    """
+    n = jnp.asarray(fan_in, jnp.float32)
+    if activation == "linear":
+        return jnp.exp(0.5 / n)
+    if activation == "relu":
+        return jnp.sqrt(jnp.float32(2.0)) * jnp.exp(1.2 / (jnp.maximum(n, 6.0) - 2.4))
+    if activation == "tanh":
+        return jnp.full_like(n, 1.13)
+    raise ValueError(f"activation: {activation!r} has no random-walk gain; allowed: "
+                     f"{', '.join(RANDOM_WALK_ACTIVATIONS)}")
 _BIAS_TAG = 1 << 21
 
 
@@ -138,11 +164,13 @@ def _entry_index(rows: int, cols: int) -> jax.Array:
     return (jnp.arange(rows)[:, None] * _ROW_STRIDE + jnp.arange(cols)[None, :]).reshape(-1)
 
 
-def _kernel_from(u: jax.Array, init: str, fan_in, fan_out) -> jax.Array:
+def _kernel_from(u: jax.Array, init: str, fan_in, fan_out, activation=None) -> jax.Array:
     """One [P, P] kernel from its entries' uniform draws [P, P]: real block [fan_in,
-    fan_out], padding zero."""
+    fan_out], padding zero. ``activation`` (a name) is read by ``random_walk`` only."""
     p = u.shape[0]
     draws = _SCALAR_INITS[init](u, fan_in, fan_out)
+    if init == "random_walk":
+        draws = draws * random_walk_gain(activation, fan_in)
     if init == "orthogonal":
         draws = _orthogonal(draws, fan_in, fan_out)
     i = jnp.arange(p)
@@ -191,20 +219,22 @@ def _run_uniforms(key: jax.Array, D: int, P: int, C: int) -> tuple[jax.Array, ..
     return tuple(x.reshape(s) for x, s in zip(u, shapes))
 
 
-def init_kernel(key: jax.Array, p: int, init: str, fan_in, fan_out) -> jax.Array:
+def init_kernel(key: jax.Array, p: int, init: str, fan_in, fan_out, *,
+                activation: str | None = None) -> jax.Array:
     """One [P, P] kernel whose real block is [fan_in, fan_out]; padding entries are zero.
 
     ``fan_in`` and ``fan_out`` may be traced (they differ between runs of one grid) and are
     the layer's real sizes, never the padded ``P``. Entry (i, j) is drawn from
-    ``fold_in(key, i * 2**16 + j)``, so it does not depend on ``P``.
+    ``fold_in(key, i * 2**16 + j)``, so it does not depend on ``P``. ``activation``: the
+    name whose gain ``random_walk`` uses (:func:`random_walk_gain`); other inits ignore it.
     """
     u = _entry_uniforms(key[None], jnp.zeros((p * p,), jnp.int32), _entry_index(p, p))
-    return _kernel_from(u.reshape(p, p), init, fan_in, fan_out)
+    return _kernel_from(u.reshape(p, p), init, fan_in, fan_out, activation)
 
 
 def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: str,
                 output_init: str, n_features: int = N_FEATURES, n_outputs: int = 1,
-                weight_var=1.0, bias_var=0.0) -> Params:
+                weight_var=1.0, bias_var=0.0, activation: str | None = None) -> Params:
     """Initialise one run's parameters in the padded layout (see module docstring).
 
     Args:
@@ -218,6 +248,9 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
         entries have variance sigma_w^2 / fan_in; every other initialiser is multiplied by
         sqrt(sigma_w^2) (a gain: ``orthogonal`` with gain sqrt(sigma_w^2)); 1 changes nothing.
       bias_var: sigma_b^2, may be traced: biases drawn N(0, sigma_b^2); 0 keeps Keras's zeros.
+      activation: the hidden activation's name, read only by ``random_walk``
+        (:func:`random_walk_gain`); a ``random_walk`` output layer takes the linear gain, as
+        no activation follows it.
     Returns:
       dict with kernels [D, P, P], biases [D, P], out_kernel [P] (or [P, C]), out_bias []
       (or [C]), float32.
@@ -229,11 +262,12 @@ def init_params(key: jax.Array, depth, width, *, max_depth: int, p: int, init: s
     layers = jnp.arange(D)
     u_k, u_o, u_b, u_ob = _run_uniforms(key, D, P, C)
     fan_in = jnp.where(layers == 0, n_features, width)
-    kernels = jax.vmap(lambda u, fi: _kernel_from(u, init, fi, width))(u_k, fan_in)
+    kernels = jax.vmap(lambda u, fi: _kernel_from(u, init, fi, width, activation))(u_k, fan_in)
     kernels = jnp.where((layers < depth)[:, None, None], kernels, 0.0)
     # The output kernel's real block is [width, C]; only its first C columns are drawn (the
     # orthogonal initialiser's QR reads no other column).
-    out_kernel = _kernel_from(jnp.pad(u_o, ((0, 0), (0, P - C))), output_init, width, C)[:, :C]
+    out_kernel = _kernel_from(jnp.pad(u_o, ((0, 0), (0, P - C))), output_init, width, C,
+                              "linear")[:, :C]
     gain = jnp.sqrt(jnp.asarray(weight_var, jnp.float32))
     i = jnp.arange(P)
     b_std = jnp.sqrt(jnp.asarray(bias_var, jnp.float32))

@@ -214,7 +214,8 @@ class Step:
                              init=c.init, output_init=c.resolved_output_init,
                              n_features=self.n_features, n_outputs=self.n_outputs,
                              weight_var=c.weight_var if weight_var is None else weight_var,
-                             bias_var=c.bias_var if bias_var is None else bias_var)
+                             bias_var=c.bias_var if bias_var is None else bias_var,
+                             activation=c.activation)
         lr = jnp.asarray(c.lr if lr is None else lr, jnp.float32)
         opt_state = LrState(lr, self.optimizer(lr).init(params))
         return TrainState(params, opt_state, jnp.asarray(depth, jnp.int32),

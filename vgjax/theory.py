@@ -341,3 +341,114 @@ def table(weight_vars, bias_vars, activation: Activation) -> list[dict]:
     return [{"activation": name, "weight_var": float(w), "bias_var": float(b),
              **{k: float(vals[k][i, j]) for k in FIELDS}}
             for i, w in enumerate(weight_vars) for j, b in enumerate(bias_vars)]
+
+
+# ----------------------------------------------------------------------------------------
+# Remedies: random-walk initialisation, residual blocks, BatchNorm (gradients at init)
+
+class WalkStep(NamedTuple):
+    """Mean and variance of one layer's increment of ``ln ||δ_l||`` going back one layer."""
+
+    mean: jax.Array
+    var: jax.Array
+
+
+def random_walk_step(n: int, gain, activation: str = "linear") -> WalkStep:
+    """One layer's increment of ``ln ||δ||`` backpropagated through ``N x N`` Gaussian weights
+    ``N(0, g²/N)`` (Sussillo & Abbott 2014), at initialisation.
+
+    ``linear``: exactly ``½ ln(g² χ²_N / N)``, so the mean is ``ln g + ½ (ψ(N/2) + ln(2/N))``
+    and the variance ``ψ′(N/2) / 4`` (ψ the digamma function); ``g = exp(1/(2N))`` makes the
+    mean ``−1/(6N²) + O(1/N³)``.
+
+    ``relu``: ``½ ln(g² χ²_K / N)`` with ``K ~ Binomial(N, ½)`` active units, conditioned on
+    ``K >= 1`` (a layer with no active unit kills the gradient: such nets are left out), and
+    the weights taken independent of the forward pass (the gradient-independence
+    assumption; exact for linear nets). Mean ``ln g + ½ E[ψ(K/2) + ln(2/N)]``, variance
+    ``¼ E[ψ′(K/2)] + ¼ Var[ψ(K/2)]``.
+
+    Args:
+      n: the width N (static int; all layers N x N).
+      gain: g (may be traced).
+      activation: ``"linear"`` or ``"relu"``.
+    Returns:
+      :class:`WalkStep` of float32 scalars.
+    """
+    from jax.scipy.special import digamma, gammaln, polygamma
+    g = jnp.asarray(gain, jnp.float32)
+    if activation == "linear":
+        half = jnp.float32(n / 2)
+        mean = jnp.log(g) + 0.5 * (digamma(half) + jnp.log(2.0 / n))
+        return WalkStep(mean, 0.25 * polygamma(1, half))
+    if activation != "relu":
+        raise ValueError(f"activation: {activation!r} has no random-walk theory; allowed: "
+                         "linear, relu")
+    k = jnp.arange(1, n + 1, dtype=jnp.float32)
+    # Binomial(N, 1/2) weights of k = 1..N, renormalised to condition on k >= 1
+    logw = gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0) - n * jnp.log(2.0)
+    w = jnp.exp(logw) / jnp.sum(jnp.exp(logw))
+    psi = digamma(0.5 * k)
+    e_psi = jnp.sum(w * psi)
+    mean = jnp.log(g) + 0.5 * (e_psi + jnp.log(2.0 / n))
+    var = 0.25 * jnp.sum(w * polygamma(1, 0.5 * k)) + 0.25 * jnp.sum(w * (psi - e_psi) ** 2)
+    return WalkStep(mean, var)
+
+
+def relu_dead_layer_probability(n: int, steps: int) -> float:
+    """Chance that one of ``steps`` ReLU layers of width N has no active unit for a given
+    input (each unit active with probability ½, independently): ``1 − (1 − 2^{−N})^steps``."""
+    return float(-np.expm1(steps * np.log1p(-(0.5 ** n))))
+
+
+def residual_block_growth(alpha, weight_var, branch_var, activation: Activation = "relu", *,
+                          q=1.0) -> tuple[jax.Array, jax.Array]:
+    """Per-block growth of the forward second moment and of the gradient's squared norm for
+    the residual block ``h' = h + α V φ(W h)`` (two Dense layers, no biases), ``W ~ N(0,
+    σ_w²/N)``, ``V ~ N(0, σ_v²/N)``, at infinite width and initialisation.
+
+    Forward ``q' / q = 1 + α² σ_v² E[φ(√(σ_w² q) z)²] / q``; backward
+    ``E||δ||² / E||δ'||² = 1 + α² σ_v² σ_w² E[φ′(√(σ_w² q) z)²]`` (the cross terms vanish in
+    expectation; gradient independence). For ReLU both are ``1 + α² σ_v² σ_w² / 2``,
+    whatever q: ``1 + α² σ_v²`` for a He-initialised inner layer (σ_w² = 2), so a depth-L
+    stack grows by ``(1 + α² σ_v²)^L``: exponential at α = 1, bounded (→ e^{σ_v²}) at α =
+    1/√L (Yang & Schoenholz 2017; Hayou et al. 2021).
+
+    Args: scalars (may be traced); ``q`` the block input's second moment.
+    Returns: (forward factor, gradient factor), float32 scalars.
+    """
+    phi, dphi = activation_fn(activation), derivative_fn(activation)
+    inner = weight_var * q
+    fwd = 1.0 + alpha ** 2 * branch_var * gauss_mean(lambda u: phi(u) ** 2, inner) / q
+    bwd = 1.0 + alpha ** 2 * branch_var * weight_var * gauss_mean(lambda u: dphi(u) ** 2, inner)
+    return fwd, bwd
+
+
+BATCHNORM_RELU_GROWTH = math.pi / (math.pi - 1.0)
+"""Yang et al. (2019): with BatchNorm (no learnt scale), ReLU units and a large batch, the
+gradient's squared norm grows by π/(π−1) ≈ 1.467 per layer going back from the loss."""
+
+
+def batchnorm_growth(activation: Activation = "relu") -> jax.Array:
+    """Large-batch per-layer growth of the gradient's squared norm in ``h = φ(BN(W h))``
+    nets at initialisation: ``E[φ′(z)²] / Var[φ(z)]``, z ~ N(0, 1), whatever σ_w² (BatchNorm
+    divides it out).
+
+    BatchNorm makes each pre-activation N(0, 1) over the batch; going back one layer the
+    gradient is multiplied by σ_w² E[φ′²] through ``W`` and φ, and divided by the next
+    layer's batch variance σ_w² Var[φ(z)] (BatchNorm's 1/σ); the two directions BatchNorm's
+    Jacobian projects out are a vanishing share of a large batch. For ReLU this is
+    ``(1/2) / (1/2 − 1/(2π)) = π/(π−1)`` (:data:`BATCHNORM_RELU_GROWTH`); for linear units it
+    is 1, the large-batch limit of :func:`batchnorm_growth_linear`.
+    """
+    phi, dphi = activation_fn(activation), derivative_fn(activation)
+    m1 = gauss_mean(phi, 1.0)
+    return gauss_mean(lambda u: dphi(u) ** 2, 1.0) / (gauss_mean(lambda u: phi(u) ** 2, 1.0)
+                                                        - m1 ** 2)
+
+
+def batchnorm_growth_linear(batch: int) -> float:
+    """Yang et al. (2019): per-layer growth ``(B − 2) / (B − 3)`` of the gradient's squared
+    norm in a linear BatchNorm net at batch size B >= 4 (going back from the loss)."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 4:
+        raise ValueError(f"batch: {batch!r} is out of range; allowed: integers >= 4")
+    return (batch - 2) / (batch - 3)

@@ -139,7 +139,8 @@ def chunk_start(config: Config, max_depth: int, p: int, spec: RunSpec) -> tuple[
     per_run = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (r,))
     params = jax.vmap(lambda k, d, w, wv, bv: init_params(
         k, d, w, max_depth=max_depth, p=p, init=config.init,
-        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv))(
+        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv,
+        activation=config.activation))(
         init_keys, spec.depth, spec.width, per_run(spec.weight_var), per_run(spec.bias_var))
     return params, shuffle_keys
 
