@@ -232,8 +232,9 @@ def prepare(model, data, *, loss=None, optimizer, seeds=(0,), lrs=(), epochs: in
         want = jax.tree.map(lambda s: (n_runs,) + s.shape, params0)
         got = jax.tree.map(np.shape, init_params)
         if lead != {n_runs} or jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-            raise ValueError(f"init_params: shapes {got} do not fit {n_runs} runs of the model's "
-                             f"parameters {want}; allowed: the model's tree with a leading run axis")
+            raise ValueError(f"init_params: shapes {got} do not fit {n_runs} runs of the "
+                             f"model's parameters {want}; allowed: the model's tree with a "
+                             "leading run axis")
     size = n_runs if chunk_size is None else min(chunk_size, n_runs)
     size = -(-size // n_dev) * n_dev
     key_data = np.stack([np.asarray(jax.random.key_data(jax.random.PRNGKey(s))) for s, _ in runs])

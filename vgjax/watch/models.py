@@ -124,9 +124,10 @@ def _nnx_model(factory: Callable) -> UserModel:
 
     def apply(params, x, perturbations):
         module = nnx.merge(graphdef, params)
-        if perturbations is None:
-            return module(x)
-        return nnx.capture(lambda m, x: m(x), init=perturbations)(module, x)[0]
+        forward = lambda m, x: m(x)
+        if perturbations is None:  # in a capture, so that perturb() is a plain identity
+            return nnx.capture(forward)(module, x)
+        return nnx.capture(forward, nnx.Perturbation, init=perturbations)(module, x)[0]
 
     def perturbations(params, x):
         def shapes(params, x):

@@ -84,7 +84,8 @@ def build_summary(result: api.WatchResult, *, learn_threshold: float = LEARN_THR
     groups = []
     for lr, sel in group_indices(result).items():
         n, n_learn = int(sel.size), int(learned[sel].sum())
-        g = {"lr": lr, "n_seeds": n, "n_diverged": int(diverged[sel].sum()), "n_learn": n_learn,
+        g = {"lr": None if lr is None else json_float(np.float32(lr)), "n_seeds": n,
+             "n_diverged": int(diverged[sel].sum()), "n_learn": n_learn,
              "share_learn": n_learn / n,
              "final_train_accuracy": _stats(finals["train_accuracy"][sel]),
              "final_test_accuracy": _stats(finals["test_accuracy"][sel])}
@@ -200,8 +201,8 @@ def _histograms(result: api.WatchResult, r: int, wall: float) -> list[tuple[int,
                 histo = (HISTO_HEAD(0x09, mn, 0x11, mx, 0x19, float(c.sum()), 0x21, total,
                                     0x29, total_sq)
                          + ld(6, right[a:b].tobytes()) + ld(7, c[a:b].astype("<f8").tobytes()))
-                out.append((int(epoch), event(wall, int(epoch),
-                                              ld(1, ld(1, (path + suffix).encode()) + ld(5, histo)))))
+                value = ld(1, ld(1, (path + suffix).encode()) + ld(5, histo))
+                out.append((int(epoch), event(wall, int(epoch), value)))
     return out
 
 
