@@ -176,12 +176,14 @@ def digest(tree: Any) -> str:
 
 
 class Prepared(NamedTuple):
-    """Everything :func:`train` fixes before training: the data, the runs, ``compile() ->
+    """Everything :func:`train` fixes before training: the data, the runs, the engine
+    (:func:`vgjax.watch.engine.watch_engine`, one run's kernels), ``compile() ->
     program`` (``(RunSpec [call_size], DeviceData) -> history``), the call size, the mesh,
     the result's static parts and the histogram epochs."""
 
     data: Data
     specs: RunSpec
+    engine: Any
     compile: Callable[[], Any]
     call_size: int
     mesh: Mesh
@@ -257,7 +259,7 @@ def prepare(model, data, *, loss=None, optimizer, seeds=(0,), lrs=(), epochs: in
                   "n_train": int(arrays.x_train.shape[0]), "n_test": int(arrays.x_test.shape[0]),
                   "init_params": None if init_params is None else f"arrays:{digest(init_params)}",
                   "activations": bool(activations), "keep_params": bool(keep_params)})
-    return Prepared(arrays, specs, program, size, mesh, meta, hist)
+    return Prepared(arrays, specs, engine, program, size, mesh, meta, hist)
 
 
 def _compile(engine, config, mesh, keep_params, specs, size, arrays):
