@@ -23,6 +23,8 @@ Cases::
             batched-matmul ceiling of the same shape measured in the same process.
   crossover the tanh-breadth shape (tanh U(0,1), depths 1-10 x 30 seeds) at one width,
             fast vs wide engine: the measured crossover behind ``engine="auto"``.
+  watch     8 seeds of a linen MLP on digits in one program (vgjax.watch) vs 8 sequential
+            single-seed runs of the same jitted step (target >= 3x; ``watch_cases``).
   reproduce ``vgjax reproduce`` end to end (optional: ``run_benchmark(reproduce=True)``).
 
 Every case runs with its own persistent compilation cache in a temporary directory, empty

@@ -148,6 +148,9 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         results["scaling"] = _scaling_cases(env, tmp, scale, scale_epochs, big_epochs, log)
         if wide:
             _wide_cases(results, env, crossover_epochs, log)
+        log("watch: 8 seeds of a Flax MLP in one program vs seed after seed ...")
+        results["watch"] = w = _run_child(["watch", 8, min(epochs, 5)], env=env)
+        log(f"  {w['speedup_vs_step_loop']:.1f}x the jitted-step loop (target >= 3)")
         if reproduce:
             log("reproduce: the whole reproduction ...")
             results["reproduce"] = case_reproduce(tmp / "reproduce", tmp / "reproduce-cache")

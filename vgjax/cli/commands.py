@@ -18,6 +18,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     from vgjax.io.history import load_result
     from vgjax.io.outdir import HISTORY_NAME
     from vgjax.io.summary import load_summary
+    from vgjax.watch.show import is_watch_dir, show
+
+    if is_watch_dir(args.dir):  # a user's Flax model (vgjax.watch): its own table
+        show(args.dir, layers=True)
+        return 0
 
     summary = load_summary(args.dir)  # validated on its own: a fresh clone has no arrays
     history = Path(args.dir) / HISTORY_NAME
