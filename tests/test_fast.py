@@ -35,6 +35,12 @@ def test_fast_equals_vmap(activation, init, momentum):
     _compare(cfg, "fast", seeds=(0, 1), depths=(1, 3), widths=(3, 5))
 
 
+def test_fast_equals_vmap_with_adam_and_a_named_activation_off_its_list():
+    cfg = Config(activation="elu", init="he_uniform", optimizer="adam", lr=0.01, epochs=2,
+                 hist_every=1)
+    _compare(cfg, "fast", keep_params=True, seeds=(0, 1), depths=(1, 3), widths=(3, 5))
+
+
 def test_fast_equals_vmap_deep_and_wide_in_one_grid():
     cfg = Config(activation="tanh", init="glorot_uniform", epochs=3, hist_every=3)
     _compare(cfg, "fast", seeds=(0,), depths=(1, 9), widths=(2, 11))
@@ -53,10 +59,11 @@ def test_a_nan_run_leaves_the_others_bit_identical():
 
 def test_engine_choice():
     assert fast.supports(Config(activation="tanh"))
-    assert not fast.supports(Config(optimizer="adam"))
-    assert not fast.supports(Config(activation="elu"))
+    assert fast.supports(Config(optimizer="adam"))
+    assert fast.supports(Config(activation="elu"))
     assert not fast.supports(Config(test_gradients=True))
+    assert not fast.supports(Config(data="digits"))
     with pytest.raises(ValueError, match="^engine:"):
-        sweep(Config(optimizer="adam", epochs=1), engine="fast")
+        sweep(Config(test_gradients=True, epochs=1), engine="fast")
     with pytest.raises(ValueError, match="did you mean 'fast'"):
         sweep(Config(epochs=1), engine="fats")

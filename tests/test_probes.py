@@ -147,3 +147,22 @@ def test_padded_layout_equals_exact_layers_and_is_vmappable():
         for key in ("jac_mean_sq", "jac_max"):
             assert float(got[key][r]) == pytest.approx(float(want[r][key]), rel=1e-4)
         np.testing.assert_array_equal(got["jac_log_hist"][r], want[r]["jac_log_hist"])
+
+
+def test_two_column_singular_values_equal_numpy_svd_without_lapack():
+    rng = np.random.default_rng(0)
+    jac = rng.standard_normal((200, 7, 2))
+    jac[:50, :, 1] = jac[:50, :, 0] * 2.0 + 1e-6 * rng.standard_normal((50, 7))  # cond ~1e6
+    jac[50:60, :, 0] = 0.0                                                       # rank one
+    jac[60:70] = 0.0                                                             # all zero
+    jac *= 10.0 ** rng.uniform(-3, 3, (200, 1, 1))
+    ref = np.linalg.svd(jac, compute_uv=False) * np.sqrt(2 / 7)  # normalised per output unit
+    s, valid = probes.singular_values(jnp.asarray(jac, jnp.float32))
+    assert valid.all() and not probes.uses_lapack(2) and probes.uses_lapack(3)
+    # the larger to float32 rounding; the smaller to float32 rounding of the larger
+    np.testing.assert_allclose(s[:, 0], ref[:, 0], rtol=1e-5)
+    assert np.all(np.abs(np.asarray(s[:, 1]) - ref[:, 1]) <= 1e-3 * ref[:, 1] + 1e-6 * ref[:, 0])
+    # no LAPACK call in the program: it can shard over every CPU device
+    hlo = jax.jit(lambda j: probes.singular_values(j)[0]).lower(
+        jnp.asarray(jac, jnp.float32)).as_text()
+    assert "custom_call" not in hlo and "lapack" not in hlo.lower()

@@ -28,7 +28,7 @@ from vgjax.model import init_params
 from vgjax.run.pipeline import run_sweep
 from vgjax.result import SIGNAL_ARRAYS, final_metric, seed_stats
 from vgjax.engines import choose_engine
-from vgjax.grid.plan import default_mesh, make_plan, probe_mesh
+from vgjax.grid.plan import default_mesh, make_plan
 from vgjax.run.chunks import sweep
 
 GRID = dict(seeds=(0, 1), depths=(1, 3), widths=(3,))
@@ -166,9 +166,9 @@ def test_shapes_and_probe_does_not_change_training(tanh_run):
     assert h["signal_q"].shape == (r, e, d) and h["signal_q_init"].shape == (r, d)
     assert h["signal_jac_log_hist"].shape == (r, 2, 64)
     assert h["signal_jac_mean_sq_init"].shape == (r,)
-    # Same engine and mesh (probe_mesh: one CPU device) as the probed sweep: the
-    # device count changes XLA's float rounding, the probe must change nothing.
-    off = sweep(replace(TANH, probes=()), engine="vmap", mesh=probe_mesh(), **GRID)
+    # Same engine and mesh (every device) as the probed sweep: the device count changes
+    # XLA's float rounding, the probe must change nothing.
+    off = sweep(replace(TANH, probes=()), **GRID)
     assert not any(k in off.history for k in SIGNAL_ARRAYS)
     for k, v in off.history.items():  # the probe only reads the parameters
         np.testing.assert_array_equal(h[k], v, err_msg=k)
@@ -178,15 +178,15 @@ def test_engine_choice_and_refusals():
     mesh = default_mesh()
     plain = replace(TANH, probes=())
     assert choose_engine(plain, 5, mesh) == "fast"              # W600's engine unchanged
-    assert choose_engine(TANH, 5, mesh) == "vmap"
-    assert choose_engine(TANH, 5, mesh, keep_params=True) == "vmap"
+    assert choose_engine(TANH, 5, mesh) == "fast"               # every engine probes
     plan = make_plan(TANH, Grid(**GRID))
-    assert plan.engine == "vmap"
-    if jax.devices()[0].platform == "cpu":  # probe_mesh: LAPACK inside, one CPU device
-        assert plan.mesh.devices.size == 1
-    for engine in ("fast", "wide"):
-        with pytest.raises(ValueError, match=f"engine: '{engine}' does not record probes"):
-            make_plan(TANH, Grid(**GRID), engine=engine)
+    assert plan.engine == "fast"
+    # two features: the spectrum is closed-form, the grid shards over every device; more
+    # features: LAPACK inside the program, one CPU device (probe_mesh)
+    assert plan.mesh.devices.size == len(jax.devices())
+    digits = make_plan(replace(TANH, data="digits", n_samples=100, n_train=80), Grid(**GRID))
+    if jax.devices()[0].platform == "cpu":
+        assert digits.mesh.devices.size == 1
     with pytest.raises(ValueError, match="probe: unknown value 'foo'.*allowed: signal"):
         make_plan(replace(TANH, probes=("foo",)), Grid(**GRID))
     with pytest.raises(ValueError, match="duplicates"):

@@ -5,6 +5,7 @@ depth-sorted blocks)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from tests.test_train import _reference_run
@@ -74,6 +75,26 @@ def test_wide_equals_vmap_on_a_wide_grid(activation, init, momentum):
     _compare(cfg, "wide", seeds=(0, 1), depths=(1, 4), widths=(48, 64))
 
 
+@pytest.mark.parametrize("optimizer, activation, lrs", [
+    ("adam", "gelu", ()),
+    # LAMB scales each leaf's step by its own norm ratio, and its weight decay moves the
+    # parameters of layers a run lacks: the optimizer must see the reference's per-run
+    # pytree, absent layers included; each run has its own traced learning rate
+    (lambda lr: optax.lamb(lr, weight_decay=0.1), jax.nn.swish, (0.01, 0.002)),
+])
+def test_wide_equals_vmap_with_any_optimizer_and_activation(optimizer, activation, lrs):
+    cfg = Config(activation=activation, init="glorot_uniform", optimizer=optimizer, lr=0.01,
+                 epochs=2, hist_every=1)
+    _compare(cfg, "wide", keep_params=True, seeds=(0, 1), depths=(1, 3), widths=(12,),
+             lrs=lrs)
+
+
+def test_wide_records_the_signal_probe_as_vmap_does():
+    cfg = Config(activation="tanh", init="glorot_uniform", epochs=2, hist_every=1,
+                 probes=("signal",))
+    _compare(cfg, "wide", seeds=(0,), depths=(1, 3), widths=(12,))
+
+
 def test_wide_equals_vmap_with_depth_sorted_blocks():
     # 12 runs of depths 1, 2, 6 in run-table order (seed outermost): the chunk is sorted
     # by depth into blocks inside the program, and outputs (histories and final parameters)
@@ -86,9 +107,10 @@ def test_wide_equals_vmap_with_depth_sorted_blocks():
     _compare(cfg, "wide", keep_params=True, mesh=default_mesh(jax.devices()[:1]), **grid)
 
 
-def test_wide_matches_numpy_reference_at_width_64():
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.05), ("adam", 0.003)])
+def test_wide_matches_numpy_reference_at_width_64(optimizer, lr):
     config = Config(activation="tanh", init="glorot_uniform", output_init="glorot_uniform",
-                    lr=0.05, epochs=2, hist_every=0)
+                    optimizer=optimizer, lr=lr, epochs=2, hist_every=0)
     seed, depth, width = 3, 3, 64
     res = sweep(config, seeds=(seed,), depths=(depth, 5), widths=(width,), engine="wide")
     ref = _reference_run(config, seed, depth, width, 5, width)
@@ -141,12 +163,17 @@ def test_engine_choice_by_backend_width_and_config():
     cpu = default_mesh(jax.devices()[:1])
     assert choose_engine(Config(activation="tanh"), 5, cpu) == "fast"
     assert choose_engine(Config(activation="tanh"), 128, cpu) == "wide"
-    assert choose_engine(Config(optimizer="adam"), 128, cpu) == "vmap"
+    # the hand-written backward passes take any optimizer and any activation
+    assert choose_engine(Config(optimizer="adam"), 128, cpu) == "wide"
+    assert choose_engine(Config(optimizer="adam", activation=jax.nn.swish), 5, cpu) == "fast"
+    assert choose_engine(Config(activation="gelu"), 128, cpu) == "wide"
+    # only what needs jax.grad of the whole model takes the reference engine
     assert choose_engine(Config(activation="relu", test_gradients=True), 128, cpu) == "vmap"
+    assert choose_engine(Config(loss="softmax_ce", data="digits"), 128, cpu) == "vmap"
     plan = make_plan(Config(activation="tanh", epochs=1), Grid((0,), (2,), (128,)))
     assert plan.engine == "wide"
     with pytest.raises(ValueError, match="^engine: 'wide' does not cover"):
-        make_plan(Config(optimizer="adam", epochs=1), Grid(), engine="wide")
+        make_plan(Config(test_gradients=True, epochs=1), Grid(), engine="wide")
 
 
 def test_benchmark_table_marks_each_wide_target():

@@ -155,10 +155,42 @@ def singular_values(jac: jax.Array, *, n_in=None, n_out=None) -> tuple[jax.Array
     """
     n_in = jac.shape[-1] if n_in is None else n_in
     n_out = jac.shape[-2] if n_out is None else n_out
-    s = jnp.linalg.svd(jac, compute_uv=False)                       # [B, k] descending
+    if uses_lapack(jac.shape[-1]):
+        s = jnp.linalg.svd(jac, compute_uv=False)                   # [B, k] descending
+    else:
+        s = _few_column_singular_values(jac)
     k_real = jnp.minimum(n_in, n_out)
     valid = jnp.broadcast_to((jnp.arange(s.shape[-1]) < k_real)[None, :], s.shape)
     return s * jnp.sqrt(k_real / n_out), valid
+
+
+def uses_lapack(n_in: int) -> bool:
+    """Whether :func:`singular_values` of Jacobians with ``n_in`` (static) input columns calls
+    LAPACK (``jnp.linalg.svd``): for more than two columns. Up to two (the two-feature
+    data sets) it is closed-form elementwise arithmetic, with no library call inside the
+    program, so a probed grid shards over every CPU device
+    (:func:`vgjax.grid.plan.probe_mesh`)."""
+    return n_in > 2
+
+
+def _few_column_singular_values(jac: jax.Array) -> jax.Array:
+    """Singular values [B, k] (descending) of matrices ``[B, m, n]`` with n <= 2 columns,
+    without LAPACK: Gram-Schmidt R = [[a, b], [0, d]] of the two columns, then the 2x2
+    triangle's singular values as LAPACK's ``slas2`` computes them (σ_max = (√((a+d)² + b²)
+    + √((a-d)² + b²)) / 2, σ_min = a d / σ_max), so the smaller one keeps full relative
+    accuracy where ``eigh`` of JᵀJ would lose it below √eps σ_max."""
+    norm = lambda v: jnp.sqrt(jnp.sum(v * v, axis=-1))
+    j1 = jac[..., 0]
+    a = norm(j1)                                                     # [B]
+    if jac.shape[-1] == 1:
+        return a[..., None]
+    j2 = jac[..., 1]
+    q1 = j1 / jnp.where(a > 0, a, 1.0)[..., None]
+    b = jnp.sum(q1 * j2, axis=-1)
+    d = norm(j2 - b[..., None] * q1)
+    smax = 0.5 * (jnp.sqrt((a + d) ** 2 + b * b) + jnp.sqrt((a - d) ** 2 + b * b))
+    smin = jnp.where(smax > 0, a * d / jnp.where(smax > 0, smax, 1.0), 0.0)
+    return jnp.stack([smax, jnp.minimum(smin, smax)], axis=-1)
 
 
 def spectrum_summary(s: jax.Array, valid: jax.Array,

@@ -106,8 +106,12 @@ class KerasAdamState(NamedTuple):
     nu: Any
 
 
-def keras_adam(learning_rate, b1: float = 0.9, b2: float = 0.999,
-               eps: float = 1e-7) -> optax.GradientTransformation:
+# Keras's Adam defaults (beta_1, beta_2, epsilon).
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-7
+
+
+def keras_adam(learning_rate, b1: float = ADAM_B1, b2: float = ADAM_B2,
+               eps: float = ADAM_EPS) -> optax.GradientTransformation:
     """Keras's Adam (2.3 and 3) as an optax ``GradientTransformation``.
 
     Keras adds ``eps`` to sqrt(v) *before* the bias correction of the step size, which

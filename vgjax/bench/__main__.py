@@ -10,6 +10,7 @@ from pathlib import Path
 from vgjax.bench.cases import (case_cached_compile, case_ceiling, case_latency, case_scale,
                                case_train_only, case_w600)
 from vgjax.bench.watch_cases import case_watch
+from vgjax.bench.fastroad_cases import case_fastroad
 from vgjax.bench.wide_cases import case_crossover, case_wide
 
 
@@ -34,6 +35,8 @@ def _child(args: list[str]) -> None:
         res = case_crossover(int(args[1]), int(args[2]))
     elif case == "watch":
         res = case_watch(int(args[1]), int(args[2]))
+    elif case == "fastroad":
+        res = case_fastroad(args[1], int(args[2]))
     else:
         raise SystemExit(f"unknown case {case!r}")
     print(json.dumps(res))

@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from vgjax.bench.fastroad_cases import run_fastroad
 from vgjax.bench.render import plot_benchmark
 from vgjax.bench.wide_cases import CROSSOVER_WIDTHS, WIDE_CASES, WIDE_EPOCHS
 
@@ -148,6 +149,7 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         results["scaling"] = _scaling_cases(env, tmp, scale, scale_epochs, big_epochs, log)
         if wide:
             _wide_cases(results, env, crossover_epochs, log)
+            results["fastroad"] = run_fastroad(_run_child, env, log)
         log("watch: 8 seeds of a Flax MLP in one program vs seed after seed ...")
         results["watch"] = w = _run_child(["watch", 8, min(epochs, 5)], env=env)
         log(f"  {w['speedup_vs_step_loop']:.1f}x the jitted-step loop (target >= 3)")

@@ -19,6 +19,8 @@ from jax.sharding import Mesh, PartitionSpec
 from vgjax.engines import fast
 from vgjax.engines import wide
 from vgjax.config import Config, check_choice
+from vgjax.engines import reference
+from vgjax.engines.loop import Memory
 from vgjax.engines.reference import make_train
 
 ENGINES = ("auto", "fast", "wide", "vmap")
@@ -28,14 +30,17 @@ ENGINES = ("auto", "fast", "wide", "vmap")
 CPU_WIDE_FROM = 8
 
 
-def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False) -> str:
-    """The engine ``"auto"`` means: on a CPU the fast engine below :data:`CPU_WIDE_FROM`
+def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
+    """The engine ``"auto"`` means. On a CPU the fast engine below :data:`CPU_WIDE_FROM`
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
-    wide engine; the vmap reference wherever neither covers the config. Probes
-    (``config.probes``) are recorded by the vmap engine only. Every engine returns final
-    parameters, so ``keep_params`` (kept for old callers) changes nothing."""
-    del keep_params
-    if not fast.supports(config) or config.probes:
+    wide engine. Both take any optimizer (Keras SGD fused into the step, any other optax
+    ``GradientTransformation`` applied to the gradient pytree) and any elementwise
+    activation (named or a callable; its derivative by ``jax.grad``). The vmap reference
+    engine (``jax.grad`` of the whole model) is chosen only for what the hand-written
+    backward passes do not cover (:func:`vgjax.engines.fast.supports`): a loss other than
+    the binary cross-entropy, data other than two features and two classes, test-set
+    gradients. The signal probe is recorded by every engine."""
+    if not fast.supports(config):
         return "vmap"
     if mesh.devices.flat[0].platform != "cpu":
         # measured on an H200 (scripts/accelerator_check.py, results/accelerator_check.json):
@@ -43,6 +48,16 @@ def choose_engine(config: Config, p: int, mesh: Mesh, keep_params: bool = False)
         # 5-25, 100 epochs) in 2.68 s vs 4.43 s
         return "wide"
     return "wide" if p >= CPU_WIDE_FROM else "fast"
+
+
+def bytes_per_run(engine: str, config: Config, max_depth: int, p: int,
+                  keep_params: bool = False) -> Memory:
+    """Rough device bytes of one run of a grid padded to (D, P) on ``engine``: each engine's
+    own memory model (:func:`vgjax.engines.wide.memory`; the fast and vmap engines:
+    :func:`vgjax.engines.reference.memory`)."""
+    if engine == "wide":
+        return wide.memory(config, max_depth, p, keep_params)
+    return reference.memory(config, max_depth, p)
 
 
 # A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
@@ -87,13 +102,11 @@ def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
 def check_engine(config: Config, engine: str) -> None:
     """Refuse, in one line, an engine name that does not exist or does not cover ``config``."""
     check_choice("engine", engine, ENGINES)
-    if engine in ("fast", "wide") and config.probes:
-        raise ValueError(f"engine: {engine!r} does not record probes "
-                         f"({', '.join(config.probes)}); allowed: 'vmap' or 'auto'")
     if engine in ("fast", "wide") and not fast.supports(config):
-        raise ValueError(f"engine: {engine!r} does not cover optimizer {config.optimizer!r}, "
-                         f"activation {config.activation!r}, test_gradients="
-                         f"{config.test_gradients}; allowed: 'vmap' or 'auto'")
+        raise ValueError(f"engine: {engine!r} does not cover loss {config.loss!r}, "
+                         f"test_gradients={config.test_gradients} or data "
+                         f"{config.data!r} (it covers two-feature binary data with the default "
+                         f"loss); allowed: 'vmap' or 'auto'")
 
 
 def chunk_train(static_config: Config, max_depth: int, p: int, mesh: Mesh, engine: str,

@@ -2,10 +2,11 @@
 hand.
 
 It trains under the one loop of :mod:`vgjax.engines.loop` (:func:`make_fast_train`); what is its
-own is a drop-in ``loss_and_grads`` with Keras SGD (:func:`fast_engine`'s ``train_step``),
+own is a drop-in ``loss_and_grads`` with Keras SGD or any optax optimizer applied to the
+gradient pytree vmapped over runs (:func:`fast_engine`'s ``train_step``),
 the per-layer sums, histograms and evaluation in its layout. It computes exactly what the
 reference ``jax.vmap(vgjax.engines.reference.make_train(config, D, P))`` computes (same initial weights,
-same shuffles, same Keras SGD, same per-epoch outputs; equal to float32 rounding, tested),
+same shuffles, same optimizer, same per-epoch outputs; equal to float32 rounding, tested),
 but is written for XLA:CPU, where a program of many tiny ops is slow:
 
 * every array carries the run axis LAST ([..., R]), so each elementwise op vectorises over
@@ -22,9 +23,11 @@ but is written for XLA:CPU, where a program of many tiny ops is slow:
   sort;
 * evaluation is one forward pass over train and test points together.
 
-The run axis is leading at the boundary, as in :mod:`vgjax.run.chunks`. Covered: SGD (with or
-without momentum) and the activations in :data:`FAST_ACTIVATIONS`; everything else (Adam,
-test-set gradients, other activations) uses the vmapped reference engine. On XLA:CPU, turn
+The run axis is leading at the boundary, as in :mod:`vgjax.run.chunks`. Covered
+(:func:`supports`): any optimizer, any elementwise activation (those off
+:data:`FAST_ACTIVATIONS` differentiated by ``jax.grad``), the binary cross-entropy on
+two-feature binary data; test-set gradients and other losses or data use the vmapped
+reference engine. On XLA:CPU, turn
 off YNNPACK fusions (``--xla_cpu_experimental_ynn_fusion_type=``), which are several times
 slower than XLA's own loop fusions on these tiny tensors; the ``vgjax`` CLI does.
 """
@@ -32,15 +35,19 @@ slower than XLA's own loop fusions on these tiny tensors; the ``vgjax`` CLI does
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vgjax.diagnostics import INNER_EDGES, value_stats
-from vgjax.engines.loop import (PARAM_KEYS, Engine, Setup, chunk_layers, chunk_start, grads_step,
-                        runs_first, train_loop)
-from vgjax.model import kernel_mask
+from vgjax.engines.loop import (PARAM_KEYS, Engine, Setup, apply_optimizer, chunk_layers,
+                                chunk_start, grads_step, init_optimizer, runs_first, train_loop)
+from vgjax.engines.reference import chunk_probes
 from vgjax.engines.shuffle import epoch_batches
+from vgjax.model import activation_fn, kernel_mask
+from vgjax.step import bce, optimizer_factory
+from vgjax.theory import derivative_fn
 
 N_FEATURES = 2
 
@@ -48,41 +55,43 @@ N_FEATURES = 2
 # ----------------------------------------------------------------------------------------
 # activations and their derivatives (expressed like JAX's own JVP rules, so results match)
 
-def _act_and_grad(name):
-    """Activation and its derivative as a function of (pre-activation z, activation a),
-    written as JAX's own JVP rules are, so results match the autodiff reference."""
-    if name == "tanh":
+def act_and_grad(activation):
+    """Activation and its derivative as a function of (pre-activation z, activation a).
+    For :data:`FAST_ACTIVATIONS` written as JAX's own JVP rules are, so results match the
+    autodiff reference; for any other activation (a name of
+    :data:`vgjax.config.ACTIVATIONS` or a callable) ``jax.grad`` of the scalar function
+    (:func:`vgjax.theory.derivative_fn`), traced once."""
+    if activation == "tanh":
         return jnp.tanh, lambda z, a: 1.0 - a * a
-    if name == "relu":
+    if activation == "relu":
         return (lambda z: jnp.maximum(z, 0.0)), (lambda z, a: (z > 0).astype(z.dtype))
-    if name == "sigmoid":
+    if activation == "sigmoid":
         return jax.nn.sigmoid, lambda z, a: a * (1.0 - a)
-    if name == "linear":
+    if activation == "linear":
         return (lambda z: z), (lambda z, a: jnp.ones_like(z))
-    raise ValueError(f"activation: {name!r} has no fast path; allowed: {FAST_ACTIVATIONS}")
+    dphi = derivative_fn(activation)
+    return activation_fn(activation), lambda z, a: dphi(z)
 
 
+# Activations with a derivative written by hand (others: jax.grad of the scalar function).
 FAST_ACTIVATIONS = ("tanh", "relu", "sigmoid", "linear")
 
 
 def supports(config) -> bool:
-    """Whether :func:`make_fast_train` covers ``config`` (else use the vmap engine): named
-    SGD, a named activation of :data:`FAST_ACTIVATIONS`, the default binary cross-entropy on
-    two-feature, two-class data, no test-set gradients."""
+    """Whether :func:`make_fast_train` (and the wide engine) cover ``config`` (else the vmap
+    engine): any optimizer (named, an optax ``GradientTransformation`` or a factory) and
+    any elementwise activation (named or a callable), with the default binary cross-entropy
+    on two-feature, two-class data and no test-set gradients."""
     from vgjax.data import data_dims
-    named = lambda v: isinstance(v, str)
-    return (named(config.optimizer) and config.optimizer == "sgd" and not config.test_gradients
-            and named(config.activation) and config.activation in FAST_ACTIVATIONS
-            and config.loss in (None, "bce") and data_dims(config) == (N_FEATURES, 2))
+    return (not config.test_gradients and config.loss in (None, "bce")
+            and data_dims(config) == (N_FEATURES, 2))
 
 
-def _log_sigmoid(x):
-    return -jax.nn.softplus(-x)
-
-
-def _bce(logits, labels):
-    # optax.sigmoid_binary_cross_entropy
-    return -labels * _log_sigmoid(logits) - (1.0 - labels) * _log_sigmoid(-logits)
+def fused_sgd(config) -> bool:
+    """Whether the step applies Keras SGD itself (``optimizer="sgd"``); any other optimizer
+    is applied by optax to the gradient pytree, vmapped over runs
+    (:func:`vgjax.engines.loop.apply_optimizer`)."""
+    return isinstance(config.optimizer, str) and config.optimizer == "sgd"
 
 
 # ----------------------------------------------------------------------------------------
@@ -180,7 +189,7 @@ def loss_and_grads(params, x, y, w, depth_mask, unit, act, dact, need):
     D, P = K.shape[0], K.shape[1]
     logits, hD, (x0, a0, z0, ys) = forward(params, x, depth_mask, unit, act, need)
     wsum = jnp.sum(w)
-    loss = _sum_axis(_bce(logits, y) * w[:, None], 0) / wsum
+    loss = _sum_axis(bce(logits, y) * w[:, None], 0) / wsum
     dlogit = (jax.nn.sigmoid(logits) - y) * (w / wsum)[:, None]        # [B, R]
     g_bo = _sum_axis(dlogit, 0)
     g_ko = _sum_axis(hD * dlogit[:, None, :], 0)                       # [P, R]
@@ -248,32 +257,62 @@ def histogram(kern, ko, hmask, omask):
 # ----------------------------------------------------------------------------------------
 # the engine's kernels for vgjax.engines.loop
 
+class FastContext(NamedTuple):
+    """A chunk's constants, run axis last: xtr [N, 2], ytr [N], xall [N+M, 2] and yall [N+M]
+    (train then test points, evaluated in one pass), n_train (int), shuffle_keys [R],
+    depth_mask [D, R], unit [P, R] float32 (unit < width), lr [R], hmask [D, P, P, R] and
+    omask [P, R] (real kernel entries), need [D] (some run has layer l), run_depth and
+    run_width [R] (each run's own, for the signal probe)."""
+
+    xtr: jax.Array
+    ytr: jax.Array
+    xall: jax.Array
+    yall: jax.Array
+    n_train: int
+    shuffle_keys: jax.Array
+    depth_mask: jax.Array
+    unit: jax.Array
+    lr: jax.Array
+    hmask: jax.Array
+    omask: jax.Array
+    need: jax.Array
+    run_depth: jax.Array
+    run_width: jax.Array
+
+
 def fast_engine(config, max_depth: int, p: int) -> Engine:
     """The fast engine's kernels over a chunk of runs, run axis last (see the module doc)."""
     if not supports(config):
-        raise ValueError(f"config: the fast engine covers SGD without test_gradients and "
-                         f"activations {FAST_ACTIVATIONS}; got {config.optimizer}, "
-                         f"{config.activation}, test_gradients={config.test_gradients}")
+        raise ValueError(f"config: the fast engine covers two-feature binary data with the "
+                         f"default loss and no test_gradients; got loss {config.loss!r}, "
+                         f"test_gradients={config.test_gradients}")
     B, n = config.batch_size, config.n_train
-    act, dact = _act_and_grad(config.activation)
+    act, dact = act_and_grad(config.activation)
+    factory = None if fused_sgd(config) else optimizer_factory(config)
 
     def minibatches(c, e):
         # the same shuffles as vgjax.engines.reference.batch_indices, for every run -> [S, B, R]
-        idx, w = epoch_batches(c["shuffle_keys"], e, n, B)
+        idx, w = epoch_batches(c.shuffle_keys, e, n, B)
         idx = jnp.moveaxis(idx, 0, -1)                                     # [S, B, R]
-        return jnp.moveaxis(c["xtr"][idx], -1, -2), c["ytr"][idx], w      # [S, B, 2, R], ...
+        return jnp.moveaxis(c.xtr[idx], -1, -2), c.ytr[idx], w      # [S, B, 2, R], ...
 
     def train_step(state, batch, c):
-        """loss_and_grads, then Keras SGD (optax.sgd's momentum trace): ((params, mom), g)."""
+        """loss_and_grads, then Keras SGD (optax.sgd's momentum trace) or the optax
+        optimizer: ((params, momentum or optimizer state), g)."""
         (params, mom), (x, y, wb) = state, batch
-        _, g = loss_and_grads(params, x, y, wb, c["depth_mask"], c["unit"], act, dact,
-                              need=c["need"])
+        _, g = loss_and_grads(params, x, y, wb, c.depth_mask, c.unit, act, dact,
+                              need=c.need)
+        if factory is not None:  # the reference's per-run pytree, run axis last
+            as_dict = lambda t: dict(zip(PARAM_KEYS, t))
+            new, mom = apply_optimizer(factory, c.lr, as_dict(params), as_dict(g), mom,
+                                       axis=-1)
+            return (tuple(new[k] for k in PARAM_KEYS), mom), g
         if config.momentum > 0:
             mom = jax.tree.map(lambda m, gg: gg + config.momentum * m, mom, g)
             upd = mom
         else:
             upd = g
-        return (jax.tree.map(lambda p_, u: p_ + (-c["lr"]) * u, params, upd), mom), g
+        return (jax.tree.map(lambda p_, u: p_ + (-c.lr) * u, params, upd), mom), g
 
     def grad_sums(g, c):
         a, s = layer_abs_sq(g[0], g[2])
@@ -284,12 +323,18 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
         loss, acc = _eval_split(state[0], c, act)
         return jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(kern, ko)[0]
 
+    probe = None
+    if "signal" in config.probes:
+        signal, jacobian = chunk_probes(config, axis=-1)
+        probe = lambda fn: lambda state, c: fn(dict(zip(PARAM_KEYS, state[0])), c.xtr,
+                                               c.run_depth, c.run_width)
     return Engine(
+        signal=probe and probe(signal), jacobian=probe and probe(jacobian),
         init=functools.partial(_init, config, max_depth, p), minibatches=minibatches,
         step=grads_step(train_step, grad_sums,
-                        lambda g, c: histogram(g[0], g[2], c["hmask"], c["omask"])),
+                        lambda g, c: histogram(g[0], g[2], c.hmask, c.omask)),
         evaluate=evaluate,
-        weight_hist=lambda state, c: histogram(state[0][0], state[0][2], c["hmask"], c["omask"]),
+        weight_hist=lambda state, c: histogram(state[0][0], state[0][2], c.hmask, c.omask),
         params=lambda state: dict(zip(PARAM_KEYS, state[0])))
 
 
@@ -321,27 +366,35 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
     hmask, omask = jax.vmap(lambda d, w: kernel_mask(d, w, max_depth=D, p=P))(spec.depth,
                                                                              spec.width)
     counts, present = chunk_layers(spec, D)                                  # [L, R] each
-    c = dict(xtr=data.x_train, ytr=data.y_train,
-             xall=jnp.concatenate([data.x_train, data.x_test]),
-             yall=jnp.concatenate([data.y_train, data.y_test]),
-             n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
-             depth_mask=depth_mask, unit=unit, lr=spec.lr,
-             hmask=jnp.moveaxis(hmask, 0, -1), omask=omask.T,                # [D,P,P,R], [P,R]
-             # layers some run needs: computed once, so no per-step cross-device
-             # reduction feeds the per-layer conds when the run axis is sharded
-             need=jnp.any(depth_mask, axis=1))
-    return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
+    c = FastContext(
+        xtr=data.x_train, ytr=data.y_train,
+        xall=jnp.concatenate([data.x_train, data.x_test]),
+        yall=jnp.concatenate([data.y_train, data.y_test]),
+        n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
+        depth_mask=depth_mask, unit=unit,
+        lr=jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), spec.depth.shape),
+        hmask=jnp.moveaxis(hmask, 0, -1), omask=omask.T,                # [D,P,P,R], [P,R]
+        # layers some run needs: computed once, so no per-step cross-device
+        # reduction feeds the per-layer conds when the run axis is sharded
+        need=jnp.any(depth_mask, axis=1), run_depth=spec.depth, run_width=spec.width)
+    if fused_sgd(config):
+        opt = jax.tree.map(jnp.zeros_like, params)
+    else:
+        lr = jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), spec.depth.shape)
+        opt = init_optimizer(optimizer_factory(config), lr, dict(zip(PARAM_KEYS, params)),
+                             axis=-1)
+    return Setup((params, opt), c, counts, present)
 
 
 def _eval_split(params, c, act):
     """Loss and accuracy on train and test: one forward over the concatenated points."""
-    xe = c["xall"][:, :, None]
-    logits, *_ = forward(params, xe, c["depth_mask"], c["unit"], act, c["need"],
+    xe = c.xall[:, :, None]
+    logits, *_ = forward(params, xe, c.depth_mask, c.unit, act, c.need,
                          keep=False)                                         # [N+M, R]
-    y = c["yall"][:, None]
-    ce = _bce(logits, y)
+    y = c.yall[:, None]
+    ce = bce(logits, y)
     hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
-    n = c["n_train"]
+    n = c.n_train
     m = ce.shape[0] - n
     loss = jnp.stack([jnp.mean(ce[:n], 0), jnp.mean(ce[n:], 0)])
     acc = jnp.stack([_count_axis(hit[:n], 0) / n, _count_axis(hit[n:], 0) / m])

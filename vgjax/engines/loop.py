@@ -26,6 +26,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from vgjax import diagnostics as diag
 from vgjax import probes
@@ -74,8 +75,14 @@ class Setup(NamedTuple):
     present: jax.Array
 
 
-# The step accumulator: (|g| sums [L, ...], norm sums [L, ...], gradient histogram or None).
-Acc = tuple
+class Acc(NamedTuple):
+    """An epoch's step accumulator: the kernel gradients' |g| sums [L, ...] and L2 norm sums
+    [L, ...], and on histogram epochs their histogram (counts [L, K, ...], stats [L, 4, ...];
+    None where the config records no histograms)."""
+
+    abs_sums: jax.Array
+    norm_sums: jax.Array
+    hist: tuple | None
 
 
 class Engine(NamedTuple):
@@ -113,6 +120,22 @@ class Engine(NamedTuple):
     hist_branches: bool = False
 
 
+class HistBuffers(NamedTuple):
+    """The histogram epochs' outputs, preallocated [H, ...]: the kernel gradients' and the
+    kernels' histograms (counts [H, L, K, ...] int32, stats [H, L, 4, ...]) and, with the
+    signal probe, the Jacobian's summary (mean σ² [H, ...], max σ [H, ...], log10 σ counts
+    [H, K', ...] int32; None without it). One histogram epoch's values have the same
+    structure without the leading H."""
+
+    grad_counts: jax.Array
+    grad_stats: jax.Array
+    weight_counts: jax.Array
+    weight_stats: jax.Array
+    jac_mean_sq: jax.Array | None = None
+    jac_max: jax.Array | None = None
+    jac_counts: jax.Array | None = None
+
+
 class EpochStats(NamedTuple):
     """Per-epoch outputs: curves [4, ...], layers [3, L, ...] (grad mean |g|, grad norm,
     weight L1), optional test-gradient stats [2, L, ...] and signal probes [3, D, ...]."""
@@ -121,6 +144,29 @@ class EpochStats(NamedTuple):
     layers: jax.Array
     test_layers: jax.Array | None
     signal: jax.Array | None = None
+
+
+class Memory(NamedTuple):
+    """An engine's rough device bytes of one run: ``outputs`` (its history, kept while the
+    chunk trains) and ``working`` (what it needs while it trains, outputs included)."""
+
+    outputs: int
+    working: int
+
+
+def history_bytes(config: Config, max_depth: int, p: int, keep_params: bool = False) -> int:
+    """Rough bytes of one run's history (:func:`train_loop`'s outputs): curves and per-layer
+    statistics [E, ...], histograms [H, L, K], the signal probe's arrays and, with
+    ``keep_params``, the final parameters."""
+    n_layers, e = max_depth + 1, config.epochs
+    h = config.epochs // config.hist_every if config.hist_every > 0 else 0
+    outputs = 4 * e * (4 + 3 * n_layers * (2 if config.test_gradients else 1))
+    outputs += 2 * 4 * h * n_layers * (diag.N_BUCKETS + 4)
+    if config.probes:  # signal probe: [E, D] x 3 and the Jacobian's [H, K] counts
+        outputs += 4 * (3 * (e + 1) * max_depth
+                        + (h + 1) * (probes.LOG_SIGMA_EDGES.shape[0] + 1))
+    outputs += 4 * max_depth * (p + 1) * p if keep_params else 0
+    return outputs
 
 
 def run_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -169,8 +215,30 @@ def grads_step(train_step: Callable, grad_sums: Callable, grad_hist: Callable) -
         if ghist is not None:
             ghist = jax.lax.cond(hist_now, lambda h: merge_hist(h, grad_hist(grads, ctx)),
                                  lambda h: h, ghist)
-        return state, (abs_sums + a, norm_sums + n, ghist)
+        return state, Acc(abs_sums + a, norm_sums + n, ghist)
     return step
+
+
+def init_optimizer(factory: Callable, lr: jax.Array, params, axis: int = 0):
+    """Every run's optimizer state, stacked over runs on ``axis`` (0: leading, -1: last):
+    ``factory(lr[r]).init`` of run r's parameters, as :meth:`vgjax.step.Step.init` makes it
+    for one run (``params`` leaves carry the run axis at ``axis``, ``lr`` is [R])."""
+    return jax.vmap(lambda lr, p: factory(lr).init(p), in_axes=(0, axis), out_axes=axis)(
+        lr, params)
+
+
+def apply_optimizer(factory: Callable, lr: jax.Array, params, grads, opt_state,
+                    axis: int = 0):
+    """One optimizer update of every run, vmapped over the run axis ``axis`` of every leaf:
+    run r's ``factory(lr[r]).update(grads, state, params)`` then ``optax.apply_updates``,
+    exactly as :meth:`vgjax.step.Step.apply_grads` does for one run, so any optax
+    ``GradientTransformation`` sees the same per-run pytree as in the reference engine.
+    Returns (params, opt_state)."""
+    def one(lr, p, g, s):
+        updates, s = factory(lr).update(g, s, p)
+        return optax.apply_updates(p, updates), s
+    return jax.vmap(one, in_axes=(0, axis, axis, axis), out_axes=axis)(
+        lr, params, grads, opt_state)
 
 
 def train_loop(engine: Engine, config: Config, spec: RunSpec, data: DeviceData, *,
@@ -190,16 +258,16 @@ def train_loop(engine: Engine, config: Config, spec: RunSpec, data: DeviceData, 
     n_hist = config.epochs // config.hist_every if config.hist_every > 0 else 0
     bufs = None
     if n_hist > 0:
-        bufs = tuple(jnp.zeros((n_hist,) + a.shape, a.dtype)
-                     for a in _hist_parts(engine, setup.counts.shape))
+        bufs = jax.tree.map(lambda a: jnp.zeros((n_hist,) + a.shape, a.dtype),
+                            _hist_parts(engine, setup.counts.shape))
     if engine.signal is not None:  # before the first step: the initialisation's signal
         init = (*engine.signal(setup.state, setup.ctx), *engine.jacobian(setup.state, setup.ctx))
     epoch = functools.partial(_epoch, engine, config, setup.ctx, setup.counts)
     epochs = jnp.arange(config.epochs, dtype=jnp.int32)
     (state, bufs), stats = jax.lax.scan(epoch, (setup.state, bufs), epochs)
     if config.hist_every > 0 and bufs is None:  # hist_every > epochs: no histogram epoch
-        bufs = tuple(jnp.zeros((0,) + a.shape, a.dtype)
-                     for a in _hist_parts(engine, setup.counts.shape))
+        bufs = jax.tree.map(lambda a: jnp.zeros((0,) + a.shape, a.dtype),
+                            _hist_parts(engine, setup.counts.shape))
     out = finish(config, stats, bufs, setup.present)
     if engine.signal is not None:
         out.update({k + INIT_SUFFIX: v for k, v in zip(SIGNAL_LAYER_STATS + SIGNAL_JAC, init)})
@@ -213,8 +281,8 @@ def _epoch(engine: Engine, config: Config, ctx, counts, carry, epoch):
     state, bufs = carry
     every = config.hist_every
     hist_now = (epoch + 1) % every == 0 if every > 0 else False
-    acc = (jnp.zeros_like(counts), jnp.zeros_like(counts),
-           empty_hist(counts.shape) if bufs is not None else None)
+    acc = Acc(jnp.zeros_like(counts), jnp.zeros_like(counts),
+              empty_hist(counts.shape) if bufs is not None else None)
 
     batches = engine.minibatches(ctx, epoch)
 
@@ -241,16 +309,16 @@ def _epoch(engine: Engine, config: Config, ctx, counts, carry, epoch):
         def store(bufs):
             # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.
             h = (epoch + 1) // every - 1
-            new = (*ghist, *engine.weight_hist(state, ctx))
-            if engine.jacobian is not None:
-                new += tuple(engine.jacobian(state, ctx))
-            return tuple(jax.lax.dynamic_update_index_in_dim(b, v, h, 0)
-                         for b, v in zip(bufs, new))
+            jac = engine.jacobian(state, ctx) if engine.jacobian is not None else ()
+            new = HistBuffers(*ghist, *engine.weight_hist(state, ctx), *jac)
+            return jax.tree.map(lambda b, v: jax.lax.dynamic_update_index_in_dim(b, v, h, 0),
+                                bufs, new)
         bufs = jax.lax.cond(hist_now, store, lambda b: b, bufs)
     return (state, bufs), EpochStats(curves, layers, test, signal)
 
 
-def finish(config: Config, stats: EpochStats, bufs, present: jax.Array) -> dict[str, jax.Array]:
+def finish(config: Config, stats: EpochStats, bufs: HistBuffers | None, present: jax.Array
+           ) -> dict[str, jax.Array]:
     """The history dict from the stacked per-epoch stats and the histogram buffers.
 
     Divergence (:func:`vgjax.diagnostics.divergence`): the first epoch whose loss or
@@ -263,9 +331,10 @@ def finish(config: Config, stats: EpochStats, bufs, present: jax.Array) -> dict[
     if every > 0:
         hist_ok = valid[every - 1::every][: config.epochs // every]      # [H, ...]
         keep = (hist_ok[:, None] & present[None])[:, :, None]           # [H, L, 1, ...]
-        for i, name in enumerate(("grad_hist", "weight_hist")):
-            out[name] = jnp.where(keep, bufs[2 * i], 0)
-            out[name + "_stats"] = jnp.where(keep, bufs[2 * i + 1], jnp.nan)
+        for name, counts, vstats in (("grad_hist", bufs.grad_counts, bufs.grad_stats),
+                                     ("weight_hist", bufs.weight_counts, bufs.weight_stats)):
+            out[name] = jnp.where(keep, counts, 0)
+            out[name + "_stats"] = jnp.where(keep, vstats, jnp.nan)
     curves = jnp.where(valid[:, None], stats.curves, jnp.nan)
     layer_ok = valid[:, None] & present[None]                           # [E, L, ...]
     layers = jnp.where(layer_ok[:, None], stats.layers, jnp.nan)
@@ -276,11 +345,10 @@ def finish(config: Config, stats: EpochStats, bufs, present: jax.Array) -> dict[
     if stats.test_layers is not None:
         t = jnp.where(layer_ok[:, None], stats.test_layers, jnp.nan)
         out.update(test_grad_mean_abs=t[:, 0], test_grad_norm=t[:, 1])
-    if every > 0 and len(bufs) > 4:  # the Jacobian of a diverged epoch: NaN summary, no counts
-        mean_sq, smax, counts = bufs[4:7]
-        out.update(signal_jac_mean_sq=jnp.where(hist_ok, mean_sq, jnp.nan),
-                   signal_jac_max=jnp.where(hist_ok, smax, jnp.nan),
-                   signal_jac_log_hist=jnp.where(hist_ok[:, None], counts, 0))
+    if every > 0 and bufs.jac_counts is not None:  # a diverged epoch: NaN summary, no counts
+        out.update(signal_jac_mean_sq=jnp.where(hist_ok, bufs.jac_mean_sq, jnp.nan),
+                   signal_jac_max=jnp.where(hist_ok, bufs.jac_max, jnp.nan),
+                   signal_jac_log_hist=jnp.where(hist_ok[:, None], bufs.jac_counts, 0))
     if stats.signal is not None:  # hidden layers only: the first D entries of the layer mask
         ok = valid[:, None] & present[None, :-1]
         sig = jnp.where(ok[:, None], stats.signal, jnp.nan)
@@ -310,7 +378,7 @@ def merge_hist(acc, new):
     return c0 + c1, s
 
 
-def _hist_parts(engine: Engine, shape: tuple[int, ...]) -> tuple[jax.Array, ...]:
+def _hist_parts(engine: Engine, shape: tuple[int, ...]) -> HistBuffers:
     """Placeholders of one histogram epoch's buffers: gradient and weight histograms, and
     with the signal probe the Jacobian's (mean σ², max σ, log10 σ counts)."""
     parts = empty_hist(shape) * 2
@@ -318,4 +386,4 @@ def _hist_parts(engine: Engine, shape: tuple[int, ...]) -> tuple[jax.Array, ...]
         runs, k = shape[1:], probes.LOG_SIGMA_EDGES.shape[0] - 1
         parts += (jnp.zeros(runs, jnp.float32), jnp.zeros(runs, jnp.float32),
                   jnp.zeros((k,) + runs, jnp.int32))
-    return parts
+    return HistBuffers(*parts)

@@ -11,20 +11,32 @@ statistics are reduced in the scan carry, so no per-step array is ever stored.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from vgjax import diagnostics as diag
 from vgjax import probes
-from vgjax.config import Config, hist_epochs  # noqa: F401 - hist_epochs: old import path
+from vgjax.config import Config
 # RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
 from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
-from vgjax.engines.loop import Engine, Setup, grads_step, run_keys, train_loop
+from vgjax.engines.loop import (Engine, Memory, Setup, grads_step, history_bytes, run_keys,
+                                train_loop)
 from vgjax.model import kernel_mask
 from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
 from vgjax.engines.shuffle import batches
 from vgjax.step import Batch, Step, bce, make_step
+
+
+def memory(config: Config, max_depth: int, p: int) -> Memory:
+    """Rough device bytes of one run on the reference engine (and the fast engine, whose
+    working set is of the same order): the activations of the evaluation pass over the
+    whole data set dominate the working set."""
+    outputs = history_bytes(config, max_depth, p)
+    working = 4 * config.n_samples * p * (max_depth + 2) * 3
+    working += 4 * max_depth * p * p * 8 + 4 * (max_depth + 1) * p * p * diag.N_BUCKETS
+    return Memory(outputs, outputs + working)
 
 
 def bce_loss(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
@@ -68,6 +80,36 @@ def signal_jacobian(config: Config, params, x: jax.Array, depth, width
     return j["jac_mean_sq"], j["jac_max"], j["jac_log_hist"]
 
 
+def chunk_probes(config: Config, axis: int) -> tuple:
+    """The signal-probe kernels of a chunk engine, from its runs' parameters in the padded
+    dict layout with the run axis at ``axis`` of every leaf: ``signal(params, x, depth [R],
+    width [R]) -> [3, D, R]`` (:func:`signal_layer_stats` of each run) and ``jacobian(...)
+    -> (mean σ² [R], max σ [R], log10 σ counts [K, R])`` (:func:`signal_jacobian`), run
+    axis last as :mod:`vgjax.engines.loop` keeps it."""
+    def signal(params, x, depth, width):
+        out = jax.vmap(lambda p, d, w: signal_layer_stats(config, p, x, d, w),
+                       in_axes=(axis, 0, 0))(params, depth, width)
+        return jnp.moveaxis(out, 0, -1)
+
+    def jacobian(params, x, depth, width):
+        m, mx, counts = jax.vmap(lambda p, d, w: signal_jacobian(config, p, x, d, w),
+                                 in_axes=(axis, 0, 0))(params, depth, width)
+        return m, mx, counts.T
+
+    return signal, jacobian
+
+
+class ReferenceContext(NamedTuple):
+    """One run's constants: its data (:class:`DeviceData`), shuffle key, kernel masks
+    (hidden [D, P, P], output; :func:`vgjax.model.kernel_mask`) and real kernel entries per
+    layer counts [L]."""
+
+    data: DeviceData
+    shuffle_key: jax.Array
+    masks: tuple
+    counts: jax.Array
+
+
 def reference_engine(config: Config, max_depth: int, p: int, step: Step | None = None
                      ) -> Engine:
     """The reference engine's kernels for ONE run (vmap the loop over runs): the
@@ -82,42 +124,42 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
                           weight_var=spec.weight_var, bias_var=spec.bias_var)
         masks = kernel_mask(spec.depth, spec.width, p=p, **dims)
         counts = diag.real_counts(spec.depth, spec.width, **dims)
-        ctx = dict(data=data, shuffle_key=shuffle_key, masks=masks, counts=counts)
+        ctx = ReferenceContext(data, shuffle_key, masks, counts)
         return Setup(state, ctx, counts, diag.layer_present(spec.depth, max_depth=max_depth))
 
     def minibatches(ctx, epoch):
-        return batch_indices(jax.random.fold_in(ctx["shuffle_key"], epoch), config.n_train,
+        return batch_indices(jax.random.fold_in(ctx.shuffle_key, epoch), config.n_train,
                              config.batch_size)
 
     def train_step(state, batch, ctx):
-        (idx, weight), data = batch, ctx["data"]
+        (idx, weight), data = batch, ctx.data
         state, out = step.train_step(state, Batch(data.x_train[idx], data.y_train[idx], weight))
         return state, out.grads
 
     def evaluate(state, ctx):
-        d, run = ctx["data"], (state.depth, state.width)
+        d, run = ctx.data, (state.depth, state.width)
         train_loss, train_acc = step.evaluate(state.params, d.x_train, d.y_train, *run)
         test_loss, test_acc = step.evaluate(state.params, d.x_test, d.y_test, *run)
         return (jnp.stack([train_loss, test_loss, train_acc, test_acc]),
                 diag.abs_sums(state.params))
 
     def test_grads(state, ctx):
-        d, n_test = ctx["data"], ctx["data"].y_test.shape[0]
+        d, n_test = ctx.data, ctx.data.y_test.shape[0]
         _, tg = step.loss_and_grads(
             state.params, Batch(d.x_test, d.y_test, jnp.ones((n_test,), jnp.float32)),
             state.depth, state.width)
-        return jnp.stack([diag.abs_sums(tg) / jnp.maximum(ctx["counts"], 1.0),
+        return jnp.stack([diag.abs_sums(tg) / jnp.maximum(ctx.counts, 1.0),
                           diag.l2_norms(tg)])
 
-    probe = lambda fn: lambda state, ctx: fn(config, state.params, ctx["data"].x_train,
+    probe = lambda fn: lambda state, ctx: fn(config, state.params, ctx.data.x_train,
                                              state.depth, state.width)
     probing = "signal" in config.probes
     return Engine(
         init=init, minibatches=minibatches,
         step=grads_step(train_step, lambda g, ctx: (diag.abs_sums(g), diag.l2_norms(g)),
-                        lambda g, ctx: diag.histogram(g, *ctx["masks"])),
+                        lambda g, ctx: diag.histogram(g, *ctx.masks)),
         evaluate=evaluate,
-        weight_hist=lambda state, ctx: diag.histogram(state.params, *ctx["masks"]),
+        weight_hist=lambda state, ctx: diag.histogram(state.params, *ctx.masks),
         params=lambda state: {k: state.params[k] for k in PARAM_KEYS},
         test_grads=test_grads if config.test_gradients else None,
         signal=probe(signal_layer_stats) if probing else None,

@@ -1,10 +1,11 @@
 """The wide-net engine's kernels: minibatch products that stay batched matmuls over runs.
 
 It trains under the one loop of :mod:`vgjax.engines.loop` (:func:`make_wide_train`, per depth
-block); its own are a fused step (:func:`_step`: backprop, SGD update and statistics layer
-by layer), histograms, evaluation and parameter layout. It computes exactly what
+block); its own are the step (:func:`_step`: backprop, Keras SGD update and statistics fused
+layer by layer; :func:`_optax_step`: backprop into the gradient pytree, then any optax
+optimizer over it), histograms, evaluation and parameter layout. It computes exactly what
 ``jax.vmap(vgjax.engines.reference.make_train(config, D, P))`` computes (same initial weights,
-shuffles, Keras SGD and history dict; equal to float32 rounding, tested) in the layout that
+shuffles, optimizer and history dict; equal to float32 rounding, tested) in the layout that
 matmul libraries like: the run axis LEADING, so each layer's minibatch products are
 batched plain matmuls: ``[R, B, P] x [R, P, P]`` forward, ``[R, P, P] x [R, P, B]`` backward
 in a unit-major layout (XLA:CPU's Eigen dots; cuBLAS batched GEMM on a GPU). Where
@@ -15,11 +16,18 @@ not depend on ``P`` or ``D``:
 * the hidden layers are a loop over a layer-stacked ``[D-1, R, P, P]`` kernel that runs
   up to the block's deepest run (an unbatched bound), so layers no run of the block has
   cost nothing;
-* backprop is written out per layer, and each layer's optimizer update, |g| sum, norm and
-  (on histogram epochs) gradient histogram are computed in the same loop iteration while
-  the layer's ``[R, P, P]`` gradient is in cache, and written in place into the stacked
-  parameters: no gradient pytree is stored and re-read by separate optimizer and
-  statistics passes;
+* backprop is written out per layer, and each layer's |g| sum, norm and (on histogram
+  epochs) gradient histogram are computed in the same loop iteration while the layer's
+  ``[R, P, P]`` gradient is in cache; with Keras SGD (``optimizer="sgd"``) so is its update,
+  written in place into the stacked parameters (no gradient pytree is stored and re-read).
+  Any other optimizer (``"adam"``, an optax ``GradientTransformation`` or a factory ``lr ->
+  GradientTransformation``) is applied after the backward pass to the gradient pytree in
+  the reference engine's padded layout, vmapped over runs with each run's traced learning
+  rate (:func:`vgjax.engines.loop.apply_optimizer`), so it sees exactly the pytree it sees
+  there, layers a run lacks included;
+* any elementwise activation: the four of :data:`WIDE_ACTIVATIONS` with derivatives of the
+  activation value, any other (named or a callable) with ``jax.grad`` of the scalar
+  function at the pre-activations the forward pass then keeps;
 * histograms find each entry's bucket from its float32 bit pattern and count with one
   scatter-add (:func:`vgjax.diagnostics.bucket_histogram`); they are traced into the
   histogram epochs' steps only (:attr:`vgjax.engines.loop.Engine.hist_branches`);
@@ -27,8 +35,9 @@ not depend on ``P`` or ``D``:
   depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
   for layer 32.
 
-Covered: SGD with or without momentum, without test-set gradients, activations in
-:data:`WIDE_ACTIVATIONS` (what :mod:`vgjax.engines.fast` covers); other configs use the vmap engine.
+Covered (what :func:`vgjax.engines.fast.supports` says): any optimizer and activation, the
+binary cross-entropy on two-feature binary data, no test-set gradients; other configs use
+the vmap engine.
 """
 
 from __future__ import annotations
@@ -39,13 +48,18 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from vgjax.diagnostics import bucket_histogram
 from vgjax.engines import fast
-from vgjax.diagnostics import N_BUCKETS, bucket_histogram
-from vgjax.engines.loop import (Engine, Setup, chunk_layers, chunk_start, merge_hist, runs_first,
-                        train_loop)
-from vgjax.model import N_FEATURES
+from vgjax.engines.loop import (Acc, Engine, Memory, Setup, history_bytes, apply_optimizer, chunk_layers, chunk_start,
+                                init_optimizer, merge_hist, runs_first, train_loop)
+from vgjax.engines.reference import chunk_probes
 from vgjax.engines.shuffle import epoch_batches
+from vgjax.model import N_FEATURES
+from vgjax.step import ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, optimizer_factory
 
+# Activations whose derivative is written as a function of the activation value alone (the
+# backward pass then keeps only each layer's output); any other activation, named or a
+# callable, keeps its pre-activations too and takes its derivative from jax.grad.
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 
 
@@ -53,76 +67,150 @@ WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 supports = fast.supports
 
 
-def bytes_per_run(config, max_depth: int, p: int, keep_params: bool = False
-                  ) -> tuple[int, int]:
-    """Rough device bytes of one run: (its outputs, its working set while it trains)."""
-    n_layers, e = max_depth + 1, config.epochs
-    h = config.epochs // config.hist_every if config.hist_every > 0 else 0
-    outputs = 4 * e * (4 + 3 * n_layers) + 2 * 4 * h * n_layers * (N_BUCKETS + 4)
-    outputs += 4 * max_depth * (p + 1) * p if keep_params else 0  # the final parameters
-    # params, momentum, per-element init draws and weight-histogram indices ~ 6 words per
-    # kernel entry; saved activations of a step; the evaluation pass over the data.
-    working = 4 * 6 * max_depth * p * p + 4 * 2 * max_depth * config.batch_size * p
+def fused(config) -> bool:
+    """Whether the wide engine fuses the optimizer into its layer loop: Keras SGD and Keras
+    Adam by name (``"sgd"``, ``"adam"``). Any other optimizer is applied to the whole
+    gradient pytree, vmapped over runs, after the backward pass (:func:`_optax_step`)."""
+    return _fused_rule(config) is not None
+
+
+def memory(config, max_depth: int, p: int, keep_params: bool = False) -> Memory:
+    """Rough device bytes of one run: its outputs, and its working set while it trains."""
+    outputs = history_bytes(config, max_depth, p, keep_params)
+    # params, optimizer state, per-element init draws and weight-histogram indices ~ 6 words
+    # per kernel entry (+ a second moment for Adam, + a gradient and the optimizer's state
+    # for optax); saved activations of a step; the evaluation pass over the data.
+    words = 6 if config.optimizer == "sgd" else 8
+    working = 4 * words * max_depth * p * p + 4 * 2 * max_depth * config.batch_size * p
     working += 4 * 3 * config.n_samples * p + outputs
-    return outputs, working
+    return Memory(outputs, working)
 
 
-def _act_and_grad(name):
-    """Activation and its derivative as a function of the activation value ``a`` alone (the
-    backward pass keeps only each layer's input and output)."""
-    if name == "tanh":
-        return jnp.tanh, lambda a: 1.0 - a * a
-    if name == "relu":  # relu(z) > 0 exactly when z > 0
-        return (lambda z: jnp.maximum(z, 0.0)), (lambda a: (a > 0).astype(a.dtype))
-    if name == "sigmoid":
-        return jax.nn.sigmoid, lambda a: a * (1.0 - a)
-    if name == "linear":
-        return (lambda z: z), (lambda a: jnp.ones_like(a))
-    raise ValueError(f"activation: {name!r} has no wide path; allowed: {WIDE_ACTIVATIONS}")
+def _act_and_grad(activation) -> tuple[Callable, Callable, bool]:
+    """(activation, its derivative ``(z, a) -> φ'(z)``, whether the derivative reads the
+    pre-activation z). For :data:`WIDE_ACTIVATIONS` the derivative is a function of the
+    activation value ``a`` alone; otherwise it is ``jax.grad`` of the scalar function
+    (:func:`vgjax.theory.derivative_fn`), traced once."""
+    from vgjax.model import activation_fn
+    from vgjax.theory import derivative_fn
+    if activation == "tanh":
+        return jnp.tanh, lambda z, a: 1.0 - a * a, False
+    if activation == "relu":  # relu(z) > 0 exactly when z > 0
+        return (lambda z: jnp.maximum(z, 0.0)), (lambda z, a: (a > 0).astype(a.dtype)), False
+    if activation == "sigmoid":
+        return jax.nn.sigmoid, lambda z, a: a * (1.0 - a), False
+    if activation == "linear":
+        return (lambda z: z), (lambda z, a: jnp.ones_like(a)), False
+    dphi = derivative_fn(activation)
+    return activation_fn(activation), (lambda z, a: dphi(z)), True
+
+
+class WideContext(NamedTuple):
+    """A block's constants: x_train [N, 2], y_train [N], x_all [N+M, 2] and y_all [N+M]
+    (train then test points, evaluated in one pass), n_train (int), shuffle_keys [R],
+    mask [D, R] (run has hidden layer l), unit [R, P] float32 and unit_b [R, P] bool
+    (unit < width), lr [R], mask0 [R, 2, P] and omask [R, P] (real first-layer and output
+    kernel entries), depth [] (the block's deepest run: bounds its layer loops), run_depth
+    and run_width [R] (each run's own, for the signal probe)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_all: jax.Array
+    y_all: jax.Array
+    n_train: int
+    shuffle_keys: jax.Array
+    mask: jax.Array
+    unit: jax.Array
+    unit_b: jax.Array
+    lr: jax.Array
+    mask0: jax.Array
+    omask: jax.Array
+    depth: jax.Array
+    run_depth: jax.Array
+    run_width: jax.Array
+
+
+class Net(NamedTuple):
+    """A block's parameters as the forward pass reads them: first layer (k0 [R, 2, P],
+    b0 [R, P]), ``hidden(l) -> (kernel [R, P, P], bias [R, P])`` of hidden layer l >= 1,
+    output (ko [R, P], bo [R])."""
+
+    k0: jax.Array
+    b0: jax.Array
+    hidden: Callable
+    ko: jax.Array
+    bo: jax.Array
 
 
 # ----------------------------------------------------------------------------------------
-# one block of runs: params = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
-# bh [D-1, R, P]), output (ko [R, P], bo [R]); momentum traces of the same shapes;
-# activations [R, B, P].
+# one block of runs. Fused SGD: params = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
+# bh [D-1, R, P]), output (ko [R, P], bo [R]), momentum traces of the same shapes. Optax:
+# params = the reference engine's padded dict, run axis leading (kernels [R, D, P, P],
+# biases [R, D, P], out_kernel [R, P], out_bias [R]), and the optimizer state of each run
+# stacked over runs. Activations [R, B, P].
 
 def _first_layer(x, k0, b0):
     """x [R, B, 2] (or [1, N, 2] shared) -> pre-activation [R, B, P]: two broadcast FMAs."""
     return x[..., 0:1] * k0[:, None, 0, :] + x[..., 1:2] * k0[:, None, 1, :] + b0[:, None, :]
 
 
-def _index(a, i):
-    return jax.lax.dynamic_index_in_dim(a, i, 0, keepdims=False)
+def _index(a, i, axis=0):
+    return jax.lax.dynamic_index_in_dim(a, i, axis, keepdims=False)
 
 
-def _put(a, v, i):
-    return jax.lax.dynamic_update_index_in_dim(a, v, i, 0)
+def _put(a, v, i, axis=0):
+    return jax.lax.dynamic_update_index_in_dim(a, v, i, axis)
 
 
-def _forward(params, x, c, act, keep):
-    """Logits [R, B], the last hidden activation [R, B, P], and (when ``keep``) every hidden
-    layer's masked output stacked unit-major [D, R, P, B] for the backward pass (layer l's
-    input is entry l-1, its output entry l).
-
-    Only the block's own layers run: a loop up to its deepest run (``c["depth"]``, unbatched).
-    """
+def _stacked_net(params) -> Net:
+    """The fused-SGD layout's :class:`Net`: hidden layer l is entry l - 1 of the stacks."""
     k0, b0, kh, bh, ko, bo = params
-    unit = c["unit"][:, None, :]
-    h = act(_first_layer(x, k0, b0)) * unit
-    hs = None
-    if keep:
-        hs = _put(jnp.zeros((kh.shape[0] + 1,) + _t(h).shape, h.dtype), _t(h), 0)
-    if kh.shape[0] > 0:
-        def layer(l, carry):
-            h, hs = carry
-            a = act(jnp.einsum("rbp,rpq->rbq", h, _index(kh, l - 1))
-                    + _index(bh, l - 1)[:, None, :]) * unit
-            h = jnp.where(_index(c["mask"], l)[:, None, None], a, h)
-            return h, (None if hs is None else _put(hs, _t(h), l))
+    return Net(k0, b0, lambda l: (_index(kh, l - 1), _index(bh, l - 1)), ko, bo)
 
-        h, hs = jax.lax.fori_loop(1, c["depth"], layer, (h, hs))
-    logits = jnp.einsum("rbp,rp->rb", h, ko) + bo[:, None]
-    return logits, h, hs
+
+def _dict_net(params) -> Net:
+    """The optax layout's :class:`Net` (the reference's padded dict, run axis leading)."""
+    k, b = params["kernels"], params["biases"]
+    return Net(k[:, 0, :N_FEATURES], b[:, 0], lambda l: (_index(k, l, 1), _index(b, l, 1)),
+               params["out_kernel"], params["out_bias"])
+
+
+class Saved(NamedTuple):
+    """What the backward pass reads, unit-major: every hidden layer's masked output
+    hs [D, R, P, B] (layer l's input is entry l-1, its output entry l) and, for an
+    activation whose derivative needs it, its pre-activation zs [D, R, P, B] (else None)."""
+
+    hs: jax.Array
+    zs: jax.Array | None
+
+
+def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_z: bool = False):
+    """Logits [R, B], the last hidden activation [R, B, P], and (when ``keep``) the
+    :class:`Saved` activations for the backward pass.
+
+    Only the block's own layers run: a loop up to its deepest run (``c.depth``, unbatched).
+    """
+    unit = c.unit[:, None, :]
+    z = _first_layer(x, net.k0, net.b0)
+    h = act(z) * unit
+    hs = zs = None
+    if keep:
+        hs = _put(jnp.zeros((max_depth,) + _t(h).shape, h.dtype), _t(h), 0)
+        if keep_z:
+            zs = _put(jnp.zeros_like(hs), _t(z), 0)
+    if max_depth > 1:
+        def layer(l, carry):
+            h, hs, zs = carry
+            k, b = net.hidden(l)
+            z = jnp.einsum("rbp,rpq->rbq", h, k) + b[:, None, :]
+            a = act(z) * unit
+            h = jnp.where(_index(c.mask, l)[:, None, None], a, h)
+            return (h, None if hs is None else _put(hs, _t(h), l),
+                    None if zs is None else _put(zs, _t(z), l))
+
+        h, hs, zs = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs))
+    logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
+    return logits, h, (Saved(hs, zs) if keep else None)
 
 
 def _t(a):
@@ -137,12 +225,22 @@ def _row_sums(g):
 
 
 class _Static(NamedTuple):
-    """The step's static parts: activation, its derivative (of the output), momentum, D."""
+    """The step's static parts: activation, its derivative ``(z, a) -> φ'(z)``, whether that
+    reads z (then the forward pass keeps pre-activations), D, and the optimizer: a fused
+    rule (``rate``, ``update``: :func:`_fused_rule`) or an optax factory (``optimizer``)."""
 
     act: Callable
     dact: Callable
-    momentum: float
+    keep_z: bool
     max_depth: int
+    rate: Callable | None = None
+    update: Callable | None = None
+    optimizer: OptimizerFactory | None = None
+
+
+def _dact(st: _Static, saved: Saved, l):
+    """φ' of hidden layer l's pre-activation [R, P, B], from what the forward pass saved."""
+    return st.dact(None if saved.zs is None else _index(saved.zs, l), _index(saved.hs, l))
 
 
 def _sgd(w, g, m, lr, momentum):
@@ -153,12 +251,52 @@ def _sgd(w, g, m, lr, momentum):
     return w + (-lr) * g, m
 
 
-def _record(l, g, mask, acc, hist_now: bool):
-    """Layer ``l``'s gradient g [R, ...] statistics, written in place into the accumulator
-    (|g| sums [L, R], norm sums [L, R], histogram [L, K, R] and [L, 4, R] or None). The
-    histogram is counted when ``hist_now``, a Python bool: the loop traces a histogram
-    epoch's steps apart (:attr:`vgjax.engines.loop.Engine.hist_branches`), so no step of another
-    epoch carries a ``cond`` per layer (measured: that cond cost more than the histograms)."""
+class Fused(NamedTuple):
+    """The state of an optimizer fused into the layer loop: steps taken (int32 []) and its
+    per-parameter slots, each a tuple shaped like the parameters (SGD: (momentum,); Adam:
+    (first moment, second moment))."""
+
+    count: jax.Array
+    slots: tuple
+
+
+def _fused_rule(config) -> tuple[Callable, Callable, int] | None:
+    """The fused optimizer of ``config``, or None (then optax over the whole pytree):
+    ``(rate(lr [R], count) -> per-run step size [R], update(w, g, slots, rate) -> (w,
+    slots), number of slots)``. Keras SGD (``"sgd"``) and Keras Adam (``"adam"``,
+    :func:`vgjax.step.keras_adam`'s formulas). Both leave a parameter with zero gradient and
+    zero slots exactly as it is, so the layers no run of a block has are skipped outright,
+    as the layer loop skips them (the reference engine updates them by zero)."""
+    opt = config.optimizer
+    if not isinstance(opt, str):
+        return None
+    if opt == "sgd":
+        def sgd(w, g, slots, lr):
+            w, m = _sgd(w, g, slots[0], lr, config.momentum)
+            return w, (m,)
+        return (lambda lr, count: lr), sgd, 1
+    if opt == "adam":
+        b1, b2, eps = ADAM_B1, ADAM_B2, ADAM_EPS
+
+        def rate(lr, count):
+            t = (count + 1).astype(jnp.float32)
+            return lr * jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
+
+        def adam(w, g, slots, lr_t):
+            m, v = slots
+            m = b1 * m + (1.0 - b1) * g
+            v = b2 * v + (1.0 - b2) * g * g
+            return w + (-lr_t) * m / (jnp.sqrt(v) + eps), (m, v)
+        return rate, adam, 2
+    return None
+
+
+def _record(l, g, mask, acc: Acc, hist_now: bool) -> Acc:
+    """Layer ``l``'s gradient g [R, ...] statistics, written in place into the accumulator.
+    The histogram is counted when ``hist_now``, a Python bool: the loop traces a histogram
+    epoch's steps apart (:attr:`vgjax.engines.loop.Engine.hist_branches`), so no step of
+    another epoch carries a ``cond`` per layer (measured: that cond cost more than the
+    histograms)."""
     sa, ss, gacc = acc
     a, q = _row_sums(g)
     sa, ss = _put(sa, _index(sa, l) + a, l), _put(ss, _index(ss, l) + jnp.sqrt(q), l)
@@ -168,14 +306,28 @@ def _record(l, g, mask, acc, hist_now: bool):
         old = tuple(_index(x, l)[None] for x in gacc)
         merged = merge_hist(old, tuple(x[None] for x in new))
         gacc = tuple(_put(x, v[0], l) for x, v in zip(gacc, merged))
-    return sa, ss, gacc
+    return Acc(sa, ss, gacc)
 
 
-def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
-    """Backward through hidden layers l = depth-1 ... 1 of the block, each layer's SGD update
-    and statistics done while its gradient is hot. ``dh`` [R, P, B] and ``hs`` [D, R, P, B]
-    are unit-major (see :func:`_step`). Returns (dh, kh, bh, mkh, mbh, acc)."""
-    unit, ub, lr = c["unit"][:, :, None], c["unit_b"], c["lr"]
+def _layer_backward(st: _Static, dh, saved: Saved, k, l, c: WideContext):
+    """Backprop through hidden layer l >= 1 (kernel k [R, P, P]), unit-major: the gradient
+    into its input dh [R, P, B], its kernel and bias gradients gk [R, P, P] and gb [R, P],
+    and the runs that have the layer (mask [R, 1, 1])."""
+    m = _index(c.mask, l)[:, None, None]
+    dz = jnp.where(m, dh, 0.0) * c.unit[:, :, None] * _dact(st, saved, l)
+    gk = jnp.einsum("rpb,rqb->rpq", _index(saved.hs, l - 1), dz)
+    gb = jnp.sum(dz, axis=2)
+    return jnp.where(m, jnp.einsum("rpq,rqb->rpb", k, dz), dh), gk, gb, m
+
+
+def _hidden_backward(st: _Static, dh, saved: Saved, params, slots, rate, c: WideContext, acc,
+                     hist_now):
+    """Backward through hidden layers l = depth-1 ... 1 of the block, each layer's fused
+    optimizer update (``st.update`` at step size ``rate`` [R]) and statistics done while its
+    gradient is hot. ``dh`` [R, P, B] and the saved activations are unit-major (see
+    :func:`_step`). Returns (dh, kh, bh, the hidden slots' new stacks, acc)."""
+    ub = c.unit_b
+    n = len(slots)
 
     def layer(i, carry):
         dh, stacks, pending, acc = carry
@@ -183,71 +335,126 @@ def _hidden_backward(st: _Static, dh, hs, params, moms, c, acc, hist_now):
         # below depends on that write: XLA then updates them in place (a write that
         # is independent of some read makes it copy the whole stack each layer).
         stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
-        kh, bh, mkh, mbh = stacks
-        l = c["depth"] - i
-        m = _index(c["mask"], l)[:, None, None]
+        kh, bh = stacks[:2]
+        l = c.depth - i
         k = _index(kh, l - 1)
-        dz = jnp.where(m, dh, 0.0) * unit * st.dact(_index(hs, l))
-        gk = jnp.einsum("rpb,rqb->rpq", _index(hs, l - 1), dz)
-        gb = jnp.sum(dz, axis=2)
-        dh = jnp.where(m, jnp.einsum("rpq,rqb->rpb", k, dz), dh)
-        k, mk = _sgd(k, gk, _index(mkh, l - 1), lr[:, None, None], st.momentum)
-        b, mb = _sgd(_index(bh, l - 1), gb, _index(mbh, l - 1), lr[:, None], st.momentum)
-        pending = (k, b, mk, mb, l - 1)
+        dh, gk, gb, m = _layer_backward(st, dh, saved, k, l, c)
+        k, sk = st.update(k, gk, tuple(_index(a, l - 1) for a in stacks[2:2 + n]),
+                          rate[:, None, None])
+        b, sb = st.update(_index(bh, l - 1), gb, tuple(_index(a, l - 1) for a in stacks[2 + n:]),
+                          rate[:, None])
+        pending = (k, b, *sk, *sb, l - 1)
         acc = _record(l, gk, ub[:, :, None] & ub[:, None, :] & m, acc, hist_now)
         return dh, stacks, pending, acc
 
-    stacks = (params[2], params[3], moms[2], moms[3])
-    first = c["depth"] - 2  # a no-op write of the first layer's own values
+    stacks = (params[2], params[3], *(s[2] for s in slots), *(s[3] for s in slots))
+    first = c.depth - 2  # a no-op write of the first layer's own values
     pending = tuple(_index(a, first) for a in stacks) + (first,)
-    dh, stacks, pending, acc = jax.lax.fori_loop(1, c["depth"], layer,
+    dh, stacks, pending, acc = jax.lax.fori_loop(1, c.depth, layer,
                                                  (dh, stacks, pending, acc))
-    return (dh, *(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1])), acc)
+    stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
+    return dh, stacks[0], stacks[1], stacks[2:2 + n], stacks[2 + n:], acc
 
 
-def _step(st: _Static, state, batch, c, acc, hist_now):
-    """One SGD step of a block: forward, then backprop layer by layer with each layer's
-    update and statistics (:func:`_record`) fused in. ``(state, acc) -> (state, acc)``.
+def _output_backward(net: Net, logits, hD, y, w):
+    """The output layer's gradients (g_ko [R, P], g_bo [R]) and the gradient flowing into
+    the last hidden layer, unit-major [R, P, B]."""
+    dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]      # [R, B]
+    g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
+    g_bo = jnp.sum(dlogit, axis=1)
+    return g_ko, g_bo, net.ko[:, :, None] * dlogit[:, None, :]
+
+
+def _first_backward(st: _Static, dh, saved: Saved, x, c: WideContext):
+    """The first layer's gradients: g_k0 [R, 2, P] and g_b0 [R, P]."""
+    dz0 = dh * c.unit[:, :, None] * _dact(st, saved, 0)                     # [R, P, B]
+    return jnp.einsum("rbi,rqb->riq", x, dz0), jnp.sum(dz0, axis=2)
+
+
+def _step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
+    """One step of a block with a fused optimizer (:func:`_fused_rule`): forward, then
+    backprop layer by layer with each layer's update and statistics (:func:`_record`) fused
+    in. ``(state, acc) -> (state, acc)``.
 
     The forward pass is batch-major ([R, B, P]: ``h K`` is a plain matmul), the backward
     pass unit-major ([R, P, B]): its product ``K dz`` is then a plain matmul too, where
     ``dz K^T`` in the batch-major layout ran 4x slower on XLA:CPU at width 512 (1.06 vs
     0.26 ms per layer for 2 runs); the weight gradient costs the same either way."""
-    (params, moms), (x, y, w) = state, batch
+    (params, opt), (x, y, w) = state, batch
     k0, b0, kh, bh, ko, bo = params
-    mk0, mb0, mkh, mbh, mko, mbo = moms
-    unit, lr = c["unit"][:, :, None], c["lr"]                               # [R, P, 1]
-    logits, hD, hs = _forward(params, x, c, st.act, keep=True)
-    dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]      # [R, B]
-    g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
-    g_bo = jnp.sum(dlogit, axis=1)
-    dh = ko[:, :, None] * dlogit[:, None, :]                                # [R, P, B]
-    ko, mko = _sgd(ko, g_ko, mko, lr[:, None], st.momentum)
-    bo, mbo = _sgd(bo, g_bo, mbo, lr, st.momentum)
+    slot = lambda j: tuple(s[j] for s in opt.slots)
+    rate = st.rate(c.lr, opt.count)                                           # [R]
+    net = _stacked_net(params)
+    logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
+    g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
+    ko, sko = st.update(ko, g_ko, slot(4), rate[:, None])
+    bo, sbo = st.update(bo, g_bo, slot(5), rate)
+    skh, sbh = slot(2), slot(3)
     if st.max_depth > 1:
-        dh, kh, bh, mkh, mbh, acc = _hidden_backward(st, dh, hs, params, moms, c, acc,
-                                                     hist_now)
-    dz0 = dh * unit * st.dact(hs[0])                                         # [R, P, B]
-    g_k0 = jnp.einsum("rbi,rqb->riq", x, dz0)                               # [R, 2, P]
-    g_b0 = jnp.sum(dz0, axis=2)
-    k0, mk0 = _sgd(k0, g_k0, mk0, lr[:, None, None], st.momentum)
-    b0, mb0 = _sgd(b0, g_b0, mb0, lr[:, None], st.momentum)
+        dh, kh, bh, skh, sbh, acc = _hidden_backward(st, dh, saved, params, opt.slots, rate,
+                                                     c, acc, hist_now)
+    g_k0, g_b0 = _first_backward(st, dh, saved, x, c)
+    k0, sk0 = st.update(k0, g_k0, slot(0), rate[:, None, None])
+    b0, sb0 = st.update(b0, g_b0, slot(1), rate[:, None])
     r = g_k0.shape[0]
-    acc = _record(0, g_k0.reshape(r, -1), c["mask0"].reshape(r, -1), acc, hist_now)
-    acc = _record(st.max_depth, g_ko, c["omask"], acc, hist_now)
-    return ((k0, b0, kh, bh, ko, bo), (mk0, mb0, mkh, mbh, mko, mbo)), acc
+    acc = _record(0, g_k0.reshape(r, -1), c.mask0.reshape(r, -1), acc, hist_now)
+    acc = _record(st.max_depth, g_ko, c.omask, acc, hist_now)
+    slots = tuple(zip(sk0, sb0, skh, sbh, sko, sbo))
+    return ((k0, b0, kh, bh, ko, bo), Fused(opt.count + 1, slots)), acc
 
 
-def _weight_hist(p, params, c):
+def _optax_step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
+    """One step of a block with any optax optimizer: forward, backprop layer by layer into
+    a gradient pytree of the reference engine's padded layout (statistics recorded while
+    each layer's gradient is hot), then the optimizer over that whole pytree, vmapped over
+    runs, each with its own (traced) learning rate (:func:`apply_optimizer`). Layers no
+    run of the block has keep zero gradients, as in the reference engine, and the
+    optimizer sees them as it does there."""
+    (params, opt_state), (x, y, w) = state, batch
+    net = _dict_net(params)
+    logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
+    g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
+    gk_all = jnp.zeros_like(params["kernels"])                               # [R, D, P, P]
+    gb_all = jnp.zeros_like(params["biases"])                                # [R, D, P]
+    ub = c.unit_b
+    if st.max_depth > 1:
+        def layer(i, carry):
+            dh, gk_all, gb_all, acc = carry
+            l = c.depth - i
+            dh, gk, gb, m = _layer_backward(st, dh, saved, net.hidden(l)[0], l, c)
+            acc = _record(l, gk, ub[:, :, None] & ub[:, None, :] & m, acc, hist_now)
+            return dh, _put(gk_all, gk, l, 1), _put(gb_all, gb, l, 1), acc
+
+        dh, gk_all, gb_all, acc = jax.lax.fori_loop(1, c.depth, layer,
+                                                    (dh, gk_all, gb_all, acc))
+    g_k0, g_b0 = _first_backward(st, dh, saved, x, c)
+    gk_all = jax.lax.dynamic_update_slice(gk_all, g_k0[:, None], (0, 0, 0, 0))
+    gb_all = _put(gb_all, g_b0, 0, 1)
+    r = g_k0.shape[0]
+    acc = _record(0, g_k0.reshape(r, -1), c.mask0.reshape(r, -1), acc, hist_now)
+    acc = _record(st.max_depth, g_ko, c.omask, acc, hist_now)
+    grads = {"kernels": gk_all, "biases": gb_all, "out_kernel": g_ko, "out_bias": g_bo}
+    return apply_optimizer(st.optimizer, c.lr, params, grads, opt_state), acc
+
+
+def _layers(params):
+    """(k0 [R, 2, P], kh [D-1, R, P, P] or None, ko [R, P]) of either layout."""
+    if isinstance(params, dict):
+        k = params["kernels"]
+        return k[:, 0, :N_FEATURES], jnp.moveaxis(k[:, 1:], 1, 0), params["out_kernel"]
+    return params[0], params[2], params[4]
+
+
+def _weight_hist(p, params, c: WideContext):
     """Counts [L, K, R] and stats [L, 4, R] of every layer's kernel: one histogram call, the
     first and output kernels zero-padded (masked) to the hidden layers' P*P entries."""
-    k0, _, kh, _, ko, _ = params
-    r, ub = ko.shape[0], c["unit_b"]
+    k0, kh, ko = _layers(params)
+    r, ub = ko.shape[0], c.unit_b
     flat = lambda a, m: (jnp.pad(a.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None],
                          jnp.pad(m.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None])
-    vals, masks = zip(flat(k0, c["mask0"]), flat(ko, c["omask"]))
+    vals, masks = zip(flat(k0, c.mask0), flat(ko, c.omask))
     if kh.shape[0] > 0:
-        hmask = ub[None, :, :, None] & ub[None, :, None, :] & c["mask"][1:, :, None, None]
+        hmask = ub[None, :, :, None] & ub[None, :, None, :] & c.mask[1:, :, None, None]
         vals = (vals[0], kh.reshape(kh.shape[0], r, -1), vals[1])
         masks = (masks[0], hmask.reshape(kh.shape[0], r, -1), masks[1])
     # vmapped over layers (not flattened into [L*R, ...], which would mix the unsharded
@@ -257,23 +464,41 @@ def _weight_hist(p, params, c):
     return jnp.moveaxis(counts, 1, -1), jnp.moveaxis(stats, 1, -1)
 
 
-def _evaluate(act, state, c):
+def _evaluate(st: _Static, state, c: WideContext):
     """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]."""
     params = state[0]
-    logits, _, _ = _forward(params, c["xall"][None], c, act, keep=False)   # [R, N+M]
-    y = c["yall"][None]
-    ce = fast._bce(logits, y)
+    net = _dict_net(params) if isinstance(params, dict) else _stacked_net(params)
+    logits, _, _ = _forward(net, st.max_depth, c.x_all[None], c, st.act, keep=False)
+    y = c.y_all[None]                                                       # [R, N+M]
+    ce = bce(logits, y)
     hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
-    nt = c["n_train"]
+    nt = c.n_train
     curves = jnp.stack((jnp.mean(ce[:, :nt], 1), jnp.mean(ce[:, nt:], 1),
                         jnp.mean(hit[:, :nt], 1), jnp.mean(hit[:, nt:], 1)))
-    k0, _, kh, _, ko, _ = params
+    if isinstance(params, dict):
+        l1 = jnp.concatenate([jnp.abs(params["kernels"]).sum((2, 3)).T,
+                              jnp.abs(params["out_kernel"]).sum(1)[None]])
+        return curves, l1
+    k0, kh, ko = _layers(params)
     return curves, jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
                                     jnp.abs(ko).sum(1)[None]])               # [L, R]
 
 
+def _run_params(p, state) -> dict:
+    """The block's parameters in the padded dict layout, run axis leading."""
+    if isinstance(state[0], dict):
+        return state[0]
+    k0, b0, kh, bh, ko, bo = state[0]
+    k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[:, None]       # [R, 1, P, P]
+    return {"kernels": jnp.concatenate([k0, jnp.moveaxis(kh, 0, 1)], axis=1),
+            "biases": jnp.concatenate([b0[:, None], jnp.moveaxis(bh, 0, 1)], axis=1),
+            "out_kernel": ko, "out_bias": bo}
+
+
 def _params(p, state):
     """The block's parameters in the padded layout, run axis last (kernels [D, P, P, R])."""
+    if isinstance(state[0], dict):
+        return {k: jnp.moveaxis(v, 0, -1) for k, v in state[0].items()}
     k0, b0, kh, bh, ko, bo = state[0]
     k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[None]          # [1, R, P, P]
     return {"kernels": jnp.moveaxis(jnp.concatenate([k0, kh]), 1, -1),
@@ -281,61 +506,76 @@ def _params(p, state):
             "out_kernel": ko.T, "out_bias": bo}
 
 
-def _minibatches(config, c, e):
+def _minibatches(config, c: WideContext, e):
     """The epoch's shuffled minibatches: x [S, R, B, 2], y [S, R, B], weights [S, B]."""
-    idx, w = epoch_batches(c["shuffle_keys"], e, config.n_train, config.batch_size)
-    return jnp.moveaxis(c["xtr"][idx], 1, 0), jnp.moveaxis(c["ytr"][idx], 1, 0), w
+    idx, w = epoch_batches(c.shuffle_keys, e, config.n_train, config.batch_size)
+    return jnp.moveaxis(c.x_train[idx], 1, 0), jnp.moveaxis(c.y_train[idx], 1, 0), w
 
 
 def _init(config, max_depth: int, p: int, spec, data) -> Setup:
-    """A block's initial (params, momentum) in the layer-stacked, runs-leading layout and
-    its constants."""
+    """A block's initial state (fused optimizer: layer-stacked params and :class:`Fused`;
+    optax: the padded dict, run axis leading, and the optimizer state) and its constants."""
     D, P, r = max_depth, p, spec.depth.shape[0]
     p0, shuffle_keys = chunk_start(config, D, P, spec)
-    kern = jnp.moveaxis(p0["kernels"], 1, 0)                                # [D, R, P, P]
-    bias = jnp.moveaxis(p0["biases"], 1, 0)                                 # [D, R, P]
-    params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
-              p0["out_kernel"], p0["out_bias"])
+    rule = _fused_rule(config)
+    if rule is not None:
+        kern = jnp.moveaxis(p0["kernels"], 1, 0)                            # [D, R, P, P]
+        bias = jnp.moveaxis(p0["biases"], 1, 0)                             # [D, R, P]
+        params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
+                  p0["out_kernel"], p0["out_bias"])
+        slots = tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(rule[2]))
+        state = (params, Fused(jnp.zeros((), jnp.int32), slots))
+    else:
+        lr = jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), (r,))
+        state = (p0, init_optimizer(optimizer_factory(config), lr, p0))
     mask = jnp.arange(D)[:, None] < spec.depth[None, :]                     # [D, R]
     unit_b = jnp.arange(P)[None, :] < spec.width[:, None]                   # [R, P]
     counts, present = chunk_layers(spec, D)                                 # [L, R] each
-    c = dict(xtr=data.x_train, ytr=data.y_train,
-             xall=jnp.concatenate([data.x_train, data.x_test]),
-             yall=jnp.concatenate([data.y_train, data.y_test]),
-             n_train=data.x_train.shape[0],
-             shuffle_keys=shuffle_keys,
-             mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b, lr=spec.lr,
-             mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)),
-             omask=unit_b,
-             # the block's deepest run bounds its layer loops; computed once per block,
-             # so no per-step cross-device reduction when the run axis is sharded
-             depth=jnp.max(spec.depth))
-    return Setup((params, jax.tree.map(jnp.zeros_like, params)), c, counts, present)
+    c = WideContext(
+        x_train=data.x_train, y_train=data.y_train,
+        x_all=jnp.concatenate([data.x_train, data.x_test]),
+        y_all=jnp.concatenate([data.y_train, data.y_test]),
+        n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
+        mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b,
+        lr=jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), (r,)),
+        mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)), omask=unit_b,
+        # the block's deepest run bounds its layer loops; computed once per block,
+        # so no per-step cross-device reduction when the run axis is sharded
+        depth=jnp.max(spec.depth), run_depth=spec.depth, run_width=spec.width)
+    return Setup(state, c, counts, present)
 
 
 def wide_engine(config, max_depth: int, p: int) -> Engine:
     """The wide engine's kernels over one block of runs (see the module doc)."""
     if not supports(config):
-        raise ValueError(f"config: the wide engine covers SGD without test_gradients and "
-                         f"activations {WIDE_ACTIVATIONS}; got {config.optimizer}, "
-                         f"{config.activation}, test_gradients={config.test_gradients}")
-    act, dact = _act_and_grad(config.activation)
-    st = _Static(act, dact, config.momentum, max_depth)
+        raise ValueError(f"config: the wide engine covers two-feature binary data with the "
+                         f"default loss and no test_gradients; got loss {config.loss!r}, "
+                         f"test_gradients={config.test_gradients}")
+    act, dact, keep_z = _act_and_grad(config.activation)
+    rule = _fused_rule(config)
+    st = (_Static(act, dact, keep_z, max_depth, rate=rule[0], update=rule[1]) if rule else
+          _Static(act, dact, keep_z, max_depth, optimizer=optimizer_factory(config)))
+    probe = None
+    if "signal" in config.probes:
+        signal, jacobian = chunk_probes(config, axis=0)
+        probe = lambda fn: lambda state, c: fn(_run_params(p, state), c.x_train, c.run_depth,
+                                               c.run_width)
     return Engine(init=functools.partial(_init, config, max_depth, p),
                   minibatches=functools.partial(_minibatches, config),
-                  step=functools.partial(_step, st),
-                  evaluate=functools.partial(_evaluate, act),
+                  step=functools.partial(_step if rule else _optax_step, st),
+                  evaluate=functools.partial(_evaluate, st),
                   weight_hist=lambda state, c: _weight_hist(p, state[0], c),
-                  params=functools.partial(_params, p), hist_branches=True)
+                  params=functools.partial(_params, p), hist_branches=True,
+                  signal=probe and probe(signal), jacobian=probe and probe(jacobian))
 
 
 def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):
     """Build ``train(spec, data) -> dict`` for a block of runs (``spec`` fields [R]):
     :func:`vgjax.engines.loop.train_loop` with :func:`wide_engine`'s kernels, run axis first.
 
-    Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.engines.reference.make_train(config,
-    max_depth, p, keep_params=...), in_axes=(0, None))``; its layer loops run up to the
-    block's deepest run (:func:`vgjax.engines.in_depth_blocks` trains a chunk in blocks).
+    Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.engines.reference.make_train(
+    config, max_depth, p, keep_params=...), in_axes=(0, None))``; its layer loops run up to
+    the block's deepest run (:func:`vgjax.engines.in_depth_blocks` trains a chunk in blocks).
     """
     engine = wide_engine(config, max_depth, p)
 

@@ -22,11 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vgjax import diagnostics as diag
 from vgjax import probes
-from vgjax.config import Config, Grid, hist_epochs
+from vgjax.config import Config, Grid
 from vgjax.data import data_dims
-from vgjax.engines import check_engine, choose_engine, wide
+from vgjax.engines import bytes_per_run, check_engine, choose_engine
 from vgjax.engines.loop import RunSpec
 from vgjax.grid.width_groups import Group, plan_groups
 from vgjax.result import RunTable
@@ -64,26 +63,12 @@ def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
     return max(grid.depths), max(max(grid.widths), min_width(config))
 
 
-def bytes_per_run(config: Config, max_depth: int, p: int) -> int:
-    """Rough device bytes one run needs: its outputs plus its working set during a step."""
-    n_layers = max_depth + 1
-    e = config.epochs
-    outputs = 4 * e * (4 + 3 * n_layers * (2 if config.test_gradients else 1))
-    h = len(hist_epochs(config))
-    outputs += 2 * 4 * h * n_layers * (diag.N_BUCKETS + 4)
-    if config.probes:  # signal probe: [E, D] x 3 and the Jacobian's [H, K] counts
-        outputs += 4 * (3 * (e + 1) * max_depth + (h + 1) * (probes.LOG_SIGMA_EDGES.shape[0] + 1))
-    # activations of the evaluation pass over the whole data set dominate the working set
-    working = 4 * config.n_samples * p * (max_depth + 2) * 3
-    working += 4 * max_depth * p * p * 8 + 4 * n_layers * p * p * diag.N_BUCKETS
-    return outputs + working
-
-
 def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devices: int,
                     budget_bytes: int = DEFAULT_CHUNK_BYTES, per_run: int | None = None) -> int:
     """Runs per chunk: as many as fit ``budget_bytes`` (at ``per_run`` bytes each, default
-    :func:`bytes_per_run`), a multiple of the device count."""
-    per_run = per_run or bytes_per_run(config, max_depth, p)
+    :func:`vgjax.engines.bytes_per_run` of the vmap engine), a multiple of the device
+    count."""
+    per_run = per_run or bytes_per_run("vmap", config, max_depth, p).working
     fit = max(1, budget_bytes // per_run)
     size = min(n_runs, fit)
     return max(n_devices, (size // n_devices) * n_devices)
@@ -154,8 +139,9 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
 
     The runs are split into groups of padded widths, one program each
     (:func:`vgjax.grid.width_groups.plan_groups`); ``engine="auto"`` picks each group's engine by
-    backend and width (:func:`choose_engine`); a config with probes takes the vmap engine
-    and, without a ``mesh``, :func:`probe_mesh`. On a CPU the fast and wide engines train a
+    backend and width (:func:`choose_engine`); a config whose signal probe calls LAPACK
+    (data of more than two features: :func:`vgjax.probes.uses_lapack`) takes, without a
+    ``mesh``, :func:`probe_mesh`. On a CPU the fast and wide engines train a
     call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
     the layers its runs have; outputs keep the run-table order.
     """
@@ -169,11 +155,12 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
     runs = run_table(grid, config)
     max_depth, p = padded_sizes(config, grid)
-    mesh = mesh or (probe_mesh() if config.probes else default_mesh())
+    lapack = bool(config.probes) and probes.uses_lapack(data_dims(config)[0])
+    mesh = mesh or (probe_mesh() if lapack else default_mesh())
     n_dev = mesh.devices.size
     widest = choose_engine(config, p, mesh) if engine == "auto" else engine
     if widest == "wide":  # a chunk's outputs stay, its working set is per block
-        out_b, _ = wide.bytes_per_run(config, max_depth, p, keep_params)
+        out_b = bytes_per_run("wide", config, max_depth, p, keep_params).outputs
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
                                              per_run=out_b)
     else:
@@ -194,13 +181,15 @@ def min_width(config: Config) -> int:
 
 
 def probe_mesh() -> Mesh:
-    """The default mesh of a sweep with probes: on a single-process CPU, one device.
+    """The default mesh of a sweep whose signal probe calls LAPACK: on a single-process CPU,
+    one device.
 
-    The signal probe's Jacobian spectrum calls LAPACK (``jnp.linalg.svd``) inside the grid
-    program. With several CPU devices sharing XLA's thread pool, a batched LAPACK call on
-    every device at once was seen to deadlock here (jax/jaxlib 0.10.2, 2 devices on 2
-    cores, 15 runs per device: the process sleeps in a futex with no CPU time); on one
-    device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
+    On data of more than two features the signal probe's Jacobian spectrum calls LAPACK
+    (``jnp.linalg.svd``) inside the grid program (two-feature data: a closed form, no
+    library call, every device; :func:`vgjax.probes.uses_lapack`). With several CPU devices
+    sharing XLA's thread pool, a batched LAPACK call on every device at once was seen to
+    deadlock here (jax/jaxlib 0.10.2, 2 devices on 2 cores, 15 runs per device: the process
+    sleeps in a futex with no CPU time); on one device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
     """
     devices = jax.devices()
     if devices[0].platform == "cpu" and jax.process_count() == 1:

@@ -18,9 +18,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from vgjax.engines import wide
 from vgjax.config import Config
-from vgjax.engines import BLOCK_OVERHEAD, choose_engine, depth_blocks
+from vgjax.engines import BLOCK_OVERHEAD, bytes_per_run, choose_engine, depth_blocks
 from vgjax.engines.loop import PARAM_PREFIX
 from vgjax.result import RunTable
 
@@ -117,7 +116,7 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
                                      for ix in per_chunk])  # each chunk's call, padded
             cap = None
             if eng == "wide":
-                cap = max(1, block_bytes // wide.bytes_per_run(config, max_depth, p)[1])
+                cap = max(1, block_bytes // bytes_per_run("wide", config, max_depth, p).working)
             n_blocks = depth_blocks(depths, size, n_dev, max_block=cap,
                                     overhead=BLOCK_OVERHEAD[eng])
         groups.append(Group(widths, p, eng, size, n_blocks))
