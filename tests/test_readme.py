@@ -42,6 +42,10 @@ def test_python_example_runs(capsys):
     assert np.isfinite(res.history["grad_mean_abs"][depth1][:, :, [0, 5]]).all()
     acc = namespace["acc"]
     assert acc.shape == (40,) and ((acc >= 0) & (acc <= 1)).all()
+    # what the README says it shows: in the 5-layer tanh U(0,1) nets the inner layers get a
+    # small fraction of the first layer's gradient
+    profile = namespace["profile"]  # the last loop iteration's: depth 5
+    assert profile.shape == (5,) and (profile[1:4] < 0.2 * profile[0]).all()
 
 
 def _group(experiment: str, depth: int) -> dict:
