@@ -58,22 +58,12 @@ def test_log_norms_stay_finite_where_float32_gradients_underflow():
 
 def test_tanh_rnn_decay_per_step_matches_mean_field_theory():
     # Wide random tanh RNNs, isotropic Gaussian inputs x_t ~ N(0, I_D): the theory's setting.
-    width, n_inputs, t_max, batch, nets = 128, 32, 50, 8, 2
-    weight_vars = jnp.array([0.8, 1.0, 1.5])
-    loss = lambda out: 0.5 * jnp.sum(out[-1] ** 2, axis=-1)
-
-    def one(key, wv):
-        kp, kx = jax.random.split(key)
-        spec = rc.InitSpec(jnp.int32(0), wv, jnp.float32(0.0), jnp.float32(0.0))
-        p = rc.init_cell(kp, "rnn", n_inputs=n_inputs, width=width, n_outputs=1, spec=spec)
-        xs = jax.random.normal(kx, (t_max, batch, n_inputs))
-        log_h, _ = rf.state_log_norms("rnn", "tanh", p, xs, t_max, loss)
-        return 0.5 * jax.nn.logsumexp(2 * log_h, axis=1)   # ½ ln Σ_b ‖∂ℓ_b/∂h_t‖²
-    keys = jax.random.split(jax.random.PRNGKey(0), nets)
-    log_rms = np.asarray(jax.jit(jax.vmap(jax.vmap(one, (0, None)), (None, 0)))(keys,
-                                                                              weight_vars))
+    width, n_inputs, t_max = 128, 32, 50
+    weight_vars = (0.8, 1.0, 1.5)
+    log_rms = rf.isotropic_log_rms(weight_vars, width=width, n_inputs=n_inputs, length=t_max,
+                                   nets=2, batch=8)
     bias = rf.effective_bias_var(0.0, float(n_inputs), n_inputs, width)  # E‖x‖² = D
-    for i, wv in enumerate(np.asarray(weight_vars)):
+    for i, wv in enumerate(weight_vars):
         measured = rf.fit_slope(log_rms[i].mean(axis=0), 10, t_max - 2)   # q ~ q* from t ~ 5
         predicted = -rf.theory_slope(float(wv), bias)
         assert abs(measured / predicted - 1) < 0.05, (wv, measured, predicted)

@@ -1,0 +1,302 @@
+"""A training grid of recurrent nets: every (cell, sequence length, init, seed) in one compiled
+program, and its files.
+
+Runs (:class:`RunSpec`) are grouped by their static parts, the cell and the rnn's φ; inside a
+group, the sequence length, seed, initialisation (kind, scale, forget bias, bias variance) and
+clipping threshold are per-run values, vmapped over, and each group scans to its longest
+sequence with the shorter ones masked (:func:`vgjax.recurrent.cells.run`). One ``jax.jit``
+holds every group, so one compiled program trains the whole grid.
+
+One run: ``key = PRNGKey(seed)`` split into init, training-data and test-data keys (runs that
+differ only in length or cell share their seed's streams); every step draws a fresh batch of
+the task (:func:`vgjax.recurrent.tasks.sample`) and applies ``clip_by_global_norm`` (at the
+run's threshold; none by default) then the grid's optax transformation. Every ``eval_every``
+steps, and at initialisation, the run is evaluated on its fixed test batch: the test loss and
+the gradient flow through time (:func:`vgjax.recurrent.flow.task_flow` on the first
+``flow_examples`` test sequences).
+
+:func:`write_grid` writes ``summary.json`` (the runs, their final losses, timing) and
+``history.npz`` (every array of :class:`GridResult`, runs first) atomically through
+:mod:`vgjax.io.store`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vgjax.io.store import atomic_save_npz, atomic_write_text, dumps_json, jsonable, read_npz
+from vgjax.model import ACTIVATION_FNS
+from vgjax.recurrent import cells as rc
+from vgjax.recurrent import flow as rf
+from vgjax.recurrent import tasks as rt
+
+SUMMARY_FORMAT, SUMMARY_VERSION = "vgjax.recurrent.summary", 1
+HISTORY_ARRAYS = ("train_loss", "grad_norm", "test_loss", "log_norm", "log_rms", "saturation",
+                  "lambda1")
+
+
+class RunSpec(NamedTuple):
+    """One run (host-side values). cell: one of :data:`~vgjax.recurrent.cells.CELLS`;
+    length: the task's T; activation: the rnn's φ (ignored by gated cells); init, scale,
+    forget_bias, bias_var: see :class:`~vgjax.recurrent.cells.InitSpec`; clip_norm: the
+    global-norm clipping threshold (None: no clipping)."""
+
+    cell: str
+    length: int
+    seed: int
+    activation: str = "tanh"
+    init: str = "orthogonal"
+    scale: float = 1.0
+    forget_bias: float = 1.0
+    bias_var: float = 0.0
+    clip_norm: float | None = None
+
+    @property
+    def label(self) -> str:
+        """A short name: ``irnn``, ``rnn-tanh-normal-0.8``, ``lstm``, ..."""
+        if self.cell != "rnn":
+            return self.cell
+        if self.activation == "relu" and self.init == "identity" and self.scale == 1.0:
+            return "irnn"
+        return f"rnn-{self.activation}-{self.init}-{self.scale:g}"
+
+
+class TrainSpec(NamedTuple):
+    """The grid's shared protocol: task, hidden width N, batch size, training steps, the
+    evaluation period (steps), test and gradient-flow batch sizes, the optax transformation."""
+
+    task: rt.Task
+    width: int = 64
+    batch_size: int = 32
+    steps: int = 1000
+    eval_every: int = 100
+    test_size: int = 256
+    flow_examples: int = 32
+    optimizer: optax.GradientTransformation = optax.adam(1e-3)
+
+
+class GridResult(NamedTuple):
+    """A trained grid, runs in the order given; ``E = steps / eval_every`` evaluations after
+    the one at initialisation, ``T = `` the grid's longest sequence in steps.
+
+    train_loss, grad_norm [R, steps] (grad_norm before clipping); eval_steps [E + 1];
+    test_loss, saturation, lambda1 [R, E + 1]; log_norm, log_rms [R, E + 1, T] (NaN past a
+    run's steps; see :class:`~vgjax.recurrent.flow.Flow`); compile_s, train_s: seconds.
+    """
+
+    runs: tuple[RunSpec, ...]
+    train_loss: np.ndarray
+    grad_norm: np.ndarray
+    eval_steps: np.ndarray
+    test_loss: np.ndarray
+    log_norm: np.ndarray
+    log_rms: np.ndarray
+    saturation: np.ndarray
+    lambda1: np.ndarray
+    compile_s: float
+    train_s: float
+
+
+def _positive_int(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name}: {v!r} is out of range; allowed: integers >= 1")
+
+
+def check_runs(runs, spec: TrainSpec) -> None:
+    """One-line ValueError for the first bad value of ``runs`` or ``spec`` (before anything
+    is compiled)."""
+    if not runs:
+        raise ValueError("runs: empty; allowed: at least one RunSpec")
+    for name in ("width", "batch_size", "steps", "eval_every", "test_size", "flow_examples"):
+        _positive_int(name, getattr(spec, name))
+    if spec.steps % spec.eval_every:
+        raise ValueError(f"eval_every: {spec.eval_every} does not divide steps {spec.steps}")
+    if spec.flow_examples > spec.test_size:
+        raise ValueError(f"flow_examples: {spec.flow_examples} is out of range; allowed: "
+                         f"<= test_size {spec.test_size}")
+    for r in runs:
+        rc.check_cell(r.cell)
+        rt.check_length(r.length)
+        if r.activation not in ACTIVATION_FNS:
+            raise ValueError(f"activation: {r.activation!r} is not known; allowed: "
+                             f"{', '.join(ACTIVATION_FNS)}")
+        if r.init not in rc.INITS:
+            raise ValueError(f"init: {r.init!r} is not known; allowed: {', '.join(rc.INITS)}")
+        for name in ("scale", "forget_bias", "bias_var"):
+            v = getattr(r, name)
+            if not (isinstance(v, (int, float)) and math.isfinite(v)) or v < 0 or \
+                    (name == "scale" and v == 0):
+                raise ValueError(f"{name}: {v!r} is out of range; allowed: finite numbers "
+                                 f"{'> 0' if name == 'scale' else '>= 0'}")
+        if r.clip_norm is not None and not (isinstance(r.clip_norm, (int, float))
+                                            and math.isfinite(r.clip_norm) and r.clip_norm > 0):
+            raise ValueError(f"clip_norm: {r.clip_norm!r} is out of range; allowed: finite "
+                             "numbers > 0, or None")
+        if isinstance(r.seed, bool) or not isinstance(r.seed, int) or r.seed < 0:
+            raise ValueError(f"seed: {r.seed!r} is out of range; allowed: integers >= 0")
+
+
+def _groups(runs) -> dict[tuple[str, str], list[int]]:
+    # Static parts of a run: the cell, and φ for rnn (gated cells ignore it).
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r.cell, r.activation if r.cell == "rnn" else "-"), []).append(i)
+    return groups
+
+
+class RunValues(NamedTuple):
+    """A group's per-run values, each [R]: seed, length, init (:class:`InitSpec`), clip."""
+
+    seed: jax.Array
+    length: jax.Array
+    init: rc.InitSpec
+    clip: jax.Array
+
+
+def _values(runs, idx) -> RunValues:
+    sel = [runs[i] for i in idx]
+    f32 = lambda xs: jnp.asarray(xs, jnp.float32)
+    return RunValues(
+        seed=jnp.asarray([r.seed for r in sel], jnp.uint32),
+        length=jnp.asarray([r.length for r in sel], jnp.int32),
+        init=rc.InitSpec(jnp.asarray([rc.INITS.index(r.init) for r in sel], jnp.int32),
+                         f32([r.scale for r in sel]), f32([r.forget_bias for r in sel]),
+                         f32([r.bias_var for r in sel])),
+        clip=f32([np.inf if r.clip_norm is None else r.clip_norm for r in sel]))
+
+
+def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
+    """The pure training function of one run of a group: ``train(values) -> dict`` of its
+    histories (shapes as in :class:`GridResult` without the run axis); vmap it over runs."""
+    task = spec.task
+    n_blocks = spec.steps // spec.eval_every
+
+    def train(v: RunValues) -> dict[str, jax.Array]:
+        k_init, k_train, k_test = jax.random.split(jax.random.PRNGKey(v.seed), 3)
+        params = rc.init_cell(k_init, cell, n_inputs=task.n_inputs, width=spec.width,
+                              n_outputs=task.n_outputs, spec=v.init)
+        tx = optax.chain(optax.clip_by_global_norm(v.clip), spec.optimizer)
+        n_steps = rt.task_steps(task, v.length)
+        test = rt.sample(task, k_test, v.length, t_max, spec.test_size)
+        flow_batch = rt.SeqBatch(*(a[:, :spec.flow_examples] for a in test))
+
+        def loss_fn(p, batch):
+            out = rc.readout(p, rc.run(cell, activation, p, batch.x, n_steps).h)
+            return jnp.mean(rt.example_losses(task, out, batch))
+
+        def evaluate(p):
+            flow = rf.task_flow(task, cell, activation, p, flow_batch, v.length)
+            return {"test_loss": loss_fn(p, test), "log_norm": flow.log_norm,
+                    "log_rms": flow.log_rms, "saturation": flow.saturation,
+                    "lambda1": flow.lambda1}
+
+        def step(state, i):
+            p, opt = state
+            batch = rt.sample(task, jax.random.fold_in(k_train, i), v.length, t_max,
+                              spec.batch_size)
+            loss, grads = jax.value_and_grad(loss_fn)(p, batch)
+            updates, opt = tx.update(grads, opt, p)
+            return (optax.apply_updates(p, updates), opt), (loss, optax.tree.norm(grads))
+
+        def train_block(state, b):
+            return jax.lax.scan(step, state, b * spec.eval_every + jnp.arange(spec.eval_every))
+
+        def skip_block(state, b):
+            zeros = jnp.zeros((spec.eval_every,), jnp.float32)
+            return state, (zeros, zeros)
+
+        def block(state, b):
+            # Evaluate, then train the next block: n_blocks + 1 evaluations from one traced
+            # copy of `evaluate` (it is the larger part of the program); the block index is
+            # not a per-run value, so under vmap the cond stays a branch, not a select.
+            ev = evaluate(state[0])
+            state, (loss, gnorm) = jax.lax.cond(b < n_blocks, train_block, skip_block,
+                                                state, b)
+            return state, (loss, gnorm, ev)
+
+        _, (loss, gnorm, out) = jax.lax.scan(block, (params, tx.init(params)),
+                                             jnp.arange(n_blocks + 1))
+        return {**out, "train_loss": loss[:-1].reshape(-1), "grad_norm": gnorm[:-1].reshape(-1)}
+    return train
+
+
+def compile_grid(runs, spec: TrainSpec):
+    """Check the runs, trace and compile the grid's one program: (compiled, groups, inputs,
+    t_max per group, compile seconds). ``compiled(inputs)`` -> {group: histories [R_g, ...]}."""
+    runs = tuple(runs)
+    check_runs(runs, spec)
+    groups = _groups(runs)
+    t_maxes = {g: max(rt.task_steps(spec.task, runs[i].length) for i in idx)
+               for g, idx in groups.items()}
+    fns = {g: jax.vmap(make_train_run(g[0], g[1] if g[0] == "rnn" else "tanh", spec,
+                                      t_maxes[g]))
+           for g in groups}
+    inputs = {f"{c}/{a}": _values(runs, idx) for (c, a), idx in groups.items()}
+    program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()})
+    t0 = time.perf_counter()
+    compiled = program.lower(inputs).compile()
+    return compiled, groups, inputs, t_maxes, time.perf_counter() - t0
+
+
+def run_grid(runs, spec: TrainSpec) -> GridResult:
+    """Train every run of ``runs`` (RunSpecs) under ``spec`` in one compiled program."""
+    runs = tuple(runs)
+    compiled, groups, inputs, t_maxes, compile_s = compile_grid(runs, spec)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(compiled(inputs))
+    train_s = time.perf_counter() - t0
+    t_max = max(t_maxes.values())
+    n_eval = spec.steps // spec.eval_every + 1
+    merged: dict[str, np.ndarray] = {}
+    for (cell, act), idx in groups.items():
+        for name, arr in out[f"{cell}/{act}"].items():
+            arr = np.asarray(arr)
+            if name in ("log_norm", "log_rms") and arr.shape[-1] < t_max:
+                pad = np.full(arr.shape[:-1] + (t_max - arr.shape[-1],), np.nan, np.float32)
+                arr = np.concatenate([arr, pad], axis=-1)
+            if name not in merged:
+                merged[name] = np.empty((len(runs),) + arr.shape[1:], arr.dtype)
+            merged[name][np.asarray(idx)] = arr
+    return GridResult(runs=runs, eval_steps=np.arange(n_eval) * spec.eval_every,
+                      compile_s=compile_s, train_s=train_s,
+                      **{k: merged[k] for k in HISTORY_ARRAYS})
+
+
+def final_test_loss(result: GridResult) -> np.ndarray:
+    """[R] each run's test loss after its last step."""
+    return result.test_loss[:, -1]
+
+
+def write_grid(result: GridResult, spec: TrainSpec, out_dir: Path) -> list[Path]:
+    """Write ``summary.json`` and ``history.npz`` into ``out_dir`` (created) atomically."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = spec.task
+    rows = [{**r._asdict(), "label": r.label, "final_test_loss": float(loss),
+             "baseline": rt.baseline(task, r.length)}
+            for r, loss in zip(result.runs, final_test_loss(result))]
+    summary = {"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
+               "task": task._asdict(),
+               "protocol": {k: getattr(spec, k) for k in ("width", "batch_size", "steps",
+                                                          "eval_every", "test_size",
+                                                          "flow_examples")},
+               "runs": rows, "timing": {"compile_s": result.compile_s,
+                                        "train_s": result.train_s}}
+    atomic_write_text(out_dir / "summary.json", dumps_json(jsonable(summary)))
+    arrays = {k: getattr(result, k) for k in HISTORY_ARRAYS}
+    atomic_save_npz(out_dir / "history.npz", {**arrays, "eval_steps": result.eval_steps},
+                    compress=True)
+    return [out_dir / "summary.json", out_dir / "history.npz"]
+
+
+def read_history(out_dir: Path) -> dict[str, np.ndarray]:
+    """The arrays :func:`write_grid` wrote into ``out_dir/history.npz`` (no pickle)."""
+    return read_npz(Path(out_dir) / "history.npz")
