@@ -66,22 +66,27 @@ def test_bad_protocol_flags(flags, field, tmp_path, capsys):
 
 
 def test_random_walk_flag(tmp_path):
-    """--init random_walk trains, and its initial kernels are the ``normal`` draws of the same
-    streams times Sussillo & Abbott's ReLU gain per hidden layer (fan-in 2, then 3) and the
-    linear gain at the output. lr = 1e-30 leaves the saved parameters at their initial
-    values (updates far below float32 resolution)."""
+    """--init random_walk trains, and its initial kernels are the ``normal`` draws of the
+    run's init key (``run_keys``) times Sussillo & Abbott's ReLU gain per hidden layer
+    (fan-in 2, then 3) and the linear gain at the output. lr = 1e-30 leaves the saved
+    parameters at their initial values (updates far below float32 resolution)."""
+    import jax
+    from vgjax.engines.loop import run_keys
+    from vgjax.model import init_params
     out = tmp_path / "out"
     argv = ["sweep", "--activation", "relu", "--init", "random_walk", "--depths", "2",
-            "--widths", "3", "--seeds", "0", "--epochs", "1", "--hist-every", "0",
+            "--widths", "3", "--seeds", "5", "--epochs", "1", "--hist-every", "0",
             "--lr", "1e-30", "--save-params", "--out", str(out)]
     assert cli.main(argv) == 0
     assert json.loads((out / "summary.json").read_text())["config"]["init"] == "random_walk"
-    cfg = Config(activation="relu", init="normal", lr=1e-30, epochs=1, hist_every=0)
-    ref = sweep(cfg, seeds=(0,), depths=(2,), widths=(3,), keep_params=True)
+    init_key = run_keys(jax.random.PRNGKey(5))[0]
+    ref = jax.jit(lambda k: init_params(k, 2, 3, max_depth=2, p=3, init="normal",
+                                        output_init="normal"))(init_key)
     relu_gain = lambda n: np.sqrt(2.0) * np.exp(1.2 / (max(n, 6) - 2.4))
     with np.load(out / "params.npz", allow_pickle=False) as z:
         for layer, fan_in in ((0, 2), (1, 3)):
-            np.testing.assert_allclose(z["kernels"][0, layer], ref.params["kernels"][0, layer]
-                                       * relu_gain(fan_in), rtol=1e-6, atol=0)
-        np.testing.assert_allclose(z["out_kernel"][0], ref.params["out_kernel"][0]
-                                   * np.exp(1 / 6), rtol=1e-6, atol=0)
+            np.testing.assert_allclose(z["kernels"][0, layer, :fan_in, :3],
+                                       ref["kernels"][layer, :fan_in] * relu_gain(fan_in),
+                                       rtol=1e-6, atol=0)
+        np.testing.assert_allclose(z["out_kernel"][0, :3], ref["out_kernel"] * np.exp(1 / 6),
+                                   rtol=1e-6, atol=0)

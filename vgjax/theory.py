@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import digamma, gammaln, polygamma
 
 from vgjax.model import activation_fn
 
@@ -374,7 +375,6 @@ def random_walk_step(n: int, gain, activation: str = "linear") -> WalkStep:
     Returns:
       :class:`WalkStep` of float32 scalars.
     """
-    from jax.scipy.special import digamma, gammaln, polygamma
     g = jnp.asarray(gain, jnp.float32)
     if activation == "linear":
         half = jnp.float32(n / 2)
