@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from vgjax.experiments import remedies
-from vgjax.experiments.remedies import batchnorm, random_walk, render
+from vgjax.experiments.base import Context
+from vgjax.experiments.remedies import batchnorm, random_walk
 from vgjax.model import random_walk_gain
 
 
@@ -98,10 +99,13 @@ def test_tiny_run_writes_files_and_renders_sections(tmp_path):
     tiny = {"random-walk": (("widths", (8,)), ("activations", ("linear",)), ("depth", 6)),
             "batchnorm-explosion": (("batches", (8,)), ("activations", ("linear",)),
                                     ("width", 8), ("depth", 16))}
-    ctx = remedies.Context(tmp_path, seeds=(0, 1, 2, 3))
+    studies = {e.name: e for e in remedies.EXPERIMENTS}
     for name, options in tiny.items():
-        study = dataclasses.replace(remedies.EXPERIMENTS[name], seeds=None, options=options)
+        study = dataclasses.replace(studies[name], seeds=None, options=options)
         exp_dir = tmp_path / name
+        ctx = Context(out=tmp_path, exp_dir=exp_dir, seeds=(0, 1, 2, 3), epochs=None,
+                      overwrite=False, tensorboard=False, chunk_size=None, progress=None,
+                      results={})
         assert study.section(exp_dir) == []
         figs = study.run(ctx)
         assert [p.name for p in figs] == list(study.figures)
@@ -119,7 +123,10 @@ def test_tiny_run_writes_files_and_renders_sections(tmp_path):
 
 
 def test_catalog_of_the_group():
-    assert set(remedies.EXPERIMENTS) == {"random-walk", "batchnorm-explosion"}
-    for name, e in remedies.EXPERIMENTS.items():
-        assert e.name == name and e.group == "remedies" and e.uses == ()
+    from vgjax import experiments
+    assert [e.name for e in remedies.EXPERIMENTS] == ["random-walk", "batchnorm-explosion"]
+    assert experiments.in_group("remedies") == ["random-walk", "batchnorm-explosion"]
+    for e in remedies.EXPERIMENTS:
+        name = e.name
+        assert experiments.get(name) is e and e.group == "remedies" and e.uses == ()
         assert len(e.seeds) >= (1000 if name == "random-walk" else 1)

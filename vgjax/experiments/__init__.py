@@ -43,10 +43,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from vgjax.config import check_choice
-from vgjax.experiments import signal, tutorial
+from vgjax.experiments import remedies, signal, tutorial
 from vgjax.experiments.base import Experiment
 
-GROUP_MODULES: tuple[ModuleType, ...] = (tutorial, signal)
+GROUP_MODULES: tuple[ModuleType, ...] = (tutorial, signal, remedies)
 GROUPS = tuple(m.GROUP for m in GROUP_MODULES)
 DEFAULT_GROUP = GROUPS[0]
 

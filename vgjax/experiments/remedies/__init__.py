@@ -4,10 +4,11 @@ JAX at initialisation, ``vmap``/``lax.map`` over seeds.
 
 Each experiment follows the catalog's experiment protocol: ``name``, ``group``, ``title``,
 ``reported``, ``uses``, ``figures``, ``n_runs(seeds)``, ``check(seeds, epochs)``,
-``run(ctx) -> list[Path]`` (writes ``ctx.out/NAME/``: ``data.json``, ``tables.json`` and
-the PNG figures, and returns the figures) and ``section(exp_dir) -> list[str]`` (Markdown
-rendered only from those files). :func:`run_all` rebuilds them, e.g.
-``run_all(Path("results"))``. JAX and matplotlib are imported only when one runs or renders.
+``run(ctx) -> list[Path]`` (writes ``ctx.exp_dir = OUT/NAME/``: ``data.json``,
+``tables.json`` and the PNG figures, and returns the figures) and ``section(exp_dir) ->
+list[str]`` (Markdown rendered only from those files). ``vgjax reproduce --group remedies``
+(or ``vgjax run random-walk``) runs them. JAX and matplotlib are imported only when one runs
+or renders.
 """
 
 from __future__ import annotations
@@ -15,23 +16,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from vgjax.experiments.base import Context, group_report
 
 GROUP = "remedies"
-
-
-class Context(NamedTuple):
-    """What a run needs: the output root (``OUT``; each experiment writes ``OUT/NAME/``) and
-    the command line's seeds (experiments that fix their own seeds ignore them)."""
-
-    out: Path
-    seeds: tuple[int, ...] = (0,)
+SOURCE = "reference"   # whom `reported` quotes (vgjax list)
+HEADING = "## Remedies: random-walk initialisation and BatchNorm, beside their theory"
+INTRO = ("The remedies the tutorial names, at initialisation, against their mean-field "
+         "theory. `vgjax reproduce --group remedies` (or `vgjax run NAME`) rebuilds these "
+         "sections.")
 
 
 @dataclass(frozen=True)
 class InitStudy:
     """One init-time experiment, computed by ``vgjax.experiments.remedies.<module>``'s
-    ``compute(seeds, **options) -> data`` (JSON-able) and drawn by :mod:`.render`'s
+    ``compute(seeds, **options) -> data`` (JSON-able) and drawn by :mod:`.outputs`'s
     ``write_<kind>(exp_dir, data)`` and ``<kind>_section(exp_dir)``.
 
     seeds: the study's own seeds (None: the context's); options: keyword arguments of
@@ -63,21 +62,21 @@ class InitStudy:
 
     def write(self, exp_dir: Path, data: dict) -> list[Path]:
         """``data.json``, then the figures and ``tables.json`` from it; the paths written."""
-        from vgjax.experiments.remedies import render
+        from vgjax.experiments.remedies import outputs
         from vgjax.io.store import atomic_write_text, dumps_json, jsonable
         exp_dir.mkdir(parents=True, exist_ok=True)
         path = exp_dir / "data.json"
         atomic_write_text(path, dumps_json(jsonable(data)))
-        return [path] + getattr(render, f"write_{self.kind}")(exp_dir, data)
+        return [path] + getattr(outputs, f"write_{self.kind}")(exp_dir, data)
 
-    def run(self, ctx) -> list[Path]:
-        """Compute and write ``ctx.out/NAME/`` (``data.json`` records the seconds the
+    def run(self, ctx: Context) -> list[Path]:
+        """Compute and write ``ctx.exp_dir`` (``data.json`` records the seconds the
         computation took); returns the figures drawn."""
         seeds = self.seeds if self.seeds is not None else tuple(ctx.seeds)
         t0 = time.perf_counter()
         data = self.compute(seeds)
         data["seconds"] = time.perf_counter() - t0
-        written = self.write(Path(ctx.out) / self.name, data)
+        written = self.write(Path(ctx.exp_dir), data)
         return [p for p in written if p.suffix == ".png"]
 
     def section(self, exp_dir: Path) -> list[str]:
@@ -85,11 +84,11 @@ class InitStudy:
         has not run)."""
         if not (Path(exp_dir) / "data.json").is_file():
             return []
-        from vgjax.experiments.remedies import render
-        return getattr(render, f"{self.kind}_section")(Path(exp_dir))
+        from vgjax.experiments.remedies import outputs
+        return getattr(outputs, f"{self.kind}_section")(Path(exp_dir))
 
 
-EXPERIMENTS: dict[str, InitStudy] = {e.name: e for e in [
+EXPERIMENTS: tuple[InitStudy, ...] = (
     InitStudy("random-walk", "ln‖δ_l‖ at random-walk initialisation against its theory, "
               "linear and ReLU nets, widths 10/30/100, depth 200",
               reported="Sussillo & Abbott 2014: an unbiased walk, variance ~ depth/(2N)",
@@ -100,12 +99,10 @@ EXPERIMENTS: dict[str, InitStudy] = {e.name: e for e in [
               reported="Yang et al. 2019: π/(π−1) (ReLU), (B−2)/(B−3) (linear)",
               module="batchnorm", kind="bn", figures=("growth.png", "profiles.png"),
               seeds=tuple(range(4))),
-]}
+)
 
 
-def run_all(out: Path, names: tuple[str, ...] | None = None) -> list[Path]:
-    """Run the group's experiments (all, or ``names``) into ``out``; the figures drawn."""
-    paths: list[Path] = []
-    for name in names or tuple(EXPERIMENTS):
-        paths += EXPERIMENTS[name].run(Context(Path(out)))
-    return paths
+def render(out: Path) -> list[str]:
+    """The group's part of ``OUT/README.md``: its heading, introduction and the section of
+    each experiment present in ``out`` ([] when none is)."""
+    return group_report(HEADING, INTRO, EXPERIMENTS, out)
