@@ -124,6 +124,23 @@ def _results_links(app, relative_path, parent_docname: str, content: list[str]) 
     content[0] = _LINK.sub(relink, content[0])
 
 
+def _napoleon_skipping_attributes(app) -> None:
+    """napoleon reads an attribute's or property's first line ``X: Y`` as the type X; vgjax's
+    docstrings mean prose there ("Number of runs: the product ..."), so napoleon parses
+    everything else (Args:, Returns: ...) and leaves attributes and properties as written."""
+    from sphinx.ext import napoleon
+
+    def process(app, what, name, obj, options, lines):
+        if what not in ("attribute", "property", "data"):
+            napoleon._process_docstring(app, what, name, obj, options, lines)
+
+    for listener in list(app.events.listeners["autodoc-process-docstring"]):
+        if listener.handler is napoleon._process_docstring:
+            app.disconnect(listener.id)
+            app.connect("autodoc-process-docstring", process, priority=listener.priority)
+
+
 def setup(app) -> None:
+    _napoleon_skipping_attributes(app)
     app.connect("autodoc-process-docstring", _plain_pipes)
     app.connect("include-read", _results_links)
