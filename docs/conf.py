@@ -64,8 +64,6 @@ autodoc_default_options = {"show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_typehints_format = "short"
-# `python -m vgjax.cli` runs the CLI on import; never import it while building.
-autodoc_mock_imports = ["vgjax.cli.__main__"]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 

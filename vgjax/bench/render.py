@@ -13,7 +13,7 @@ TARGETS = {"train_s": 30.0, "total_s": 60.0, "compile_s": 20.0, "peak_rss_mb": 2
 
 # W600's compile seconds in a second process, with the persistent compilation cache.
 SECOND_PROCESS_COMPILE_TARGET_S = 2.0
-REPRODUCE_TARGET_MIN = 10  # issue #10: `vgjax reproduce` (30 seeds, 500 epochs) on a 2-core machine
+REPRODUCE_TARGET_MIN = 10  # the target: `vgjax reproduce` (30 seeds, 500 epochs) on a 2-core machine
 
 
 def _second_process_rows(b: dict) -> list[list[str]]:

@@ -105,7 +105,7 @@ def add_runtime_args(p: argparse.ArgumentParser) -> None:
 
 def add_distribution_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``vgjax sweep`` that spread one sweep over processes or machines."""
-    g = p.add_argument_group("beyond one machine (see README, 'Beyond one machine')")
+    g = p.add_argument_group("beyond one machine (see the docs: guides/distributed)")
     g.add_argument("--shard", default=None, metavar="I/N",
                    help="array jobs: compute only shard I of N (0 <= I < N) into the shared "
                    "--out; then 'vgjax merge OUT' (or this command without --shard)")

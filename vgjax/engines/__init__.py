@@ -24,9 +24,9 @@ from vgjax.engines.loop import Memory
 from vgjax.engines.reference import make_train
 
 ENGINES = ("auto", "fast", "wide", "vmap")
-# Padded width from which the wide engine beats the fast one on XLA:CPU. Measured on the
-# tanh-breadth shape (depths 1-10 x 30 seeds, 2 CPU devices): fast 1.7x faster at width 5,
-# wide 2.5x faster at 10 and 16 (`vgjax bench`'s crossover table; README, Performance).
+# Padded width from which the wide engine beats the fast one on XLA:CPU, on the tanh-breadth
+# shape (depths 1-10 x 30 seeds): `vgjax bench` measures the crossover (benchmark.json's
+# "crossover"; docs: guides/performance).
 CPU_WIDE_FROM = 8
 
 
@@ -43,9 +43,8 @@ def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
     if not fast.supports(config):
         return "vmap"
     if mesh.devices.flat[0].platform != "cpu":
-        # measured on an H200 (scripts/accelerator_check.py, results/accelerator_check.json):
-        # W-wide trains in 1.05 s on the wide engine, 4.27 s on vmap; tanh-breadth (widths
-        # 5-25, 100 epochs) in 2.68 s vs 4.43 s
+        # a few large kernels beat many tiny ones there, at every width the grids use
+        # (scripts/accelerator_check.py measures it: results/accelerator_check.json)
         return "wide"
     return "wide" if p >= CPU_WIDE_FROM else "fast"
 
@@ -62,10 +61,9 @@ def bytes_per_run(engine: str, config: Config, max_depth: int, p: int,
 
 # A block costs its runs times its deepest run's layers, plus this many layer-runs of fixed
 # overhead (loop and dispatch work that does not shrink with the block), per engine, counted
-# on one device (a device trains its own blocks). Fast: measured on the tanh-depth chunk
-# (depths 1-10 x 30 seeds, 2 CPU devices, 50 epochs): training 1.14 s in one block, 0.95 s
-# in 2, 0.93 s in 3, 1.31 s in 5, 2.69 s in 10; and on relu-depth's (depths 1-25, 270 runs):
-# 5.19 s in one block, 4.60 s in 2. W600 trains in 18.7 s in 2 blocks, 21.4 s in one.
+# on one device (a device trains its own blocks). Calibrated by timing the tanh-depth and
+# relu-depth chunks in 1-10 blocks on a 2-core CPU: the fast engine's per-layer conds make a
+# block dear, so it pays only for a few blocks of very different depths.
 BLOCK_OVERHEAD = {"wide": 1.0, "fast": 200.0}
 
 
@@ -127,8 +125,8 @@ def chunk_train(static_config: Config, max_depth: int, p: int, mesh: Mesh, engin
                          in_axes=(0, None))
     # Runs are independent: each device trains its own slice of the chunk's runs (its own
     # depth blocks, its own skipped layers) with no cross-device traffic, and XLA need not
-    # propagate shardings through the whole program (measured: relu-depth's program compiled
-    # in 9.0 s instead of 11.0 s on 2 devices; its sharding passes took 1.6 s). check_vma
+    # propagate shardings through the whole program (a sizeable share of a grid program's
+    # compile time when it did). check_vma
     # off: the engines' loops mix per-device values into unbatched carries, which is right
     # here since no value is shared between devices.
     return jax.shard_map(train, mesh=mesh, in_specs=(PartitionSpec("runs"), PartitionSpec()),

@@ -26,9 +26,8 @@ from vgjax.result import RunTable
 # The cost model of one group, in seconds on the reference machine (2 CPU cores, XLA:CPU),
 # used only to choose the groups: per run, layer and minibatch step a fixed overhead plus a
 # term per multiply-add of the layer's [B, P] x [P, P] product. Fitted to the wide engine on
-# the tanh-breadth shape (depths 1-10 x 30 seeds, 500 epochs of 16 steps: 0.23 ms per
-# run-epoch at width 10, 0.31 at 15, 0.38 at 20, 0.64 at 25), and a program's compile time
-# (5-10 s measured for the programs `vgjax reproduce` compiles).
+# the tanh-breadth shape (depths 1-10 x 30 seeds, widths 10-25), and a program's compile
+# time (that of the programs `vgjax reproduce` compiles).
 LAYER_STEP_S = 1.8e-6
 MAC_S = 2.8e-10
 PROGRAM_S = 7.0
@@ -94,8 +93,7 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
     n_dev, n = mesh.devices.size, len(padded)
     cpu = mesh.devices.flat[0].platform == "cpu"
     # On a GPU a program of many tiny kernels is launch-bound: one program and one block
-    # are fastest. Measured on an H200 (tanh-breadth, 100 epochs): one group in one block
-    # trains in 2.6 s, three width groups in 4.7 s, with ten depth blocks each in 22.1 s.
+    # are fastest (scripts/accelerator_check.py times tanh-breadth both ways).
     partition = (partition_widths(padded, steps, config.batch_size) if cpu
                  else [tuple(int(w) for w in np.unique(padded))])
     groups = []

@@ -85,7 +85,7 @@ class TrainSpec(NamedTuple):
 
 class GridResult(NamedTuple):
     """A trained grid, runs in the order given; ``E = steps / eval_every`` evaluations after
-    the one at initialisation, ``T = `` the grid's longest sequence in steps.
+    the one at initialisation, T the grid's longest sequence in steps.
 
     train_loss, grad_norm [R, steps] (grad_norm before clipping); eval_steps [E + 1];
     test_loss, saturation, lambda1 [R, E + 1]; log_norm, log_rms [R, E + 1, T] (NaN past a

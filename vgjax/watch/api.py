@@ -60,13 +60,15 @@ class WatchResult:
     optimizer's own rate); runs: :class:`WatchRuns`; settings: the protocol as JSON values.
 
     history (R runs, E epochs, H histogram epochs, K buckets):
-      train_loss, test_loss, train_accuracy, test_accuracy [R, E];
-      grad_mean_abs, grad_norm [R, E, L]: per epoch, the mean over its steps of each path's
-        mean |g| and L2 norm; weight_l1 [R, E, L] at the epoch's end;
-      act_grad_mean_abs, act_grad_norm [R, E, A] (with activation paths);
-      grad_hist, weight_hist [R, H, L, K] int32 and ``_stats`` [R, H, L, 4] (min, max, sum,
-        sum of squares), act_grad_hist [R, H, A, K] (with activation paths);
-      hist_epochs [H] int32 (1-based), hist_edges [K + 1] float32.
+
+    - train_loss, test_loss, train_accuracy, test_accuracy [R, E];
+    - grad_mean_abs, grad_norm [R, E, L]: per epoch, the mean over its steps of each path's
+      mean |g| and L2 norm; weight_l1 [R, E, L] at the epoch's end;
+    - act_grad_mean_abs, act_grad_norm [R, E, A] (with activation paths);
+    - grad_hist, weight_hist [R, H, L, K] int32 and ``_stats`` [R, H, L, 4] (min, max, sum,
+      sum of squares), act_grad_hist [R, H, A, K] (with activation paths);
+    - hist_epochs [H] int32 (1-based), hist_edges [K + 1] float32.
+
     Epochs from the one a run diverged in are NaN (counts 0).
     params: with ``keep_params``, each path's final values [R, ...]; else None.
     """

@@ -27,10 +27,10 @@ ACTIVATION_PREFIX = "activations/"
 class UserModel(NamedTuple):
     """A Flax model as pure functions.
 
-    kind: ``"linen"`` or ``"nnx"``; name: the module's class name.
-    init: ``(key, x [B, ...]) -> params`` (a pytree of arrays; one seed's).
-    apply: ``(params, x [B, ...], perturbations or None) -> outputs [B] or [B, C]``.
-    perturbations: ``(params, x [B, ...]) -> zero perturbations`` (a pytree) of a batch
+    - kind: ``"linen"`` or ``"nnx"``; name: the module's class name.
+    - init: ``(key, x [B, ...]) -> params`` (a pytree of arrays; one seed's).
+    - apply: ``(params, x [B, ...], perturbations or None) -> outputs [B] or [B, C]``.
+    - perturbations: ``(params, x [B, ...]) -> zero perturbations`` (a pytree) of a batch
       shaped like ``x``, or None when the model perturbs nothing.
     """
 
