@@ -4,6 +4,7 @@ The three scripts start together (each mostly compiles, single-threaded) and eve
 waits for its own; each checks the files the script wrote and the numbers it printed.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -21,6 +22,8 @@ ARGS = {
     "seed_average": TINY,
     "depth_width_sweep": TINY + ["--depths", "1-2", "--widths", "4,8"],
     "lr_explosion": TINY,
+    "flax_cnn_digits": ["--seeds", "0-1", "--epochs", "1", "--blocks", "1"],
+    "nnx_attention": TINY,
 }
 FLOAT = r"(nan|\d+\.\d+)"
 
@@ -105,6 +108,31 @@ def test_lr_explosion(ran):
     divs = {float(lr): [int(e) for e in div.split(",")] for lr, div, _ in rows}
     assert divs[0.001] == [-1, -1], "the smallest step must not blow up"
     assert max(divs[3.0]) >= 1, "lr 3 on 10 ReLU layers of 32 should overflow"
+
+
+def test_flax_cnn_digits(ran):
+    out, stdout = ran["flax_cnn_digits"]
+    rows = re.findall(rf"^(\w+) +(Conv_\d+/kernel) +gradient norm {FLOAT} ± {FLOAT} "
+                      r"\((\d+) seeds\)$", stdout, flags=re.M)
+    assert [(r[0], r[1], r[4]) for r in rows] == [
+        ("plain", "Conv_0/kernel", "2"), ("plain", "Conv_1/kernel", "2"),
+        ("residual", "Conv_0/kernel", "2"), ("residual", "Conv_1/kernel", "2")], stdout
+    assert all(float(r[2]) > 0 for r in rows)
+    for variant in ("plain", "residual"):
+        summary = json.loads((out / variant / "summary.json").read_text())
+        assert summary["format"] == "vgjax.watch" and summary["n_runs"] == 2
+        assert (out / variant / "tensorboard" / "CNN" / "mean").is_dir()
+
+
+def test_nnx_attention(ran):
+    out, stdout = ran["nnx_attention"]
+    assert re.findall(rf"^lr (\S+): final test accuracy {FLOAT} ± {FLOAT}$", stdout,
+                      flags=re.M)[0][0] == "0.001"
+    paths = re.findall(r"^  (\S+) +gradient norm", stdout, flags=re.M)
+    assert paths[:4] == ["embed/kernel", "embed/bias", "attn/query/kernel", "attn/query/bias"]
+    assert paths[-2:] == ["head/kernel", "head/bias"] and len(paths) == 2 * 12
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_runs"] == 4 and summary["act_paths"] == ["activations/attention"]
 
 
 def test_bad_input_is_a_usage_error(tmp_path):
