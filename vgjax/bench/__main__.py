@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vgjax.bench.cases import (case_cached_compile, case_ceiling, case_latency, case_scale,
                                case_train_only, case_w600)
+from vgjax.bench.recurrent_cases import case_recurrent, case_recurrent_torch
 from vgjax.bench.wide_cases import case_crossover, case_wide
 
 
@@ -31,6 +32,10 @@ def _child(args: list[str]) -> None:
                         int(args[4]))
     elif case == "crossover":
         res = case_crossover(int(args[1]), int(args[2]))
+    elif case == "recurrent":
+        res = case_recurrent(int(args[1]))
+    elif case == "recurrent_torch":
+        res = case_recurrent_torch(int(args[1]))
     else:
         raise SystemExit(f"unknown case {case!r}")
     print(json.dumps(res))
