@@ -58,5 +58,6 @@ def test_sections_render_the_numbers_of_their_files(tmp_path):
                 "effective_bias_var": 0.0052, "isotropic": {**gf.ISO, "weight_vars": [0.8]}}
     write_tables(g, {"protocol": protocol, "task_inputs": [row], "isotropic": [iso]})
     text = "\n".join(gf.GradientFlow().section(g))
-    for s in ("0.1234", "0.1250", "-1.3%", "1.987", "0.4321", "-0.3%", "T = 200", "0.0567"):
+    for s in ("0.1234", "0.1250", "-1.3%", "1.987", "0.4321", "-0.3%", "T = 200", "0.0567",
+              "For 1 of the 1 tanh RNNs"):
         assert s in text, s

@@ -132,9 +132,11 @@ def _wide_cases(results: dict, env: dict, crossover_epochs: int, log) -> None:
 def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
                   scale: tuple[int, ...] = (1, 10, 100, 1000, 10000),
                   scale_epochs: int = 500, big_epochs: int = 50, wide: bool = True,
-                  crossover_epochs: int = 25, reproduce: bool = False, log=print) -> dict:
+                  crossover_epochs: int = 25, reproduce: bool = False,
+                  recurrent_steps: int = 0, log=print) -> dict:
     """Run every case and write ``OUT/benchmark.json`` (and return it). ``wide``: the wide
-    grids and the engine crossover; ``reproduce``: also time ``vgjax reproduce``."""
+    grids and the engine crossover; ``reproduce``: also time ``vgjax reproduce``;
+    ``recurrent_steps`` > 0: the recurrent grid against a PyTorch loop for that many steps."""
     from vgjax.io.store import atomic_write_text
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -153,6 +155,11 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         log("watch: 8 seeds of a Flax MLP in one program vs seed after seed ...")
         results["watch"] = w = _run_child(["watch", 8, min(epochs, 5)], env=env)
         log(f"  {w['speedup_vs_step_loop']:.1f}x the jitted-step loop (target >= 3)")
+        if recurrent_steps:
+            log("recurrent: (tanh RNN, LSTM, GRU) x T x 8 seeds vs a PyTorch loop ...")
+            r = results["recurrent"] = _run_child(["recurrent", recurrent_steps], env=env)
+            r.update(_run_child(["recurrent_torch", recurrent_steps], env=env))
+            r["speedup"] = r["torch_train_s"] / r["jax_train_s"] if r["torch_train_s"] else None
         if reproduce:
             log("reproduce: the whole reproduction ...")
             results["reproduce"] = case_reproduce(tmp / "reproduce", tmp / "reproduce-cache")

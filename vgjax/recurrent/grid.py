@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vgjax import runtime
 from vgjax.io.store import atomic_save_npz, atomic_write_text, dumps_json, jsonable, read_npz
 from vgjax.model import ACTIVATION_FNS
 from vgjax.recurrent import cells as rc
@@ -242,7 +243,8 @@ def compile_grid(runs, spec: TrainSpec):
     inputs = {f"{c}/{a}": _values(runs, idx) for (c, a), idx in groups.items()}
     program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()})
     t0 = time.perf_counter()
-    compiled = program.lower(inputs).compile()
+    # vgjax's CPU compile options (YNNPACK fusions off: faster on these small tensors)
+    compiled = runtime.compile_lowered(program.lower(inputs), jax.default_backend())
     return compiled, groups, inputs, t_maxes, time.perf_counter() - t0
 
 

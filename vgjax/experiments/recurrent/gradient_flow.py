@@ -158,6 +158,15 @@ def _figure(data: dict, path: Path) -> Path:
     return save_png(fig, path)
 
 
+def _between_sentence(rows: list[dict]) -> str:
+    """How the tanh rows' measured decay sits against the two rates, counted from ``rows``."""
+    tanh = [r for r in rows if r["theory_decay"] is not None and r["linear_decay"] is not None]
+    inside = [r for r in tanh if min(r["theory_decay"], r["linear_decay"])
+              <= r["measured_decay"] <= max(r["theory_decay"], r["linear_decay"])]
+    return (f"For {len(inside)} of the {len(tanh)} tanh RNNs the measured decay lies between "
+            "the theory's and −ln ρ(W).")
+
+
 class GradientFlow:
     """The experiment object (see :mod:`vgjax.experiments.recurrent`)."""
 
@@ -223,12 +232,12 @@ class GradientFlow:
                  f"bias variance σ_b² = {p['effective_bias_var']:.4g} (Glorot input kernel, "
                  "E‖x‖² of the two-channel adding inputs); these inputs are weak and "
                  "two-dimensional, not the theory's isotropic ones. With them the tanh "
-                 "RNN's states stay small, φ′ ≈ 1, and the backward pass is nearly the "
-                 "repeated product of one matrix Wᵀ: its decay per step tends to −ln ρ(W), "
-                 "ρ the recurrent kernel's spectral radius (seed mean), rather than to the "
-                 "theory's ½ |ln χ₁|, which assumes each step's Jacobian acts as a fresh "
-                 "random matrix (true of wide nets driven by strong isotropic inputs, table "
-                 "below).", "",
+                 "RNN's states stay small (q ≪ 1, φ′ ≈ 1) and the backward pass is nearly a "
+                 "power of one matrix Wᵀ, while the theory treats each step's Jacobian as a "
+                 "fresh random matrix (true of wide nets driven by strong isotropic inputs, "
+                 "second table). −ln ρ(W), ρ the recurrent kernel's spectral radius (seed "
+                 "mean), is the rate a linear RNN reaches once the top eigenvector dominates. "
+                 + _between_sentence(tables["task_inputs"]), "",
                  "| net | decay per step, measured | theory (q-trajectory) | theory at q* | "
                  "measured / theory − 1 | −ln ρ(W) | λ₁γ (Pascanu) | gate saturation |",
                  "|---|---|---|---|---|---|---|---|"]

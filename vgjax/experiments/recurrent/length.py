@@ -84,6 +84,7 @@ def _figure(rows, budget: Budget, path: Path) -> Path:
         pts = [(r["length"], r["solved_share"]) for r in rows if r["net"] == label]
         ax.plot(*zip(*pts), marker="o", color=color, label=label)
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(budget.lengths, [str(t) for t in budget.lengths])
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlabel("sequence length T")
