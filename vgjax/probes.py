@@ -151,7 +151,9 @@ def singular_values(jac: jax.Array, *, n_in=None, n_out=None) -> tuple[jax.Array
     has exactly ``k_real = min(n_in, n_out)`` non-trivial singular values, the largest ones,
     and the others are marked invalid. Values are scaled by ``√(k_real / n_out)`` so their
     mean square is ``‖J‖_F² / n_out``, the per-output-unit gain the mean-field theory
-    predicts; for square J (n_in = n_out) there is no scaling.
+    predicts; for square J (n_in = n_out) there is no scaling. Up to two columns (static
+    ``jac.shape[-1]``) in closed form, with no LAPACK call (:func:`uses_lapack`); otherwise
+    ``jnp.linalg.svd``.
     """
     n_in = jac.shape[-1] if n_in is None else n_in
     n_out = jac.shape[-2] if n_out is None else n_out
