@@ -12,7 +12,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from vgjax import figures
-from vgjax.figures import _common
+from vgjax.figures import common
 from vgjax.config import Config
 from vgjax.result import RunTable, SweepResult, final_metric, group_indices
 
@@ -319,7 +319,7 @@ def test_big_png_is_palette_encoded_and_file_mode(tmp_path, monkeypatch, single)
     import os
     import stat
 
-    monkeypatch.setattr(_common, "MAX_PNG_BYTES", 1000)
+    monkeypatch.setattr(common, "MAX_PNG_BYTES", 1000)
     p = figures.plot_learning_curves(single, tmp_path / "small.png")
     _check_png(p, tmp_path)
     from PIL import Image

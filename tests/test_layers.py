@@ -112,7 +112,7 @@ def test_no_climb_back_up_the_layers_but_the_known_ones():
 
 
 # (importer, module.name): private names still used across modules, each to be removed.
-KNOWN_PRIVATE: set[tuple[str, str]] = {("vgjax.engines.wide", "vgjax.engines.fast._bce")}
+KNOWN_PRIVATE: set[tuple[str, str]] = set()
 
 
 def private_uses() -> set[tuple[str, str]]:
@@ -124,6 +124,10 @@ def private_uses() -> set[tuple[str, str]]:
         modules = {}  # local name -> vgjax module it stands for
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("vgjax"):
+                private = [p for p in node.module.split(".") if p.startswith("_")
+                           and not p.startswith("__")]
+                if private and not name.startswith(node.module.rsplit(".", 1)[0] + "."):
+                    out.add((name, node.module))  # a private module, from outside its package
                 for a in node.names:
                     full = f"{node.module}.{a.name}"
                     if a.name.startswith("_") and not a.name.startswith("__"):

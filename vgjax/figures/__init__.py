@@ -6,7 +6,7 @@ weight norms), :mod:`~vgjax.figures.profile` (gradients across layers),
 :mod:`~vgjax.figures.depth` (depth study), :mod:`~vgjax.figures.heatmap` (width x depth),
 :mod:`~vgjax.figures.phase` (σ_w² x depth trainability with 6 ξ_c),
 :mod:`~vgjax.figures.propagation` (signal propagation at initialisation beside theory);
-:mod:`~vgjax.figures._common` holds what they share.
+:mod:`~vgjax.figures.common` holds what they share.
 
 Every ``plot_*`` function builds a :class:`matplotlib.figure.Figure` directly (no pyplot, no
 global state, no display needed), writes it as a PNG through :mod:`vgjax.io.store`'s atomic
@@ -21,7 +21,7 @@ layers, epochs from the one in which a run diverged); a curve with no finite val
 not drawn, and nothing here raises on NaN data.
 """
 
-from vgjax.figures._common import describe, save_png
+from vgjax.figures.common import describe, save_png
 from vgjax.figures.curves import make_learning_curves, plot_learning_curves
 from vgjax.figures.dataset import make_dataset, plot_dataset
 from vgjax.figures.depth import make_depth_study, plot_depth_study

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vgjax.figures._common import (AXIS_LABELS, TEST_COLOR, TRAIN_COLOR, as_indices, check_history, config_label, describe, discrete_colorbar, fmt_value, n_seeds, new_figure, save_png, seed_phrase, series_colors, suptitle)
+from vgjax.figures.common import (AXIS_LABELS, TEST_COLOR, TRAIN_COLOR, as_indices, check_history, config_label, describe, discrete_colorbar, fmt_value, n_seeds, new_figure, save_png, seed_phrase, series_colors, suptitle)
 from vgjax.result import GROUP_FIELDS, SweepResult, group_indices, seed_stats
 
 

@@ -9,7 +9,7 @@ from typing import Union
 import numpy as np
 from matplotlib.figure import Figure
 
-from vgjax.figures._common import CLASS_COLORS, new_figure, save_png, suptitle
+from vgjax.figures.common import CLASS_COLORS, new_figure, save_png, suptitle
 
 
 def make_dataset(x: np.ndarray, y: np.ndarray, *, title: str | None = None) -> Figure:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from vgjax.figures._common import (SERIES_COLORS, check_history, describe, config_label, split_key, n_seeds, new_figure, save_png, seed_phrase, suptitle)
+from vgjax.figures.common import (SERIES_COLORS, check_history, describe, config_label, split_key, n_seeds, new_figure, save_png, seed_phrase, suptitle)
 from vgjax.result import (GROUP_FIELDS, LEARN_THRESHOLD, SweepResult, final_metric, group_indices, learns,
                           seed_stats)
 

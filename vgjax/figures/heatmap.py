@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib import colormaps
 from matplotlib.colors import Normalize
 
-from vgjax.figures._common import (METRIC_LABELS, check_history, describe, config_label, split_key, n_seeds, new_figure, save_png, seed_phrase, suptitle)
+from vgjax.figures.common import (METRIC_LABELS, check_history, describe, config_label, split_key, n_seeds, new_figure, save_png, seed_phrase, suptitle)
 from vgjax.result import GROUP_FIELDS, SweepResult, final_metric, group_indices, seed_stats
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vgjax.figures._common import (PanelEntry, OUTPUT_COLOR, STAT_LABELS, check_history, discrete_colorbar, empty_note, layer_colors, layer_name, n_seeds, new_figure, panel_entries, positive, save_png, seed_phrase, suptitle)
+from vgjax.figures.common import (PanelEntry, OUTPUT_COLOR, STAT_LABELS, check_history, discrete_colorbar, empty_note, layer_colors, layer_name, n_seeds, new_figure, panel_entries, positive, save_png, seed_phrase, suptitle)
 from vgjax.result import seed_stats
 
 

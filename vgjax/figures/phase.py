@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from vgjax.figures._common import check_history, new_figure, save_png, suptitle
+from vgjax.figures.common import check_history, new_figure, save_png, suptitle
 from vgjax.result import SweepResult, final_metric
 
 XI_MULTIPLE = 6.0

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib import colormaps
 
-from vgjax.figures._common import (PanelEntry, STAT_LABELS, check_history, empty_note, n_seeds, new_figure, panel_entries, positive, save_png, seed_phrase, suptitle)
+from vgjax.figures.common import (PanelEntry, STAT_LABELS, check_history, empty_note, n_seeds, new_figure, panel_entries, positive, save_png, seed_phrase, suptitle)
 from vgjax.result import seed_stats
 
 

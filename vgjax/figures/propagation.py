@@ -15,7 +15,7 @@ from typing import Union
 import numpy as np
 from matplotlib.figure import Figure
 
-from vgjax.figures._common import new_figure, save_png, suptitle
+from vgjax.figures.common import new_figure, save_png, suptitle
 
 MEASURED_COLOR, THEORY_COLOR, CHI1_COLOR = "#1f77b4", "black", "#d62728"
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vgjax.figures._common import new_figure, save_png, series_colors
+from vgjax.figures.common import new_figure, save_png, series_colors
 from vgjax.io.store import atomic_write_text, dumps_json, jsonable
 from vgjax.io.tables import read_tables, write_tables
 from vgjax.recurrent import cells as rc

@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import optax
 
-from vgjax.figures._common import new_figure, save_png, series_colors
+from vgjax.figures.common import new_figure, save_png, series_colors
 from vgjax.io.store import atomic_write_text, dumps_json, jsonable
 from vgjax.io.tables import read_tables, write_tables
 from vgjax.recurrent import grid as rg

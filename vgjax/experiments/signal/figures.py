@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from vgjax.experiments.signal import results as sr
-from vgjax.figures._common import (empty_note, layer_colors, new_figure, save_png, seed_phrase,
+from vgjax.figures.common import (empty_note, layer_colors, new_figure, save_png, seed_phrase,
                                    suptitle)
 from vgjax.result import SweepResult, seed_stats, with_init
 
