@@ -43,10 +43,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from vgjax.config import check_choice
-from vgjax.experiments import remedies, signal, tutorial
+from vgjax.experiments import recurrent, remedies, signal, tutorial
 from vgjax.experiments.base import Experiment
 
-GROUP_MODULES: tuple[ModuleType, ...] = (tutorial, signal, remedies)
+GROUP_MODULES: tuple[ModuleType, ...] = (tutorial, signal, remedies, recurrent)
 GROUPS = tuple(m.GROUP for m in GROUP_MODULES)
 DEFAULT_GROUP = GROUPS[0]
 

@@ -1,31 +1,36 @@
 """The ``recurrent`` group: gradient flow through time and sequence-length studies of tanh
 RNNs, IRNNs, LSTMs and GRUs (:mod:`vgjax.recurrent`).
 
-Each experiment is an object with ``name``, ``group``, ``title``, ``uses``, ``run(ctx) ->
-list[Path]`` (writes ``ctx.out/NAME/`` : ``data.json``, ``tables.json``, figures) and
-``section(exp_dir) -> list[str]`` (Markdown lines rendered only from those files).
-:class:`Context` is the minimal context ``run`` needs.
+Each experiment follows the catalog's protocol (:mod:`vgjax.experiments`): ``run(ctx)``
+writes ``ctx.exp_dir = OUT/NAME/`` (``data.json``, ``tables.json``, figures) and
+``section(exp_dir)`` renders Markdown only from those files; ``vgjax reproduce --group
+recurrent`` runs them.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, NamedTuple
 
+from vgjax.experiments.base import group_report
 from vgjax.experiments.recurrent.gradient_flow import GradientFlow
 from vgjax.experiments.recurrent.length import Length
 
 GROUP = "recurrent"
-
-
-class Context(NamedTuple):
-    """What an experiment's ``run`` needs: the output root and a progress logger."""
-
-    out: Path
-    log: Callable[[str], None] = print
-
+SOURCE = "reference"   # whom `reported` quotes (vgjax list)
+HEADING = "## Recurrent nets: gradient flow through time"
+INTRO = ("Vanilla (tanh) RNNs, IRNNs, LSTMs and GRUs (`vgjax.recurrent`): the gradient of the "
+         "loss with respect to the hidden state at each time step, beside the mean-field "
+         "theory, and the sequence lengths each cell learns. `vgjax reproduce --group "
+         "recurrent` (or `vgjax run NAME`) rebuilds these sections.")
 
 EXPERIMENTS = (GradientFlow(), Length())
 """The group's experiments, cheapest first."""
 
-__all__ = ["Context", "EXPERIMENTS", "GROUP", "GradientFlow", "Length"]
+
+def render(out: Path) -> list[str]:
+    """The group's part of ``OUT/README.md``: its heading, introduction and the section of
+    each experiment present in ``out`` ([] when none is)."""
+    return group_report(HEADING, INTRO, EXPERIMENTS, out)
+
+
+__all__ = ["EXPERIMENTS", "GROUP", "GradientFlow", "Length", "render"]

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vgjax.experiments.base import Context
 from vgjax.figures.common import new_figure, save_png, series_colors
 from vgjax.io.store import atomic_write_text, dumps_json, jsonable
 from vgjax.io.tables import read_tables, write_tables
@@ -175,14 +176,21 @@ class GradientFlow:
     title = ("Gradient flow through time at initialisation: tanh RNN (σ_w² below, at, above "
              "1), IRNN, LSTM, GRU at T = 200, beside the mean-field theory")
     uses: tuple[str, ...] = ()
+    reported = "Chen, Pennington & Schoenholz 2018: decay √χ₁ per step (tanh)"
+    figures: tuple[str, ...] = (FIGURE,)
 
-    def run(self, ctx) -> list[Path]:
-        exp_dir = Path(ctx.out) / self.name
+    def n_runs(self, seeds: tuple[int, ...]) -> int:
+        """Runs trained: none (everything happens at initialisation)."""
+        return 0
+
+    def check(self, seeds: tuple[int, ...], epochs: int | None) -> None:
+        """Nothing to refuse: the study fixes its seeds and trains no epochs."""
+
+    def run(self, ctx: Context) -> list[Path]:
+        exp_dir = Path(ctx.exp_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
-        ctx.log(f"{self.name}: {len(NETS)} nets x {len(SEEDS)} seeds at T = {LENGTH} ...")
         measured = measure()
         rows = theory_rows(measured)
-        ctx.log(f"{self.name}: the theory's setting (isotropic inputs, N = {ISO['width']}) ...")
         iso_rows, iso_log_rms = isotropic_rows()
         task = rt.make_task("adding")
         bias = rf.effective_bias_var(0.0, 1.0 / 3.0 + 2.0 / LENGTH, task.n_inputs, WIDTH)

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import optax
 
+from vgjax.experiments.base import Context
 from vgjax.figures.common import new_figure, save_png, series_colors
 from vgjax.io.store import atomic_write_text, dumps_json, jsonable
 from vgjax.io.tables import read_tables, write_tables
@@ -103,19 +104,27 @@ class Length:
     group = "recurrent"
     title = "Share of seeds solving the adding problem against the sequence length, per cell"
     uses: tuple[str, ...] = ()
+    reported = "Le, Jaitly & Hinton 2015: IRNN and LSTM solve the adding problem, tanh RNN fails"
+    figures: tuple[str, ...] = (FIGURE,)
+
+    def n_runs(self, seeds: tuple[int, ...]) -> int:
+        """Runs it trains (its budget fixes its seeds): every (net, T, seed)."""
+        return len(self.budget.lengths) * self.budget.seeds * len(NETS)
+
+    def check(self, seeds: tuple[int, ...], epochs: int | None) -> None:
+        """Nothing to refuse: the budget fixes the seeds and the steps."""
 
     def __init__(self, budget: Budget = Budget()):
         self.budget = budget
 
-    def run(self, ctx) -> list[Path]:
+    def run(self, ctx: Context) -> list[Path]:
         b = self.budget
-        exp_dir = Path(ctx.out) / self.name
+        exp_dir = Path(ctx.exp_dir)
         exp_dir.mkdir(parents=True, exist_ok=True)
         labels, runs = make_runs(b)
         spec = rg.TrainSpec(task=rt.make_task("adding"), width=b.width,
                             batch_size=b.batch_size, steps=b.steps, eval_every=b.eval_every,
                             test_size=256, flow_examples=8, optimizer=optax.adam(b.lr))
-        ctx.log(f"{self.name}: {len(runs)} runs x {b.steps} steps in one program ...")
         res = rg.run_grid(runs, spec)
         paths = rg.write_grid(res, spec, exp_dir / "grid")
         rows = solved_table(labels, runs, rg.final_test_loss(res), b)
