@@ -219,3 +219,33 @@ def test_docs_page_runs_as_written(capsys):
         assert res.history["grad_norm"].shape[:2] == (8, 3)
         assert np.isfinite(res.history["grad_norm"]).all()
         assert len(set(res.runs.seed.tolist())) == 8
+
+
+def test_figures_draw_each_path_and_lr_from_the_history(tmp_path):
+    """The figures are functions of the history: one panel per lr, one line per path with a
+    finite value (a path whose gradients are all NaN is not drawn), seed means that equal
+    NumPy's, and bad input in one line."""
+    from vgjax.watch import figures as wf
+    from vgjax.watch.api import WatchResult, WatchRuns
+
+    rng = np.random.default_rng(0)
+    r, e, paths = 6, 4, ("Dense_0/kernel", "Dense_0/bias", "Dense_1/kernel")
+    grad = rng.uniform(0.1, 1.0, (r, e, 3))
+    grad[:, :, 1] = np.nan
+    curves = {f"{s}_{n}": rng.uniform(0, 1, (r, e)) for s in ("train", "test")
+              for n in ("loss", "accuracy")}
+    runs = WatchRuns(seed=np.repeat(np.arange(3), 2), lr=np.tile(np.float32([0.1, 0.01]), 3),
+                     diverged_epoch=np.full(r, -1, np.int32))
+    res = WatchResult(model={"kind": "linen", "name": "MLP"}, paths=paths, sizes=(4, 2, 2),
+                      act_paths=(), seeds=(0, 1, 2), lrs=(0.1, 0.01), runs=runs, settings={},
+                      history={"grad_norm": grad, **curves})
+    fig = wf.make_path_gradients(res)
+    assert len(fig.axes) == 2
+    first = fig.axes[0]
+    assert [line.get_label() for line in first.get_lines()] == ["Dense_0/kernel", "Dense_1/kernel"]
+    np.testing.assert_allclose(first.get_lines()[1].get_ydata(), grad[::2, :, 2].mean(axis=0))
+    assert len(wf.make_learning_curves(res).axes[0].get_lines()) == 4  # 2 lrs x train/test
+    png = wf.plot_path_gradients(res, tmp_path / "g.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="^stat: 'train_loss' has shape"):
+        wf.make_path_gradients(res, stat="train_loss")

@@ -8,7 +8,8 @@ order; with ``out=DIR`` it writes the same files as a sweep (summary.json, histo
 TensorBoard), which ``vgjax show DIR`` reads and :func:`load` loads.
 
 Modules: ``models`` (Flax adapters, path names and order), ``engine`` (the loop's kernels),
-``api`` (train, WatchResult), ``outputs`` (files, resume, load), ``show`` (the table).
+``api`` (train, WatchResult), ``outputs`` (files, resume, load), ``show`` (the table),
+``figures`` (per-path gradients over epochs, learning curves with seed bands).
 Attributes are imported on first use, so ``vgjax show`` reads a summary without JAX.
 """
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {"train": "api", "WatchResult": "api", "WatchRuns": "api", "load": "outputs",
-            "write_outputs": "outputs"}
+            "write_outputs": "outputs", "plot_path_gradients": "figures",
+            "plot_learning_curves": "figures"}
 __all__ = sorted(_EXPORTS)
 
 
