@@ -18,9 +18,10 @@ import pytest
 from vgjax import cli, report
 from vgjax.io import outdir
 from vgjax.experiments import EXPERIMENTS
+from vgjax.experiments.base import Sweep
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-SWEEPS = [n for n, e in EXPERIMENTS.items() if e.n_runs((0,)) > 0]
+SWEEPS = [n for n, e in EXPERIMENTS.items() if isinstance(e, Sweep)]  # vgjax show reads their summary.json
 
 
 @pytest.fixture

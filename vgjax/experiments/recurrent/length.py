@@ -126,6 +126,8 @@ class Length:
                             batch_size=b.batch_size, steps=b.steps, eval_every=b.eval_every,
                             test_size=256, flow_examples=8, optimizer=optax.adam(b.lr))
         res = rg.run_grid(runs, spec)
+        if ctx.progress is not None:
+            ctx.progress(len(runs))
         paths = rg.write_grid(res, spec, exp_dir / "grid")
         rows = solved_table(labels, runs, rg.final_test_loss(res), b)
         curves = {label: {str(t): np.median(res.test_loss[[i for i, (lab, r) in
