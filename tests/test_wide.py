@@ -41,8 +41,10 @@ def _same_history(ref, got):
             # accuracies can flip one point (1/500) and signed histogram sums cancel
             tol = 2.5e-3 if "accuracy" in k else 1e-3 if "hist_stats" in k else 2e-5
             np.testing.assert_allclose(b[m], a[m], rtol=tol, atol=tol * 1e-2, err_msg=k)
-        elif "hist" in k:  # a value on a bucket edge may land one bucket over
-            assert np.abs(a.astype(np.int64) - b).max() <= 1, k
+        elif "hist" in k:  # a value on a bucket edge may land one bucket over: a few moved
+            # counts (each moves 1 out of one bucket into its neighbour), none lost
+            moved = np.abs(a.astype(np.int64) - b).sum(-1) // 2  # per histogram
+            assert moved.max() <= max(2, 1e-3 * a.sum(-1).max()), k
             np.testing.assert_array_equal(a.sum(-1), b.sum(-1), err_msg=k)
         else:
             np.testing.assert_array_equal(a, b, err_msg=k)
