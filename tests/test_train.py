@@ -11,7 +11,8 @@ from vgjax import diagnostics as diag
 from vgjax.config import Config
 from vgjax.data import make_data
 from vgjax.model import init_params, to_exact_params
-from vgjax.engines.reference import DeviceData, RunSpec, batch_indices, bce_loss, make_train
+from vgjax.engines.loop import DeviceData, RunSpec
+from vgjax.engines.reference import batch_indices, bce_loss, make_train
 
 
 def test_batches_keep_the_final_partial_batch():

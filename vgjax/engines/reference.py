@@ -19,8 +19,7 @@ import jax.numpy as jnp
 from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config
-# RunSpec, DeviceData, PARAM_*: the loop's inputs and outputs, also importable from here
-from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec  # noqa: F401
+from vgjax.engines.loop import PARAM_KEYS, DeviceData, RunSpec
 from vgjax.engines.loop import (Engine, Memory, Setup, grads_step, history_bytes, run_keys,
                                 train_loop)
 from vgjax.model import kernel_mask
