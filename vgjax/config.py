@@ -233,7 +233,8 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         )
 
 
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+def check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    """Raise a one-line ``ValueError`` unless ``value`` is an integer in ``lo..hi``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name}: {value!r} is not an integer")
     if value < lo or (hi is not None and value > hi):
@@ -241,8 +242,10 @@ def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
         raise ValueError(f"{name}: {value} is out of range; allowed: integers {rng}")
 
 
-def _check_float(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None,
+def check_float(name: str, value: Any, *, lo: float, lo_open: bool, hi: float | None = None,
                  hi_open: bool = True) -> None:
+    """Raise a one-line ``ValueError`` unless ``value`` is a finite number in the interval
+    from ``lo`` to ``hi`` (open or closed at each end; no ``hi``: unbounded)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name}: {value!r} is not a number")
     v = float(value)
@@ -293,17 +296,17 @@ def _check_config(config: Config) -> None:
             check_choice("data", config.data, DATASETS)
     else:  # before the sizes: n_train and n_samples come from the arrays
         config.data.validate()
-    _check_float("weight_var", config.weight_var, lo=0.0, lo_open=True)
-    _check_float("bias_var", config.bias_var, lo=0.0, lo_open=False)
-    _check_float("lr", config.lr, lo=0.0, lo_open=True)
-    _check_float("momentum", config.momentum, lo=0.0, lo_open=False, hi=1.0)
-    _check_int("epochs", config.epochs, 1, 10**7)
-    _check_int("n_samples", config.n_samples, 2)
-    _check_int("n_train", config.n_train, 1, config.n_samples - 1)
-    _check_int("batch_size", config.batch_size, 1, config.n_train)
-    _check_float("noise", config.noise, lo=0.0, lo_open=False)
-    _check_int("data_seed", config.data_seed, 0, MAX_SEED)
-    _check_int("hist_every", config.hist_every, 0, 10**7)
+    check_float("weight_var", config.weight_var, lo=0.0, lo_open=True)
+    check_float("bias_var", config.bias_var, lo=0.0, lo_open=False)
+    check_float("lr", config.lr, lo=0.0, lo_open=True)
+    check_float("momentum", config.momentum, lo=0.0, lo_open=False, hi=1.0)
+    check_int("epochs", config.epochs, 1, 10**7)
+    check_int("n_samples", config.n_samples, 2)
+    check_int("n_train", config.n_train, 1, config.n_samples - 1)
+    check_int("batch_size", config.batch_size, 1, config.n_train)
+    check_float("noise", config.noise, lo=0.0, lo_open=False)
+    check_int("data_seed", config.data_seed, 0, MAX_SEED)
+    check_int("hist_every", config.hist_every, 0, 10**7)
     if not isinstance(config.test_gradients, bool):
         raise ValueError(f"test_gradients: {config.test_gradients!r} is not a boolean")
     if not isinstance(config.probes, tuple):
@@ -314,7 +317,7 @@ def _check_config(config: Config) -> None:
     if len(set(config.probes)) != len(config.probes):
         raise ValueError(f"probes: {list(config.probes)} has duplicates; give each name once")
     if config.data == "digits":
-        _check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
+        check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
     if config.loss == "bce" and not (isinstance(config.data, str) and config.data.startswith("arrays:")):
         n_classes = data_dims(config)[1]
         if n_classes > 2:
@@ -337,13 +340,13 @@ def _check_grid(grid: Grid) -> None:
         if len(values) == 0:
             raise ValueError(f"{name}: the list is empty; give at least one value")
         for v in values:
-            _check_int(name, v, lo, hi)
+            check_int(name, v, lo, hi)
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
     for name, values, lo_open in (("lrs", grid.lrs, True), ("weight_vars", grid.weight_vars, True),
                                   ("bias_vars", grid.bias_vars, False)):
         for v in values:
-            _check_float(name, v, lo=0.0, lo_open=lo_open)
+            check_float(name, v, lo=0.0, lo_open=lo_open)
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
 

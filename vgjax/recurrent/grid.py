@@ -22,10 +22,9 @@ the gradient flow through time (:func:`vgjax.recurrent.flow.task_flow` on the fi
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +32,7 @@ import numpy as np
 import optax
 
 from vgjax import runtime
+from vgjax.config import check_choice, check_float, check_int
 from vgjax.io.store import atomic_save_npz, atomic_write_text, dumps_json, jsonable, read_npz
 from vgjax.model import ACTIVATION_FNS
 from vgjax.recurrent import cells as rc
@@ -106,18 +106,13 @@ class GridResult(NamedTuple):
     train_s: float
 
 
-def _positive_int(name: str, v: Any) -> None:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name}: {v!r} is out of range; allowed: integers >= 1")
-
-
 def check_runs(runs, spec: TrainSpec) -> None:
     """One-line ValueError for the first bad value of ``runs`` or ``spec`` (before anything
     is compiled)."""
     if not runs:
         raise ValueError("runs: empty; allowed: at least one RunSpec")
     for name in ("width", "batch_size", "steps", "eval_every", "test_size", "flow_examples"):
-        _positive_int(name, getattr(spec, name))
+        check_int(name, getattr(spec, name), 1)
     if spec.steps % spec.eval_every:
         raise ValueError(f"eval_every: {spec.eval_every} does not divide steps {spec.steps}")
     if spec.flow_examples > spec.test_size:
@@ -126,23 +121,14 @@ def check_runs(runs, spec: TrainSpec) -> None:
     for r in runs:
         rc.check_cell(r.cell)
         rt.check_length(r.length)
-        if r.activation not in ACTIVATION_FNS:
-            raise ValueError(f"activation: {r.activation!r} is not known; allowed: "
-                             f"{', '.join(ACTIVATION_FNS)}")
-        if r.init not in rc.INITS:
-            raise ValueError(f"init: {r.init!r} is not known; allowed: {', '.join(rc.INITS)}")
-        for name in ("scale", "forget_bias", "bias_var"):
-            v = getattr(r, name)
-            if not (isinstance(v, (int, float)) and math.isfinite(v)) or v < 0 or \
-                    (name == "scale" and v == 0):
-                raise ValueError(f"{name}: {v!r} is out of range; allowed: finite numbers "
-                                 f"{'> 0' if name == 'scale' else '>= 0'}")
-        if r.clip_norm is not None and not (isinstance(r.clip_norm, (int, float))
-                                            and math.isfinite(r.clip_norm) and r.clip_norm > 0):
-            raise ValueError(f"clip_norm: {r.clip_norm!r} is out of range; allowed: finite "
-                             "numbers > 0, or None")
-        if isinstance(r.seed, bool) or not isinstance(r.seed, int) or r.seed < 0:
-            raise ValueError(f"seed: {r.seed!r} is out of range; allowed: integers >= 0")
+        check_choice("activation", r.activation, tuple(ACTIVATION_FNS))
+        check_choice("init", r.init, rc.INITS)
+        check_float("scale", r.scale, lo=0.0, lo_open=True)
+        check_float("forget_bias", r.forget_bias, lo=0.0, lo_open=False)
+        check_float("bias_var", r.bias_var, lo=0.0, lo_open=False)
+        if r.clip_norm is not None:  # None: no clipping
+            check_float("clip_norm", r.clip_norm, lo=0.0, lo_open=True)
+        check_int("seed", r.seed, 0)
 
 
 def _groups(runs) -> dict[tuple[str, str], list[int]]:
