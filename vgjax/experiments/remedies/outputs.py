@@ -4,7 +4,6 @@ experiment's ``data.json``, and Markdown rendered only from ``data.json`` / ``ta
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from vgjax.io.store import atomic_write_bytes
+from vgjax.figures import save_png
 from vgjax.io.tables import read_tables, write_tables
 
-DPI = 110
-# The issue's targets: |drift per layer| small against the per-layer spread (we call a
+# The targets the report checks: |drift per layer| small against the per-layer spread (we call a
 # tenth small), the walk's variance within 10 % of the theory for linear nets at N = 30,
 # 100; BatchNorm growth within 5 % of the rate (ReLU: batch >= 256, width >= 512; linear:
 # B = 8, 16, 64).
@@ -36,13 +34,6 @@ def read_data(exp_dir: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ValueError(f"report: {str(path)!r} is not readable JSON "
                          f"({type(e).__name__})") from None
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -132,8 +123,8 @@ def write_walk(exp_dir: Path, data: dict) -> list[Path]:
     """random-walk's figures and ``tables.json`` from its data."""
     rows = [{k: v for k, v in c.items() if not k.endswith("_by_layer")} | walk_verdicts(c)
             for c in data["cases"]]
-    return [_save(make_walk_figure(data), exp_dir / "walk.png"),
-            _save(make_variance_figure(data), exp_dir / "variance.png"),
+    return [save_png(make_walk_figure(data), exp_dir / "walk.png"),
+            save_png(make_variance_figure(data), exp_dir / "variance.png"),
             write_tables(exp_dir, {"markdown": walk_table(data), "rows": rows})]
 
 
@@ -253,8 +244,8 @@ def write_bn(exp_dir: Path, data: dict) -> list[Path]:
     """batchnorm-explosion's figures and ``tables.json`` from its data."""
     rows = [{k: v for k, v in c.items() if k not in ("log_norm_by_layer", "growth_by_seed")}
             | {"within_5pct": bn_verdict(c)} for c in data["cases"]]
-    return [_save(make_bn_growth(data), exp_dir / "growth.png"),
-            _save(make_bn_profiles(data), exp_dir / "profiles.png"),
+    return [save_png(make_bn_growth(data), exp_dir / "growth.png"),
+            save_png(make_bn_profiles(data), exp_dir / "profiles.png"),
             write_tables(exp_dir, {"markdown": bn_table(data), "rows": rows})]
 
 
