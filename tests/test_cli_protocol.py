@@ -55,6 +55,10 @@ def test_variance_axes_data_and_params_out(tmp_path, capsys):
     (["--data", "digits", "--loss", "bce"], "loss"),
     (["--init", "gaussian"], "init"),
     (["--init", "random_walk", "--activation", "sigmoid"], "init"),
+    (["--residual", "skip"], "residual"),
+    (["--residual", "0"], "residual"),
+    (["--norm", "group"], "norm"),
+    (["--norm", "layer", "--probe", "signal"], "probes"),
 ])
 def test_bad_protocol_flags(flags, field, tmp_path, capsys):
     out = tmp_path / "out"

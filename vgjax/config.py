@@ -38,6 +38,11 @@ INITIALISERS = (
 # Sussillo & Abbott's random-walk gain is known for these activations only
 # (vgjax.model.random_walk_gain).
 RANDOM_WALK_ACTIVATIONS = ("linear", "relu", "tanh")
+# Residual connections (Config.residual): off, alpha = 1/sqrt(depth), ReZero's learnable alpha
+# initialised to 0; a positive number is a fixed alpha. Normalisation of the pre-activations
+# (Config.norm). Both are implemented by the reference engine only (vgjax.model.MaskedMLP).
+RESIDUALS = ("none", "inv_sqrt_depth", "rezero")
+NORMS = ("none", "layer", "batch")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("bce", "softmax_ce")
 DATASETS = ("circles", "moons", "digits")
@@ -78,6 +83,14 @@ class Config:
 
     ``weight_var`` (sigma_w^2 > 0) and ``bias_var`` (sigma_b^2 >= 0) set the initial scale
     (see :func:`vgjax.model.init_params`); :class:`Grid` can make each a per-run axis.
+
+    ``residual`` and ``norm`` choose the architecture of the hidden layers (one per sweep,
+    not a per-run axis; :class:`vgjax.model.MaskedMLP`): ``residual`` "none" (the plain
+    MLP), a fixed branch scale alpha > 0, "inv_sqrt_depth" (alpha = 1/sqrt(depth)) or
+    "rezero" (a learnable alpha per block, initialised to 0): every hidden layer after the
+    first is ``h + alpha * phi(Norm(W h + b))``; ``norm`` "none", "layer" (LayerNorm) or
+    "batch" (BatchNorm) on the pre-activations. Any but the plain MLP is trained by the
+    reference engine.
     """
 
     activation: str | Callable = "relu"
@@ -105,10 +118,14 @@ class Config:
     # Probes recorded during training (names from PROBES; empty = none, the default). Static:
     # a probe adds work to the compiled program, so it keys the compile cache.
     probes: tuple[str, ...] = ()
+    residual: str | float = "none"
+    norm: str = "none"
 
     def __post_init__(self):
         if isinstance(self.probes, (list, tuple)):  # JSON lists; a tuple keeps it hashable
             object.__setattr__(self, "probes", tuple(self.probes))
+        if isinstance(self.residual, int) and not isinstance(self.residual, bool):
+            object.__setattr__(self, "residual", float(self.residual))  # 1 and 1.0: one config
         # Arrays become a hashable, content-addressed ArrayData (the compile cache keys on
         # the config), and fix n_train / n_samples.
         arrays = as_array_data(self.data)
@@ -124,6 +141,12 @@ class Config:
         return self.init if self.output_init is None else self.output_init
 
     @property
+    def plain_architecture(self) -> bool:
+        """The plain MLP (no residual connections, no normalisation): what the fast and
+        wide engines implement."""
+        return self.residual == "none" and self.norm == "none"
+
+    @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps per epoch; Keras keeps the final partial batch."""
         return -(-self.n_train // self.batch_size)
@@ -136,14 +159,19 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of the fields; objects are recorded by :func:`describe`.
 
-        ``probes`` appears only when some are on (as a list), so the manifests and summaries
-        of sweeps without probes are the same as before the field existed (a resumed or
-        rerun experiment compares equal to its committed files).
+        ``probes`` appears only when some are on (as a list), ``residual`` and ``norm`` only
+        when not "none", so the manifests and summaries of sweeps without them are the same
+        as before the fields existed (a resumed or rerun experiment compares equal to its
+        committed files).
         """
+        optional = ("probes", "residual", "norm")
         d = {f.name: describe(getattr(self, f.name)) for f in dataclasses.fields(self)
-             if f.name != "probes"}
+             if f.name not in optional}
         if self.probes:
             d["probes"] = list(self.probes)
+        for name in ("residual", "norm"):
+            if getattr(self, name) != "none":
+                d[name] = getattr(self, name)
         return d
 
     @classmethod
@@ -316,6 +344,7 @@ def _check_config(config: Config) -> None:
         check_choice("probe", name, PROBES)
     if len(set(config.probes)) != len(config.probes):
         raise ValueError(f"probes: {list(config.probes)} has duplicates; give each name once")
+    _check_architecture(config)
     if config.data == "digits":
         check_int("n_samples", config.n_samples, 2, 1797)  # the size of sklearn's digits
     if config.loss == "bce" and not (isinstance(config.data, str) and config.data.startswith("arrays:")):
@@ -323,6 +352,38 @@ def _check_config(config: Config) -> None:
         if n_classes > 2:
             raise ValueError(f"loss: 'bce' needs two classes, the data has {n_classes}; "
                              f"allowed: 'softmax_ce' or a callable")
+
+
+def _check_architecture(config: Config) -> None:
+    """``residual``: a name of :data:`RESIDUALS` or a finite number > 0; ``norm``: one of
+    :data:`NORMS`; the signal probe reads the plain MLP's layers, so it needs both off."""
+    r = config.residual
+    if isinstance(r, str):
+        check_choice("residual", r, RESIDUALS)
+    elif isinstance(r, bool) or not isinstance(r, (int, float)):
+        raise ValueError(f"residual: {r!r} is neither a name nor a number; allowed: "
+                         f"{', '.join(RESIDUALS)} or a branch scale > 0")
+    else:
+        check_float("residual", r, lo=0.0, lo_open=True)
+    check_choice("norm", config.norm, NORMS)
+    if config.probes and not config.plain_architecture:
+        raise ValueError(f"probes: {list(config.probes)} read the plain MLP's layers, not "
+                         f"residual={r!r} norm={config.norm!r}; allowed: no probes, or "
+                         f"residual 'none' and norm 'none'")
+
+
+def parse_residual(text: str) -> str | float:
+    """A ``--residual`` value: a name of :data:`RESIDUALS` or a number (a fixed alpha),
+    checked; one-line ``ValueError`` otherwise."""
+    try:
+        value: str | float = float(text)
+    except ValueError:
+        value = text
+    if isinstance(value, str):
+        check_choice("residual", value, RESIDUALS)
+    else:
+        check_float("residual", value, lo=0.0, lo_open=True)
+    return value
 
 
 def _check_grid(grid: Grid) -> None:

@@ -15,7 +15,14 @@ out_bias       [] or [C]        its bias
 =============  ===============  ==================================================
 
 A run of depth ``d`` and width ``w`` uses hidden layers ``0..d-1``; the others are masked to
-the exact identity. Units ``>= w`` are masked to zero and their kernel entries start at zero,
+the exact identity.
+
+Residual connections and normalisation (``Config.residual``, ``Config.norm``; see
+:class:`MaskedMLP`) add leaves in the same layout, only when they are on: ``res_alpha`` [D]
+(ReZero's learnable branch scales; entry 0 unused), ``norm_scale`` and ``norm_offset`` [D, P]
+(the normalisation's learnt scale and offset), and BatchNorm's running averages, which are
+not parameters but the ``batch_stats`` collection: ``mean`` and ``var`` [D, P]
+(:func:`init_architecture`, :func:`init_batch_stats`). Units ``>= w`` are masked to zero and their kernel entries start at zero,
 so they receive zero gradient and change nothing: the run computes exactly what a model built
 with ``d`` layers of ``w`` units computes (:class:`ExactMLP`).
 """
@@ -298,6 +305,130 @@ def kernel_mask(depth, width, *, max_depth: int, p: int, n_features: int = N_FEA
     return hidden, (out if n_outputs == 1 else jnp.broadcast_to(out[:, None], (p, n_outputs)))
 
 
+# Keras's BatchNormalization momentum and the epsilon of its BatchNormalization and
+# LayerNormalization (Flax's defaults are smaller epsilons; the tests' Flax nets pass these).
+NORM_EPS = 1e-3
+BN_MOMENTUM = 0.99
+
+
+def init_architecture(max_depth: int, p: int, *, residual: "str | float" = "none",
+                      norm: str = "none") -> Params:
+    """The extra parameters of a residual or normalised stack, padded layout ({} for the
+    plain MLP): ``res_alpha`` [D] zeros with ``residual="rezero"`` (ReZero's branch scales;
+    entry 0, the input projection, has no branch and stays unused), ``norm_scale`` [D, P]
+    ones and ``norm_offset`` [D, P] zeros with ``norm`` "layer" or "batch" (the initial
+    values of Flax's and Keras's LayerNorm / BatchNorm). Deterministic: no key."""
+    out: Params = {}
+    if residual == "rezero":
+        out["res_alpha"] = jnp.zeros((max_depth,), jnp.float32)
+    if norm != "none":
+        out["norm_scale"] = jnp.ones((max_depth, p), jnp.float32)
+        out["norm_offset"] = jnp.zeros((max_depth, p), jnp.float32)
+    return out
+
+
+def init_batch_stats(max_depth: int, p: int) -> Params:
+    """BatchNorm's running averages before training: ``mean`` [D, P] zeros and ``var``
+    [D, P] ones (Keras's and Flax's moving mean and variance)."""
+    return {"mean": jnp.zeros((max_depth, p), jnp.float32),
+            "var": jnp.ones((max_depth, p), jnp.float32)}
+
+
+def _branch_scale(residual: "str | float", depth, alpha: jax.Array | None) -> jax.Array:
+    """alpha of one residual block: the fixed number, 1/sqrt(depth) or ReZero's parameter."""
+    if residual == "inv_sqrt_depth":
+        return jax.lax.rsqrt(jnp.asarray(depth, jnp.float32))
+    if residual == "rezero":
+        return alpha
+    return jnp.float32(residual)
+
+
+def _normalise(z: jax.Array, norm: str, unit: jax.Array, width, layer: dict, train: bool,
+               weight: jax.Array) -> tuple[jax.Array, tuple]:
+    """Norm(z) of one layer's pre-activations z [B, P], and its new running (mean, var)
+    [P] each (unchanged but with BatchNorm in training).
+
+    LayerNorm: mean and (biased) variance of each example over the layer's ``width`` real
+    units. BatchNorm in training: each unit's over the batch, weighted by ``weight`` [B] (0
+    for padding examples, so the real examples of a short final batch), and the running
+    averages move by Keras's momentum; in evaluation the running averages normalise."""
+    running = (layer.get("mean"), layer.get("var"))
+    if norm == "layer":
+        n = jnp.asarray(width, z.dtype)
+        mu = (z * unit[None, :]).sum(-1, keepdims=True) / n                 # [B, 1]
+        var = (jnp.square(z - mu) * unit[None, :]).sum(-1, keepdims=True) / n
+    else:
+        if train:
+            w = weight[:, None]
+            n = weight.sum()
+            mu_u = (z * w).sum(0) / n                                        # [P]
+            var_u = (jnp.square(z - mu_u[None, :]) * w).sum(0) / n
+            running = tuple(BN_MOMENTUM * r + (1.0 - BN_MOMENTUM) * s
+                            for r, s in zip(running, (mu_u, var_u)))
+        else:
+            mu_u, var_u = running
+        mu, var = mu_u[None, :], var_u[None, :]
+    out = ((z - mu) * jax.lax.rsqrt(var + NORM_EPS) * layer["scale"][None, :]
+           + layer["offset"][None, :])
+    return out, running
+
+
+def architecture_stack(h: jax.Array, layers: dict, depth, width, *, activation: Activation,
+                       residual: "str | float", norm: str, train: bool,
+                       weight: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
+    """The hidden stack of a residual and/or normalised MLP, padded layout, as one
+    ``lax.scan`` over the D layers (one layer's program, not D unrolled copies).
+
+    Layer i computes ``F_i(h) = phi(Norm(h W_i + b_i))`` (F: one Dense, the normalisation,
+    the activation); layer 0 (the input projection) sets ``h = F_0(x)``, every later layer
+    is a block ``h = h + alpha * F_i(h)`` with residual connections, ``h = F_i(h)`` without.
+    Layers ``>= depth`` are the identity and units ``>= width`` stay zero, as in the plain
+    stack.
+
+    Args:
+      h: the zero-padded input [B, P].
+      layers: kernels [D, P, P], biases [D, P], and as the architecture needs res_alpha [D],
+        norm_scale / norm_offset [D, P] (:func:`init_architecture`), BatchNorm's running
+        mean / var [D, P] (:func:`init_batch_stats`).
+      depth, width: the run's real sizes (may be traced).
+      residual: "none", a fixed alpha > 0, "inv_sqrt_depth" (alpha = 1/sqrt(depth)) or
+        "rezero" (alpha = res_alpha[i]); norm: "none", "layer" or "batch".
+      train: BatchNorm normalises with the batch's statistics (weighted by ``weight`` [B],
+        default ones) and updates its running averages; else with the running averages.
+    Returns:
+      h [B, P] after the stack, and BatchNorm's new running averages (``{"mean", "var"}``
+      [D, P], unchanged for absent layers and padding units; None without BatchNorm).
+    """
+    d_max, p = layers["kernels"].shape[:2]
+    unit = (jnp.arange(p) < width).astype(h.dtype)
+    weight = jnp.ones(h.shape[:1], h.dtype) if weight is None else weight
+    xs = {"i": jnp.arange(d_max), "kernel": layers["kernels"], "bias": layers["biases"]}
+    for leaf, name in (("res_alpha", "alpha"), ("norm_scale", "scale"),
+                       ("norm_offset", "offset"), ("mean", "mean"), ("var", "var")):
+        if leaf in layers:
+            xs[name] = layers[leaf]
+
+    def layer(h, x):
+        z = h @ x["kernel"] + x["bias"][None, :]
+        running = (x.get("mean"), x.get("var"))
+        if norm != "none":
+            z, running = _normalise(z, norm, unit, width, x, train, weight)
+        f = activation(z) * unit[None, :]
+        if residual != "none":
+            alpha = _branch_scale(residual, depth, x.get("alpha"))
+            f = jnp.where(x["i"] > 0, h + alpha * f, f)
+        present = x["i"] < depth
+        h = jnp.where(present, f, h)
+        if norm == "batch":
+            keep = present & (unit > 0)
+            running = tuple(jnp.where(keep, new, old)
+                            for new, old in zip(running, (x["mean"], x["var"])))
+        return h, running
+
+    h, running = jax.lax.scan(layer, h, xs)
+    return h, ({"mean": running[0], "var": running[1]} if norm == "batch" else None)
+
+
 class MaskedMLP(nn.Module):
     """The stacked MLP of a grid: ``max_depth`` hidden layers of ``p`` units, then Dense(1).
 
@@ -305,15 +436,25 @@ class MaskedMLP(nn.Module):
     ``depth`` and ``width`` may be traced, so one compiled program serves every run of a grid.
     ``activation`` is a name of :data:`ACTIVATION_FNS` or any JAX-traceable callable.
     Parameters come from :func:`init_params` (the declared initialisers only fix shapes).
+
+    ``residual`` ("none", a fixed alpha > 0, "inv_sqrt_depth" or "rezero") and ``norm``
+    ("none", "layer", "batch") select :func:`architecture_stack` for the hidden layers
+    (its extra parameters from :func:`init_architecture`); BatchNorm keeps its running
+    averages in the ``batch_stats`` collection (``mean``, ``var`` [D, P]), updated when
+    ``train`` and the collection is mutable. ``train`` (BatchNorm: batch statistics) and
+    ``weight`` ([B] example weights, 0 for padding) matter only with BatchNorm.
     """
 
     max_depth: int
     p: int
     activation: "str | Activation"
     n_outputs: int = 1
+    residual: "str | float" = "none"
+    norm: str = "none"
 
     @nn.compact
-    def __call__(self, x: jax.Array, depth, width) -> jax.Array:
+    def __call__(self, x: jax.Array, depth, width, *, train: bool = False,
+                 weight: jax.Array | None = None) -> jax.Array:
         zeros = nn.initializers.zeros
         kernels = self.param("kernels", zeros, (self.max_depth, self.p, self.p))
         biases = self.param("biases", zeros, (self.max_depth, self.p))
@@ -321,32 +462,75 @@ class MaskedMLP(nn.Module):
         out_kernel = self.param("out_kernel", zeros, (self.p,) + out_shape)
         out_bias = self.param("out_bias", zeros, out_shape)
         act = activation_fn(self.activation)
-        unit = (jnp.arange(self.p) < width).astype(x.dtype)
         h = jnp.pad(x, ((0, 0), (0, self.p - x.shape[-1])))
-        # Unrolled: D is small and static, and XLA fuses across the unrolled layers.
-        for i in range(self.max_depth):
-            a = act(h @ kernels[i] + biases[i][None, :]) * unit[None, :]
-            h = jnp.where(i < depth, a, h)
+        if self.residual == "none" and self.norm == "none":
+            unit = (jnp.arange(self.p) < width).astype(x.dtype)
+            # Unrolled: D is small and static, and XLA fuses across the unrolled layers.
+            for i in range(self.max_depth):
+                a = act(h @ kernels[i] + biases[i][None, :]) * unit[None, :]
+                h = jnp.where(i < depth, a, h)
+        else:
+            h = self._architecture(h, kernels, biases, depth, width, act, train, weight)
         return h @ out_kernel + (out_bias if self.n_outputs == 1 else out_bias[None, :])
+
+    def _architecture(self, h, kernels, biases, depth, width, act, train, weight):
+        shape = (self.max_depth, self.p)
+        layers = {"kernels": kernels, "biases": biases}
+        extras = init_architecture(self.max_depth, self.p, residual=self.residual,
+                                   norm=self.norm)
+        for name, value in extras.items():
+            layers[name] = self.param(name, lambda _, v=value: v)
+        stats = {}
+        if self.norm == "batch":
+            start = init_batch_stats(*shape)
+            stats = {k: self.variable("batch_stats", k, lambda v=v: v) for k, v in start.items()}
+            layers.update({k: v.value for k, v in stats.items()})
+        h, running = architecture_stack(h, layers, depth, width, activation=act,
+                                        residual=self.residual, norm=self.norm, train=train,
+                                        weight=weight)
+        if running is not None and train and self.is_mutable_collection("batch_stats"):
+            for k, v in stats.items():
+                v.value = running[k]
+        return h
 
 
 class ExactMLP(nn.Module):
     """Reference model built exactly as Keras builds it: ``depth`` x Dense(width), Dense(1).
 
-    ``__call__(x [B, F]) -> logits [B]`` (or [B, C]). Used to check that the masked stack
-    equals it.
+    ``__call__(x [B, F], train=False) -> logits [B]`` (or [B, C]). Used to check that the
+    masked stack equals it. With ``norm`` "layer" / "batch" each Dense is followed by
+    ``nn.LayerNorm`` / ``nn.BatchNorm`` (``norm_<i>``; Keras's epsilon and momentum,
+    BatchNorm on batch statistics when ``train``), with ``residual`` every hidden layer
+    after the first is a block ``x + alpha * phi(Norm(Dense(x)))`` (ReZero's alpha is the
+    parameter ``alpha_<i>``).
     """
 
     depth: int
     width: int
     activation: "str | Activation"
     n_outputs: int = 1
+    residual: "str | float" = "none"
+    norm: str = "none"
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         act = activation_fn(self.activation)
         for i in range(self.depth):
-            x = act(nn.Dense(self.width, name=f"dense_{i + 1}")(x))
+            z = nn.Dense(self.width, name=f"dense_{i + 1}")(x)
+            if self.norm == "layer":
+                z = nn.LayerNorm(epsilon=NORM_EPS, name=f"norm_{i + 1}")(z)
+            elif self.norm == "batch":
+                z = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                                 epsilon=NORM_EPS, name=f"norm_{i + 1}")(z)
+            f = act(z)
+            if i == 0 or self.residual == "none":
+                x = f
+            elif self.residual == "rezero":
+                x = x + self.param(f"alpha_{i + 1}", nn.initializers.zeros, ()) * f
+            elif self.residual == "inv_sqrt_depth":
+                x = x + f / np.sqrt(self.depth)
+            else:
+                x = x + float(self.residual) * f
         out = nn.Dense(self.n_outputs, name=f"dense_{self.depth + 1}")(x)
         return out[:, 0] if self.n_outputs == 1 else out
 
@@ -385,8 +569,22 @@ def unpack_run(tree, depth: int, width: int, *, n_features: int = N_FEATURES,
 
 
 def to_exact_params(params: Params, depth: int, width: int, *, n_features: int = N_FEATURES) -> dict:
-    """Slice one run's padded parameters into :class:`ExactMLP`'s parameter tree (Keras's
-    names: the output layer is ``dense_<depth + 1>``)."""
+    """Slice one run's padded parameters (or gradients) into :class:`ExactMLP`'s parameter
+    tree (Keras's names: the output layer is ``dense_<depth + 1>``; a normalisation's scale
+    and offset are ``norm_<i>``'s ``scale`` and ``bias``, ReZero's scales ``alpha_<i>``)."""
     out = unpack_run(params, depth, width, n_features=n_features)
     out[f"dense_{depth + 1}"] = out.pop("output")
+    for i in range(depth):
+        if "norm_scale" in params:
+            out[f"norm_{i + 1}"] = {"scale": params["norm_scale"][i, :width],
+                                    "bias": params["norm_offset"][i, :width]}
+        if "res_alpha" in params and i > 0:
+            out[f"alpha_{i + 1}"] = params["res_alpha"][i]
     return {"params": out}
+
+
+def to_exact_batch_stats(stats: Params, depth: int, width: int) -> dict:
+    """One run's padded BatchNorm running averages (``mean``, ``var`` [D, P]) as
+    :class:`ExactMLP`'s ``batch_stats`` collection (``norm_<i>``: mean, var [width])."""
+    return {"batch_stats": {f"norm_{i + 1}": {k: stats[k][i, :width] for k in ("mean", "var")}
+                            for i in range(depth)}}

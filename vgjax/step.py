@@ -34,7 +34,8 @@ import optax
 from vgjax import diagnostics as diag
 from vgjax.config import CUSTOM, Config, describe
 from vgjax.data import data_dims
-from vgjax.model import MaskedMLP, Params, activation_fn, init_params
+from vgjax.model import (MaskedMLP, Params, activation_fn, init_architecture,
+                         init_batch_stats, init_params)
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 OptimizerFactory = Callable[[Any], optax.GradientTransformation]
@@ -58,13 +59,16 @@ class LrState(NamedTuple):
 
 
 class TrainState(NamedTuple):
-    """A run being trained: params (padded layout), opt_state (:class:`LrState`), and the
-    run's real depth and width (int32 [] each; [R] when stacked over runs)."""
+    """A run being trained: params (padded layout), opt_state (:class:`LrState`), the run's
+    real depth and width (int32 [] each; [R] when stacked over runs), and with BatchNorm its
+    running averages (``{"mean", "var"}`` [D, P]: state, not parameters, so no optimizer
+    touches them; None without BatchNorm)."""
 
     params: Params
     opt_state: LrState
     depth: jax.Array
     width: jax.Array
+    batch_stats: Params | None = None
 
 
 class StepOutputs(NamedTuple):
@@ -201,7 +205,13 @@ class Step:
     def model(self) -> MaskedMLP:
         """The Flax module of the padded stack."""
         return MaskedMLP(max_depth=self.max_depth, p=self.p, activation=self.activation,
-                         n_outputs=self.n_outputs)
+                         n_outputs=self.n_outputs, residual=self.config.residual,
+                         norm=self.config.norm)
+
+    @property
+    def batch_norm(self) -> bool:
+        """Whether the net has BatchNorm (running averages in :attr:`TrainState.batch_stats`)."""
+        return self.config.norm == "batch"
 
     def init(self, key: jax.Array, depth, width, *, lr=None, weight_var=None,
              bias_var=None) -> TrainState:
@@ -220,22 +230,58 @@ class Step:
                              weight_var=c.weight_var if weight_var is None else weight_var,
                              bias_var=c.bias_var if bias_var is None else bias_var,
                              activation=c.activation)
+        params |= init_architecture(self.max_depth, self.p, residual=c.residual, norm=c.norm)
         lr = jnp.asarray(c.lr if lr is None else lr, jnp.float32)
         opt_state = LrState(lr, self.optimizer(lr).init(params))
+        stats = init_batch_stats(self.max_depth, self.p) if self.batch_norm else None
         return TrainState(params, opt_state, jnp.asarray(depth, jnp.int32),
-                          jnp.asarray(width, jnp.int32))
+                          jnp.asarray(width, jnp.int32), stats)
 
-    def apply(self, params: Params, x: jax.Array, depth, width) -> jax.Array:
-        """Logits of one run: x [B, F] -> [B] (two classes) or [B, C]."""
-        return self.model.apply({"params": params}, x, depth, width)
+    def apply(self, params: Params, x: jax.Array, depth, width,
+              batch_stats: Params | None = None) -> jax.Array:
+        """Logits of one run in evaluation mode: x [B, F] -> [B] (two classes) or [B, C].
+        BatchNorm normalises with the running averages ``batch_stats`` (required then)."""
+        variables = {"params": params}
+        if self.batch_norm:
+            if batch_stats is None:
+                raise ValueError("batch_stats: a BatchNorm net is evaluated with its running "
+                                 "averages; allowed: TrainState.batch_stats")
+            variables["batch_stats"] = batch_stats
+        return self.model.apply(variables, x, depth, width)
+
+    def apply_train(self, params: Params, x: jax.Array, weight: jax.Array, depth, width,
+                    batch_stats: Params | None = None) -> tuple[jax.Array, Params | None]:
+        """Logits of one run in training mode and the new running averages: BatchNorm
+        normalises with the batch's statistics (examples weighted by ``weight`` [B]) and
+        moves ``batch_stats`` (default: the initial ones) by Keras's momentum; other nets
+        compute what :meth:`apply` does and return ``batch_stats`` as given."""
+        if not self.batch_norm:
+            return self.model.apply({"params": params}, x, depth, width, train=True,
+                                    weight=weight), batch_stats
+        stats = init_batch_stats(self.max_depth, self.p) if batch_stats is None else batch_stats
+        logits, new = self.model.apply({"params": params, "batch_stats": stats}, x, depth,
+                                       width, train=True, weight=weight,
+                                       mutable=["batch_stats"])
+        return logits, new["batch_stats"]
+
+    def loss_grads_and_stats(self, params: Params, batch: Batch, depth, width,
+                             batch_stats: Params | None = None
+                             ) -> tuple[jax.Array, Params, Params | None]:
+        """Weighted-mean loss [] of ``batch`` in training mode, its gradient (exactly
+        ``params``' tree) and BatchNorm's new running averages (:meth:`apply_train`)."""
+        def loss_fn(params):
+            logits, stats = self.apply_train(params, batch.x, batch.weight, depth, width,
+                                             batch_stats)
+            per_example = self.loss(logits, batch.y)
+            return (per_example * batch.weight).sum() / batch.weight.sum(), stats
+        (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return loss, grads, stats
 
     def loss_and_grads(self, params: Params, batch: Batch, depth, width
                        ) -> tuple[jax.Array, Params]:
-        """Weighted-mean loss [] of ``batch`` and its gradient (exactly ``params``' tree)."""
-        def loss_fn(params):
-            per_example = self.loss(self.apply(params, batch.x, depth, width), batch.y)
-            return (per_example * batch.weight).sum() / batch.weight.sum()
-        return jax.value_and_grad(loss_fn)(params)
+        """Weighted-mean loss [] of ``batch`` and its gradient (exactly ``params``' tree),
+        in training mode (BatchNorm: the batch's statistics)."""
+        return self.loss_grads_and_stats(params, batch, depth, width)[:2]
 
     def layer_stats(self, grads: Params, depth, width) -> tuple[jax.Array, jax.Array]:
         """Per-layer mean |g| over real kernel entries and kernel L2 norm: ([L], [L])."""
@@ -253,14 +299,17 @@ class Step:
 
     def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, StepOutputs]:
         """One optimizer step: ``(state, batch) -> (new state, StepOutputs)``."""
-        loss, grads = self.loss_and_grads(state.params, batch, state.depth, state.width)
+        loss, grads, stats = self.loss_grads_and_stats(state.params, batch, state.depth,
+                                                       state.width, state.batch_stats)
         mean_abs, norm = self.layer_stats(grads, state.depth, state.width)
-        return self.apply_grads(state, grads), StepOutputs(loss, grads, mean_abs, norm)
+        state = self.apply_grads(state, grads)._replace(batch_stats=stats)
+        return state, StepOutputs(loss, grads, mean_abs, norm)
 
-    def evaluate(self, params: Params, x: jax.Array, y: jax.Array, depth, width
-                 ) -> tuple[jax.Array, jax.Array]:
-        """Mean loss [] and accuracy [] on a whole set (x [N, F], y [N])."""
-        logits = self.apply(params, x, depth, width)
+    def evaluate(self, params: Params, x: jax.Array, y: jax.Array, depth, width,
+                 batch_stats: Params | None = None) -> tuple[jax.Array, jax.Array]:
+        """Mean loss [] and accuracy [] on a whole set (x [N, F], y [N]), in evaluation mode
+        (BatchNorm: the running averages ``batch_stats``)."""
+        logits = self.apply(params, x, depth, width, batch_stats)
         loss = self.loss(logits, y).mean()
         if self.n_outputs == 1:
             hit = (logits > 0).astype(jnp.float32) == y

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, OPTIMIZERS, PROBES,
-                          Config, parse_float_list)
+from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, NORMS, OPTIMIZERS,
+                          PROBES, RESIDUALS, Config, parse_float_list, parse_residual)
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,6 +50,14 @@ def add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = N
     p.add_argument("--bias-var", default=None, metavar="LIST",
                    help="sigma_b^2 >= 0, a comma list (several values: a grid axis); biases "
                         f"drawn N(0, sigma_b^2), 0 keeps zero biases (default {d.bias_var})")
+    p.add_argument("--residual", default=str(d.residual), metavar="ALPHA",
+                   help="residual connections h + alpha * F(h) for the hidden layers after the "
+                        f"first: {', '.join(RESIDUALS)} (alpha = 1/sqrt(depth); rezero: a "
+                        "learnable alpha from 0) or a fixed alpha > 0; not 'none': the vmap "
+                        f"engine (default {d.residual})")
+    p.add_argument("--norm", default=d.norm, metavar="NAME",
+                   help=f"normalisation of the pre-activations: {', '.join(NORMS)} (LayerNorm, "
+                        f"BatchNorm); not 'none': the vmap engine (default {d.norm})")
     p.add_argument("--probe", default=None, metavar="LIST",
                    help=f"probes to record while training, a comma list of: {', '.join(PROBES)} "
                         "(per-layer q, saturation, dead units, input-output Jacobian; "
@@ -79,7 +87,20 @@ def config_from(args: argparse.Namespace) -> Config:
                   epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
                   hist_every=args.hist_every, test_gradients=args.test_gradients,
                   data=args.data, loss=args.loss, probes=_probes(args),
+                  residual=parse_residual(args.residual), norm=args.norm,
                   **variance_axes(args)[0])
+
+
+def run_prefix(config: Config) -> str:
+    """The default TensorBoard run-name prefix of a sweep: activation and init, then the
+    architecture where it is not the plain MLP (``tanh_uniform_res0.5_batchnorm``)."""
+    prefix = f"{config.activation}_{config.init}"
+    if config.residual != "none":
+        prefix += f"_res{config.residual:g}" if isinstance(config.residual, float) \
+            else f"_{config.residual}"
+    if config.norm != "none":
+        prefix += f"_{config.norm}norm"
+    return prefix
 
 
 def _probes(args: argparse.Namespace) -> tuple[str, ...]:

@@ -27,6 +27,9 @@ def print_groups(summary: dict) -> None:
     # sigma_w^2 / sigma_b^2 columns only for sweeps with that axis
     fields = [f for f in GROUP_FIELDS
               if f not in ("weight_var", "bias_var") or summary["grid"].get(f + "s")]
+    arch = {k: summary["config"][k] for k in ("residual", "norm") if k in summary["config"]}
+    if arch:  # recorded only when not the plain MLP (Config.to_dict)
+        print("architecture: " + ", ".join(f"{k} {v}" for k, v in arch.items()))
     print(" ".join(f"{f:>8}" for f in fields) + f" {'seeds':>5}  {'train acc':>15}  "
           f"{'test acc':>15}  learn")
     for g in summary["groups"]:

@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 
-from vgjax.cli.options import config_from, variance_axes
+from vgjax.cli.options import config_from, run_prefix, variance_axes
 from vgjax.cli.output import on_progress, print_groups, progress_bar
 from vgjax.config import Config, Grid, parse_float_list, parse_int_list
 
@@ -32,7 +32,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     with progress_bar(grid.n_runs, "sweep") as bar:
         res = run_sweep(config, grid, args.out, overwrite=args.overwrite,
                         chunk_size=args.chunk_size, tensorboard=not args.no_tensorboard,
-                        prefix=args.name or f"{config.activation}_{config.init}",
+                        prefix=args.name or run_prefix(config),
                         progress=on_progress(bar), save_params=args.save_params)
     print_groups(res.summary)
     diverged = int(res.result.runs.diverged.sum())
@@ -62,7 +62,7 @@ def _distribution(args: argparse.Namespace) -> str | None:
 def cmd_sweep_distributed(args: argparse.Namespace, config: Config, grid: Grid) -> int:
     """``vgjax sweep`` with --shard, --coordinator or --ray (see vgjax.run.distributed)."""
     from vgjax.run import distributed as dist
-    prefix = args.name or f"{config.activation}_{config.init}"
+    prefix = args.name or run_prefix(config)
     how = _distribution(args)
     if how == "--shard":
         shard, n = dist.parse_shard(args.shard)

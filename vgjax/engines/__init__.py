@@ -39,8 +39,10 @@ def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
     engine (``jax.grad`` of the whole model) is chosen only for what the hand-written
     backward passes do not cover (:func:`vgjax.engines.fast.supports`): a loss other than
     the binary cross-entropy, data other than two features and two classes, test-set
-    gradients. The signal probe is recorded by every engine."""
-    if not fast.supports(config):
+    gradients, and every architecture but the plain MLP (residual connections, LayerNorm,
+    BatchNorm: ``Config.plain_architecture`` false). The signal probe is recorded by every
+    engine."""
+    if not fast.supports(config) or not config.plain_architecture:
         return "vmap"
     if mesh.devices.flat[0].platform != "cpu":
         # a few large kernels beat many tiny ones there, at every width the grids use
@@ -100,6 +102,9 @@ def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
 def check_engine(config: Config, engine: str) -> None:
     """Refuse, in one line, an engine name that does not exist or does not cover ``config``."""
     check_choice("engine", engine, ENGINES)
+    if engine in ("fast", "wide") and not config.plain_architecture:
+        raise ValueError(f"engine: {engine!r} trains the plain MLP only, not residual="
+                         f"{config.residual!r} norm={config.norm!r}; allowed: 'vmap' or 'auto'")
     if engine in ("fast", "wide") and not fast.supports(config):
         raise ValueError(f"engine: {engine!r} does not cover loss {config.loss!r}, "
                          f"test_gradients={config.test_gradients} or data "

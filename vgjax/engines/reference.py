@@ -136,7 +136,7 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
         return state, out.grads
 
     def evaluate(state, ctx):
-        d, run = ctx.data, (state.depth, state.width)
+        d, run = ctx.data, (state.depth, state.width, state.batch_stats)
         train_loss, train_acc = step.evaluate(state.params, d.x_train, d.y_train, *run)
         test_loss, test_acc = step.evaluate(state.params, d.x_test, d.y_test, *run)
         return (jnp.stack([train_loss, test_loss, train_acc, test_acc]),
