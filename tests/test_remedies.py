@@ -1,6 +1,7 @@
-"""The remedies group's init-time experiments: their nets against independent oracles (NumPy
-float64 backprop, Flax's own BatchNorm), the growth fit against exact exponentials, and a
-tiny run's files and report section."""
+"""The remedies group's experiments: the init-time nets against independent oracles (NumPy
+float64 backprop, Flax's own BatchNorm), the growth fit against exact exponentials, a tiny
+run's files and report section; the architectures study's reduction of a sweep and its
+files and section from a data.json (its training is the pipeline's, tested elsewhere)."""
 
 import dataclasses
 import json
@@ -13,7 +14,7 @@ import pytest
 
 from vgjax.experiments import remedies
 from vgjax.experiments.base import Context
-from vgjax.experiments.remedies import batchnorm, random_walk
+from vgjax.experiments.remedies import architectures, batchnorm, random_walk
 from vgjax.model import random_walk_gain
 
 
@@ -124,9 +125,81 @@ def test_tiny_run_writes_files_and_renders_sections(tmp_path):
 
 def test_catalog_of_the_group():
     from vgjax import experiments
-    assert [e.name for e in remedies.EXPERIMENTS] == ["random-walk", "batchnorm-explosion"]
-    assert experiments.in_group("remedies") == ["random-walk", "batchnorm-explosion"]
+    names = ["random-walk", "batchnorm-explosion", "architectures"]
+    assert [e.name for e in remedies.EXPERIMENTS] == names
+    assert experiments.in_group("remedies") == names
     for e in remedies.EXPERIMENTS:
         name = e.name
         assert experiments.get(name) is e and e.group == "remedies" and e.uses == ()
         assert len(e.seeds) >= (1000 if name == "random-walk" else 1)
+
+
+def _sweep_result(depths, seeds, acc, grads, diverged):
+    """A SweepResult of runs seed-major over ``depths``: final test accuracy ``acc`` [R],
+    first-epoch grad_norm ``grads`` [R, L], diverged_epoch ``diverged`` [R]."""
+    from vgjax.config import Config
+    from vgjax.result import RunTable, SweepResult
+    r, n_layers = len(acc), max(depths) + 1
+    runs = RunTable(seed=np.repeat(seeds, len(depths)), depth=np.tile(depths, len(seeds)),
+                    width=np.full(r, 4), lr=np.full(r, 0.01, np.float32),
+                    diverged_epoch=np.asarray(diverged))
+    history = {"test_accuracy": np.stack([np.full(r, 0.5), acc], axis=1),
+               "grad_norm": np.stack([grads, np.ones((r, n_layers))], axis=1)}
+    return SweepResult(Config(epochs=2), tuple(seeds), tuple(depths), (4,), (), runs, history)
+
+
+def test_depth_cases_reduce_a_sweep():
+    """Share that learns (accuracy >= 0.7, not diverged), the first epoch's per-layer norm
+    as the median over the seeds with a finite value (hidden layers, then the output), the
+    log10 ratio, and a first layer whose gradient underflowed to 0."""
+    depths, seeds = (1, 3), (0, 1, 2)
+    acc = np.array([0.9, 0.65, 0.8, np.nan, 0.75, 0.5])
+    nan = np.nan
+    grads = np.array([[2.0, nan, nan, 1.0], [100.0, 10.0, 1.0, 1.0],
+                      [8.0, nan, nan, 4.0], [nan, nan, nan, nan],
+                      [5.0, nan, nan, 3.0], [200.0, 20.0, 2.0, 3.0]])
+    res = _sweep_result(depths, seeds, acc, grads, diverged=[-1, -1, -1, 1, -1, -1])
+    shallow, deep = architectures.depth_cases(res, depths)
+    assert shallow["share_learn"] == 1.0 and deep["share_learn"] == 0.0
+    assert deep["diverged"] == 1 and not deep["vanished"]
+    np.testing.assert_allclose(shallow["grad_profile"], [5.0, 3.0])
+    np.testing.assert_allclose(shallow["log10_first_over_output"], np.log10(5.0 / 3.0))
+    np.testing.assert_allclose(deep["grad_profile"], [150.0, 15.0, 1.5, 2.0])  # NaN left out
+    np.testing.assert_allclose(shallow["test_accuracy"], (0.9 + 0.8 + 0.75) / 3)
+    grads[[1, 5], 0] = 0.0                                      # underflow in every seed
+    res = _sweep_result(depths, seeds, acc, grads, diverged=[-1, -1, -1, 1, -1, -1])
+    deep = architectures.depth_cases(res, depths)[1]
+    assert deep["vanished"] and deep["log10_first_over_output"] is None
+
+
+def test_architectures_files_and_section_from_data(tmp_path):
+    """The figures, tables.json and section come from data.json alone: a changed share
+    changes the table; the section states the training budget and the time taken."""
+    study = next(e for e in remedies.EXPERIMENTS if e.name == "architectures")
+    fams = [{"key": f.key, "label": f.label, "activation": f.config.activation,
+             "init": f.config.init, "output_init": f.config.resolved_output_init}
+            for f in architectures.FAMILIES]
+    sweeps = [{"family": f["key"], "family_label": f["label"], "architecture": a.key,
+               "label": a.label, "residual": a.residual, "norm": a.norm, "seconds": 1.0,
+               "cases": [{"depth": d, "seeds": 2, "share_learn": 0.5 if a.key == "plain"
+                          else 1.0, "test_accuracy": 0.8, "diverged": 0,
+                          "grad_profile": [2.0 ** -i for i in range(d + 1)],
+                          "log10_first_over_output": d * np.log10(2.0), "vanished": False}
+                         for d in (2, 5)]}
+              for f in fams for a in architectures.ARCHITECTURES[:3]]
+    data = {"depths": [2, 5], "width": 4, "seeds": 2, "epochs": 3, "optimizer": "adam",
+            "lr": 0.01, "learn_threshold": 0.7, "families": fams, "sweeps": sweeps,
+            "seconds": 90.0}
+    exp_dir = tmp_path / "architectures"
+    assert study.section(exp_dir) == []
+    written = study.write(exp_dir, data)
+    assert [p.name for p in written] == ["data.json", "learn.png", "profiles.png",
+                                         "tables.json"]
+    text = "\n".join(study.section(exp_dir))
+    assert "adam (lr 0.01) for 3 epochs" in text and "1.5 minutes" in text
+    rows = [l for l in text.splitlines() if l.startswith("| tanh, U(0, 1) |")]
+    assert len(rows) == 3 and rows[0].endswith("| 0.50 | 0.50 | 1.51 |")
+    data["sweeps"][0]["cases"][1]["share_learn"] = 0.25
+    study.write(exp_dir, data)
+    assert "| 0.50 | 0.25 | 1.51 |" in "\n".join(study.section(exp_dir))
+    assert study.n_runs((0, 1, 2)) == 6 * 4 * 2 * 7      # its own 6 seeds, 4 depths
