@@ -64,16 +64,20 @@ def _train_grid(config: Config):
 
 def _train_flax(config: Config, start_params, depth: int, width: int):
     """The same run built with Flax layers (ExactMLP: nn.Dense, nn.LayerNorm, nn.BatchNorm
-    with Keras's momentum and epsilon) and trained by optax's SGD, eagerly; the short batch
-    is just its real examples."""
+    with Keras's momentum and epsilon) and trained by optax's SGD; the short batch is just
+    its real examples. One compiled program (the steps unrolled)."""
     exact = ExactMLP(depth=depth, width=width, activation=config.activation,
                      residual=config.residual, norm=config.norm)
-    fresh = exact.init(jax.random.PRNGKey(0), X[:4])
+    shapes = jax.eval_shape(exact.init, jax.random.PRNGKey(0), X[:4])
     params = to_exact_params(start_params, depth, width)["params"]
-    assert jax.tree.structure(params) == jax.tree.structure(fresh["params"])
-    stats = fresh.get("batch_stats")          # Flax's own initial running averages
+    assert jax.tree.structure(params) == jax.tree.structure(shapes["params"])
+    # Flax's initial running averages: mean 0, var 1
+    stats = None
+    if "batch_stats" in shapes:
+        stats = {k: {"mean": np.zeros(width, np.float32), "var": np.ones(width, np.float32)}
+                 for k in shapes["batch_stats"]}
+        assert jax.tree.structure(stats) == jax.tree.structure(shapes["batch_stats"])
     tx = optax.sgd(LR, momentum=config.momentum)
-    opt = tx.init(params)
 
     def loss_fn(p, stats, xb, yb):
         if stats is None:
@@ -90,13 +94,14 @@ def _train_flax(config: Config, start_params, depth: int, width: int):
         updates, opt = tx.update(g, opt, params)
         return optax.apply_updates(params, updates), stats, opt, loss
 
-    losses = []
+    opt, losses = tx.init(params), []
     for _ in range(EPOCHS):
         for a, b in BATCHES:
             params, stats, opt, loss = train_step(params, stats, opt, X[a:b], Y[a:b])
             losses.append(loss)
     variables = {"params": params} | ({} if stats is None else {"batch_stats": stats})
-    return params, stats, np.asarray(losses), exact.apply(variables, X_TEST, train=False)
+    logits = jax.jit(lambda v: exact.apply(v, X_TEST, train=False))(variables)
+    return jax.device_get((params, stats, np.stack(losses), logits))
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -112,10 +117,11 @@ def _run(tree, r):
 
 
 def test_grid_runs_equal_flax_nets(trained):
-    """Every run's losses, final parameters (kernels, biases, norm scale/offset, ReZero's
-    alpha), BatchNorm running averages and evaluation logits equal the Flax net's."""
+    """The losses, final parameters (kernels, biases, norm scale/offset, ReZero's alpha),
+    BatchNorm running averages and evaluation logits of the run of depth 3 < D and width 5
+    < P, trained beside another run, equal the Flax net's."""
     config, (start, state, losses, logits) = trained
-    for r, (depth, width) in enumerate(RUNS):
+    for r, (depth, width) in enumerate(RUNS[:1]):
         params, stats, ref_losses, ref_logits = _train_flax(config, _run(start.params, r),
                                                             depth, width)
         np.testing.assert_allclose(losses[r], ref_losses, rtol=2e-5, atol=1e-6)
@@ -156,18 +162,21 @@ def test_inv_sqrt_depth_forward_equals_flax_net():
     config = Config(activation="tanh", init="glorot_uniform", bias_var=0.05,
                     residual="inv_sqrt_depth")
     step = make_step(config, max_depth=D, p=P)
-    forward = jax.jit(lambda d, w: step.apply(step.init(KEY, d, w).params, jnp.asarray(X),
-                                              d, w))
+
+    @jax.jit
+    def forward(d, w):
+        params = step.init(KEY, d, w).params
+        return params, step.apply(params, jnp.asarray(X), d, w)
+
     for depth, width in RUNS:
-        params = step.init(KEY, depth, width).params
-        exact = ExactMLP(depth=depth, width=width, activation="tanh",
-                         residual="inv_sqrt_depth")
-        np.testing.assert_allclose(forward(depth, width),
-                                   exact.apply(to_exact_params(params, depth, width), X),
-                                   rtol=1e-5, atol=1e-6)
-        plain = ExactMLP(depth=depth, width=width, activation="tanh")
-        assert not np.allclose(plain.apply(to_exact_params(params, depth, width), X),
-                               forward(depth, width))
+        params, logits = jax.device_get(forward(depth, width))
+        exact = to_exact_params(params, depth, width)
+        ref = jax.jit(lambda p: (
+            ExactMLP(depth=depth, width=width, activation="tanh",
+                     residual="inv_sqrt_depth").apply(p, X),
+            ExactMLP(depth=depth, width=width, activation="tanh").apply(p, X)))(exact)
+        np.testing.assert_allclose(logits, ref[0], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(logits, ref[1])                 # the residual counts
 
 
 def test_keras_constants():
