@@ -125,7 +125,7 @@ def test_tiny_run_writes_files_and_renders_sections(tmp_path):
 
 def test_catalog_of_the_group():
     from vgjax import experiments
-    names = ["random-walk", "batchnorm-explosion", "architectures"]
+    names = ["random-walk", "batchnorm-explosion", "architectures", "random-walk-training"]
     assert [e.name for e in remedies.EXPERIMENTS] == names
     assert experiments.in_group("remedies") == names
     for e in remedies.EXPERIMENTS:
@@ -203,3 +203,9 @@ def test_architectures_files_and_section_from_data(tmp_path):
     study.write(exp_dir, data)
     assert "| 0.50 | 0.25 | 1.51 |" in "\n".join(study.section(exp_dir))
     assert study.n_runs((0, 1, 2)) == 6 * 4 * 2 * 7      # its own 6 seeds, 4 depths
+    # random-walk-training keeps the same layout (an activation a family, an initialiser
+    # an architecture): its section renders from the same files
+    walk = next(e for e in remedies.EXPERIMENTS if e.name == "random-walk-training")
+    text = "\n".join(walk.section(exp_dir))
+    assert "adam (lr 0.01) for 3 epochs" in text and "plain 0.50 (log10" in text
+    assert walk.n_runs((0,)) == 4 * 3 * 6                 # 4 seeds, 3 depths, 3 x 2 inits

@@ -132,15 +132,14 @@ class BatchNormStudy(InitStudy):
 
 
 @dataclass(frozen=True)
-class ArchitectureStudy:
-    """``architectures``: trains one sweep per (family, architecture) of
-    :mod:`.architectures` (an architecture is a Config field, so a sweep each) into
-    ``OUT/architectures/sweeps/``, then writes ``data.json``, ``tables.json`` and the
-    figures (:mod:`.outputs`).
+class TrainingStudy:
+    """An experiment that trains several sweeps of seeds x depths (one per setting that is a
+    Config field, not a per-run axis) into ``OUT/NAME/sweeps/``, then writes ``data.json``,
+    ``tables.json`` and the figures (:func:`.outputs.write_architectures`). A subclass
+    gives its sizes, its sweeps' configs, its training and its report section.
 
-    seeds: the study's own seeds (None: the context's); options: keyword arguments of
-    :func:`.architectures.train_all` (depths, width, families, architectures: smaller
-    sizes for a quick look)."""
+    seeds: the study's own seeds (None: the context's); options: keyword arguments of its
+    module's ``train_all`` (depths, width, ...: smaller sizes for a quick look)."""
 
     name: str
     title: str
@@ -151,42 +150,46 @@ class ArchitectureStudy:
     group: str = GROUP
     uses: tuple[str, ...] = ()
 
-    def _sizes(self) -> dict:
-        from vgjax.experiments.remedies import architectures as arch
-        sizes = {"depths": arch.DEPTHS, "width": arch.WIDTH, "families": arch.FAMILIES,
-                 "architectures": arch.ARCHITECTURES}
-        return sizes | dict(self.options)
+    def depths_width(self) -> tuple[tuple[int, ...], int]:
+        """The depths and the width of every sweep."""
+        raise NotImplementedError
+
+    def configs(self, epochs: int | None) -> list:
+        """Every sweep's Config (``epochs``: None for the study's own budget)."""
+        raise NotImplementedError
+
+    def train(self, out: Path, seeds: tuple[int, ...], epochs: int | None, **how) -> dict:
+        """Train every sweep into ``out`` and return the data (JSON-able)."""
+        raise NotImplementedError
+
+    def render(self, exp_dir: Path) -> list[str]:
+        """The report section's Markdown, from ``data.json`` and ``tables.json``."""
+        raise NotImplementedError
 
     def _seeds(self, seeds: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(self.seeds if self.seeds is not None else seeds)
 
     def n_runs(self, seeds: tuple[int, ...]) -> int:
-        """Runs trained: seeds x depths per sweep, a sweep per (family, architecture)."""
-        s = self._sizes()
-        return (len(self._seeds(seeds)) * len(s["depths"]) * len(s["families"])
-                * len(s["architectures"]))
+        """Runs trained: seeds x depths per sweep."""
+        return len(self._seeds(seeds)) * len(self.depths_width()[0]) * len(self.configs(None))
 
     def check(self, seeds: tuple[int, ...], epochs: int | None) -> None:
         """Every sweep's Config and Grid, built (they check themselves)."""
         from vgjax.config import Grid
-        from vgjax.experiments.remedies import architectures as arch
-        s = self._sizes()
-        Grid(self._seeds(seeds), tuple(s["depths"]), (s["width"],))
-        for family in s["families"]:
-            for a in s["architectures"]:
-                arch.sweep_config(family, a, epochs or arch.EPOCHS)
+        depths, width = self.depths_width()
+        Grid(self._seeds(seeds), tuple(depths), (width,))
+        self.configs(epochs)
 
     def run(self, ctx: Context) -> list[Path]:
         """Train (resumable), then write ``ctx.exp_dir``; ``data.json`` records the seconds
         the whole study and each sweep took. Returns the figures drawn."""
         from vgjax.experiments.base import TENSORBOARD_ROOT
-        from vgjax.experiments.remedies import architectures as arch
         t0 = time.perf_counter()
-        data = arch.train_all(Path(ctx.exp_dir), seeds=self._seeds(ctx.seeds),
-                              epochs=ctx.epochs or arch.EPOCHS, overwrite=ctx.overwrite,
-                              chunk_size=ctx.chunk_size, tensorboard=ctx.tensorboard,
-                              logdir=Path(ctx.out) / TENSORBOARD_ROOT / self.name,
-                              progress=ctx.progress, **dict(self.options))
+        data = self.train(Path(ctx.exp_dir), self._seeds(ctx.seeds), ctx.epochs,
+                          overwrite=ctx.overwrite, chunk_size=ctx.chunk_size,
+                          tensorboard=ctx.tensorboard,
+                          logdir=Path(ctx.out) / TENSORBOARD_ROOT / self.name,
+                          progress=ctx.progress)
         data["seconds"] = time.perf_counter() - t0
         return [p for p in self.write(Path(ctx.exp_dir), data) if p.suffix == ".png"]
 
@@ -199,11 +202,68 @@ class ArchitectureStudy:
         """The report section, from ``data.json`` and ``tables.json`` ([] before a run)."""
         if not (Path(exp_dir) / "data.json").is_file():
             return []
+        return self.render(Path(exp_dir))
+
+
+@dataclass(frozen=True)
+class ArchitectureStudy(TrainingStudy):
+    """``architectures``: a sweep per (family, architecture) of :mod:`.architectures`."""
+
+    def _opts(self) -> dict:
+        from vgjax.experiments.remedies import architectures as arch
+        return {"depths": arch.DEPTHS, "width": arch.WIDTH, "families": arch.FAMILIES,
+                "architectures": arch.ARCHITECTURES} | dict(self.options)
+
+    def depths_width(self) -> tuple[tuple[int, ...], int]:
+        o = self._opts()
+        return tuple(o["depths"]), o["width"]
+
+    def configs(self, epochs: int | None) -> list:
+        from vgjax.experiments.remedies import architectures as arch
+        o = self._opts()
+        return [arch.sweep_config(f, a, epochs or arch.EPOCHS)
+                for f in o["families"] for a in o["architectures"]]
+
+    def train(self, out: Path, seeds: tuple[int, ...], epochs: int | None, **how) -> dict:
+        from vgjax.experiments.remedies import architectures as arch
+        return arch.train_all(out, seeds=seeds, epochs=epochs or arch.EPOCHS, **how,
+                              **dict(self.options))
+
+    def render(self, exp_dir: Path) -> list[str]:
         from vgjax.experiments.remedies import outputs
-        return outputs.architectures_section(Path(exp_dir))
+        return outputs.architectures_section(exp_dir)
 
 
-EXPERIMENTS: tuple[InitStudy | ArchitectureStudy, ...] = (
+@dataclass(frozen=True)
+class WalkTrainingStudy(TrainingStudy):
+    """``random-walk-training``: a sweep per (activation, initialiser) of
+    :mod:`.walk_training`."""
+
+    def _opts(self) -> dict:
+        from vgjax.experiments.remedies import walk_training as wt
+        return {"depths": wt.DEPTHS, "width": wt.WIDTH,
+                "activations": wt.ACTIVATIONS} | dict(self.options)
+
+    def depths_width(self) -> tuple[tuple[int, ...], int]:
+        o = self._opts()
+        return tuple(o["depths"]), o["width"]
+
+    def configs(self, epochs: int | None) -> list:
+        from vgjax.experiments.remedies import walk_training as wt
+        return [wt.sweep_config(a, init, epochs or wt.EPOCHS)
+                for a in self._opts()["activations"] for init, _ in wt.inits(a)]
+
+    def train(self, out: Path, seeds: tuple[int, ...], epochs: int | None, **how) -> dict:
+        from vgjax.experiments.remedies import walk_training as wt
+        return wt.train_all(out, seeds=seeds, epochs=epochs or wt.EPOCHS, **how,
+                            **dict(self.options))
+
+    def render(self, exp_dir: Path) -> list[str]:
+        from vgjax.experiments.remedies import outputs
+        return outputs.walk_training_section(exp_dir)
+
+
+EXPERIMENTS: tuple[InitStudy | TrainingStudy, ...] = (
     WalkStudy("random-walk", "ln‖δ_l‖ at random-walk initialisation against its theory, "
               "linear and ReLU nets, widths 10/30/100, depth 200",
               reported="Sussillo & Abbott 2014: an unbiased walk, variance ~ depth/(2N)",
@@ -218,6 +278,11 @@ EXPERIMENTS: tuple[InitStudy | ArchitectureStudy, ...] = (
                       reported="Yang & Schoenholz 2017, Yang et al. 2019, Bachlechner et al. "
                       "2020: skips and ReZero train deep nets, BatchNorm alone does not",
                       figures=("learn.png", "profiles.png"), seeds=tuple(range(6))),
+    WalkTrainingStudy("random-walk-training", "Trainability at depths 50-200: random-walk "
+                      "initialisation against Glorot/He, linear, ReLU and tanh nets",
+                      reported="Sussillo & Abbott 2014: random-walk init trains nets of "
+                      "depth 200 with plain SGD",
+                      figures=("learn.png", "profiles.png"), seeds=tuple(range(4))),
 )
 
 

@@ -118,6 +118,19 @@ def depth_cases(result: SweepResult, depths=DEPTHS) -> list[dict]:
     return out
 
 
+def train_sweep(out: Path, name: str, config: Config, grid: Grid, *, overwrite: bool = False,
+                chunk_size: int | None = None, tensorboard: bool = False,
+                logdir: Path | None = None, progress=None) -> tuple[SweepResult, float]:
+    """One sweep of a study into ``out/sweeps/NAME/`` (resumable; TensorBoard logs under
+    ``logdir/NAME``): its result and the seconds it took."""
+    from vgjax.run.pipeline import run_sweep
+    t0 = time.perf_counter()
+    res = run_sweep(config, grid, Path(out) / SWEEPS_DIR / name, overwrite=overwrite,
+                    chunk_size=chunk_size, tensorboard=tensorboard, prefix=name,
+                    logdir=None if logdir is None else Path(logdir) / name, progress=progress)
+    return res.result, time.perf_counter() - t0
+
+
 def train_all(out: Path, *, seeds=SEEDS, depths=DEPTHS, width: int = WIDTH,
               epochs: int = EPOCHS, families=FAMILIES, architectures=ARCHITECTURES,
               overwrite: bool = False, chunk_size: int | None = None,
@@ -125,24 +138,19 @@ def train_all(out: Path, *, seeds=SEEDS, depths=DEPTHS, width: int = WIDTH,
               progress=None) -> dict:
     """Train every (family, architecture) sweep into ``out/sweeps/`` (resumable) and return
     the study's data: the protocol, and per sweep its depth cases and seconds. JSON-able."""
-    from vgjax.run.pipeline import run_sweep
-
     grid = Grid(tuple(seeds), tuple(depths), (width,))
     sweeps = []
     for family in families:
         for arch in architectures:
             name = sweep_name(family, arch)
-            t0 = time.perf_counter()
-            res = run_sweep(sweep_config(family, arch, epochs), grid,
-                            Path(out) / SWEEPS_DIR / name, overwrite=overwrite,
-                            chunk_size=chunk_size, tensorboard=tensorboard, prefix=name,
-                            logdir=None if logdir is None else Path(logdir) / name,
-                            progress=progress)
+            res, seconds = train_sweep(Path(out), name, sweep_config(family, arch, epochs),
+                                       grid, overwrite=overwrite, chunk_size=chunk_size,
+                                       tensorboard=tensorboard, logdir=logdir,
+                                       progress=progress)
             sweeps.append({"family": family.key, "family_label": family.label,
                            "architecture": arch.key, "label": arch.label,
                            "residual": arch.residual, "norm": arch.norm,
-                           "cases": depth_cases(res.result, depths),
-                           "seconds": time.perf_counter() - t0})
+                           "cases": depth_cases(res, depths), "seconds": seconds})
     return {"depths": list(depths), "width": width, "seeds": len(seeds), "epochs": epochs,
             "optimizer": OPTIMIZER, "lr": LR, "learn_threshold": LEARN_THRESHOLD,
             "families": [{"key": f.key, "label": f.label, "activation": f.config.activation,
