@@ -39,14 +39,18 @@ def test_sections_render_the_numbers_of_their_files(tmp_path):
     d = tmp_path / "rnn-length"
     d.mkdir()
     assert ln.Length().section(d) == []                    # nothing there: no section
-    rows = [{"net": "LSTM", "length": t, "seeds": 5, "solved_share": s, "median_mse": m}
-            for t, s, m in ((10, 0.8, 0.0042), (25, 0.2, 0.1234))]
+    rows = [{"net": net, "length": t, "seeds": 5, "solved_share": s, "median_mse": m}
+            for net, t, s, m in (("tanh", 10, 0.2, 0.05), ("tanh", 25, 0.0, 0.15),
+                                 ("LSTM", 10, 0.8, 0.0042), ("LSTM", 25, 0.2, 0.1234))]
     write_tables(d, {"budget": ln.Budget(lengths=(10, 25), steps=777)._asdict(),
                      "solved_mse": 0.01, "baseline": 1 / 6, "rows": rows,
                      "timing": {"compile_s": 12.0, "train_s": 345.0, "runs": 10}})
     text = "\n".join(ln.Length().section(d))
     assert "777 Adam steps" in text and "80% (0.004)" in text and "20% (0.123)" in text
     assert "trained in 345 s" in text
+    assert "LSTM: 25." in text                  # T = 10: the tanh RNN solves a seed too
+    assert "Not in this budget: T = 50, 100, 200, 400" in text
+    assert ln.separation_sentence(rows, "tanh").endswith("on none — LSTM: 25.")
 
     g = tmp_path / "rnn-gradient-flow"
     g.mkdir()
