@@ -114,6 +114,7 @@ def test_show_prints_the_recurrent_columns(trained, capsys):
     (["--clip-norm", "0"], "clip_norm: 0.0 is out of range"),
     (["--clip-norm", "none,-1"], "clip_norm: -1.0 is out of range"),
     (["--optimizer", "rmsprop"], "optimizer"),
+    (["--seeds", "4294967296"], "seed: 4294967296 is out of range"),
 ])
 def test_bad_values_exit_2_in_one_line_and_write_nothing(flags, message, tmp_path, capsys):
     out = tmp_path / "out"

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from vgjax import runtime
-from vgjax.config import check_choice, check_float, check_int
+from vgjax.config import MAX_SEED, check_choice, check_float, check_int
 from vgjax.io.store import atomic_save_npz, atomic_write_text, dumps_json, jsonable, read_npz
 from vgjax.model import ACTIVATION_FNS
 from vgjax.recurrent import cells as rc
@@ -127,7 +127,7 @@ def check_runs(runs, spec: TrainSpec) -> None:
         check_float("bias_var", r.bias_var, lo=0.0, lo_open=False)
         if r.clip_norm is not None:  # None: no clipping
             check_float("clip_norm", r.clip_norm, lo=0.0, lo_open=True)
-        check_int("seed", r.seed, 0)
+        check_int("seed", r.seed, 0, MAX_SEED)
 
 
 def _groups(runs) -> dict[tuple[str, str], list[int]]:
