@@ -4,13 +4,14 @@ sections rendered only from the files in the experiment's directory."""
 import numpy as np
 
 from vgjax.experiments.recurrent import EXPERIMENTS, GROUP
+from vgjax.experiments.recurrent import clipping as cl
 from vgjax.experiments.recurrent import gradient_flow as gf
 from vgjax.experiments.recurrent import length as ln
 from vgjax.io.tables import write_tables
 
 
 def test_the_group_lists_its_experiments_with_the_protocol_fields():
-    assert [e.name for e in EXPERIMENTS] == ["rnn-gradient-flow", "rnn-length"]
+    assert [e.name for e in EXPERIMENTS] == ["rnn-gradient-flow", "rnn-clipping", "rnn-length"]
     for e in EXPERIMENTS:
         assert e.group == GROUP == "recurrent" and e.title and e.uses == ()
         assert callable(e.run) and callable(e.section)
@@ -38,14 +39,18 @@ def test_sections_render_the_numbers_of_their_files(tmp_path):
     d = tmp_path / "rnn-length"
     d.mkdir()
     assert ln.Length().section(d) == []                    # nothing there: no section
-    rows = [{"net": "LSTM", "length": t, "seeds": 5, "solved_share": s, "median_mse": m}
-            for t, s, m in ((10, 0.8, 0.0042), (25, 0.2, 0.1234))]
+    rows = [{"net": net, "length": t, "seeds": 5, "solved_share": s, "median_mse": m}
+            for net, t, s, m in (("tanh", 10, 0.2, 0.05), ("tanh", 25, 0.0, 0.15),
+                                 ("LSTM", 10, 0.8, 0.0042), ("LSTM", 25, 0.2, 0.1234))]
     write_tables(d, {"budget": ln.Budget(lengths=(10, 25), steps=777)._asdict(),
                      "solved_mse": 0.01, "baseline": 1 / 6, "rows": rows,
                      "timing": {"compile_s": 12.0, "train_s": 345.0, "runs": 10}})
     text = "\n".join(ln.Length().section(d))
     assert "777 Adam steps" in text and "80% (0.004)" in text and "20% (0.123)" in text
     assert "trained in 345 s" in text
+    assert "LSTM: 25." in text                  # T = 10: the tanh RNN solves a seed too
+    assert "Not in this budget: T = 50, 100, 200, 400" in text
+    assert ln.separation_sentence(rows, "tanh").endswith("on none — LSTM: 25.")
 
     g = tmp_path / "rnn-gradient-flow"
     g.mkdir()
@@ -60,4 +65,37 @@ def test_sections_render_the_numbers_of_their_files(tmp_path):
     text = "\n".join(gf.GradientFlow().section(g))
     for s in ("0.1234", "0.1250", "-1.3%", "1.987", "0.4321", "-0.3%", "T = 200", "0.0567",
               "For 1 of the 1 tanh RNNs"):
+        assert s in text, s
+
+
+def test_clipping_table_counts_blow_ups_and_renders_from_its_file(tmp_path):
+    p = cl.Protocol(weight_vars=(4.0,), clips=(None, 1.0), seeds=2, steps=3)
+    runs = cl.make_runs(p)
+    assert [(r.scale, r.clip_norm, r.seed) for r in runs] == [
+        (4.0, None, 0), (4.0, None, 1), (4.0, 1.0, 0), (4.0, 1.0, 1)]
+    assert {(r.cell, r.activation, r.init) for r in runs} == {("rnn", "tanh", "normal")}
+    train = np.array([[1.0, 2.0, np.nan], [1.0, 0.5, 0.2], [1.0, 0.9, 0.8], [1.0, 0.9, 0.7]])
+    grad = np.array([[50.0, 900.0, np.nan], [40.0, 10.0, 5.0], [60.0, 0.5, 3.0],
+                     [20.0, 2.0, 0.1]])
+    test = np.array([[0.2, np.nan], [0.2, 0.1], [0.2, 0.17], [0.2, 0.15]])
+    free, clipped = cl.summarize(runs, train, grad, test, np.array([2.0, 3.0, 2.5, 2.7]), 1 / 6)
+    assert free["lambda1_gamma"] == 2.5 and clipped["lambda1_gamma"] == 2.6
+    assert free["nonfinite_share"] == 0.5 and clipped["nonfinite_share"] == 0.0
+    assert free["worse_than_chance_share"] == 0.5          # the NaN run; 0.1 < 1/6
+    assert clipped["worse_than_chance_share"] == 0.5       # 0.17 >= 1/6
+    assert free["initial_grad_norm"] == 45.0 and free["max_grad_norm"] == np.median([900, 40])
+    assert free["clipped_step_share"] is None and clipped["clipped_step_share"] == 4 / 6
+    assert free["median_final_mse"] == np.inf
+
+    d = tmp_path / "rnn-clipping"
+    d.mkdir()
+    assert cl.Clipping().section(d) == []
+    write_tables(d, {"protocol": {**p._asdict(), "optimizer": "sgd", "task": "adding"},
+                     "baseline": 1 / 6, "rows": [free, clipped],
+                     "timing": {"compile_s": 7.0, "train_s": 89.0, "runs": 4}})
+    text = "\n".join(cl.Clipping().section(d))
+    for s in ("| 4 | no clipping | 50% | 50% | ∞ (NaN) | 2.50 | 45 |", "| 4 | clip 1 | 0% | 50% |",
+              "λ₁γ ≥ 2.50 > 1, their necessary condition",
+              "trained in 89 s", "Without clipping 1 of 2 runs became non-finite, with "
+              "clipping 0 of 2"):
         assert s in text, s

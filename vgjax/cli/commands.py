@@ -23,6 +23,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if is_watch_dir(args.dir):  # a user's Flax model (vgjax.watch): its own table
         show(args.dir, layers=True)
         return 0
+    from vgjax.recurrent import outputs as recurrent
+    if recurrent.is_recurrent_dir(args.dir):  # a recurrent grid (vgjax rnn): its own table
+        recurrent.show(args.dir)
+        return 0
 
     summary = load_summary(args.dir)  # validated on its own: a fresh clone has no arrays
     history = Path(args.dir) / HISTORY_NAME

@@ -7,6 +7,7 @@ import argparse
 from vgjax.cli.commands import cmd_bench, cmd_list, cmd_run, cmd_show, cmd_theory
 from vgjax.cli.options import (add_distribution_args, add_output_args, add_protocol_args,
                                add_runtime_args, Parser)
+from vgjax.cli.rnn import add_rnn
 from vgjax.cli.sweep import cmd_merge, cmd_sweep
 from vgjax.config import ACTIVATIONS
 
@@ -131,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="vgjax", description="Study vanishing and exploding gradients: "
                      "train whole grids of small MLPs in one compiled JAX program.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for add in (_add_sweep, _add_merge_show_list, _add_run_reproduce, _add_bench, _add_theory):
+    for add in (_add_sweep, _add_merge_show_list, _add_run_reproduce, _add_bench, _add_theory,
+                add_rnn):
         add(sub)
     return parser

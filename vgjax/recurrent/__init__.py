@@ -5,5 +5,6 @@ tasks, gradient flow through time beside the mean-field theory, and a training g
 Modules: :mod:`~vgjax.recurrent.cells` (parameters, cell steps, the masked scan),
 :mod:`~vgjax.recurrent.tasks` (adding problem, copy task), :mod:`~vgjax.recurrent.flow`
 (log-norms of ∂L/∂h_t, gate saturation, λ₁γ, the theory's slope),
-:mod:`~vgjax.recurrent.grid` (runs, the training program, its files).
+:mod:`~vgjax.recurrent.grid` (runs, the training program, its files),
+:mod:`~vgjax.recurrent.outputs` (TensorBoard event files, ``vgjax show``'s table).
 """

@@ -32,14 +32,13 @@ import numpy as np
 import optax
 
 from vgjax import runtime
-from vgjax.config import check_choice, check_float, check_int
+from vgjax.config import MAX_SEED, check_choice, check_float, check_int
 from vgjax.io.store import atomic_save_npz, atomic_write_text, dumps_json, jsonable, read_npz
 from vgjax.model import ACTIVATION_FNS
 from vgjax.recurrent import cells as rc
 from vgjax.recurrent import flow as rf
 from vgjax.recurrent import tasks as rt
-
-SUMMARY_FORMAT, SUMMARY_VERSION = "vgjax.recurrent.summary", 1
+from vgjax.recurrent.outputs import SUMMARY_FORMAT, SUMMARY_VERSION
 HISTORY_ARRAYS = ("train_loss", "grad_norm", "test_loss", "log_norm", "log_rms", "saturation",
                   "lambda1")
 
@@ -128,7 +127,7 @@ def check_runs(runs, spec: TrainSpec) -> None:
         check_float("bias_var", r.bias_var, lo=0.0, lo_open=False)
         if r.clip_norm is not None:  # None: no clipping
             check_float("clip_norm", r.clip_norm, lo=0.0, lo_open=True)
-        check_int("seed", r.seed, 0)
+        check_int("seed", r.seed, 0, MAX_SEED)
 
 
 def _groups(runs) -> dict[tuple[str, str], list[int]]:
@@ -263,8 +262,11 @@ def final_test_loss(result: GridResult) -> np.ndarray:
     return result.test_loss[:, -1]
 
 
-def write_grid(result: GridResult, spec: TrainSpec, out_dir: Path) -> list[Path]:
-    """Write ``summary.json`` and ``history.npz`` into ``out_dir`` (created) atomically."""
+def write_grid(result: GridResult, spec: TrainSpec, out_dir: Path,
+               settings: dict | None = None) -> list[Path]:
+    """Write ``summary.json`` and ``history.npz`` into ``out_dir`` (created) atomically;
+    ``settings`` (optional, JSON values, e.g. the optimizer's name and learning rate, which
+    the optax transformation does not tell) goes into the summary as it is."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = spec.task
@@ -278,10 +280,13 @@ def write_grid(result: GridResult, spec: TrainSpec, out_dir: Path) -> list[Path]
                                                           "flow_examples")},
                "runs": rows, "timing": {"compile_s": result.compile_s,
                                         "train_s": result.train_s}}
-    atomic_write_text(out_dir / "summary.json", dumps_json(jsonable(summary)))
+    if settings is not None:
+        summary["settings"] = dict(settings)
     arrays = {k: getattr(result, k) for k in HISTORY_ARRAYS}
     atomic_save_npz(out_dir / "history.npz", {**arrays, "eval_steps": result.eval_steps},
                     compress=True)
+    # summary.json last: its presence says the directory is complete
+    atomic_write_text(out_dir / "summary.json", dumps_json(jsonable(summary)))
     return [out_dir / "summary.json", out_dir / "history.npz"]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vgjax.experiments.base import group_report
+from vgjax.experiments.recurrent.clipping import Clipping
 from vgjax.experiments.recurrent.gradient_flow import GradientFlow
 from vgjax.experiments.recurrent.length import Length
 
@@ -20,10 +21,11 @@ SOURCE = "reference"   # whom `reported` quotes (vgjax list)
 HEADING = "## Recurrent nets: gradient flow through time"
 INTRO = ("Vanilla (tanh) RNNs, IRNNs, LSTMs and GRUs (`vgjax.recurrent`): the gradient of the "
          "loss with respect to the hidden state at each time step, beside the mean-field "
-         "theory, and the sequence lengths each cell learns. `vgjax reproduce --group "
+         "theory, exploding gradients with and without clipping, and the sequence lengths "
+         "each cell learns. `vgjax reproduce --group "
          "recurrent` (or `vgjax run NAME`) rebuilds these sections.")
 
-EXPERIMENTS = (GradientFlow(), Length())
+EXPERIMENTS = (GradientFlow(), Clipping(), Length())
 """The group's experiments, cheapest first."""
 
 
@@ -33,4 +35,4 @@ def render(out: Path) -> list[str]:
     return group_report(HEADING, INTRO, EXPERIMENTS, out)
 
 
-__all__ = ["EXPERIMENTS", "GROUP", "GradientFlow", "Length", "render"]
+__all__ = ["Clipping", "EXPERIMENTS", "GROUP", "GradientFlow", "Length", "render"]

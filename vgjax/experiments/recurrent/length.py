@@ -32,10 +32,10 @@ class Budget(NamedTuple):
     The default is what fits the group's time limit on a shared 2-core machine;
     :data:`FULL` is the study at the lengths the question asks about (10-400)."""
 
-    lengths: tuple[int, ...] = (10, 25, 50)
+    lengths: tuple[int, ...] = (10, 25, 50, 100)
     seeds: int = 5
-    steps: int = 600
-    eval_every: int = 200
+    steps: int = 500
+    eval_every: int = 250
     batch_size: int = 32
     width: int = 32
     lr: float = 3e-3
@@ -164,6 +164,37 @@ class Length:
             cells = [f"{by[(net, x)]['solved_share']:.0%} ({by[(net, x)]['median_mse']:.3f})"
                      for x in lengths]
             lines.append(f"| {net} | " + " | ".join(cells) + " |")
-        lines += ["", "Each cell: share solved (median final test MSE).", "",
+        lines += ["", "Each cell: share solved (median final test MSE). "
+                  + separation_sentence(tables["rows"]) + " " + missing_sentence(lengths), "",
                   f"![solved share]({self.name}/{FIGURE})", ""]
         return lines
+
+
+def separation_sentence(rows: list[dict], reference: str | None = None) -> str:
+    """Per net, the lengths where it solves the problem on at least one seed while
+    ``reference`` (default: the first net of ``rows``, the tanh RNN) solves it on none, from
+    the table's ``rows``."""
+    reference = rows[0]["net"] if reference is None else reference
+    by = {(r["net"], r["length"]): r["solved_share"] for r in rows}
+    lengths = list(dict.fromkeys(r["length"] for r in rows))
+    parts = []
+    for net in dict.fromkeys(r["net"] for r in rows):
+        if net == reference:
+            continue
+        won = [t for t in lengths if by[(net, t)] > 0 and by[(reference, t)] == 0]
+        parts.append(f"{net}: {', '.join(map(str, won)) if won else 'none'}")
+    return (f"Lengths T where a net solves the problem on at least one seed and the "
+            f"{reference} on none — " + "; ".join(parts) + ".")
+
+
+def missing_sentence(lengths) -> str:
+    """Which of :data:`FULL`'s lengths this budget leaves out, and why ('' when none)."""
+    missing = [t for t in FULL.lengths if t not in lengths]
+    if not missing:
+        return ""
+    return (f"Not in this budget: T = {', '.join(map(str, missing))} (of the study's "
+            f"{', '.join(map(str, FULL.lengths))}): every run of a cell scans to the grid's "
+            "longest sequence, so the cost of a step grows with the longest T, and a budget "
+            f"that can separate the cells there (`length.FULL`: {FULL.steps} steps, width "
+            f"{FULL.width}) is far beyond the group's time limit on a shared 2-core "
+            "machine.")
