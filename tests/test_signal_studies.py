@@ -54,9 +54,16 @@ def test_reproduce_runs_the_tutorial_group_by_default(monkeypatch, tmp_path, cap
     for argv, want in ((["reproduce"], TUTORIAL), (["reproduce", "--group", "signal"],
                                                    ex.in_group("signal")),
                        (["reproduce", "--group", "all"], list(ex.EXPERIMENTS)),
+                       (["reproduce", "--group", "recurrent"], ex.in_group("recurrent")),
                        (["run", "theory", "phase-diagram"], ["theory", "phase-diagram"])):
         assert cli.main(argv + ["--out", str(tmp_path), "--no-tensorboard"]) == 0
         assert seen.pop() == want
+    capsys.readouterr()
+    out = tmp_path / "bad"
+    assert cli.main(["reproduce", "--group", "mlp", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'mlp'" in err and "remedies, recurrent, all" in err
+    assert not out.exists() and seen == []
     # the phase diagram's fixed grid is what the progress bar counts
     e = ex.get("phase-diagram")
     assert rep.n_runs(["phase-diagram", "theory"], (0, 1, 2)) == \
