@@ -11,7 +11,7 @@ environment (``JAX_COMPILATION_CACHE_DIR`` or ``VGJAX_CACHE_DIR``), which wins.
 
 The package is imported here, before any test starts JAX's backends, so the tests run with
 vgjax's CPU defaults as a user gets them (one device per core, or ``JAX_NUM_CPU_DEVICES``
-when set: CI runs the whole suite under 8 devices and some modules under 1 that way).
+when set: CI runs the ``devices`` tests under 8 devices and under 1 that way).
 """
 
 import atexit
