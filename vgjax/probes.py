@@ -144,22 +144,27 @@ def input_output_jacobian(layers: Layers, x: jax.Array, activation: Activation, 
     return jax.vmap(jax.jacfwd(last))(x)
 
 
-def singular_values(jac: jax.Array, *, n_in=None, n_out=None) -> tuple[jax.Array, jax.Array]:
+def singular_values(jac: jax.Array, *, n_in=None, n_out=None, lapack: bool = False
+                    ) -> tuple[jax.Array, jax.Array]:
     """Normalised singular values of Jacobians ``[B, n_out, n_in]``: ([B, k], valid [B, k]).
 
     ``n_in``/``n_out`` are the real sizes (may be traced; default: the array's): a padded J
     has exactly ``k_real = min(n_in, n_out)`` non-trivial singular values, the largest ones,
     and the others are marked invalid. Values are scaled by ``√(k_real / n_out)`` so their
     mean square is ``‖J‖_F² / n_out``, the per-output-unit gain the mean-field theory
-    predicts; for square J (n_in = n_out) there is no scaling. No LAPACK call (nor any other
-    library call) is in the program, so a probed grid shards over every CPU device: up to
-    two columns (static ``jac.shape[-1]``) in closed form, more by one-sided Jacobi
-    (:func:`jacobi_singular_values`); both keep the small singular values' relative
-    accuracy, which the log10 σ histogram needs.
+    predicts; for square J (n_in = n_out) there is no scaling. By default no LAPACK call (nor
+    any other library call) is in the program, so a probed grid shards over every CPU
+    device: up to two columns (static ``jac.shape[-1]``) in closed form, more by one-sided
+    Jacobi (:func:`jacobi_singular_values`); both keep the small singular values' relative
+    accuracy, which the log10 σ histogram needs. ``lapack=True``: ``jnp.linalg.svd`` for
+    more than two columns, far faster on wide Jacobians, for programs that are not sharded
+    over several CPU devices (the studies at initialisation).
     """
     n_in = jac.shape[-1] if n_in is None else n_in
     n_out = jac.shape[-2] if n_out is None else n_out
-    if jac.shape[-1] > 2:
+    if jac.shape[-1] > 2 and lapack:
+        s = jnp.linalg.svd(jac, compute_uv=False)                   # [B, k] descending
+    elif jac.shape[-1] > 2:
         s = jacobi_singular_values(jac)
     else:
         s = _few_column_singular_values(jac)

@@ -128,8 +128,8 @@ class WideContext(NamedTuple):
     (train then test points, evaluated in one pass), n_train (int), shuffle_keys [R],
     mask [D, R] (run has hidden layer l), unit [R, P] float32 and unit_b [R, P] bool
     (unit < width), lr [R], mask0 [R, F, P] and omask [R, P] (or [R, P, C]: real first-layer
-    and output kernel entries), depth [] (the block's deepest run: bounds its layer loops), run_depth
-    and run_width [R] (each run's own, for the signal probe)."""
+    and output kernel entries), depth [] (the block's deepest run: bounds its layer loops),
+    run_depth and run_width [R] (each run's own, for the signal probe)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -397,8 +397,8 @@ def _output_backward(net: Net, logits, hD, y, w):
         g_bo = jnp.sum(dlogit, axis=1)
         return g_ko, g_bo, net.ko[:, :, None] * dlogit[:, None, :]
     c = logits.shape[-1]
-    dlogit = ((jax.nn.softmax(logits, axis=-1) - jax.nn.one_hot(y.astype(jnp.int32), c, dtype=logits.dtype))
-              * (w / jnp.sum(w))[None, :, None])                              # [R, B, C]
+    onehot = jax.nn.one_hot(y.astype(jnp.int32), c, dtype=logits.dtype)
+    dlogit = (jax.nn.softmax(logits, axis=-1) - onehot) * (w / jnp.sum(w))[None, :, None]
     g_ko = jnp.einsum("rbp,rbc->rpc", hD, dlogit)
     g_bo = jnp.sum(dlogit, axis=1)
     return g_ko, g_bo, jnp.einsum("rpc,rbc->rpb", net.ko, dlogit)
