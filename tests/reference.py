@@ -1,7 +1,8 @@
 """An independent float64 NumPy implementation of the tutorial's training protocol.
 
 Written from the Keras formulas, not from vgjax's code: explicit backprop of a tanh/ReLU
-MLP, mean binary cross-entropy per minibatch (the final partial batch averaged over its own
+MLP, mean binary cross-entropy per minibatch on one logit (or the softmax cross-entropy on
+C logits, when the output kernel is [w, C]) (the final partial batch averaged over its own
 examples), Keras SGD momentum (v = m v - lr g; w += v) and Keras's Adam (eps added to
 sqrt(v) before the bias correction of the step size: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);
 w -= lr_t m / (sqrt(v) + eps)).
@@ -18,7 +19,7 @@ ACT = {
 
 
 def forward(params, x, activation):
-    """Hidden activations list and logits [N] for params = (ws, bs, wo, bo)."""
+    """Hidden activations list and logits [N] (or [N, C]) for params = (ws, bs, wo, bo)."""
     ws, bs, wo, bo = params
     f, _ = ACT[activation]
     hs = [x]
@@ -27,16 +28,33 @@ def forward(params, x, activation):
     return hs, hs[-1] @ wo + bo
 
 
+def losses(logit, y):
+    """Per-example loss [N]: binary cross-entropy of logits [N], or softmax cross-entropy
+    of logits [N, C] with integer labels y; and its gradient d loss / d logit."""
+    if logit.ndim == 1:
+        return np.logaddexp(0, logit) - y * logit, 1 / (1 + np.exp(-logit)) - y
+    top = logit.max(1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logit - top).sum(1))
+    onehot = np.eye(logit.shape[1])[y.astype(int)]
+    return log_z - (logit * onehot).sum(1), np.exp(logit - log_z[:, None]) - onehot
+
+
+def accuracy(logit, y):
+    """Share of examples classified right: logit > 0 (one logit) or the largest logit."""
+    pred = (logit > 0) if logit.ndim == 1 else logit.argmax(1)
+    return np.mean(pred == (y > 0.5) if logit.ndim == 1 else pred == y)
+
+
 def loss_and_grads(params, x, y, activation):
-    """Mean BCE over the batch and gradients in the same structure as params."""
+    """Mean loss (:func:`losses`) over the batch and gradients in the structure of params."""
     ws, bs, wo, bo = params
     _, df = ACT[activation]
     hs, logit = forward(params, x, activation)
-    p = 1 / (1 + np.exp(-logit))
-    loss = np.mean(np.logaddexp(0, logit) - y * logit)
-    delta = (p - y) / len(y)
-    g_wo, g_bo = hs[-1].T @ delta, delta.sum()
-    back = np.outer(delta, wo)
+    per, dlogit = losses(logit, y)
+    loss = np.mean(per)
+    delta = dlogit / len(y)
+    g_wo, g_bo = hs[-1].T @ delta, delta.sum(0)
+    back = np.outer(delta, wo) if wo.ndim == 1 else delta @ wo.T
     g_ws, g_bs = [None] * len(ws), [None] * len(ws)
     for i in reversed(range(len(ws))):
         dz = back * df(hs[i + 1])
@@ -71,7 +89,8 @@ def hist_stats(values):
 
 
 def _kernels(tree):
-    return list(tree[0]) + [np.asarray(tree[2])[:, None]]
+    wo = np.asarray(tree[2])
+    return list(tree[0]) + [wo[:, None] if wo.ndim == 1 else wo]
 
 
 def train(params, x, y, x_test, y_test, batches, *, activation, optimizer="sgd", lr=0.01,
@@ -118,8 +137,8 @@ def train(params, x, y, x_test, y_test, batches, *, activation, optimizer="sgd",
         rec = {}
         for name, xs, ys in (("train", x, y), ("test", x_test, y_test)):
             _, logit = forward(cur, xs, activation)
-            rec[f"{name}_loss"] = np.mean(np.logaddexp(0, logit) - ys * logit)
-            rec[f"{name}_accuracy"] = np.mean((logit > 0) == (ys > 0.5))
+            rec[f"{name}_loss"] = np.mean(losses(logit, ys)[0])
+            rec[f"{name}_accuracy"] = accuracy(logit, ys)
         rec["grad_mean_abs"] = g_abs / len(epoch)
         rec["grad_norm"] = g_norm / len(epoch)
         rec["weight_l1"] = np.array([np.abs(k).sum() for k in list(cur[0]) + [cur[2]]])

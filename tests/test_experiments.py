@@ -41,7 +41,7 @@ def test_every_group_module_and_experiment_follows_the_protocol():
     # a sweep counts its grid's runs; a study trains nothing
     e = ex.get("tanh-breadth")
     assert isinstance(e, Sweep) and e.n_runs((0, 1, 2)) == 3 * 10 * 5
-    assert ex.get("phase-diagram").n_runs((0, 1, 2)) == 10 * 13  # its own fixed seed
+    assert ex.get("phase-diagram").n_runs((0,)) == 6 * 7 * 3  # its own fixed seeds
     assert isinstance(ex.get("theory"), Study) and ex.get("theory").n_runs((0, 1)) == 0
 
 
@@ -112,28 +112,36 @@ def test_no_measured_duration_typed_into_the_experiments():
 
 def test_phase_prose_reads_the_summary(tmp_path):
     """The deepest trainable depth per σ_w² the prose quotes (from summary.json's groups)
-    equals the one the run wrote into its table (from the per-epoch history)."""
-    from vgjax.experiments.signal.phase import deepest_trainable
+    equals the one the run wrote into its table (from the per-epoch history), and so does
+    6 ξ_c; each is classed against 6 ξ_c on the grid's depths."""
+    from vgjax.experiments.signal.phase import deepest_trainable, verdicts
     from vgjax.experiments.signal.studies import phase_text
 
     summary = json.loads((RESULTS / "phase-diagram" / "summary.json").read_text())
-    md = json.loads((RESULTS / "phase-diagram" / "tables.json").read_text())["markdown"]
-    rows = [r.strip("|").split("|") for r in md.split("\n\n")[1].splitlines()[2:]]
+    tables = json.loads((RESULTS / "phase-diagram" / "tables.json").read_text())
+    rows = [r.strip("|").split("|") for r in tables["markdown"].split("\n\n")[1].splitlines()[2:]]
     table = {float(r[0]): int(r[1]) for r in rows}
     got = deepest_trainable((g["weight_var"], g["depth"], g["final_train_accuracy"]["mean"])
                             for g in summary["groups"])
     assert got == table
-    text = phase_text("phase-diagram", summary)
-    (w0, d0), (w1, d1) = list(got.items())[:2]
-    assert f"at σ_w² = {w0:g} nets train to depth {d0} but not" in text
-    assert f"no net deeper than {max(got.values())} layers" in text
+    bound = {float(w): b for w, b in tables["xi_bound"].items()}
+    for r in rows:  # the table's 6 ξ_c is the bound the prose reads
+        assert r[2].strip() == "∞" or float(r[2]) == pytest.approx(bound[float(r[0])], abs=0.051)
+    text = phase_text("phase-diagram", summary, bound)
+    v = verdicts(got, summary["grid"]["depths"], bound)
+    for w, x in v.items():
+        assert f"σ_w² = {w:g} ({x.deepest} vs 6 ξ_c = " in text
+        # the class: 6 ξ_c between the deepest depth that trains and the next, or not
+        assert (x.how == "follows") == (x.deepest <= x.bound
+                                        and (x.next_depth is None or x.next_depth > x.bound))
     steps = summary["config"]["epochs"] * -(-summary["config"]["n_train"]
                                             // summary["config"]["batch_size"])
-    assert f"after {steps} steps" in text
-    # a different run gives different prose: with no accuracy left, nothing trains
+    assert f"{steps} Adam steps" in text
+    # a different run gives different prose: with no accuracy left, every σ_w² falls short
     for g in summary["groups"]:
         g["final_train_accuracy"]["mean"] *= 0.0
-    assert "no net deeper than 0 layers" in phase_text("phase-diagram", summary)
+    text = phase_text("phase-diagram", summary, bound)
+    assert "falls short of 6 ξ_c" in text and "follows 6 ξ_c (" not in text
 
 
 def test_propagation_prose_reads_the_data():

@@ -34,9 +34,11 @@ def test_groups():
 def test_grid_axes_and_fixed_seeds():
     e = ex.get("phase-diagram")
     g = e.grid((5, 6, 7))
-    assert g == Grid((0,), e.depths, e.widths, (), e.weight_vars, ())
-    assert len(g.weight_vars) >= 12 and min(g.weight_vars) == 1.0 and max(g.weight_vars) == 4.0
-    assert len(g.depths) >= 10 and max(g.depths) >= 60 and min(g.widths) >= 64
+    assert g == Grid(e.seeds, e.depths, e.widths, (), e.weight_vars, ())
+    # the size Schoenholz et al.'s figure needs: >= 3 seeds, depths to >= 200, σ_w² on both
+    # sides of criticality (1.76)
+    assert len(g.seeds) >= 3 and max(g.depths) >= 200 and min(g.widths) >= 64
+    assert min(g.weight_vars) <= 1.0 and max(g.weight_vars) >= 3.5 and len(g.weight_vars) >= 7
     assert e.config.data == "digits" and e.config.activation == "tanh"
     assert e.config.bias_var == 0.05 and e.config.init == "normal"
     # an experiment without fixed seeds takes the command line's
@@ -66,8 +68,8 @@ def test_reproduce_runs_the_tutorial_group_by_default(monkeypatch, tmp_path, cap
     assert not out.exists() and seen == []
     # the phase diagram's fixed grid is what the progress bar counts
     e = ex.get("phase-diagram")
-    assert rep.n_runs(["phase-diagram", "theory"], (0, 1, 2)) == \
-        len(e.depths) * len(e.weight_vars)
+    assert rep.n_runs(["phase-diagram", "theory"], (0,)) == \
+        len(e.seeds) * len(e.depths) * len(e.weight_vars)
 
 
 def test_cli_list_shows_groups(capsys):

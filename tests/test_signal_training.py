@@ -181,12 +181,11 @@ def test_engine_choice_and_refusals():
     assert choose_engine(TANH, 5, mesh) == "fast"               # every engine probes
     plan = make_plan(TANH, Grid(**GRID))
     assert plan.engine == "fast"
-    # two features: the spectrum is closed-form, the grid shards over every device; more
-    # features: LAPACK inside the program, one CPU device (probe_mesh)
+    # the spectrum calls no library in the program (two features: closed form; more:
+    # Jacobi), so a probed grid shards over every device, on any data
     assert plan.mesh.devices.size == len(jax.devices())
     digits = make_plan(replace(TANH, data="digits", n_samples=100, n_train=80), Grid(**GRID))
-    if jax.devices()[0].platform == "cpu":
-        assert digits.mesh.devices.size == 1
+    assert digits.mesh.devices.size == len(jax.devices()) and digits.engine == "wide"
     with pytest.raises(ValueError, match="probe: unknown value 'foo'.*allowed: signal"):
         make_plan(replace(TANH, probes=("foo",)), Grid(**GRID))
     with pytest.raises(ValueError, match="duplicates"):

@@ -9,8 +9,9 @@ import pytest
 from tests import reference
 from vgjax import diagnostics as diag
 from vgjax.config import Config
-from vgjax.data import make_data
+from vgjax.data import data_dims, make_data
 from vgjax.model import init_params, to_exact_params
+from vgjax.step import n_outputs_for
 from vgjax.engines.loop import DeviceData, RunSpec
 from vgjax.engines.reference import batch_indices, bce_loss, make_train
 
@@ -32,14 +33,19 @@ def test_bce_against_formula():
 
 
 def _reference_run(config, seed, depth, width, max_depth, p):
-    """Same initial weights and shuffles as vgjax, trained by the NumPy reference."""
+    """Same initial weights and shuffles as vgjax, trained by the NumPy reference (one logit
+    for two classes, else one per class)."""
     key = jax.random.PRNGKey(seed)
+    f, n_classes = data_dims(config)
+    c = n_outputs_for(config, n_classes)
     params = init_params(jax.random.fold_in(key, 0), depth, width, max_depth=max_depth, p=p,
-                         init=config.init, output_init=config.resolved_output_init)
-    ex = to_exact_params(params, depth, width)["params"]
+                         init=config.init, output_init=config.resolved_output_init,
+                         n_features=f, n_outputs=c)
+    ex = to_exact_params(params, depth, width, n_features=f)["params"]
     ws = [np.asarray(ex[f"dense_{i + 1}"]["kernel"], np.float64) for i in range(depth)]
     bs = [np.zeros(width) for _ in range(depth)]
-    wo = np.asarray(ex[f"dense_{depth + 1}"]["kernel"][:, 0], np.float64)
+    wo = np.asarray(ex[f"dense_{depth + 1}"]["kernel"], np.float64)
+    wo, bo = (wo[:, 0], 0.0) if c == 1 else (wo, np.zeros(c))
     shuffle_key = jax.random.fold_in(key, 1)
     batches = []
     for e in range(config.epochs):
@@ -48,7 +54,7 @@ def _reference_run(config, seed, depth, width, max_depth, p):
         batches.append([row[wr > 0] for row, wr in zip(idx, w)])
     d = make_data(config)
     cast = lambda a: a.astype(np.float64)
-    return reference.train((ws, bs, wo, 0.0), cast(d.x_train), cast(d.y_train), cast(d.x_test),
+    return reference.train((ws, bs, wo, bo), cast(d.x_train), cast(d.y_train), cast(d.x_test),
                            cast(d.y_test), batches, activation=config.activation,
                            optimizer=config.optimizer, lr=config.lr, momentum=config.momentum,
                            hist_every=config.hist_every, edges=diag.HIST_EDGES,

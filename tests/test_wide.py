@@ -12,11 +12,16 @@ from tests.test_train import _reference_run
 from vgjax import diagnostics as diag
 from vgjax.engines import wide
 from vgjax.config import Config, Grid
+from vgjax.data import data_dims
 from vgjax.diagnostics import HIST_EDGES
 from vgjax.engines import choose_engine, depth_blocks
 from vgjax.model import unpack_run
 from vgjax.grid.plan import default_mesh, make_plan
 from vgjax.run.chunks import sweep
+
+
+# digits: 64 features, 10 classes, the softmax cross-entropy on 10 logits
+DIGITS = dict(data="digits", n_samples=120, n_train=80, batch_size=32)
 
 
 def _compare(config, engine, keep_params=False, **grid):
@@ -57,9 +62,10 @@ def _same_params(ref, got):
         assert got.params[k].shape == ref.params[k].shape, k
         assert got.params[k].dtype == ref.params[k].dtype, k
         np.testing.assert_allclose(got.params[k], ref.params[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    f = data_dims(got.config)[0]
     for r in range(len(got.runs)):  # each run's exact layers: their L1 is the history's
         d, w = int(got.runs.depth[r]), int(got.runs.width[r])
-        layers = unpack_run(got.params, d, w, run=r)
+        layers = unpack_run(got.params, d, w, run=r, n_features=f)
         assert list(layers) == [f"dense_{i + 1}" for i in range(d)] + ["output"]
         l1 = [np.abs(layers[f"dense_{i + 1}"]["kernel"]).sum() for i in range(d)]
         l1.append(np.abs(layers["output"]["kernel"]).sum())
@@ -91,6 +97,14 @@ def test_wide_equals_vmap_with_any_optimizer_and_activation(optimizer, activatio
              lrs=lrs)
 
 
+def test_wide_equals_vmap_on_digits_with_the_softmax_cross_entropy():
+    # 64 inputs (a matmul first layer), 10 logits, an optax optimizer over the gradient
+    # pytree (the NumPy test below checks a fused one on digits)
+    cfg = Config(activation="relu", init="he_uniform", lr=0.01, epochs=2, hist_every=1,
+                 optimizer=lambda lr: optax.adamw(lr, weight_decay=0.1), **DIGITS)
+    _compare(cfg, "wide", keep_params=True, seeds=(0,), depths=(1, 3), widths=(12,))
+
+
 def test_wide_records_the_signal_probe_as_vmap_does():
     cfg = Config(activation="tanh", init="glorot_uniform", epochs=2, hist_every=1,
                  probes=("signal",))
@@ -109,10 +123,11 @@ def test_wide_equals_vmap_with_depth_sorted_blocks():
     _compare(cfg, "wide", keep_params=True, mesh=default_mesh(jax.devices()[:1]), **grid)
 
 
-@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.05), ("adam", 0.003)])
-def test_wide_matches_numpy_reference_at_width_64(optimizer, lr):
+@pytest.mark.parametrize("optimizer, lr, data", [("sgd", 0.05, {}), ("adam", 0.003, {}),
+                                                 ("adam", 0.003, DIGITS)])
+def test_wide_matches_numpy_reference_at_width_64(optimizer, lr, data):
     config = Config(activation="tanh", init="glorot_uniform", output_init="glorot_uniform",
-                    optimizer=optimizer, lr=lr, epochs=2, hist_every=0)
+                    optimizer=optimizer, lr=lr, epochs=2, hist_every=0, **data)
     seed, depth, width = 3, 3, 64
     res = sweep(config, seeds=(seed,), depths=(depth, 5), widths=(width,), engine="wide")
     ref = _reference_run(config, seed, depth, width, 5, width)
@@ -171,11 +186,17 @@ def test_engine_choice_by_backend_width_and_config():
     assert choose_engine(Config(activation="gelu"), 128, cpu) == "wide"
     # only what needs jax.grad of the whole model takes the reference engine
     assert choose_engine(Config(activation="relu", test_gradients=True), 128, cpu) == "vmap"
-    assert choose_engine(Config(loss="softmax_ce", data="digits"), 128, cpu) == "vmap"
+    assert choose_engine(Config(activation="relu", loss=optax.l2_loss), 128, cpu) == "vmap"
+    # any data and the softmax cross-entropy: the wide engine, at any width (the fast
+    # engine covers two features and one logit only)
+    assert choose_engine(Config(loss="softmax_ce", data="digits"), 64, cpu) == "wide"
+    assert choose_engine(Config(loss="softmax_ce"), 5, cpu) == "wide"
     plan = make_plan(Config(activation="tanh", epochs=1), Grid((0,), (2,), (128,)))
     assert plan.engine == "wide"
     with pytest.raises(ValueError, match="^engine: 'wide' does not cover"):
         make_plan(Config(test_gradients=True, epochs=1), Grid(), engine="wide")
+    with pytest.raises(ValueError, match="^engine: 'fast' does not cover"):
+        make_plan(Config(data="digits", epochs=1), Grid(), engine="fast")
 
 
 def test_benchmark_table_marks_each_wide_target():

@@ -10,7 +10,7 @@ from pathlib import Path
 from vgjax.bench.cases import (case_cached_compile, case_ceiling, case_latency, case_scale,
                                case_train_only, case_w600)
 from vgjax.bench.watch_cases import case_watch
-from vgjax.bench.fastroad_cases import case_fastroad
+from vgjax.bench.fastroad_cases import case_fastroad, case_fastroad_torch
 from vgjax.bench.recurrent_cases import case_recurrent, case_recurrent_torch
 from vgjax.bench.wide_cases import case_crossover, case_wide
 
@@ -38,6 +38,8 @@ def _child(args: list[str]) -> None:
         res = case_watch(int(args[1]), int(args[2]))
     elif case == "fastroad":
         res = case_fastroad(args[1], int(args[2]))
+    elif case == "fastroad_torch":
+        res = case_fastroad_torch(args[1], int(args[2]))
     elif case == "recurrent":
         res = case_recurrent(int(args[1]))
     elif case == "recurrent_torch":

@@ -11,6 +11,11 @@ Pairs (:data:`FASTROAD_PAIRS`: name -> (what changes, target ratio off/road)):
 * ``probe``: W-wide with the signal probe beside W-wide without it;
 * ``w600_adam``: W600's two grids (tanh U(0,1) and ReLU He x depths 1-10 x 30 seeds,
   width 5) with Adam beside SGD.
+
+The ``adam`` pair also has a PyTorch peer (:func:`case_fastroad_torch`, its own process):
+the same nets as ``torch.func`` vmap ensembles with ``torch.optim.Adam``, so "W-wide Adam
+>= 2x faster than torch.func Adam" (:data:`TORCH_TARGET_SPEEDUP`) is measured in the same
+run.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from dataclasses import replace
 FASTROAD_PAIRS = {"adam": 1.5, "gelu": 1.5, "swish": 1.5, "probe": 1.5, "w600_adam": 1.5}
 FASTROAD_EPOCHS = 20
 W600_EPOCHS = 100
+# torch.func ensemble with Adam / vgjax's W-wide with Adam, at least
+TORCH_TARGET_SPEEDUP = 2.0
 
 
 def _grids(pair: str, epochs: int):
@@ -91,4 +98,101 @@ def run_fastroad(run_child, env: dict, log, epochs: int = FASTROAD_EPOCHS) -> li
         rows.append(r)
         log(f"  off {r['off_train_s']:.1f} s vs road {r['road_train_s']:.1f} s: "
             f"{r['ratio']:.2f}x (target <= {target}x)")
+        if pair == "adam":
+            r["torch"] = t = run_child(["fastroad_torch", "adam", e], env=env)
+            t["speedup"] = t["torch_train_s"] / r["off_train_s"] if t["torch_train_s"] else None
+            t["target_speedup"] = TORCH_TARGET_SPEEDUP
+            if t["speedup"] is not None:
+                log(f"  torch.func Adam ensemble {t['torch_train_s']:.1f} s: W-wide Adam "
+                    f"{t['speedup']:.2f}x faster (target >= {TORCH_TARGET_SPEEDUP}x)")
     return rows
+
+
+# ----------------------------------------------------------------------------------------
+# the PyTorch peer of the ``adam`` pair: what a PyTorch user writes for an ensemble
+
+TORCH_OPTIMIZERS = ("adam", "sgd")
+
+
+def torch_ensemble_s(torch, optimizer: str, epochs: int, seeds: int, depths, width: int,
+                     x, y, batch_size: int, lr: float, momentum: float) -> float:
+    """Seconds to train W-wide's nets as ``torch.func`` vmap ensembles: per depth, the
+    ``seeds`` nets (``nn.Sequential`` of Linear + Tanh, Glorot-uniform kernels, zero biases,
+    one logit) stacked with ``stack_module_state``, one ``vmap(grad(loss))`` per minibatch
+    (each net its own shuffle of ``x`` [N, 2], ``y`` [N]; the last partial batch kept, as
+    Keras does) and one ``torch.optim.Adam`` (or SGD with ``momentum``) step over the
+    stacked parameters: both are elementwise, so that is each net's own optimizer. Timed
+    after one untimed step per depth (PyTorch's first-call setup)."""
+    import copy
+    from torch import nn
+    from torch.func import functional_call, grad, stack_module_state, vmap
+
+    def net(depth):
+        layers, fan_in = [], x.shape[1]
+        for _ in range(depth):
+            layers += [nn.Linear(fan_in, width), nn.Tanh()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, 1))
+        for m in layers:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        return nn.Sequential(*layers)
+
+    n = x.shape[0]
+    steps = -(-n // batch_size)
+    total = 0.0
+    for depth in depths:
+        torch.manual_seed(depth)
+        models = [net(depth) for _ in range(seeds)]
+        params, buffers = stack_module_state(models)
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def loss(p, b, xb, yb):
+            logits = functional_call(base, (p, b), (xb,))[:, 0]
+            return nn.functional.binary_cross_entropy_with_logits(logits, yb)
+
+        grads = vmap(grad(loss))
+        leaves = list(params.values())
+        opt = (torch.optim.Adam(leaves, lr=lr) if optimizer == "adam"
+               else torch.optim.SGD(leaves, lr=lr, momentum=momentum))
+
+        def step(idx):
+            g = grads(params, buffers, x[idx], y[idx])
+            for k, v in params.items():
+                v.grad = g[k]
+            opt.step()
+
+        step(torch.stack([torch.randperm(n)[:batch_size] for _ in range(seeds)]))  # untimed
+        t0 = time.perf_counter()
+        for _ in range(epochs):
+            order = torch.stack([torch.randperm(n) for _ in range(seeds)])      # [S, N]
+            for s in range(steps):
+                step(order[:, s * batch_size:(s + 1) * batch_size])
+        total += time.perf_counter() - t0
+    return total
+
+
+def case_fastroad_torch(optimizer: str, epochs: int) -> dict:
+    """The ``adam`` pair's grid (W-wide: tanh Glorot, its depths x width x seeds on the
+    tutorial's circles) trained as ``torch.func`` vmap ensembles with ``optimizer``
+    (:func:`torch_ensemble_s`), in this process; torch_train_s None without PyTorch."""
+    if optimizer not in TORCH_OPTIMIZERS:
+        raise ValueError(f"optimizer: {optimizer!r} is not allowed; allowed: "
+                         f"{', '.join(TORCH_OPTIMIZERS)}")
+    try:
+        import torch
+    except ImportError:
+        return {"torch_train_s": None, "torch_version": None, "torch_threads": None}
+    from vgjax.bench.wide_cases import WIDE_CASES
+    from vgjax.config import Config
+    from vgjax.data import make_data
+    _, depths, width, seeds, _ = WIDE_CASES[0]
+    cfg = Config(activation="tanh", init="glorot_uniform", epochs=epochs)
+    d = make_data(cfg)
+    x, y = torch.from_numpy(d.x_train), torch.from_numpy(d.y_train)
+    lr = 0.001 if optimizer == "adam" else cfg.lr
+    s = torch_ensemble_s(torch, optimizer, epochs, seeds, depths, width, x, y,
+                         cfg.batch_size, lr, cfg.momentum)
+    return {"optimizer": optimizer, "epochs": epochs, "torch_train_s": s,
+            "torch_version": torch.__version__, "torch_threads": torch.get_num_threads()}

@@ -35,15 +35,18 @@ def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
     wide engine. Both take any optimizer (Keras SGD fused into the step, any other optax
     ``GradientTransformation`` applied to the gradient pytree) and any elementwise
-    activation (named or a callable; its derivative by ``jax.grad``). The vmap reference
-    engine (``jax.grad`` of the whole model) is chosen only for what the hand-written
-    backward passes do not cover (:func:`vgjax.engines.fast.supports`): a loss other than
-    the binary cross-entropy, data other than two features and two classes, test-set
-    gradients, and every architecture but the plain MLP (residual connections, LayerNorm,
-    BatchNorm: ``Config.plain_architecture`` false). The signal probe is recorded by every
-    engine."""
-    if not fast.supports(config) or not config.plain_architecture:
+    activation (named or a callable; its derivative by ``jax.grad``). The wide engine also
+    takes any data (F features, C classes: the softmax cross-entropy on C logits), so a grid
+    the fast engine does not cover (:func:`vgjax.engines.fast.supports`: two features, two
+    classes, one logit) goes wide at any width. The vmap reference engine (``jax.grad`` of
+    the whole model) is chosen only for what no hand-written backward pass covers
+    (:func:`vgjax.engines.wide.supports`): a user loss, test-set gradients, and every
+    architecture but the plain MLP (residual connections, LayerNorm, BatchNorm:
+    ``Config.plain_architecture`` false). The signal probe is recorded by every engine."""
+    if not wide.supports(config) or not config.plain_architecture:
         return "vmap"
+    if not fast.supports(config):
+        return "wide"
     if mesh.devices.flat[0].platform != "cpu":
         # a few large kernels beat many tiny ones there, at every width the grids use
         # (scripts/accelerator_check.py measures it: results/accelerator_check.json)
@@ -105,11 +108,16 @@ def check_engine(config: Config, engine: str) -> None:
     if engine in ("fast", "wide") and not config.plain_architecture:
         raise ValueError(f"engine: {engine!r} trains the plain MLP only, not residual="
                          f"{config.residual!r} norm={config.norm!r}; allowed: 'vmap' or 'auto'")
-    if engine in ("fast", "wide") and not fast.supports(config):
-        raise ValueError(f"engine: {engine!r} does not cover loss {config.loss!r}, "
+    if engine == "wide" and not wide.supports(config):
+        raise ValueError(f"engine: 'wide' does not cover loss {config.loss!r} or "
+                         f"test_gradients={config.test_gradients} (it covers the binary and "
+                         f"softmax cross-entropy without test gradients); allowed: 'vmap' or "
+                         f"'auto'")
+    if engine == "fast" and not fast.supports(config):
+        raise ValueError(f"engine: 'fast' does not cover loss {config.loss!r}, "
                          f"test_gradients={config.test_gradients} or data "
                          f"{config.data!r} (it covers two-feature binary data with the default "
-                         f"loss); allowed: 'vmap' or 'auto'")
+                         f"loss); allowed: 'wide', 'vmap' or 'auto'")
 
 
 def chunk_train(static_config: Config, max_depth: int, p: int, mesh: Mesh, engine: str,

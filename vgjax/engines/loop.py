@@ -31,7 +31,7 @@ import optax
 from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config
-from vgjax.model import init_params
+from vgjax.model import N_FEATURES, init_params
 from vgjax.result import INIT_SUFFIX, SIGNAL_JAC, SIGNAL_LAYER_STATS
 
 # Final parameters, when kept, come back under these history-style keys ([R, ...] each).
@@ -176,27 +176,32 @@ def run_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
 
 
-def chunk_start(config: Config, max_depth: int, p: int, spec: RunSpec) -> tuple[dict, jax.Array]:
+def chunk_start(config: Config, max_depth: int, p: int, spec: RunSpec, *,
+                n_features: int = N_FEATURES, n_outputs: int = 1) -> tuple[dict, jax.Array]:
     """What a chunk engine starts from, run axis LEADING: every run's initial parameters
     (:func:`vgjax.model.init_params`, padded to (D, P): kernels [R, D, P, P], biases [R, D, P],
-    out_kernel [R, P], out_bias [R]) and its shuffle keys [R] (:func:`run_keys`)."""
+    out_kernel [R, P] (or [R, P, C] for ``n_outputs = C > 1``), out_bias [R] (or [R, C]))
+    and its shuffle keys [R] (:func:`run_keys`). ``n_features``: the data's input width F."""
     r = spec.depth.shape[0]
     init_keys, shuffle_keys = jax.vmap(run_keys)(jax.vmap(jax.random.wrap_key_data)(spec.key))
     per_run = lambda v: jnp.broadcast_to(jnp.asarray(v, jnp.float32), (r,))
     params = jax.vmap(lambda k, d, w, wv, bv: init_params(
         k, d, w, max_depth=max_depth, p=p, init=config.init,
-        output_init=config.resolved_output_init, weight_var=wv, bias_var=bv,
-        activation=config.activation))(
+        output_init=config.resolved_output_init, n_features=n_features, n_outputs=n_outputs,
+        weight_var=wv, bias_var=bv, activation=config.activation))(
         init_keys, spec.depth, spec.width, per_run(spec.weight_var), per_run(spec.bias_var))
     return params, shuffle_keys
 
 
-def chunk_layers(spec: RunSpec, max_depth: int) -> tuple[jax.Array, jax.Array]:
+def chunk_layers(spec: RunSpec, max_depth: int, *, n_features: int = N_FEATURES,
+                 n_outputs: int = 1) -> tuple[jax.Array, jax.Array]:
     """Real kernel entries per layer (counts [L, R] float32; 0 where absent) and whether each
     run has the layer (present [L, R] bool), run axis LAST: :func:`vgjax.diagnostics.real_counts`
-    and :func:`~vgjax.diagnostics.layer_present` of every run (one logit)."""
-    counts = jax.vmap(lambda d, w: diag.real_counts(d, w, max_depth=max_depth))(spec.depth,
-                                                                                spec.width)
+    and :func:`~vgjax.diagnostics.layer_present` of every run (F inputs, ``n_outputs``
+    logits)."""
+    counts = jax.vmap(lambda d, w: diag.real_counts(
+        d, w, max_depth=max_depth, n_features=n_features, n_outputs=n_outputs))(spec.depth,
+                                                                              spec.width)
     present = jax.vmap(lambda d: diag.layer_present(d, max_depth=max_depth))(spec.depth)
     return counts.T, present.T
 

@@ -35,9 +35,10 @@ not depend on ``P`` or ``D``:
   depth inside the program and trained in consecutive blocks, so a depth-4 run never pays
   for layer 32.
 
-Covered (what :func:`vgjax.engines.fast.supports` says): any optimizer and activation, the
-binary cross-entropy on two-feature binary data, no test-set gradients; other configs use
-the vmap engine.
+Covered (:func:`supports`): any optimizer and activation, any data (F input features, C
+classes: one logit and the binary cross-entropy for two classes, C logits and the softmax
+cross-entropy otherwise, or for ``loss="softmax_ce"``), no test-set gradients; other configs
+(a user loss, test-set gradients) use the vmap engine.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ from vgjax.engines.loop import (Acc, Engine, Memory, Setup, history_bytes, apply
                                 init_optimizer, merge_hist, runs_first, train_loop)
 from vgjax.engines.reference import chunk_probes
 from vgjax.engines.shuffle import epoch_batches
-from vgjax.model import N_FEATURES
-from vgjax.step import ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, optimizer_factory
+from vgjax.step import (ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, n_outputs_for,
+                        optimizer_factory, softmax_ce)
 
 # Activations whose derivative is written as a function of the activation value alone (the
 # backward pass then keeps only each layer's output); any other activation, named or a
@@ -63,8 +64,22 @@ from vgjax.step import ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, optimi
 WIDE_ACTIVATIONS = fast.FAST_ACTIVATIONS
 
 
-# Whether make_wide_train covers a config (else the vmap engine): what the fast engine covers.
-supports = fast.supports
+def dims(config) -> tuple[int, int]:
+    """(input width F, logits per example C') of the config's data: C' = 1 (sigmoid, binary
+    cross-entropy) for two classes, else the number of classes (softmax cross-entropy)."""
+    from vgjax.data import data_dims
+    f, c = data_dims(config)
+    return f, n_outputs_for(config, c)
+
+
+def supports(config) -> bool:
+    """Whether :func:`make_wide_train` covers ``config`` (else the vmap engine): any
+    optimizer and activation, any data, the default loss (binary cross-entropy on one logit,
+    softmax cross-entropy on several) or ``"bce"`` / ``"softmax_ce"`` by name, and no
+    test-set gradients."""
+    if config.test_gradients or config.loss not in (None, "bce", "softmax_ce"):
+        return False
+    return config.loss != "bce" or dims(config)[1] == 1
 
 
 def fused(config) -> bool:
@@ -79,10 +94,13 @@ def memory(config, max_depth: int, p: int, keep_params: bool = False) -> Memory:
     outputs = history_bytes(config, max_depth, p, keep_params)
     # params, optimizer state, per-element init draws and weight-histogram indices ~ 6 words
     # per kernel entry (+ a second moment for Adam, + a gradient and the optimizer's state
-    # for optax); saved activations of a step; the evaluation pass over the data.
+    # for optax); saved activations of a step; the evaluation pass over the data (hidden
+    # activations, and C logits and their softmax per point); an epoch's gathered
+    # minibatches (F inputs per training point).
+    f, c = dims(config)
     words = 6 if config.optimizer == "sgd" else 8
     working = 4 * words * max_depth * p * p + 4 * 2 * max_depth * config.batch_size * p
-    working += 4 * 3 * config.n_samples * p + outputs
+    working += 4 * config.n_samples * (3 * p + 2 * c) + 4 * config.n_train * (f + 1) + outputs
     return Memory(outputs, working)
 
 
@@ -106,12 +124,12 @@ def _act_and_grad(activation) -> tuple[Callable, Callable, bool]:
 
 
 class WideContext(NamedTuple):
-    """A block's constants: x_train [N, 2], y_train [N], x_all [N+M, 2] and y_all [N+M]
+    """A block's constants: x_train [N, F], y_train [N], x_all [N+M, F] and y_all [N+M]
     (train then test points, evaluated in one pass), n_train (int), shuffle_keys [R],
     mask [D, R] (run has hidden layer l), unit [R, P] float32 and unit_b [R, P] bool
-    (unit < width), lr [R], mask0 [R, 2, P] and omask [R, P] (real first-layer and output
-    kernel entries), depth [] (the block's deepest run: bounds its layer loops), run_depth
-    and run_width [R] (each run's own, for the signal probe)."""
+    (unit < width), lr [R], mask0 [R, F, P] and omask [R, P] (or [R, P, C]: real first-layer
+    and output kernel entries), depth [] (the block's deepest run: bounds its layer loops),
+    run_depth and run_width [R] (each run's own, for the signal probe)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -131,9 +149,9 @@ class WideContext(NamedTuple):
 
 
 class Net(NamedTuple):
-    """A block's parameters as the forward pass reads them: first layer (k0 [R, 2, P],
+    """A block's parameters as the forward pass reads them: first layer (k0 [R, F, P],
     b0 [R, P]), ``hidden(l) -> (kernel [R, P, P], bias [R, P])`` of hidden layer l >= 1,
-    output (ko [R, P], bo [R])."""
+    output (ko [R, P], bo [R]; with C > 1 logits ko [R, P, C], bo [R, C])."""
 
     k0: jax.Array
     b0: jax.Array
@@ -143,15 +161,22 @@ class Net(NamedTuple):
 
 
 # ----------------------------------------------------------------------------------------
-# one block of runs. Fused SGD: params = (k0 [R, 2, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
-# bh [D-1, R, P]), output (ko [R, P], bo [R]), momentum traces of the same shapes. Optax:
+# one block of runs. Fused SGD: params = (k0 [R, F, P], b0 [R, P]), hidden (kh [D-1, R, P, P],
+# bh [D-1, R, P]), output (ko [R, P], bo [R]; or [R, P, C], [R, C]), momentum traces of the
+# same shapes. Optax:
 # params = the reference engine's padded dict, run axis leading (kernels [R, D, P, P],
-# biases [R, D, P], out_kernel [R, P], out_bias [R]), and the optimizer state of each run
-# stacked over runs. Activations [R, B, P].
+# biases [R, D, P], out_kernel [R, P] or [R, P, C], out_bias [R] or [R, C]), and the optimizer
+# state of each run stacked over runs. Activations [R, B, P].
 
 def _first_layer(x, k0, b0):
-    """x [R, B, 2] (or [1, N, 2] shared) -> pre-activation [R, B, P]: two broadcast FMAs."""
-    return x[..., 0:1] * k0[:, None, 0, :] + x[..., 1:2] * k0[:, None, 1, :] + b0[:, None, :]
+    """x [R, B, F] (or [1, N, F] shared) -> pre-activation [R, B, P]: for F <= 2 inputs
+    broadcast FMAs, else a batched matmul."""
+    if k0.shape[1] > 2:
+        return jnp.matmul(x, k0) + b0[:, None, :]
+    z = x[..., 0:1] * k0[:, None, 0, :]
+    if k0.shape[1] == 2:
+        z = z + x[..., 1:2] * k0[:, None, 1, :]
+    return z + b0[:, None, :]
 
 
 def _index(a, i, axis=0):
@@ -168,10 +193,10 @@ def _stacked_net(params) -> Net:
     return Net(k0, b0, lambda l: (_index(kh, l - 1), _index(bh, l - 1)), ko, bo)
 
 
-def _dict_net(params) -> Net:
+def _dict_net(params, n_features: int) -> Net:
     """The optax layout's :class:`Net` (the reference's padded dict, run axis leading)."""
     k, b = params["kernels"], params["biases"]
-    return Net(k[:, 0, :N_FEATURES], b[:, 0], lambda l: (_index(k, l, 1), _index(b, l, 1)),
+    return Net(k[:, 0, :n_features], b[:, 0], lambda l: (_index(k, l, 1), _index(b, l, 1)),
                params["out_kernel"], params["out_bias"])
 
 
@@ -185,7 +210,7 @@ class Saved(NamedTuple):
 
 
 def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_z: bool = False):
-    """Logits [R, B], the last hidden activation [R, B, P], and (when ``keep``) the
+    """Logits [R, B] (or [R, B, C]), the last hidden activation [R, B, P], and (when ``keep``) the
     :class:`Saved` activations for the backward pass.
 
     Only the block's own layers run: a loop up to its deepest run (``c.depth``, unbatched).
@@ -209,7 +234,10 @@ def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_
                     None if zs is None else _put(zs, _t(z), l))
 
         h, hs, zs = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs))
-    logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
+    if net.ko.ndim == 2:
+        logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
+    else:
+        logits = jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
     return logits, h, (Saved(hs, zs) if keep else None)
 
 
@@ -226,13 +254,15 @@ def _row_sums(g):
 
 class _Static(NamedTuple):
     """The step's static parts: activation, its derivative ``(z, a) -> φ'(z)``, whether that
-    reads z (then the forward pass keeps pre-activations), D, and the optimizer: a fused
-    rule (``rate``, ``update``: :func:`_fused_rule`) or an optax factory (``optimizer``)."""
+    reads z (then the forward pass keeps pre-activations), D, the data's input width F, and
+    the optimizer: a fused rule (``rate``, ``update``: :func:`_fused_rule`) or an optax
+    factory (``optimizer``)."""
 
     act: Callable
     dact: Callable
     keep_z: bool
     max_depth: int
+    n_features: int
     rate: Callable | None = None
     update: Callable | None = None
     optimizer: OptimizerFactory | None = None
@@ -357,18 +387,32 @@ def _hidden_backward(st: _Static, dh, saved: Saved, params, slots, rate, c: Wide
 
 
 def _output_backward(net: Net, logits, hD, y, w):
-    """The output layer's gradients (g_ko [R, P], g_bo [R]) and the gradient flowing into
-    the last hidden layer, unit-major [R, P, B]."""
-    dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]      # [R, B]
-    g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
+    """The output layer's gradients (g_ko [R, P], g_bo [R]; with C logits [R, P, C] and
+    [R, C]) and the gradient flowing into the last hidden layer, unit-major [R, P, B]: the
+    weighted-mean binary cross-entropy's (sigmoid - y) on one logit, the softmax
+    cross-entropy's (softmax - one_hot(y)) on several."""
+    if net.ko.ndim == 2:
+        dlogit = (jax.nn.sigmoid(logits) - y) * (w / jnp.sum(w))[None, :]  # [R, B]
+        g_ko = jnp.einsum("rbp,rb->rp", hD, dlogit)
+        g_bo = jnp.sum(dlogit, axis=1)
+        return g_ko, g_bo, net.ko[:, :, None] * dlogit[:, None, :]
+    c = logits.shape[-1]
+    onehot = jax.nn.one_hot(y.astype(jnp.int32), c, dtype=logits.dtype)
+    dlogit = (jax.nn.softmax(logits, axis=-1) - onehot) * (w / jnp.sum(w))[None, :, None]
+    g_ko = jnp.einsum("rbp,rbc->rpc", hD, dlogit)
     g_bo = jnp.sum(dlogit, axis=1)
-    return g_ko, g_bo, net.ko[:, :, None] * dlogit[:, None, :]
+    return g_ko, g_bo, jnp.einsum("rpc,rbc->rpb", net.ko, dlogit)
 
 
 def _first_backward(st: _Static, dh, saved: Saved, x, c: WideContext):
-    """The first layer's gradients: g_k0 [R, 2, P] and g_b0 [R, P]."""
+    """The first layer's gradients: g_k0 [R, F, P] and g_b0 [R, P]."""
     dz0 = dh * c.unit[:, :, None] * _dact(st, saved, 0)                     # [R, P, B]
     return jnp.einsum("rbi,rqb->riq", x, dz0), jnp.sum(dz0, axis=2)
+
+
+def _per_run(v, a):
+    """Per-run values v [R] shaped to broadcast against a [R, ...]."""
+    return v.reshape(v.shape + (1,) * (a.ndim - 1))
 
 
 def _step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
@@ -387,8 +431,8 @@ def _step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
     net = _stacked_net(params)
     logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
     g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
-    ko, sko = st.update(ko, g_ko, slot(4), rate[:, None])
-    bo, sbo = st.update(bo, g_bo, slot(5), rate)
+    ko, sko = st.update(ko, g_ko, slot(4), _per_run(rate, ko))
+    bo, sbo = st.update(bo, g_bo, slot(5), _per_run(rate, bo))
     skh, sbh = slot(2), slot(3)
     if st.max_depth > 1:
         dh, kh, bh, skh, sbh, acc = _hidden_backward(st, dh, saved, params, opt.slots, rate,
@@ -411,7 +455,7 @@ def _optax_step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
     run of the block has keep zero gradients, as in the reference engine, and the
     optimizer sees them as it does there."""
     (params, opt_state), (x, y, w) = state, batch
-    net = _dict_net(params)
+    net = _dict_net(params, st.n_features)
     logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
     g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
     gk_all = jnp.zeros_like(params["kernels"])                               # [R, D, P, P]
@@ -437,18 +481,18 @@ def _optax_step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
     return apply_optimizer(st.optimizer, c.lr, params, grads, opt_state), acc
 
 
-def _layers(params):
-    """(k0 [R, 2, P], kh [D-1, R, P, P] or None, ko [R, P]) of either layout."""
+def _layers(params, n_features: int):
+    """(k0 [R, F, P], kh [D-1, R, P, P], ko [R, P] or [R, P, C]) of either layout."""
     if isinstance(params, dict):
         k = params["kernels"]
-        return k[:, 0, :N_FEATURES], jnp.moveaxis(k[:, 1:], 1, 0), params["out_kernel"]
+        return k[:, 0, :n_features], jnp.moveaxis(k[:, 1:], 1, 0), params["out_kernel"]
     return params[0], params[2], params[4]
 
 
 def _weight_hist(p, params, c: WideContext):
     """Counts [L, K, R] and stats [L, 4, R] of every layer's kernel: one histogram call, the
     first and output kernels zero-padded (masked) to the hidden layers' P*P entries."""
-    k0, kh, ko = _layers(params)
+    k0, kh, ko = _layers(params, c.mask0.shape[1])
     r, ub = ko.shape[0], c.unit_b
     flat = lambda a, m: (jnp.pad(a.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None],
                          jnp.pad(m.reshape(r, -1), ((0, 0), (0, p * p - a[0].size)))[None])
@@ -467,21 +511,30 @@ def _weight_hist(p, params, c: WideContext):
 def _evaluate(st: _Static, state, c: WideContext):
     """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]."""
     params = state[0]
-    net = _dict_net(params) if isinstance(params, dict) else _stacked_net(params)
+    net = _dict_net(params, st.n_features) if isinstance(params, dict) else _stacked_net(params)
     logits, _, _ = _forward(net, st.max_depth, c.x_all[None], c, st.act, keep=False)
-    y = c.y_all[None]                                                       # [R, N+M]
-    ce = bce(logits, y)
-    hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
+    y = c.y_all[None]                                                       # [1, N+M]
+    if logits.ndim == 2:                                                    # [R, N+M]
+        ce = bce(logits, y)
+        hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
+    else:                                                                   # [R, N+M, C]
+        ce = softmax_ce(logits, jnp.broadcast_to(y, logits.shape[:2]))
+        hit = (jnp.argmax(logits, axis=-1).astype(jnp.float32) == y).astype(jnp.float32)
     nt = c.n_train
     curves = jnp.stack((jnp.mean(ce[:, :nt], 1), jnp.mean(ce[:, nt:], 1),
                         jnp.mean(hit[:, :nt], 1), jnp.mean(hit[:, nt:], 1)))
     if isinstance(params, dict):
         l1 = jnp.concatenate([jnp.abs(params["kernels"]).sum((2, 3)).T,
-                              jnp.abs(params["out_kernel"]).sum(1)[None]])
+                              _l1(params["out_kernel"])[None]])
         return curves, l1
-    k0, kh, ko = _layers(params)
+    k0, kh, ko = _layers(params, st.n_features)
     return curves, jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
-                                    jnp.abs(ko).sum(1)[None]])               # [L, R]
+                                    _l1(ko)[None]])                          # [L, R]
+
+
+def _l1(a):
+    """[R, ...] -> sum |a| per run [R]."""
+    return jnp.abs(a.reshape(a.shape[0], -1)).sum(1)
 
 
 def _run_params(p, state) -> dict:
@@ -503,11 +556,11 @@ def _params(p, state):
     k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[None]          # [1, R, P, P]
     return {"kernels": jnp.moveaxis(jnp.concatenate([k0, kh]), 1, -1),
             "biases": jnp.moveaxis(jnp.concatenate([b0[None], bh]), 1, -1),
-            "out_kernel": ko.T, "out_bias": bo}
+            "out_kernel": jnp.moveaxis(ko, 0, -1), "out_bias": jnp.moveaxis(bo, 0, -1)}
 
 
 def _minibatches(config, c: WideContext, e):
-    """The epoch's shuffled minibatches: x [S, R, B, 2], y [S, R, B], weights [S, B]."""
+    """The epoch's shuffled minibatches: x [S, R, B, F], y [S, R, B], weights [S, B]."""
     idx, w = epoch_batches(c.shuffle_keys, e, config.n_train, config.batch_size)
     return jnp.moveaxis(c.x_train[idx], 1, 0), jnp.moveaxis(c.y_train[idx], 1, 0), w
 
@@ -516,12 +569,13 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
     """A block's initial state (fused optimizer: layer-stacked params and :class:`Fused`;
     optax: the padded dict, run axis leading, and the optimizer state) and its constants."""
     D, P, r = max_depth, p, spec.depth.shape[0]
-    p0, shuffle_keys = chunk_start(config, D, P, spec)
+    f, n_out = dims(config)
+    p0, shuffle_keys = chunk_start(config, D, P, spec, n_features=f, n_outputs=n_out)
     rule = _fused_rule(config)
     if rule is not None:
         kern = jnp.moveaxis(p0["kernels"], 1, 0)                            # [D, R, P, P]
         bias = jnp.moveaxis(p0["biases"], 1, 0)                             # [D, R, P]
-        params = (kern[0, :, :N_FEATURES], bias[0], kern[1:], bias[1:],
+        params = (kern[0, :, :f], bias[0], kern[1:], bias[1:],
                   p0["out_kernel"], p0["out_bias"])
         slots = tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(rule[2]))
         state = (params, Fused(jnp.zeros((), jnp.int32), slots))
@@ -530,7 +584,7 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
         state = (p0, init_optimizer(optimizer_factory(config), lr, p0))
     mask = jnp.arange(D)[:, None] < spec.depth[None, :]                     # [D, R]
     unit_b = jnp.arange(P)[None, :] < spec.width[:, None]                   # [R, P]
-    counts, present = chunk_layers(spec, D)                                 # [L, R] each
+    counts, present = chunk_layers(spec, D, n_features=f, n_outputs=n_out)  # [L, R] each
     c = WideContext(
         x_train=data.x_train, y_train=data.y_train,
         x_all=jnp.concatenate([data.x_train, data.x_test]),
@@ -538,7 +592,8 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
         n_train=data.x_train.shape[0], shuffle_keys=shuffle_keys,
         mask=mask, unit=unit_b.astype(jnp.float32), unit_b=unit_b,
         lr=jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), (r,)),
-        mask0=jnp.broadcast_to(unit_b[:, None, :], (r, N_FEATURES, P)), omask=unit_b,
+        mask0=jnp.broadcast_to(unit_b[:, None, :], (r, f, P)),
+        omask=unit_b if n_out == 1 else jnp.broadcast_to(unit_b[:, :, None], (r, P, n_out)),
         # the block's deepest run bounds its layer loops; computed once per block,
         # so no per-step cross-device reduction when the run axis is sharded
         depth=jnp.max(spec.depth), run_depth=spec.depth, run_width=spec.width)
@@ -548,13 +603,14 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
 def wide_engine(config, max_depth: int, p: int) -> Engine:
     """The wide engine's kernels over one block of runs (see the module doc)."""
     if not supports(config):
-        raise ValueError(f"config: the wide engine covers two-feature binary data with the "
-                         f"default loss and no test_gradients; got loss {config.loss!r}, "
+        raise ValueError(f"config: the wide engine covers the binary or softmax "
+                         f"cross-entropy and no test_gradients; got loss {config.loss!r}, "
                          f"test_gradients={config.test_gradients}")
     act, dact, keep_z = _act_and_grad(config.activation)
     rule = _fused_rule(config)
-    st = (_Static(act, dact, keep_z, max_depth, rate=rule[0], update=rule[1]) if rule else
-          _Static(act, dact, keep_z, max_depth, optimizer=optimizer_factory(config)))
+    f = dims(config)[0]
+    st = (_Static(act, dact, keep_z, max_depth, f, rate=rule[0], update=rule[1]) if rule else
+          _Static(act, dact, keep_z, max_depth, f, optimizer=optimizer_factory(config)))
     probe = None
     if "signal" in config.probes:
         signal, jacobian = chunk_probes(config, axis=0)

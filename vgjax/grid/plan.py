@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vgjax import probes
 from vgjax.config import Config, Grid
 from vgjax.data import data_dims
 from vgjax.engines import bytes_per_run, check_engine, choose_engine
@@ -139,10 +138,10 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
 
     The runs are split into groups of padded widths, one program each
     (:func:`vgjax.grid.width_groups.plan_groups`); ``engine="auto"`` picks each group's engine by
-    backend and width (:func:`choose_engine`); a config whose signal probe calls LAPACK
-    (data of more than two features: :func:`vgjax.probes.uses_lapack`) takes, without a
-    ``mesh``, :func:`probe_mesh`. On a CPU the fast and wide engines train a
-    call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
+    backend and width (:func:`choose_engine`); without a ``mesh``, every device
+    (:func:`default_mesh`; the signal probe included: its spectrum calls no library inside
+    the program, :func:`vgjax.probes.singular_values`). On a CPU the fast and wide engines
+    train a call in depth-sorted blocks (:func:`vgjax.engines.depth_blocks`), each computing only
     the layers its runs have; outputs keep the run-table order.
     """
     check_parts(config)  # user objects traced once (jax.eval_shape), before compiling
@@ -155,8 +154,7 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
     runs = run_table(grid, config)
     max_depth, p = padded_sizes(config, grid)
-    lapack = bool(config.probes) and probes.uses_lapack(data_dims(config)[0])
-    mesh = mesh or (probe_mesh() if lapack else default_mesh())
+    mesh = mesh or default_mesh()
     n_dev = mesh.devices.size
     widest = choose_engine(config, p, mesh) if engine == "auto" else engine
     if widest == "wide":  # a chunk's outputs stay, its working set is per block
@@ -178,23 +176,6 @@ def min_width(config: Config) -> int:
     """The narrowest padded width: the data's inputs and the logits must fit."""
     f, c = data_dims(config)
     return max(f, n_outputs_for(config, c))
-
-
-def probe_mesh() -> Mesh:
-    """The default mesh of a sweep whose signal probe calls LAPACK: on a single-process CPU,
-    one device.
-
-    On data of more than two features the signal probe's Jacobian spectrum calls LAPACK
-    (``jnp.linalg.svd``) inside the grid program (two-feature data: a closed form, no
-    library call, every device; :func:`vgjax.probes.uses_lapack`). With several CPU devices
-    sharing XLA's thread pool, a batched LAPACK call on every device at once was seen to
-    deadlock here (jax/jaxlib 0.10.2, 2 devices on 2 cores, 15 runs per device: the process
-    sleeps in a futex with no CPU time); on one device it does not. Elsewhere (GPU/TPU, several processes) :func:`default_mesh`.
-    """
-    devices = jax.devices()
-    if devices[0].platform == "cpu" and jax.process_count() == 1:
-        return default_mesh(devices[:1])
-    return default_mesh(devices)
 
 
 def default_mesh(devices: list | None = None) -> Mesh:

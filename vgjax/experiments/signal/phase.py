@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import numpy as np
 
@@ -52,6 +52,33 @@ def deepest_trainable(cells: Iterable[tuple[float, int, float | None]],
     return dict(sorted(deepest.items()))
 
 
+class Verdict(NamedTuple):
+    """One σ_w²'s measured boundary beside the theory's: the deepest trainable depth, the
+    grid's next depth above it (None at the grid's deepest), 6 ξ_c, and ``how``:
+    ``"follows"`` (6 ξ_c lies between the two depths, or beyond the grid where its deepest
+    trains), ``"short"`` (the next depth is still within 6 ξ_c but did not train) or
+    ``"beyond"`` (a net deeper than 6 ξ_c trained)."""
+
+    deepest: int
+    next_depth: int | None
+    bound: float
+    how: str
+
+
+def verdicts(deepest: dict[float, int], depths, bound: dict[float, float]
+             ) -> dict[float, Verdict]:
+    """Per σ_w² of ``deepest`` (:func:`deepest_trainable`): its :class:`Verdict` against
+    ``bound`` (σ_w² -> 6 ξ_c; inf at criticality) on the grid's ``depths``."""
+    depths = sorted(int(d) for d in depths)
+    out = {}
+    for w, d in deepest.items():
+        nxt = next((x for x in depths if x > d), None)
+        b = bound[w]
+        how = ("beyond" if d > b else "follows" if nxt is None or nxt > b else "short")
+        out[w] = Verdict(d, nxt, b, how)
+    return out
+
+
 def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: float) -> str:
     """Markdown: final training accuracy per depth (rows) x σ_w² (columns), then per σ_w² the
     deepest trainable depth beside 6 ξ_c; the curve (:func:`theory_curve`) must hold the
@@ -81,10 +108,14 @@ def write(res: SweepResult, exp_dir: Path, name: str) -> Path:
     ``exp_dir``; the PNG's path. ``name``: the experiment's, for the figure's title."""
     from vgjax.figures import plot_phase_diagram
 
+    from vgjax.figures.phase import XI_MULTIPLE
+
     cfg = res.config
-    tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation,
-                                np.unique(np.asarray(res.runs.weight_var, np.float64)))
-    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit)})
+    grid_ws = np.unique(np.asarray(res.runs.weight_var, np.float64))
+    tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation, grid_ws)
+    bound = {f"{w:g}": XI_MULTIPLE * float(xi[np.argmin(np.abs(tw - w))]) for w in grid_ws}
+    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit), "xi_bound": bound,
+                           "critical_weight_var": crit})
     return plot_phase_diagram(
         res, Path(exp_dir) / "phase_diagram.png", tw, xi, critical_weight_var=crit,
         title=f"{name}: {cfg.activation}, width {res.widths[0]}, σ_b² = "

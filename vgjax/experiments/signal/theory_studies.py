@@ -144,7 +144,8 @@ def _spectrum(key, act, weight_var, bias_var, q0, depth, scheme, n_nets, n_point
         layers = init_stack(kl, depth, SPECTRA_WIDTH, weight_var, bias_var, scheme)
         x = jax.random.normal(kx, (n_points, SPECTRA_WIDTH))
         x = x * jnp.sqrt(q0 * SPECTRA_WIDTH) / jnp.linalg.norm(x, axis=1, keepdims=True)
-        s, _ = probes.singular_values(probes.input_output_jacobian(layers, x, act))
+        # one device, no sharding: LAPACK (128 columns; Jacobi would cost minutes here)
+        s, _ = probes.singular_values(probes.input_output_jacobian(layers, x, act), lapack=True)
         return s
     return jax.lax.map(one, jax.random.split(key, n_nets)).ravel()
 
