@@ -54,9 +54,12 @@ def test_reproduce_row_says_met_or_by_how_much_it_missed():
     assert "11.5 min (<= 10 min: missed by 1.5 min)" in render_table(b)
 
 
-def test_only_reproduce_needs_an_existing_benchmark(tmp_path, capsys):
+def test_only_needs_an_existing_benchmark_and_known_cases(tmp_path, capsys):
     from vgjax import cli
-    assert cli.main(["bench", "--only-reproduce", "--out", str(tmp_path)]) == 2
+    assert cli.main(["bench", "--only", "reproduce", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "benchmark.json" in err and "does not exist" in err
+    assert cli.main(["bench", "--only", "fastroad,w600", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'w600'" in err and "reproduce, fastroad" in err
     assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from vgjax import cli
 from vgjax import experiments as ex
 from vgjax.experiments.signal import propagation as ss
 from vgjax import theory as th
-from vgjax.config import Config, Grid
+from vgjax.config import Grid
 
 TUTORIAL = ["dataset", "shallow-tanh", "deep-tanh", "deep-relu", "relu-depth", "gradients",
             "xavier-tanh", "adam-tanh", "weight-norms", "tanh-depth", "tanh-breadth"]

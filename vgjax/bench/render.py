@@ -81,6 +81,8 @@ def render_wide(b: dict) -> list[str]:
               f"{r['wide']['ms_per_run_epoch']:.4f}",
               f"{r['fast']['compile_s']:.1f} / {r['wide']['compile_s']:.1f} s"]
              for r in b["crossover"]))]
+    if b.get("fastroad"):
+        lines += ["", *render_fastroad(b["fastroad"])]
     if b.get("reproduce"):
         minutes = b["reproduce"]["total_s"] / 60
         ok = "met" if minutes <= REPRODUCE_TARGET_MIN else f"missed by {minutes - REPRODUCE_TARGET_MIN:.1f} min"
@@ -91,6 +93,29 @@ def render_wide(b: dict) -> list[str]:
             order = sorted(runs.items(), key=lambda kv: -kv[1]["total_s"])
             lines.append("(per experiment, total / of it compiling: " + ", ".join(
                 f"{k} {v['total_s']:.0f} / {v['compile_s']:.1f} s" for k, v in order) + ")")
+    return lines
+
+
+def render_fastroad(pairs: list[dict]) -> list[str]:
+    """Markdown lines for the off-road pairs (each measured back to back in one process) and
+    the PyTorch peer of the Adam pair."""
+    def engines(sides):
+        return "/".join(sorted({f"{r['engine']} x{r['devices']}" for r in sides}))
+    lines = markdown_table(
+        ["off the road (same grid on the road)", "off-road training", "road training",
+         "ratio (target)", "engine x devices"],
+        ([f"{r['pair']} ({r['epochs']} epochs)", f"{r['off_train_s']:.1f} s",
+          f"{r['road_train_s']:.1f} s",
+          f"{r['ratio']:.2f}x (<= {r['target_ratio']}x: "
+          f"{'met' if r['ratio'] <= r['target_ratio'] else 'missed'})",
+          f"{engines(r['off'])} / {engines(r['road'])}"] for r in pairs))
+    for r in pairs:
+        t = r.get("torch") or {}
+        if t.get("speedup") is not None:
+            lines += ["", f"torch.func vmap ensemble of the {r['pair']} pair's nets with "
+                      f"torch.optim.Adam: {t['torch_train_s']:.1f} s, so vgjax is "
+                      f"{t['speedup']:.2f}x faster (>= {t['target_speedup']}x: "
+                      f"{'met' if t['speedup'] >= t['target_speedup'] else 'missed'})"]
     return lines
 
 

@@ -89,9 +89,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from vgjax.bench import SECOND_PROCESS_COMPILE_TARGET_S, TARGETS, render_table, run_benchmark
     from vgjax.report import refresh_benchmark
 
-    if args.only_reproduce:
-        from vgjax.bench.run import update_reproduce
-        res = update_reproduce(Path(args.out))
+    if args.only:
+        from vgjax.bench.run import update_cases
+        res = update_cases(Path(args.out), args.only.split(","))
         refresh_benchmark(Path(args.out))
         print(render_table(res))
         return 0

@@ -101,9 +101,10 @@ def _add_bench(sub) -> None:
                    help="skip the wide-net grids and the fast/wide engine crossover")
     p.add_argument("--reproduce", action="store_true",
                    help="also time `vgjax reproduce` end to end (about 8 minutes on 2 CPU cores)")
-    p.add_argument("--only-reproduce", action="store_true",
-                   help="only time `vgjax reproduce` end to end and put it into the existing "
-                   "OUT/benchmark.json (the other cases' figures are kept)")
+    p.add_argument("--only", metavar="CASES",
+                   help="only time these cases again (comma-separated: reproduce, fastroad) "
+                   "and put them into the existing OUT/benchmark.json (the other cases' "
+                   "figures are kept)")
     p.set_defaults(func=cmd_bench)
 
 
