@@ -9,7 +9,6 @@ import pytest
 
 from vgjax import result
 from vgjax.io import history
-from vgjax.io import outdir
 from vgjax.io import store
 from vgjax.io import summary
 from vgjax.io.chunk_store import ChunkStore

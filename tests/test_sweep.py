@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from vgjax.grid import plan as plan_mod
-from vgjax.run import chunks as chunks_mod
 from vgjax.config import Config, Grid
 from vgjax.run.chunks import sweep
 

@@ -10,7 +10,6 @@ import pytest
 
 from tests.test_train import _reference_run
 from vgjax import diagnostics as diag
-from vgjax.engines import wide
 from vgjax.config import Config, Grid
 from vgjax.data import data_dims
 from vgjax.diagnostics import HIST_EDGES

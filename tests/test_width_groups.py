@@ -8,7 +8,6 @@ import pytest
 
 from tests.test_wide import _same_history, _same_params
 from vgjax.grid import plan as plan_mod
-from vgjax.run import chunks as chunks_mod
 from vgjax.grid import width_groups as wg
 from vgjax.config import Config, Grid
 from vgjax.experiments import get
