@@ -232,20 +232,3 @@ def test_architectures_files_and_section_from_data(tmp_path):
     assert "adam (lr 0.01) for 3 epochs" in text and "plain 0.50 (log10" in text
     assert walk.n_runs((0,)) == 4 * 3 * 6                 # 4 seeds, 3 depths, 3 x 2 inits
 
-
-def test_reproduce_accepts_every_group(monkeypatch, tmp_path):
-    """``vgjax reproduce --group G`` runs G's experiments for every group of the catalog
-    (remedies among them), and refuses an unknown group with exit 2."""
-    from vgjax import cli, experiments
-    import vgjax.reproduce as rep
-    seen = []
-    monkeypatch.setattr(rep, "run_experiments",
-                        lambda names, out, **kw: seen.append(names) or {})
-    for group in experiments.GROUPS:
-        argv = ["reproduce", "--group", group, "--out", str(tmp_path), "--no-tensorboard"]
-        assert cli.main(argv) == 0
-        assert list(seen.pop()) == experiments.in_group(group)
-    assert experiments.in_group("remedies") == [e.name for e in remedies.EXPERIMENTS]
-    with pytest.raises(SystemExit) as exc:
-        cli.main(["reproduce", "--group", "nope", "--out", str(tmp_path)])
-    assert exc.value.code == 2

@@ -9,7 +9,6 @@ from vgjax.cli.options import (add_distribution_args, add_output_args, add_proto
                                add_runtime_args, Parser)
 from vgjax.cli.sweep import cmd_merge, cmd_sweep
 from vgjax.config import ACTIVATIONS
-from vgjax.experiments import DEFAULT_GROUP, GROUPS
 
 
 def _add_run_args(p: argparse.ArgumentParser) -> None:
@@ -81,9 +80,9 @@ def _add_run_reproduce(sub) -> None:
                        "on the CPU by default, writing OUT/NAME/ results, figures, TensorBoard "
                        "logs under OUT/tensorboard/ and OUT/README.md. Resumable.")
     _add_run_args(p)
-    p.add_argument("--group", default=DEFAULT_GROUP, choices=GROUPS + ("all",),
-                   help=f"which experiments: {DEFAULT_GROUP!r} (default), another group "
-                   "(its experiments: 'vgjax list') or all")
+    p.add_argument("--group", default="tutorial", choices=("tutorial", "signal", "all"),
+                   help="which experiments: the tutorial's (default), the signal-propagation "
+                   "studies (theory beside measurement) or all (see 'vgjax list')")
 
 
 def _add_bench(sub) -> None:
