@@ -84,6 +84,28 @@ def test_batchnorm_net_matches_flax_batchnorm(activation):
     np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-4)
 
 
+def test_shared_draw_programs_equal_one_net_at_a_time():
+    """The ReLU walks of a program that computes both activations from kernels drawn once
+    (seeds padded to whole batches), and the ReLU growth profile of a batch size's program
+    fed kernels drawn once for all cases, equal the one-net functions (which the oracles
+    above check) seed by seed: a mixed-up activation, seed or draw would not."""
+    seeds, n, depth = (0, 1), 4, 5
+    walks = random_walk.compute_walks(seeds, n, ("linear", "relu"), depth)["relu"]
+    one = jax.jit(jax.vmap(lambda k: random_walk.log_delta_norms(k, n, "relu", depth)))
+    logs = np.asarray(one(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))), np.float64)
+    alive = np.all(np.isfinite(logs), axis=1)
+    np.testing.assert_array_equal(walks.alive, alive)
+    np.testing.assert_allclose(walks.walk[alive], (logs - logs[:, -1:])[alive], atol=1e-6)
+    width, bdepth, batch = 4, 16, 5
+    data = batchnorm.compute(seeds, batches=(batch,), activations=("linear", "relu"),
+                             width=width, depth=bdepth)
+    relu = next(c for c in data["cases"] if c["activation"] == "relu")
+    one = jax.jit(jax.vmap(lambda k: batchnorm.log_grad_norms(k, width, batch, "relu",
+                                                              bdepth)))
+    logs = np.asarray(one(jax.vmap(jax.random.PRNGKey)(jnp.asarray(seeds))), np.float64)
+    np.testing.assert_allclose(relu["log_norm_by_layer"], logs.mean(axis=0), atol=1e-5)
+
+
 def test_growth_rates_recover_exact_exponentials():
     depth = 30
     rates = np.array([1.2, 1.467, 2.0])
@@ -209,3 +231,4 @@ def test_architectures_files_and_section_from_data(tmp_path):
     text = "\n".join(walk.section(exp_dir))
     assert "adam (lr 0.01) for 3 epochs" in text and "plain 0.50 (log10" in text
     assert walk.n_runs((0,)) == 4 * 3 * 6                 # 4 seeds, 3 depths, 3 x 2 inits
+
