@@ -11,7 +11,8 @@ environment (``JAX_COMPILATION_CACHE_DIR`` or ``VGJAX_CACHE_DIR``), which wins.
 
 The package is imported here, before any test starts JAX's backends, so the tests run with
 vgjax's CPU defaults as a user gets them (one device per core, or ``JAX_NUM_CPU_DEVICES``
-when set: CI runs the ``devices`` tests under 8 devices and under 1 that way).
+when set: the ``devices`` tests are run under 8 devices and under 1 that way before a
+release, docs/guides/setup.md).
 """
 
 import atexit
@@ -25,7 +26,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # passes. Level 0 of those passes cuts the suite's time by about a third; the numbers do not
 # change (no fast-math reassociation at any level: float results are the same, and every
 # equality the tests assert is between programs compiled alike). Processes the tests start
-# inherit it; CI's 1-device step runs at XLA's default level (3), so that is tested too.
+# inherit it; the 1-device run of the ``devices`` tests before a release is at XLA's default
+# level (3), so that is tested too.
 # An explicit ``xla_backend_optimization_level`` in XLA_FLAGS wins.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):

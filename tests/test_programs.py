@@ -145,7 +145,7 @@ CHANGED = {"activation": "tanh", "init": "uniform", "output_init": "glorot_unifo
            "optimizer": "adam", "momentum": 0.5, "epochs": 3, "batch_size": 16,
            "n_samples": 900, "noise": 0.2, "data_seed": 2, "n_train": 400, "hist_every": 1,
            "test_gradients": True, "loss": "softmax_ce", "data": "moons",
-           "probes": ("signal",)}
+           "probes": ("signal",), "residual": "rezero", "norm": "layer"}
 PER_RUN = {"lr": 0.5, "weight_var": 2.0, "bias_var": 0.1}
 
 

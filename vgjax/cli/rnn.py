@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from vgjax.config import parse_float_list, parse_int_list
 
 if TYPE_CHECKING:   # jax is imported only once the command runs
-    from vgjax.recurrent.grid import RunSpec, TrainSpec
+    import vgjax.recurrent.grid
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -83,8 +83,8 @@ class RnnPlan(NamedTuple):
     """What the command line asks for: the runs (RunSpecs), the grid's TrainSpec, and the
     settings the summary records (optimizer name, learning rate)."""
 
-    runs: list[RunSpec]
-    spec: TrainSpec
+    runs: list[vgjax.recurrent.grid.RunSpec]
+    spec: vgjax.recurrent.grid.TrainSpec
     settings: dict
 
 

@@ -123,8 +123,8 @@ def write_tensorboard(result, logdir) -> list[Path]:
 
 
 def is_recurrent_dir(out) -> bool:
-    """Whether ``OUT/summary.json`` is a recurrent grid's (:func:`vgjax.recurrent.grid.
-    write_grid`)."""
+    """Whether ``OUT/summary.json`` is a recurrent grid's
+    (:func:`vgjax.recurrent.grid.write_grid`)."""
     p = Path(out) / SUMMARY_NAME
     try:
         return p.is_file() and json.loads(p.read_text(encoding="utf-8")).get(
