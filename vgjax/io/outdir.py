@@ -275,3 +275,32 @@ def sharded_layout(out: str | Path, config: Config, grid: Grid) -> dict | None:
     if m.get("config") != plain_json(config.to_dict()) or m.get("grid") != plain_json(grid.to_dict()):
         return None  # a different sweep: prepare_out_dir refuses or overwrites it
     return m[LAYOUT_KEY]
+
+
+def summary_format(out: str | os.PathLike[str]) -> str | None:
+    """The ``format`` field of ``OUT/summary.json`` (None when absent or unreadable): which
+    writer made the directory (a sweep, a watched model, a recurrent grid)."""
+    p = Path(out) / SUMMARY_NAME
+    try:
+        return json.loads(p.read_text(encoding="utf-8")).get("format") if p.is_file() else None
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+        return None
+
+
+def read_format_summary(out: str | os.PathLike[str], fmt: str, version: int,
+                        what: str) -> dict:
+    """``OUT/summary.json`` of format ``fmt`` at ``version``, checked (one-line
+    ``ValueError`` naming the file; ``what`` names the writer, e.g. "a recurrent grid")."""
+    p = Path(out) / SUMMARY_NAME
+    try:
+        s = json.loads(p.read_text(encoding="utf-8"), parse_constant=reject_constant)
+    except FileNotFoundError:
+        raise ValueError(f"results: {str(p)!r} is missing; run the training first") from None
+    except (OSError, ValueError, UnicodeDecodeError):
+        raise ValueError(f"results: {str(p)!r} is not valid JSON (truncated?)") from None
+    if not isinstance(s, dict) or s.get("format") != fmt:
+        raise ValueError(f"results: {str(p)!r} is not {what}'s summary")
+    if s.get("version") != version:
+        raise ValueError(f"results: {str(p)!r} has version {s.get('version')!r}; this vgjax "
+                         f"reads version {version}")
+    return s

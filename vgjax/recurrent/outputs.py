@@ -23,14 +23,13 @@ The file format is :mod:`vgjax.io.tfevents`'s job.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-from vgjax.io.outdir import SUMMARY_NAME
-from vgjax.io.store import reject_constant, sanitize_name
+from vgjax.io.outdir import SUMMARY_NAME, read_format_summary, summary_format
+from vgjax.io.store import sanitize_name
 from vgjax.io.tfevents import event, scalar_events, version_event, write_event_files
 
 SUMMARY_FORMAT, SUMMARY_VERSION = "vgjax.recurrent.summary", 1   # grid.write_grid's format
@@ -125,30 +124,15 @@ def write_tensorboard(result, logdir) -> list[Path]:
 def is_recurrent_dir(out) -> bool:
     """Whether ``OUT/summary.json`` is a recurrent grid's
     (:func:`vgjax.recurrent.grid.write_grid`)."""
-    p = Path(out) / SUMMARY_NAME
-    try:
-        return p.is_file() and json.loads(p.read_text(encoding="utf-8")).get(
-            "format") == SUMMARY_FORMAT
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return False
+    return summary_format(out) == SUMMARY_FORMAT
 
 
 def read_summary(out) -> dict:
     """``OUT/summary.json`` of a recurrent grid, checked (one-line ``ValueError``)."""
-    p = Path(out) / SUMMARY_NAME
-    try:
-        s = json.loads(p.read_text(encoding="utf-8"), parse_constant=reject_constant)
-    except FileNotFoundError:
-        raise ValueError(f"results: {str(p)!r} is missing; run the training first") from None
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise ValueError(f"results: {str(p)!r} is not valid JSON (truncated?)") from None
-    if not isinstance(s, dict) or s.get("format") != SUMMARY_FORMAT:
-        raise ValueError(f"results: {str(p)!r} is not a recurrent grid's summary")
-    if s.get("version") != SUMMARY_VERSION:
-        raise ValueError(f"results: {str(p)!r} has version {s.get('version')!r}; this vgjax "
-                         f"reads version {SUMMARY_VERSION}")
+    s = read_format_summary(out, SUMMARY_FORMAT, SUMMARY_VERSION, "a recurrent grid")
     if not isinstance(s.get("runs"), list) or not s["runs"]:
-        raise ValueError(f"results: {str(p)!r} lacks a valid 'runs' entry")
+        raise ValueError(f"results: {str(Path(out) / SUMMARY_NAME)!r} lacks a valid 'runs' "
+                         "entry")
     return s
 
 

@@ -3,11 +3,9 @@ imported): the groups table and each path's final gradient norm."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from vgjax.io.outdir import SUMMARY_NAME
-from vgjax.io.store import reject_constant
+from vgjax.io.outdir import SUMMARY_NAME, read_format_summary, summary_format
 
 SUMMARY_FORMAT = "vgjax.watch"
 SUMMARY_VERSION = 1
@@ -15,33 +13,17 @@ SUMMARY_VERSION = 1
 
 def is_watch_dir(out) -> bool:
     """Whether ``OUT/summary.json`` is a watched model's (not a sweep's)."""
-    p = Path(out) / SUMMARY_NAME
-    try:
-        return p.is_file() and json.loads(p.read_text(encoding="utf-8")).get(
-            "format") == SUMMARY_FORMAT
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError):
-        return False
+    return summary_format(out) == SUMMARY_FORMAT
 
 
 def read_summary(out) -> dict:
     """``OUT/summary.json`` of a watched model, checked (one-line ``ValueError``)."""
+    s = read_format_summary(out, SUMMARY_FORMAT, SUMMARY_VERSION, "a watched model")
     p = Path(out) / SUMMARY_NAME
-    try:
-        s = json.loads(p.read_text(encoding="utf-8"), parse_constant=reject_constant)
-    except FileNotFoundError:
-        raise ValueError(f"results: {str(p)!r} is missing; run the training first") from None
-    except (OSError, ValueError, UnicodeDecodeError):
-        raise ValueError(f"results: {str(p)!r} is not valid JSON (truncated?)") from None
-    if not isinstance(s, dict) or s.get("format") != SUMMARY_FORMAT:
-        raise ValueError(f"results: {str(p)!r} is not a watched model's summary")
-    if s.get("version") != SUMMARY_VERSION:
-        raise ValueError(f"results: {str(p)!r} has version {s.get('version')!r}; this vgjax "
-                         f"reads version {SUMMARY_VERSION}")
     for key, kind in (("runs", list), ("groups", list), ("paths", list), ("settings", dict)):
         if not isinstance(s.get(key), kind):
             raise ValueError(f"results: {str(p)!r} lacks a valid {key!r} entry")
     return s
-
 
 
 def show(out, *, layers: bool = True) -> None:
