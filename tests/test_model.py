@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vgjax.model import (ACTIVATION_FNS, ExactMLP, MaskedMLP, init_kernel, init_params,
-                         kernel_mask, to_exact_params)
+                         kernel_mask, orthonormal_columns, to_exact_params)
 from vgjax.engines.reference import bce_loss
 
 KEY = jax.random.PRNGKey(0)
@@ -54,6 +54,29 @@ def test_orthogonal(fi, fo):
     w = w[:fi, :fo].astype(np.float64)
     gram = w.T @ w if fi >= fo else w @ w.T  # orthonormal columns, or rows when fi < fo
     np.testing.assert_allclose(gram, np.eye(min(fi, fo)), atol=1e-5)
+
+
+def test_orthonormal_columns_is_the_sign_corrected_qr():
+    """Q of a float64 NumPy QR with diag(R) made positive (Keras's Orthogonal), zero columns
+    kept zero, for a tall and a square block inside zero padding."""
+    for m, n in [(9, 4), (6, 6)]:
+        a = np.zeros((11, 11), np.float32)
+        a[:m, :n] = np.asarray(jax.random.normal(KEY, (m, n)))
+        q = np.asarray(orthonormal_columns(jnp.asarray(a)))
+        q_ref, r_ref = np.linalg.qr(a[:m, :n].astype(np.float64))
+        q_ref = q_ref * np.sign(np.diag(r_ref))[None, :]
+        np.testing.assert_allclose(q[:m, :n], q_ref, atol=2e-6)
+        assert np.all(q[m:] == 0) and np.all(q[:, n:] == 0)
+
+
+def test_init_has_no_lapack_call():
+    """A grid's initialisation is lax ops only: a LAPACK geqrf inside a sharded program can
+    deadlock XLA:CPU's thread pool (two shards' batched calls waiting on each other)."""
+    init = jax.vmap(lambda k, d: init_params(k, d, 5, max_depth=4, p=8, init="orthogonal",
+                                             output_init="orthogonal"))
+    keys = jax.random.split(KEY, 3)
+    hlo = jax.jit(init).lower(keys, jnp.array([1, 2, 4])).as_text()
+    assert "custom_call" not in hlo
 
 
 @pytest.mark.parametrize("init", ["uniform", "he_uniform", "glorot_uniform", "he_normal",

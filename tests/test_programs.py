@@ -181,6 +181,20 @@ def test_shape_mesh_and_versions_change_the_key(store, monkeypatch):
     assert _key(base) != key
 
 
+def test_source_hash_reads_every_module_of_the_package():
+    """A stored program is keyed by all of vgjax's code, not one subpackage's: an edit to the
+    model or an engine must not load a program traced from the old code."""
+    import pkgutil
+    import vgjax
+    modules = {m.name for m in pkgutil.walk_packages(vgjax.__path__, "vgjax.")}
+    assert {"vgjax.model", "vgjax.engines.wide", "vgjax.run.programs"} <= modules
+    hashed = set()
+    for p in programs.source_files():
+        parts = p.relative_to(programs.PACKAGE_ROOT).with_suffix("").parts
+        hashed.add(".".join(("vgjax",) + (parts[:-1] if parts[-1] == "__init__" else parts)))
+    assert modules <= hashed
+
+
 def test_user_code_or_no_cache_gives_no_key(store, monkeypatch):
     import jax.numpy as jnp
     assert _key(Config(activation=jnp.tanh, epochs=2, hist_every=2)) is None

@@ -189,17 +189,40 @@ def _orthogonal(draws: jax.Array, fan_in, fan_out) -> jax.Array:
     """Keras ``Orthogonal`` of the real [fan_in, fan_out] block of padded normal draws [P, P].
 
     Keras draws a normal [max(fi, fo), min(fi, fo)] matrix, takes Q of its QR with the signs of
-    diag(R), and transposes when fi < fo. The padding rows/columns are zero, so Householder QR
-    leaves the real block's Q unchanged; sign(0) = 0 zeroes the padding columns.
+    diag(R), and transposes when fi < fo. The padding rows/columns are zero, so they stay zero
+    in Q (:func:`orthonormal_columns`) and the real block's Q is unchanged.
     """
     p = draws.shape[0]
     r_real = jnp.maximum(fan_in, fan_out)
     c_real = jnp.minimum(fan_in, fan_out)
     i = jnp.arange(p)
     a = jnp.where((i[:, None] < r_real) & (i[None, :] < c_real), draws, 0.0)
-    q, r = jnp.linalg.qr(a)
-    q = q * jnp.sign(jnp.diagonal(r))[None, :]
+    q = orthonormal_columns(a)
     return jnp.where(fan_in >= fan_out, q, q.T)
+
+
+def orthonormal_columns(a: jax.Array) -> jax.Array:
+    """Q [M, N] of the QR factorisation a = QR [M, N] with diag(R) > 0, columns of ``a`` that
+    are zero giving zero columns: Keras's and ``jax.nn.initializers.orthogonal``'s matrix
+    (their sign correction makes diag(R) positive, and such a Q is unique for a full-rank a).
+
+    Classical Gram-Schmidt in lax ops, each column orthogonalised against the earlier ones
+    twice, which keeps QᵀQ = I to float32 rounding. Not ``jnp.linalg.qr``: XLA:CPU runs a
+    batched ``geqrf`` by splitting the batch over its intra-op thread pool and waiting on a
+    pool thread, so two such calls at once (the shards of a sharded program, or two width
+    groups of one program) can hold every pool thread waiting for each other forever.
+    """
+
+    def column(j, q):
+        # q's columns j.. are still zero, so projecting on all of q projects on the first j
+        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+        v = v - q @ (v @ q)
+        v = v - q @ (v @ q)
+        norm = jnp.sqrt(jnp.sum(v * v))
+        v = jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1.0), 0.0)
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
+
+    return jax.lax.fori_loop(0, a.shape[1], column, jnp.zeros_like(a))
 
 
 def _run_uniforms(key: jax.Array, D: int, P: int, C: int) -> tuple[jax.Array, ...]:

@@ -44,13 +44,22 @@ _TRACE_OPTIONS = ("jax_enable_x64", "jax_default_matmul_precision", "jax_default
 _CODE_FIELDS = ("activation", "optimizer", "loss")
 
 
+# The vgjax package's directory (this module is vgjax/run/programs.py): every file below it
+# can change a traced program, so all of them key it.
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def source_files() -> list[Path]:
+    """Every ``.py`` file of the vgjax package, sorted: what :func:`source_hash` reads."""
+    return sorted(PACKAGE_ROOT.rglob("*.py"))
+
+
 @functools.lru_cache(maxsize=1)
 def source_hash() -> str:
     """sha256 of every ``.py`` file of the vgjax package (relative path and bytes)."""
-    root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for p in sorted(root.rglob("*.py")):
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
+    for p in source_files():
+        h.update(str(p.relative_to(PACKAGE_ROOT)).encode() + b"\0" + p.read_bytes() + b"\0")
     return h.hexdigest()
 
 
