@@ -104,9 +104,24 @@ def test_wide_equals_vmap_on_digits_with_the_softmax_cross_entropy():
     _compare(cfg, "wide", keep_params=True, seeds=(0,), depths=(1, 3), widths=(12,))
 
 
-def test_wide_records_the_signal_probe_as_vmap_does():
-    cfg = Config(activation="tanh", init="glorot_uniform", epochs=2, hist_every=1,
-                 probes=("signal",))
+def _arrays(n_features, n_classes, n_train=40, n_test=20):
+    """A random data set ``(x_train, y_train, x_test, y_test)``."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_train + n_test, n_features)).astype(np.float32)
+    y = rng.integers(0, n_classes, n_train + n_test).astype(np.float32)
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
+
+
+@pytest.mark.parametrize("activation, init, data", [
+    ("tanh", "glorot_uniform", None),
+    # 5 inputs: the Jacobian's spectrum by one-sided Jacobi; ReLU: dead units; 3 classes
+    ("relu", "he_uniform", _arrays(5, 3)),
+])
+def test_wide_records_the_signal_probe_as_vmap_does(activation, init, data):
+    # the wide engine takes the per-layer probe from its evaluation pass and the Jacobian
+    # by forward mode through its own layer loop; the vmap engine from probes' own scan
+    cfg = Config(activation=activation, init=init, epochs=2, hist_every=1,
+                 probes=("signal",), **({} if data is None else {"data": data}))
     _compare(cfg, "wide", seeds=(0,), depths=(1, 3), widths=(12,))
 
 

@@ -9,6 +9,7 @@ import pytest
 from tests.test_wide import _same_history, _same_params
 from vgjax.grid import plan as plan_mod
 from vgjax.grid import width_groups as wg
+from vgjax.engines import even_calls
 from vgjax.config import Config, Grid
 from vgjax.experiments import get
 from vgjax.grid.plan import default_mesh, make_plan
@@ -58,7 +59,7 @@ def test_split_grid_equals_one_program(monkeypatch):
     one = sweep(cfg, chunk_size=5, keep_params=True, **grid)
     monkeypatch.setattr(wg, "PROGRAM_S", 0.0)  # compiling is free: one group per width
     # ... and a fast call holds at most one device's share: several calls per chunk
-    monkeypatch.setattr(plan_mod, "auto_chunk_size", lambda *a, **k: 1)
+    monkeypatch.setattr(plan_mod, "DEFAULT_CHUNK_BYTES", 1)
     plan = make_plan(*args, chunk_size=5)
     assert [(g.widths, g.engine) for g in plan.groups] == [((5,), "fast"), ((12,), "wide")]
     split = sweep(cfg, chunk_size=5, keep_params=True, **grid)
@@ -76,3 +77,25 @@ def test_padded_parameters_keep_their_layout():
     assert wg.pad_param("param_biases", np.ones((2, 3, 4)), 6).shape == (2, 3, 6)
     assert wg.pad_param("param_out_bias", np.ones(2), 6).shape == (2,)
     assert wg.pad_param("train_loss", np.ones((2, 5)), 6).shape == (2, 5)
+
+
+@pytest.mark.parametrize("n, most, n_dev, want", [
+    (250, 198, 1, 125), (250, 198, 2, 126), (250, 300, 2, 250), (5, 198, 2, 6),
+    (7, 3, 2, 2), (10, 1, 4, 4), (396, 198, 2, 198), (397, 198, 2, 134)])
+def test_calls_are_even_and_fit(n, most, n_dev, want):
+    size = even_calls(n, most, n_dev)
+    calls = -(-n // size)
+    assert size == want and size % n_dev == 0
+    assert size <= max(n_dev, most // n_dev * n_dev)
+    # no fewer calls would fit, and no call is mostly padding
+    assert calls == -(-n // max(n_dev, most // n_dev * n_dev))
+    assert calls * size - n < max(calls, 1) * n_dev
+
+
+def test_a_grid_over_its_memory_budget_is_cut_into_equal_chunks():
+    # dead-relu: 250 runs whose memory fits 198 per chunk went as 198 + 52 (146 padding)
+    exp = get("dead-relu")
+    plan = make_plan(exp.config_for(None), exp.grid(exp.seeds),
+                     mesh=default_mesh(jax.devices("cpu")[:1]))
+    assert len(plan.runs) == 250 and (plan.n_chunks, plan.chunk_size) == (2, 125)
+    assert [g.size for g in plan.groups] == [125]

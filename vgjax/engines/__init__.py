@@ -102,6 +102,18 @@ def depth_blocks(depths: np.ndarray, chunk_size: int, n_devices: int,
     return best
 
 
+def even_calls(n_runs: int, most: int, n_devices: int) -> int:
+    """Runs per call when ``n_runs`` runs are cut into the fewest calls of at most ``most``
+    runs (rounded down to a multiple of ``n_devices``, at least one per device) and every
+    call holds as many as the others: a multiple of ``n_devices``, at most ``most``. So 250
+    runs that fit 198 per call go as 2 x 125 (126 on two devices), not as 198 and a second
+    call of 52 runs and 146 runs of padding that cost as much to train."""
+    most = max(n_devices, most // n_devices * n_devices)
+    calls = -(-n_runs // most)
+    size = -(-n_runs // max(calls, 1))
+    return max(n_devices, -(-size // n_devices) * n_devices)
+
+
 def check_engine(config: Config, engine: str) -> None:
     """Refuse, in one line, an engine name that does not exist or does not cover ``config``."""
     check_choice("engine", engine, ENGINES)

@@ -46,6 +46,7 @@ from vgjax.engines.loop import (PARAM_KEYS, Engine, Setup, apply_optimizer, chun
 from vgjax.engines.reference import chunk_probes
 from vgjax.engines.shuffle import epoch_batches
 from vgjax.model import activation_fn, kernel_mask
+from vgjax.probes import SATURATION_THRESHOLD
 from vgjax.step import bce, optimizer_factory
 from vgjax.theory import derivative_fn
 
@@ -143,7 +144,7 @@ def _outer_sum(h, dz):
     return _tree_sum(h[b, :, None, :] * dz[b, None, :, :] for b in range(h.shape[0]))
 
 
-def forward(params, x, depth_mask, unit, act, need, keep=True):
+def forward(params, x, depth_mask, unit, act, need, keep=True, probe=None):
     """Forward pass over runs-last arrays.
 
     Args:
@@ -151,9 +152,12 @@ def forward(params, x, depth_mask, unit, act, need, keep=True):
       x: [B, 2, R], or [N, 2, 1] for inputs shared by every run.
       depth_mask: [D, R] bool, layer l active for run r; unit: [P, R] float, unit < width.
       need: [D] bool, some run of the chunk has layer l (others are skipped outright).
+      probe: None, or ``(φ, φ', rows)``: then each layer's signal-probe statistics over
+        the first ``rows`` points are computed in the same pass (:func:`layer_signal`).
     Returns:
       logits [B, R], the last hidden activations [B, P, R], and what the backward pass
-      needs: (x, a0, z0, [(h, a, z) per layer 1..D-1]) when ``keep``.
+      needs: (x, a0, z0, [(h, a, z) per layer 1..D-1]) when ``keep``; with ``probe``
+      instead the statistics [D, 3, R] (NaN for layers no run of the chunk has).
     """
     K, b, ko, bo = params
     D = K.shape[0]
@@ -161,13 +165,17 @@ def forward(params, x, depth_mask, unit, act, need, keep=True):
     a0 = act(z0) * unit[None]
 
     h, saved = a0, []
+    stats = [] if probe is None else [layer_signal(probe, z0, unit)]
 
     def run(h, k, b, m):
         z = _dense(h, k, b)
         a = act(z) * unit[None]
-        return jnp.where(m[None, None, :], a, h), ((h, a, z) if keep else None)
+        out = ((h, a, z) if keep else None) if probe is None else layer_signal(probe, z, unit)
+        return jnp.where(m[None, None, :], a, h), out
 
     def skip(h, k, b, m):
+        if probe is not None:
+            return h, jnp.full((3,) + h.shape[2:], jnp.nan, h.dtype)
         return h, ((h, h, h) if keep else None)
 
     for l in range(1, D):
@@ -175,9 +183,28 @@ def forward(params, x, depth_mask, unit, act, need, keep=True):
         # layer's own parameters go in as operands, so every layer's branch is the same
         # computation and XLA compiles its kernels once, not once per layer.
         h, o = jax.lax.cond(need[l], run, skip, h, K[l], b[l], depth_mask[l])
-        saved.append(o)
+        (saved if probe is None else stats).append(o)
     logits = _sum_axis(h * ko[None], 1) + bo[None]
-    return logits, h, (x, a0, z0, saved)
+    return logits, h, ((x, a0, z0, saved) if probe is None else jnp.stack(stats))
+
+
+def layer_signal(probe, z, unit):
+    """[3, R] q^l, saturated share and dead share of one layer's pre-activations z [B, P, R]
+    over the first ``rows`` points of ``probe = (φ, φ', rows)`` and each run's real units
+    (``unit`` [P, R]): the values of :func:`vgjax.probes.layer_probes` (per-unit means over
+    the points, then the mean over the run's units), with this engine's reductions."""
+    phi, dphi, rows = probe
+    z = z[:rows]
+    f32 = lambda v: v.astype(z.dtype)
+    # the three sums over the points as one product with a ones vector: a single dot, where
+    # reductions over the leading axis were slow and compiled slowly in every layer's branch
+    sums = jnp.tensordot(jnp.ones((rows,), z.dtype), jnp.stack(
+        [z * z, f32(jnp.abs(dphi(z)) < SATURATION_THRESHOLD), f32(phi(z) != 0)], axis=1),
+        axes=(0, 0))                                                        # [3, P, R]
+    per_unit = jnp.stack([sums[0] / rows, sums[1] / rows, f32(sums[2] == 0)])
+    real = unit[None] > 0
+    n = jnp.maximum(_sum_axis(unit, 0), 1.0)
+    return _sum_axis(jnp.where(real, per_unit, 0.0), 1) / n[None]
 
 
 def loss_and_grads(params, x, y, w, depth_mask, unit, act, dact, need):
@@ -318,18 +345,29 @@ def fast_engine(config, max_depth: int, p: int) -> Engine:
         a, s = layer_abs_sq(g[0], g[2])
         return a, jnp.sqrt(s)
 
-    def evaluate(state, c):
+    def evaluate(state, c, probe=None):
         (kern, _, ko, _), _ = state
-        loss, acc = _eval_split(state[0], c, act)
-        return jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(kern, ko)[0]
+        loss, acc, stats = _eval_split(state[0], c, act, probe)
+        out = jnp.stack([loss[0], loss[1], acc[0], acc[1]]), layer_abs_sq(kern, ko)[0]
+        if probe is None:
+            return out
+        own = jnp.arange(stats.shape[0])[:, None] < c.run_depth[None, :]     # [D, R]
+        return (*out, jnp.moveaxis(jnp.where(own[:, None], stats, jnp.nan), 1, 0))
 
-    probe = None
+    probed = {}
     if "signal" in config.probes:
+        # the per-layer probe of every epoch from the evaluation pass's training points; at
+        # initialisation and on histogram epochs (the Jacobian) the reference's kernels on
+        # the padded stack, which compile smaller than a second copy of the layer conds
+        probe = (activation_fn(config.activation), derivative_fn(config.activation),
+                 config.n_train)
         signal, jacobian = chunk_probes(config, axis=-1)
-        probe = lambda fn: lambda state, c: fn(dict(zip(PARAM_KEYS, state[0])), c.xtr,
-                                               c.run_depth, c.run_width)
+        on_stack = lambda fn: lambda state, c: fn(dict(zip(PARAM_KEYS, state[0])), c.xtr,
+                                                  c.run_depth, c.run_width)
+        probed = dict(evaluate_signal=functools.partial(evaluate, probe=probe),
+                      signal=on_stack(signal), jacobian=on_stack(jacobian))
     return Engine(
-        signal=probe and probe(signal), jacobian=probe and probe(jacobian),
+        **probed,
         init=functools.partial(_init, config, max_depth, p), minibatches=minibatches,
         step=grads_step(train_step, grad_sums,
                         lambda g, c: histogram(g[0], g[2], c.hmask, c.omask)),
@@ -386,11 +424,13 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
     return Setup((params, opt), c, counts, present)
 
 
-def _eval_split(params, c, act):
-    """Loss and accuracy on train and test: one forward over the concatenated points."""
+def _eval_split(params, c, act, probe=None):
+    """Loss and accuracy on train and test: one forward over the concatenated points (and
+    with ``probe`` the signal probe's per-layer statistics [D, 3, R] of the training
+    points, else None)."""
     xe = c.xall[:, :, None]
-    logits, *_ = forward(params, xe, c.depth_mask, c.unit, act, c.need,
-                         keep=False)                                         # [N+M, R]
+    logits, _, stats = forward(params, xe, c.depth_mask, c.unit, act, c.need,
+                               keep=False, probe=probe)                      # [N+M, R]
     y = c.yall[:, None]
     ce = bce(logits, y)
     hit = ((logits > 0).astype(jnp.float32) == y).astype(jnp.float32)
@@ -398,4 +438,4 @@ def _eval_split(params, c, act):
     m = ce.shape[0] - n
     loss = jnp.stack([jnp.mean(ce[:n], 0), jnp.mean(ce[n:], 0)])
     acc = jnp.stack([_count_axis(hit[:n], 0) / n, _count_axis(hit[n:], 0) / m])
-    return loss, acc
+    return loss, acc, (stats if probe is not None else None)

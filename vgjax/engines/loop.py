@@ -101,6 +101,9 @@ class Engine(NamedTuple):
     - test_grads: optional ``(state, ctx) -> [2, L, ...]`` mean |g| and norm on the test set.
     - signal, jacobian: optional signal-probe kernels ``(state, ctx) -> [3, D, ...]`` and
       ``-> (mean σ² [...], max σ [...], log10 σ counts [K', ...])``.
+    - evaluate_signal: optional ``(state, ctx) -> (curves, weight_l1, signal)``: evaluate and
+      the per-layer signal probe from one forward pass, used at every epoch's end in place
+      of evaluate and signal (signal is then used at initialisation only).
     - hist_branches: ``step`` takes ``hist_now`` as a Python bool, and the loop traces the
       epoch's steps twice (with and without the gradient histogram) under one ``cond`` per
       epoch; otherwise ``hist_now`` is a traced bool and ``step`` branches on it itself.
@@ -118,6 +121,7 @@ class Engine(NamedTuple):
     signal: Callable | None = None
     jacobian: Callable | None = None
     hist_branches: bool = False
+    evaluate_signal: Callable | None = None
 
 
 class HistBuffers(NamedTuple):
@@ -304,12 +308,15 @@ def _epoch(engine: Engine, config: Config, ctx, counts, carry, epoch):
             hist_now, lambda: run_steps(True), lambda: run_steps(False))
     else:
         state, (abs_sums, norm_sums, ghist) = run_steps(False)
-    curves, weight_l1 = engine.evaluate(state, ctx)
+    if engine.evaluate_signal is not None:
+        curves, weight_l1, signal = engine.evaluate_signal(state, ctx)
+    else:
+        curves, weight_l1 = engine.evaluate(state, ctx)
+        signal = engine.signal(state, ctx) if engine.signal is not None else None
     steps = config.steps_per_epoch
     layers = jnp.stack([abs_sums / (steps * jnp.maximum(counts, 1.0)), norm_sums / steps,
                         weight_l1])
     test = engine.test_grads(state, ctx) if engine.test_grads is not None else None
-    signal = engine.signal(state, ctx) if engine.signal is not None else None
     if bufs is not None:
         def store(bufs):
             # Preallocated [H, ...] buffers: nothing of size [E, L, K] is stacked.

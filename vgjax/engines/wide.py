@@ -50,10 +50,12 @@ import jax
 import jax.numpy as jnp
 
 from vgjax.diagnostics import bucket_histogram
+from vgjax.model import activation_fn
+from vgjax.probes import SATURATION_THRESHOLD, singular_values, spectrum_summary
+from vgjax.theory import derivative_fn
 from vgjax.engines import fast
 from vgjax.engines.loop import (Acc, Engine, Memory, Setup, history_bytes, apply_optimizer, chunk_layers, chunk_start,
                                 init_optimizer, merge_hist, runs_first, train_loop)
-from vgjax.engines.reference import chunk_probes
 from vgjax.engines.shuffle import epoch_batches
 from vgjax.step import (ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, n_outputs_for,
                         optimizer_factory, softmax_ce)
@@ -109,8 +111,6 @@ def _act_and_grad(activation) -> tuple[Callable, Callable, bool]:
     pre-activation z). For :data:`WIDE_ACTIVATIONS` the derivative is a function of the
     activation value ``a`` alone; otherwise it is ``jax.grad`` of the scalar function
     (:func:`vgjax.theory.derivative_fn`), traced once."""
-    from vgjax.model import activation_fn
-    from vgjax.theory import derivative_fn
     if activation == "tanh":
         return jnp.tanh, lambda z, a: 1.0 - a * a, False
     if activation == "relu":  # relu(z) > 0 exactly when z > 0
@@ -209,9 +209,12 @@ class Saved(NamedTuple):
     zs: jax.Array | None
 
 
-def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_z: bool = False):
+def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_z: bool = False,
+             probe: "_Probe | None" = None):
     """Logits [R, B] (or [R, B, C]), the last hidden activation [R, B, P], and (when ``keep``) the
-    :class:`Saved` activations for the backward pass.
+    :class:`Saved` activations for the backward pass; with ``probe`` instead of the saved
+    activations a :class:`Probed` (the signal probe's per-layer statistics of the first
+    ``probe.rows`` points, and each run's last real pre-activation).
 
     Only the block's own layers run: a loop up to its deepest run (``c.depth``, unbatched).
     """
@@ -223,22 +226,74 @@ def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_
         hs = _put(jnp.zeros((max_depth,) + _t(h).shape, h.dtype), _t(h), 0)
         if keep_z:
             zs = _put(jnp.zeros_like(hs), _t(z), 0)
+    seen = None
+    if probe is not None:  # stats [D, 3, R] of the layers run so far, last pre-activation
+        seen = Probed(None if probe.rows == 0 else _put(
+            jnp.full((max_depth, 3, z.shape[0]), jnp.nan, z.dtype), _layer_signal(probe, z, c),
+            0), z)
     if max_depth > 1:
         def layer(l, carry):
-            h, hs, zs = carry
+            h, hs, zs, seen = carry
             k, b = net.hidden(l)
             z = jnp.einsum("rbp,rpq->rbq", h, k) + b[:, None, :]
             a = act(z) * unit
-            h = jnp.where(_index(c.mask, l)[:, None, None], a, h)
+            on = _index(c.mask, l)
+            h = jnp.where(on[:, None, None], a, h)
+            if seen is not None:
+                seen = Probed(None if seen.stats is None else
+                              _put(seen.stats, _layer_signal(probe, z, c), l),
+                              jnp.where(on[:, None, None], z, seen.last_z))
             return (h, None if hs is None else _put(hs, _t(h), l),
-                    None if zs is None else _put(zs, _t(z), l))
+                    None if zs is None else _put(zs, _t(z), l), seen)
 
-        h, hs, zs = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs))
+        h, hs, zs, seen = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs, seen))
     if net.ko.ndim == 2:
         logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
     else:
         logits = jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
-    return logits, h, (Saved(hs, zs) if keep else None)
+    return logits, h, (Saved(hs, zs) if keep else seen)
+
+
+class _Probe(NamedTuple):
+    """The signal probe's static parts: the activation φ and its derivative φ' as
+    :mod:`vgjax.probes` computes them, and how many leading points of the forward pass it
+    summarises (the training points of the evaluation pass; 0: none, only the last
+    pre-activation is wanted)."""
+
+    phi: Callable
+    dphi: Callable
+    rows: int
+
+
+class Probed(NamedTuple):
+    """What a probed forward pass gives besides the logits: stats [D, 3, R] (q^l, saturated
+    and dead share of each hidden layer l over the probed points, NaN for layers the block
+    does not run; None when no point is probed) and last_z [R, B, P], each run's last real layer's pre-activation."""
+
+    stats: jax.Array
+    last_z: jax.Array
+
+
+def _layer_signal(probe: _Probe, z, c: WideContext):
+    """[3, R] q^l, saturated share and dead share of one layer's pre-activations z [R, B, P]
+    over its first ``probe.rows`` points and each run's real units: the values of
+    :func:`vgjax.probes.layer_probes` (per-unit means over the points, then the mean over
+    the run's units), from a pre-activation the forward pass has anyway."""
+    z = z[:, :probe.rows]
+    per_unit = jnp.stack([jnp.mean(z * z, axis=1),
+                          jnp.mean(jnp.abs(probe.dphi(z)) < SATURATION_THRESHOLD, axis=1),
+                          jnp.all(probe.phi(z) == 0, axis=1).astype(z.dtype)])  # [3, R, P]
+    real = c.unit_b[None]
+    n = jnp.maximum(jnp.sum(c.unit_b, axis=1), 1)
+    return jnp.sum(jnp.where(real, per_unit, 0.0), axis=2) / n[None, :]
+
+
+def _signal_of(probed: Probed, c: WideContext):
+    """[3, D, R] per-layer probe (:data:`vgjax.result.SIGNAL_LAYER_STATS` rows), NaN for
+    each run's layers >= its depth."""
+    d = probed.stats.shape[0]
+    own = (jnp.arange(d)[:, None] < c.run_depth[None, :])[:, None, :]      # [D, 1, R]
+    return jnp.moveaxis(jnp.where(own, probed.stats, jnp.nan), 1, 0)
 
 
 def _t(a):
@@ -508,11 +563,18 @@ def _weight_hist(p, params, c: WideContext):
     return jnp.moveaxis(counts, 1, -1), jnp.moveaxis(stats, 1, -1)
 
 
-def _evaluate(st: _Static, state, c: WideContext):
-    """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]."""
+def _net(st: _Static, state) -> Net:
     params = state[0]
-    net = _dict_net(params, st.n_features) if isinstance(params, dict) else _stacked_net(params)
-    logits, _, _ = _forward(net, st.max_depth, c.x_all[None], c, st.act, keep=False)
+    return _dict_net(params, st.n_features) if isinstance(params, dict) else _stacked_net(params)
+
+
+def _evaluate(st: _Static, state, c: WideContext, probe: _Probe | None = None):
+    """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]; with
+    ``probe`` also the signal probe's per-layer statistics [3, D, R] of the training points,
+    from the same forward pass (:func:`_signal_of`)."""
+    params = state[0]
+    logits, _, probed = _forward(_net(st, state), st.max_depth, c.x_all[None], c, st.act,
+                                 keep=False, probe=probe)
     y = c.y_all[None]                                                       # [1, N+M]
     if logits.ndim == 2:                                                    # [R, N+M]
         ce = bce(logits, y)
@@ -526,26 +588,38 @@ def _evaluate(st: _Static, state, c: WideContext):
     if isinstance(params, dict):
         l1 = jnp.concatenate([jnp.abs(params["kernels"]).sum((2, 3)).T,
                               _l1(params["out_kernel"])[None]])
-        return curves, l1
-    k0, kh, ko = _layers(params, st.n_features)
-    return curves, jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
-                                    _l1(ko)[None]])                          # [L, R]
+    else:
+        k0, kh, ko = _layers(params, st.n_features)
+        l1 = jnp.concatenate([jnp.abs(k0).sum((1, 2))[None], jnp.abs(kh).sum((2, 3)),
+                              _l1(ko)[None]])                                 # [L, R]
+    return (curves, l1) if probe is None else (curves, l1, _signal_of(probed, c))
+
+
+def _jacobian(st: _Static, probe: _Probe, state, c: WideContext):
+    """The input-output Jacobian's summary over the training points: (mean σ² [R], max σ
+    [R], log10 σ counts [K, R]) as :func:`vgjax.engines.reference.signal_jacobian` gives
+    them, with J = ∂h_L/∂x [R, N, P, F] by forward mode through this engine's own forward
+    pass (one tangent per input feature for all points at once: the points are
+    independent), so only the block's layers run."""
+    net, f = _net(st, state), st.n_features
+    last_z = lambda x: _forward(net, st.max_depth, x[None], c, st.act, keep=False,
+                                probe=probe._replace(rows=0))[2].last_z                       # [R, N, P]
+    x = c.x_train
+    basis = jnp.eye(f, dtype=x.dtype)[:, None, :] * jnp.ones_like(x)[None]   # [F, N, F]
+    tangents = jax.vmap(lambda t: jax.jvp(last_z, (x,), (t,))[1])(basis)    # [F, R, N, P]
+    jac = jnp.moveaxis(tangents, 0, -1)                                      # [R, N, P, F]
+
+    def summary(j, width):
+        s, valid = singular_values(j, n_in=f, n_out=width)
+        out = spectrum_summary(s, valid)
+        return out["mean_sq"], out["max"], out["log_hist"]
+    m, mx, counts = jax.vmap(summary)(jac, c.run_width)
+    return m, mx, counts.T
 
 
 def _l1(a):
     """[R, ...] -> sum |a| per run [R]."""
     return jnp.abs(a.reshape(a.shape[0], -1)).sum(1)
-
-
-def _run_params(p, state) -> dict:
-    """The block's parameters in the padded dict layout, run axis leading."""
-    if isinstance(state[0], dict):
-        return state[0]
-    k0, b0, kh, bh, ko, bo = state[0]
-    k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[:, None]       # [R, 1, P, P]
-    return {"kernels": jnp.concatenate([k0, jnp.moveaxis(kh, 0, 1)], axis=1),
-            "biases": jnp.concatenate([b0[:, None], jnp.moveaxis(bh, 0, 1)], axis=1),
-            "out_kernel": ko, "out_bias": bo}
 
 
 def _params(p, state):
@@ -611,18 +685,21 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
     f = dims(config)[0]
     st = (_Static(act, dact, keep_z, max_depth, f, rate=rule[0], update=rule[1]) if rule else
           _Static(act, dact, keep_z, max_depth, f, optimizer=optimizer_factory(config)))
-    probe = None
+    probed = {}
     if "signal" in config.probes:
-        signal, jacobian = chunk_probes(config, axis=0)
-        probe = lambda fn: lambda state, c: fn(_run_params(p, state), c.x_train, c.run_depth,
-                                               c.run_width)
+        # the per-layer probe from the evaluation pass (its training points), the Jacobian
+        # by forward mode through this engine's forward pass: only the block's layers run
+        probe = _Probe(activation_fn(config.activation), derivative_fn(config.activation),
+                       config.n_train)
+        probed = dict(evaluate_signal=functools.partial(_evaluate, st, probe=probe),
+                      signal=lambda state, c: _evaluate(st, state, c, probe)[2],
+                      jacobian=functools.partial(_jacobian, st, probe))
     return Engine(init=functools.partial(_init, config, max_depth, p),
                   minibatches=functools.partial(_minibatches, config),
                   step=functools.partial(_step if rule else _optax_step, st),
                   evaluate=functools.partial(_evaluate, st),
                   weight_hist=lambda state, c: _weight_hist(p, state[0], c),
-                  params=functools.partial(_params, p), hist_branches=True,
-                  signal=probe and probe(signal), jacobian=probe and probe(jacobian))
+                  params=functools.partial(_params, p), hist_branches=True, **probed)
 
 
 def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from vgjax.config import Config, Grid
 from vgjax.data import data_dims
-from vgjax.engines import bytes_per_run, check_engine, choose_engine
+from vgjax.engines import bytes_per_run, check_engine, choose_engine, even_calls
 from vgjax.engines.loop import RunSpec
 from vgjax.grid.width_groups import Group, plan_groups
 from vgjax.result import RunTable
@@ -64,13 +64,12 @@ def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
 
 def auto_chunk_size(n_runs: int, config: Config, max_depth: int, p: int, n_devices: int,
                     budget_bytes: int = DEFAULT_CHUNK_BYTES, per_run: int | None = None) -> int:
-    """Runs per chunk: as many as fit ``budget_bytes`` (at ``per_run`` bytes each, default
-    :func:`vgjax.engines.bytes_per_run` of the vmap engine), a multiple of the device
-    count."""
+    """Runs per chunk: the fewest chunks whose runs fit ``budget_bytes`` (at ``per_run``
+    bytes each, default :func:`vgjax.engines.bytes_per_run` of the vmap engine), all of
+    the same size (:func:`vgjax.engines.even_calls`: a multiple of the device count, so the
+    last chunk is not mostly padding)."""
     per_run = per_run or bytes_per_run("vmap", config, max_depth, p).working
-    fit = max(1, budget_bytes // per_run)
-    size = min(n_runs, fit)
-    return max(n_devices, (size // n_devices) * n_devices)
+    return even_calls(n_runs, max(1, budget_bytes // per_run), n_devices)
 
 
 class Layout(NamedTuple):
@@ -164,9 +163,10 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     else:
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev)
     size = max(n_dev, -(-size // n_dev) * n_dev)  # a multiple of the device count
+    fit = lambda p_g: max(1, DEFAULT_CHUNK_BYTES  # runs of width p_g one call may hold
+                          // bytes_per_run("vmap", config, max_depth, p_g).working)
     groups = plan_groups(config, runs, max_depth, min_width(config), size, mesh, engine,
-                         DEFAULT_CHUNK_BYTES, lambda p_g: auto_chunk_size(
-                             len(runs), config, max_depth, p_g, n_dev))
+                         DEFAULT_CHUNK_BYTES, fit)
     engines = "+".join(dict.fromkeys(g.engine for g in groups))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
                 math.ceil(len(runs) / size), mesh, engines, bool(keep_params), groups)

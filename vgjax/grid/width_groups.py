@@ -19,7 +19,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from vgjax.config import Config
-from vgjax.engines import BLOCK_OVERHEAD, bytes_per_run, choose_engine, depth_blocks
+from vgjax.engines import BLOCK_OVERHEAD, bytes_per_run, choose_engine, depth_blocks, even_calls
 from vgjax.engines.loop import PARAM_PREFIX
 from vgjax.result import RunTable
 
@@ -106,7 +106,7 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
         per_chunk = [ix for ix in per_chunk if len(ix)]
         size = max(len(ix) for ix in per_chunk)
         if eng != "wide":  # the wide engine's working set is per depth block instead
-            size = min(size, max_size(p))
+            size = even_calls(size, max_size(p), n_dev)  # calls of equal size, if several
         size = max(n_dev, -(-size // n_dev) * n_dev)
         n_blocks = 1
         if cpu and eng in BLOCK_OVERHEAD:  # engines whose layer loops stop at a block's depth
