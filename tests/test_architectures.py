@@ -207,21 +207,22 @@ def test_architecture_fields_round_trip_and_stay_out_of_plain_manifests():
         parse_residual("-1")
 
 
-def test_only_the_reference_engine_trains_architectures():
+def test_the_fast_engine_refuses_architectures():
     from vgjax.engines import check_engine, choose_engine
     from vgjax.grid.plan import default_mesh
     mesh = default_mesh(jax.devices()[:1])
     for config in (Config(residual="rezero"), Config(norm="layer"), Config(norm="batch")):
-        assert choose_engine(config, 16, mesh) == "vmap"
-        for engine in ("fast", "wide"):
-            with pytest.raises(ValueError, match=f"engine: '{engine}' trains the plain MLP"):
-                check_engine(config, engine)
+        assert choose_engine(config, 16, mesh) == "wide"
+        assert choose_engine(config, 4, mesh) == "wide"      # the fast engine's widths
+        with pytest.raises(ValueError, match="engine: 'fast' trains the plain MLP"):
+            check_engine(config, "fast")
+        check_engine(config, "wide")
         check_engine(config, "vmap")
-    assert choose_engine(Config(), 16, mesh) != "vmap"
+    assert choose_engine(Config(), 4, mesh) == "fast"
 
 
 def test_cli_sweep_trains_an_architecture_and_shows_it(tmp_path, capsys):
-    """``vgjax sweep --residual rezero --norm batch`` trains on the reference engine (whose
+    """``vgjax sweep --residual rezero --norm batch`` trains on the wide engine (whose
     evaluation reads the running averages): the summary records the architecture, the
     TensorBoard run names and ``vgjax show`` mention it, and the training loss falls."""
     import json
