@@ -233,8 +233,10 @@ class Grid:
         return math.prod(max(1, len(getattr(self, f.name))) for f in dataclasses.fields(self))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the lists."""
-        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-able dict of the lists; ``residuals`` and ``norms`` only when not
+        empty, so the manifests of sweeps without them are as before the axes existed."""
+        return {k: list(v) for k, v in dataclasses.asdict(self).items()
+                if v or k not in ("residuals", "norms")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Grid":

@@ -17,8 +17,9 @@ out_bias       [] or [C]        its bias
 A run of depth ``d`` and width ``w`` uses hidden layers ``0..d-1``; the others are masked to
 the exact identity.
 
-Residual connections and normalisation (``Config.residual``, ``Config.norm``; see
-:class:`MaskedMLP`) add leaves in the same layout, only when they are on: ``res_alpha`` [D]
+Residual connections and normalisation (``Config.residual``, ``Config.norm``, per run in a
+grid: :class:`Arch`; see :class:`MaskedMLP`) add leaves in the same layout, only when some
+run of the program has them (:class:`Features`): ``res_alpha`` [D]
 (ReZero's learnable branch scales; entry 0 unused), ``norm_scale`` and ``norm_offset`` [D, P]
 (the normalisation's learnt scale and offset), and BatchNorm's running averages, which are
 not parameters but the ``batch_stats`` collection: ``mean`` and ``var`` [D, P]
