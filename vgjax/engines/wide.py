@@ -37,8 +37,9 @@ not depend on ``P`` or ``D``:
 
 Covered (:func:`supports`): any optimizer and activation, any data (F input features, C
 classes: one logit and the binary cross-entropy for two classes, C logits and the softmax
-cross-entropy otherwise, or for ``loss="softmax_ce"``), no test-set gradients; other configs
-(a user loss, test-set gradients) use the vmap engine.
+cross-entropy otherwise, or for ``loss="softmax_ce"``), residual connections and
+normalisation as per-run values (:func:`_arch_forward`, :func:`_block_vjp`), no test-set
+gradients; other configs (a user loss, test-set gradients) use the vmap engine.
 """
 
 from __future__ import annotations
@@ -357,7 +358,10 @@ class _Static(NamedTuple):
     """The step's static parts: activation, its derivative ``(z, a) -> φ'(z)``, whether that
     reads z (then the forward pass keeps pre-activations), D, the data's input width F, and
     the optimizer: a fused rule (``rate``, ``update``: :func:`_fused_rule`) or an optax
-    factory (``optimizer``)."""
+    factory (``optimizer``); the residual / normalised variants of the program's runs
+    (``features``, :class:`vgjax.model.Features`) and the activation their blocks apply
+    (``block_act``: the model's own, so :func:`jax.vjp` differentiates what the reference
+    engine differentiates)."""
 
     act: Callable
     dact: Callable
