@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from vgjax.config import Config, parse_residual
+from vgjax.config import Config, Grid, parse_residual
 from vgjax.model import (BN_MOMENTUM, NORM_EPS, ExactMLP, to_exact_batch_stats,
                          to_exact_params)
 from vgjax.step import Batch, make_step
@@ -207,39 +207,158 @@ def test_architecture_fields_round_trip_and_stay_out_of_plain_manifests():
         parse_residual("-1")
 
 
-def test_only_the_reference_engine_trains_architectures():
+def test_the_fast_engine_refuses_architectures():
     from vgjax.engines import check_engine, choose_engine
     from vgjax.grid.plan import default_mesh
     mesh = default_mesh(jax.devices()[:1])
     for config in (Config(residual="rezero"), Config(norm="layer"), Config(norm="batch")):
-        assert choose_engine(config, 16, mesh) == "vmap"
-        for engine in ("fast", "wide"):
-            with pytest.raises(ValueError, match=f"engine: '{engine}' trains the plain MLP"):
-                check_engine(config, engine)
+        assert choose_engine(config, 16, mesh) == "wide"
+        assert choose_engine(config, 4, mesh) == "wide"      # the fast engine's widths
+        with pytest.raises(ValueError, match="engine: 'fast' trains the plain MLP"):
+            check_engine(config, "fast")
+        check_engine(config, "wide")
         check_engine(config, "vmap")
-    assert choose_engine(Config(), 16, mesh) != "vmap"
+    assert choose_engine(Config(), 4, mesh) == "fast"
 
 
-def test_cli_sweep_trains_an_architecture_and_shows_it(tmp_path, capsys):
-    """``vgjax sweep --residual rezero --norm batch`` trains on the reference engine (whose
-    evaluation reads the running averages): the summary records the architecture, the
-    TensorBoard run names and ``vgjax show`` mention it, and the training loss falls."""
+def test_cli_sweep_trains_architectures_and_shows_them(tmp_path, capsys):
+    """``vgjax sweep --residual none,rezero --norm batch``: one norm for the sweep, the
+    residual a grid axis (one program, the wide engine; evaluation reads the running
+    averages). The summary records both, the TensorBoard run names and ``vgjax show`` name
+    each run's architecture, and the training loss falls."""
     import json
 
     from vgjax import cli
     out = tmp_path / "out"
-    argv = ["sweep", "--activation", "relu", "--residual", "rezero", "--norm", "batch",
+    argv = ["sweep", "--activation", "relu", "--residual", "none,rezero", "--norm", "batch",
             "--depths", "2", "--widths", "4", "--seeds", "0", "--epochs", "3",
             "--hist-every", "0", "--lr", "0.05", "--out", str(out)]
     assert cli.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["residual"] == "rezero" and summary["config"]["norm"] == "batch"
-    names = [p.parent.name for p in (out / "tensorboard").glob("*/seed*")]
-    assert names == ["relu_he_uniform_rezero_batchnorm_d02_w04"]
+    assert summary["config"]["norm"] == "batch" and "residual" not in summary["config"]
+    assert summary["grid"]["residuals"] == ["none", "rezero"] and "norms" not in summary["grid"]
+    assert [(r["residual"], r["norm"]) for r in summary["runs"]] == [("none", "batch"),
+                                                                     ("rezero", "batch")]
+    assert [g["residual"] for g in summary["groups"]] == ["none", "rezero"]
+    names = sorted(p.parent.name + "/" + p.name for p in (out / "tensorboard").glob("*/seed*"))
+    assert names == ["relu_he_uniform_batchnorm_d02_w04_resnone/seed00",
+                     "relu_he_uniform_batchnorm_d02_w04_resrezero/seed00"]
     capsys.readouterr()
     assert cli.main(["show", str(out)]) == 0
-    assert "architecture: residual rezero, norm batch" in capsys.readouterr().out
-    assert not summary["runs"][0]["diverged"]
+    shown = capsys.readouterr().out
+    assert "architecture: norm batch" in shown and "residual" in shown and "rezero" in shown
+    assert not any(r["diverged"] for r in summary["runs"])
     with np.load(out / "history.npz", allow_pickle=False) as z:
-        loss = z["train_loss"][0]
-    assert np.all(np.isfinite(loss)) and loss[-1] < loss[0]   # evaluation reads trained stats
+        loss = z["train_loss"]
+        assert z["run_residual"].tolist() == ["none", "rezero"]
+    assert np.all(np.isfinite(loss)) and np.all(loss[:, -1] < loss[:, 0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--residual", "none,skip"], "residual: unknown value 'skip'"),
+    (["--residual", "1,0"], "residual: 0.0 is out of range"),
+    (["--norm", "layer,group"], "norm: unknown value 'group'"),
+    (["--norm", "layer,layer"], "norms: ['layer', 'layer'] has duplicates"),
+    (["--residual", "1,1.0"], "residuals: [1.0, 1.0] has duplicates"),
+])
+def test_bad_architecture_axes_are_refused_in_one_line(tmp_path, capsys, argv, message):
+    from vgjax import cli
+    out = tmp_path / "out"
+    assert cli.main(["sweep", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not out.exists()
+
+
+def test_architecture_axes_round_trip_and_stay_out_of_plain_manifests():
+    assert "residuals" not in Grid().to_dict() and "norms" not in Grid().to_dict()
+    g = Grid(residuals=("none", 1, "rezero"), norms=("layer",))
+    assert g.residuals == ("none", 1.0, "rezero") and Grid.from_dict(g.to_dict()) == g
+    assert g.n_runs == 3
+    with pytest.raises(ValueError, match="residuals: -1.0 is out of range") as e:
+        Grid(residuals=(-1,))
+    assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------------------
+# The wide engine: residual and normalised runs inside one grid of every architecture, against
+# the reference engine (jax.grad of the Step, itself checked against Flax above).
+
+MIXED = dict(seeds=(0,), depths=(2, 3), widths=(4, 6),
+             residuals=("none", 0.5, "inv_sqrt_depth", "rezero"), norms=("none", "layer", "batch"))
+
+
+def _mixed_config(**kw) -> Config:
+    # 40 training points in batches of 16: the third batch is short (8 real examples), so
+    # BatchNorm's statistics over the real examples only are checked too
+    return Config(activation="tanh", init="glorot_uniform", lr=0.05, bias_var=0.05, epochs=1,
+                  hist_every=0, n_samples=60, n_train=40, batch_size=16, **kw)
+
+
+def _engines_agree(wide, ref, *, rtol=1e-4, atol=1e-6):
+    for k, v in ref.history.items():
+        if k.endswith("_hist"):   # a count may cross a bucket edge by rounding
+            assert np.abs(wide.history[k].astype(np.int64) - v).sum() <= 4, k
+        else:
+            np.testing.assert_allclose(wide.history[k], v, rtol=rtol, atol=atol, err_msg=k)
+    assert sorted(wide.params) == sorted(ref.params)
+    for k, v in ref.params.items():
+        np.testing.assert_allclose(wide.params[k], v, rtol=rtol, atol=atol, err_msg=k)
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    """The mixed grid (12 architectures x 2 depths x 2 widths) trained by the wide engine
+    (counting the programs compiled) and by the reference engine, fused SGD."""
+    from vgjax.grid.plan import make_plan
+    from vgjax.run import chunks
+    from vgjax.run.chunks import sweep
+    config = _mixed_config()
+    before = chunks._compile.cache_info().misses
+    wide = sweep(config, engine="wide", keep_params=True, **MIXED)
+    compiled = chunks._compile.cache_info().misses - before
+    ref = sweep(config, engine="vmap", keep_params=True, **MIXED)
+    plan = make_plan(config, Grid(**MIXED))
+    return wide, ref, compiled, plan
+
+
+def test_wide_engine_equals_the_reference_in_a_mixed_grid(mixed):
+    """Every history array and final parameter (kernels, biases, norm scale and offset,
+    ReZero's alphas, BatchNorm's running averages) of all 48 runs equal the reference
+    engine's to float32 rounding."""
+    wide, ref, _, _ = mixed
+    _engines_agree(wide, ref)
+    a = wide.params["res_alpha"][wide.runs.residual == "rezero"]
+    assert np.all(a[:, 0] == 0) and np.all(a[:, 1] != 0)   # layer 1 has no branch; 2 learns
+    bn = wide.runs.norm == "batch"
+    assert np.all(wide.params["batch_var"][bn][:, 0, :4] != 1.0)        # running averages moved
+    assert np.all(wide.params["batch_var"][~bn] == 1.0)                 # ... only with BatchNorm
+
+
+def test_a_mixed_grid_is_one_program_per_width_group(mixed):
+    wide, _, compiled, plan = mixed
+    assert plan.engine == "wide" and compiled == len(plan.groups) == 1
+    assert plan.features == (True, True, True, True)
+    names = {(r, n) for r, n in zip(wide.runs.residual.tolist(), wide.runs.norm.tolist())}
+    assert len(names) == 12 and ("0.5", "layer") in names
+    # the architectures are told apart: they differ where they should
+    loss = wide.history["train_loss"][:, 0]
+    deep = wide.runs.depth == 3
+    plain = deep & (wide.runs.residual == "none") & (wide.runs.norm == "none")
+    assert len(set(np.round(loss[deep], 6))) > 6 and plain.sum() == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adam", "optax"])
+def test_wide_engine_equals_the_reference_with_adam_and_optax(optimizer):
+    """Fused Keras Adam and an optax transformation applied to the gradient pytree. Adam
+    without BatchNorm: biases in front of BatchNorm have zero gradient up to rounding,
+    which Adam's normalised step turns into steps of size lr in any direction."""
+    from vgjax.run.chunks import sweep
+    if optimizer == "adam":
+        config, grid = _mixed_config(optimizer="adam"), dict(MIXED, norms=("none", "layer"))
+    else:
+        tx = lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(lr, momentum=0.9))
+        config, grid = _mixed_config(optimizer=tx), MIXED
+    wide = sweep(config, engine="wide", keep_params=True, **grid)
+    ref = sweep(config, engine="vmap", keep_params=True, **grid)
+    _engines_agree(wide, ref)

@@ -139,7 +139,7 @@ def test_learning_curves_many_configs_and_selection(tmp_path, res):
     assert "depth 1, width 2" in _labels(fig.axes[1])
     assert "3 seeds" in fig.get_suptitle()
     # A selection within one config gives the single-panel layout.
-    idx = group_indices(res)[(3, 4, float(np.float32(0.01)), 1.0, 0.0)]
+    idx = group_indices(res)[(3, 4, float(np.float32(0.01)), 1.0, 0.0, "none", "none")]
     fig1 = figures.make_learning_curves(res, runs=idx)
     assert len(fig1.axes) == 1 and "3 seeds" in fig1.get_suptitle()
     # Boolean masks work too.
@@ -154,7 +154,7 @@ def test_learning_curves_many_configs_and_selection(tmp_path, res):
 def test_layer_gradients(tmp_path, res):
     g = group_indices(res)
     lr = float(np.float32(0.01))
-    entries = {"tanh U(0,1)": (res, g[(3, 2, lr, 1.0, 0.0)]), "ReLU He": (res, g[(1, 4, lr, 1.0, 0.0)])}
+    entries = {"tanh U(0,1)": (res, g[(3, 2, lr, 1.0, 0.0, "none", "none")]), "ReLU He": (res, g[(1, 4, lr, 1.0, 0.0, "none", "none")])}
     fig = figures.make_layer_stat(entries, stat="grad_mean_abs", title="cmp", log=True, what="t")
     axes = [a for a in fig.axes if a.get_label() != "<colorbar>"]
     assert len(axes) == 2
@@ -198,8 +198,8 @@ def test_all_nan_panel_does_not_crash(tmp_path, res):
 
 def test_gradient_profile(tmp_path, res):
     lr = float(np.float32(0.01))
-    idx = group_indices(res)[(3, 4, lr, 1.0, 0.0)]
-    entries = {"a": (res, idx), "b": (res, group_indices(res)[(1, 2, lr, 1.0, 0.0)])}
+    idx = group_indices(res)[(3, 4, lr, 1.0, 0.0, "none", "none")]
+    entries = {"a": (res, idx), "b": (res, group_indices(res)[(1, 2, lr, 1.0, 0.0, "none", "none")])}
     fig = figures.make_gradient_profile(entries, epochs=(1, 10, 100, 500), title="vanish")
     a0, a1 = fig.axes
     # Epochs clamp to 1..E and de-duplicate: 1 and 6.

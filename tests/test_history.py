@@ -30,7 +30,7 @@ def test_history_roundtrip(tmp_path):
         np.testing.assert_array_equal(z["run_seed"], res.runs.seed)
         np.testing.assert_array_equal(z["run_lr"], res.runs.lr)
         np.testing.assert_array_equal(z["run_diverged_epoch"], res.runs.diverged_epoch)
-        assert set(z.files) == set(res.history) | set(history.RUN_ARRAYS)
+        assert set(z.files) == set(res.history) | set(history.run_arrays(res.runs))
 
 
 def test_history_streamed_equals_in_memory(tmp_path):

@@ -130,7 +130,8 @@ def _key(config: Config, **plan_kw) -> str | None:
     plan = make_plan(config, plan_kw.pop("grid", None) or _grid(), **plan_kw)
     (group,) = plan.groups  # the grid's one width: one program
     shape = {"max_depth": plan.max_depth, "p": group.p, "chunk_size": group.size,
-             "engine": group.engine, "keep_params": plan.keep_params, "n_blocks": group.n_blocks}
+             "engine": group.engine, "keep_params": plan.keep_params, "n_blocks": group.n_blocks,
+             "features": [name for name, on in plan.features._asdict().items() if on]}
     return programs.program_key(chunks_mod._static_config(plan.config), shape, plan.mesh)
 
 
@@ -140,7 +141,8 @@ def _grid():
 
 
 # A changed value for every field of Config; the per-run values (lr, variances) are traced
-# inputs and must not change the key.
+# inputs and must not change the key. The architecture (residual, norm) is per-run too; what
+# keys the program is which variants its runs use (the plan's features).
 CHANGED = {"activation": "tanh", "init": "uniform", "output_init": "glorot_uniform",
            "optimizer": "adam", "momentum": 0.5, "epochs": 3, "batch_size": 16,
            "n_samples": 900, "noise": 0.2, "data_seed": 2, "n_train": 400, "hist_every": 1,
@@ -162,6 +164,8 @@ def test_every_static_config_field_changes_the_key(store):
         keys.add(other)
     for name, value in PER_RUN.items():
         assert _key(dataclasses.replace(base, **{name: value})) == key, name
+    fixed = _key(dataclasses.replace(base, residual=0.5))
+    assert fixed not in keys and _key(dataclasses.replace(base, residual=2.0)) == fixed
 
 
 def test_shape_mesh_and_versions_change_the_key(store, monkeypatch):

@@ -21,13 +21,13 @@ def test_group_indices_product_order(res):
     # Runs are seeds x depths x widths (seed outermost): run = 4*s + 2*di + wi. Default
     # variances: weight_var 1, bias_var 0.
     lr = pytest.approx(0.01)
-    assert list(g) == [(1, 2, lr, 1.0, 0.0), (1, 4, lr, 1.0, 0.0),
-                       (3, 2, lr, 1.0, 0.0), (3, 4, lr, 1.0, 0.0)]
-    np.testing.assert_array_equal(g[(1, 2, float(np.float32(0.01)), 1.0, 0.0)], [0, 4, 8])
-    np.testing.assert_array_equal(g[(3, 4, float(np.float32(0.01)), 1.0, 0.0)], [3, 7, 11])
+    assert list(g) == [(1, 2, lr, 1.0, 0.0, "none", "none"), (1, 4, lr, 1.0, 0.0, "none", "none"),
+                       (3, 2, lr, 1.0, 0.0, "none", "none"), (3, 4, lr, 1.0, 0.0, "none", "none")]
+    np.testing.assert_array_equal(g[(1, 2, float(np.float32(0.01)), 1.0, 0.0, "none", "none")], [0, 4, 8])
+    np.testing.assert_array_equal(g[(3, 4, float(np.float32(0.01)), 1.0, 0.0, "none", "none")], [3, 7, 11])
     for k, v in g.items():
         assert isinstance(k[0], int) and isinstance(k[1], int)
-        assert all(isinstance(x, float) for x in k[2:])
+        assert all(isinstance(x, float) for x in k[2:5]) and k[5:] == ("none", "none")
         assert v.dtype == np.int64
     assert sorted(np.concatenate(list(g.values())).tolist()) == list(range(len(res.runs)))
 
@@ -37,14 +37,14 @@ def test_group_indices_does_not_assume_order():
     r = _build(seeds=(0, 1), depths=(1, 2), widths=(3,), lrs=(0.1, 0.5), order=order)
     g = group_indices(r)
     assert len(g) == 4
-    for (d, w, lr, wv, bv), idx in g.items():
-        assert (wv, bv) == (1.0, 0.0)
+    for (d, w, lr, wv, bv, res, norm), idx in g.items():
+        assert (wv, bv, res, norm) == (1.0, 0.0, "none", "none")
         assert np.all(r.runs.depth[idx] == d) and np.all(r.runs.width[idx] == w)
         assert np.allclose(r.runs.lr[idx], lr)
         assert sorted(r.runs.seed[idx].tolist()) == [0, 1]
         assert np.all(np.diff(idx) > 0)
     # Hand check: original product rows (s, d, w, lr) -> the reordered positions.
-    key = (2, 3, float(np.float32(0.5)), 1.0, 0.0)  # original rows 3 (s0) and 7 (s1)
+    key = (2, 3, float(np.float32(0.5)), 1.0, 0.0, "none", "none")  # original rows 3 (s0) and 7 (s1)
     np.testing.assert_array_equal(g[key], sorted([order.index(3), order.index(7)]))
 
 
@@ -127,7 +127,7 @@ def test_a_diverged_run_never_learns():
 
 
 def test_group_key_fields_are_the_one_list(res):
-    assert GROUP_FIELDS == ("depth", "width", "lr", "weight_var", "bias_var")
+    assert GROUP_FIELDS == ("depth", "width", "lr", "weight_var", "bias_var", "residual", "norm")
     for key, idx in group_indices(res).items():
         for f, v in zip(GROUP_FIELDS, key):
             assert np.all(np.asarray(getattr(res.runs, f))[idx] == v)

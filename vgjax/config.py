@@ -38,9 +38,9 @@ INITIALISERS = (
 # Sussillo & Abbott's random-walk gain is known for these activations only
 # (vgjax.model.random_walk_gain).
 RANDOM_WALK_ACTIVATIONS = ("linear", "relu", "tanh")
-# Residual connections (Config.residual): off, alpha = 1/sqrt(depth), ReZero's learnable alpha
-# initialised to 0; a positive number is a fixed alpha. Normalisation of the pre-activations
-# (Config.norm). Both are implemented by the reference engine only (vgjax.model.MaskedMLP).
+# Residual connections (Config.residual, Grid.residuals): off, alpha = 1/sqrt(depth), ReZero's
+# learnable alpha initialised to 0; a positive number is a fixed alpha. Normalisation of the
+# pre-activations (Config.norm, Grid.norms). Per-run values of a grid (vgjax.model.Arch).
 RESIDUALS = ("none", "inv_sqrt_depth", "rezero")
 NORMS = ("none", "layer", "batch")
 OPTIMIZERS = ("sgd", "adam")
@@ -84,13 +84,13 @@ class Config:
     ``weight_var`` (sigma_w^2 > 0) and ``bias_var`` (sigma_b^2 >= 0) set the initial scale
     (see :func:`vgjax.model.init_params`); :class:`Grid` can make each a per-run axis.
 
-    ``residual`` and ``norm`` choose the architecture of the hidden layers (one per sweep,
-    not a per-run axis; :class:`vgjax.model.MaskedMLP`): ``residual`` "none" (the plain
-    MLP), a fixed branch scale alpha > 0, "inv_sqrt_depth" (alpha = 1/sqrt(depth)) or
-    "rezero" (a learnable alpha per block, initialised to 0): every hidden layer after the
-    first is ``h + alpha * phi(Norm(W h + b))``; ``norm`` "none", "layer" (LayerNorm) or
-    "batch" (BatchNorm) on the pre-activations. Any but the plain MLP is trained by the
-    reference engine.
+    ``residual`` and ``norm`` choose the architecture of the hidden layers
+    (:class:`vgjax.model.MaskedMLP`; :class:`Grid` can make each a per-run axis):
+    ``residual`` "none" (the plain MLP), a fixed branch scale alpha > 0, "inv_sqrt_depth"
+    (alpha = 1/sqrt(depth)) or "rezero" (a learnable alpha per block, initialised to 0):
+    every hidden layer after the first is ``h + alpha * phi(Norm(W h + b))``; ``norm``
+    "none", "layer" (LayerNorm) or "batch" (BatchNorm) on the pre-activations. The wide and
+    vmap engines train them (the fast engine the plain MLP only).
     """
 
     activation: str | Callable = "relu"
@@ -142,8 +142,8 @@ class Config:
 
     @property
     def plain_architecture(self) -> bool:
-        """The plain MLP (no residual connections, no normalisation): what the fast and
-        wide engines implement."""
+        """The plain MLP (no residual connections, no normalisation): what the fast engine
+        implements."""
         return self.residual == "none" and self.norm == "none"
 
     @property
@@ -196,10 +196,14 @@ def hist_epochs(config: Config) -> list[int]:
 
 @dataclass(frozen=True)
 class Grid:
-    """The runs of a sweep: the product seeds x depths x widths x lrs x weight_vars x bias_vars.
+    """The runs of a sweep: the product seeds x depths x widths x lrs x weight_vars x bias_vars
+    x residuals x norms.
 
     ``lrs`` empty means every run uses ``Config.lr``; a non-empty tuple adds a learning-rate
-    axis (useful to study exploding gradients in one program).
+    axis (useful to study exploding gradients in one program). Likewise ``weight_vars``,
+    ``bias_vars``, and the architecture axes ``residuals`` (values of ``Config.residual``)
+    and ``norms`` (of ``Config.norm``): plain, residual and normalised runs of one width
+    group are one compiled program.
     """
 
     seeds: tuple[int, ...] = (0,)
@@ -209,11 +213,18 @@ class Grid:
     # Optional sigma_w^2 and sigma_b^2 axes; empty means the config's single value.
     weight_vars: tuple[float, ...] = field(default=())
     bias_vars: tuple[float, ...] = field(default=())
+    # Optional architecture axes; empty means the config's single residual / norm.
+    residuals: tuple[str | float, ...] = field(default=())
+    norms: tuple[str, ...] = field(default=())
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # JSON lists; a tuple keeps the grid hashable
             if isinstance(getattr(self, f.name), list):
                 object.__setattr__(self, f.name, tuple(getattr(self, f.name)))
+        if isinstance(self.residuals, tuple):  # 1 and 1.0: one branch scale
+            object.__setattr__(self, "residuals", tuple(
+                float(r) if isinstance(r, int) and not isinstance(r, bool) else r
+                for r in self.residuals))
         _check_grid(self)
 
     @property
@@ -222,8 +233,10 @@ class Grid:
         return math.prod(max(1, len(getattr(self, f.name))) for f in dataclasses.fields(self))
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of the lists."""
-        return {k: list(v) for k, v in dataclasses.asdict(self).items()}
+        """Plain JSON-able dict of the lists; ``residuals`` and ``norms`` only when not
+        empty, so the manifests of sweeps without them are as before the axes existed."""
+        return {k: list(v) for k, v in dataclasses.asdict(self).items()
+                if v or k not in ("residuals", "norms")}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Grid":
@@ -358,18 +371,30 @@ def _check_architecture(config: Config) -> None:
     """``residual``: a name of :data:`RESIDUALS` or a finite number > 0; ``norm``: one of
     :data:`NORMS`; the signal probe reads the plain MLP's layers, so it needs both off."""
     r = config.residual
-    if isinstance(r, str):
-        check_choice("residual", r, RESIDUALS)
-    elif isinstance(r, bool) or not isinstance(r, (int, float)):
-        raise ValueError(f"residual: {r!r} is neither a name nor a number; allowed: "
-                         f"{', '.join(RESIDUALS)} or a branch scale > 0")
-    else:
-        check_float("residual", r, lo=0.0, lo_open=True)
+    check_residual("residual", r)
     check_choice("norm", config.norm, NORMS)
     if config.probes and not config.plain_architecture:
         raise ValueError(f"probes: {list(config.probes)} read the plain MLP's layers, not "
                          f"residual={r!r} norm={config.norm!r}; allowed: no probes, or "
                          f"residual 'none' and norm 'none'")
+
+
+def check_residual(name: str, r: Any) -> None:
+    """Raise a one-line ``ValueError`` unless ``r`` is a name of :data:`RESIDUALS` or a
+    finite number > 0 (a fixed branch scale)."""
+    if isinstance(r, str):
+        check_choice(name, r, RESIDUALS)
+    elif isinstance(r, bool) or not isinstance(r, (int, float)):
+        raise ValueError(f"{name}: {r!r} is neither a name nor a number; allowed: "
+                         f"{', '.join(RESIDUALS)} or a branch scale > 0")
+    else:
+        check_float(name, r, lo=0.0, lo_open=True)
+
+
+def residual_label(r: "str | float") -> str:
+    """A residual value as text (the run table's, TensorBoard's): the name, or the fixed
+    branch scale as ``%g`` (``"1"``, ``"0.5"``); :func:`parse_residual` reads it back."""
+    return r if isinstance(r, str) else f"{float(r):g}"
 
 
 def parse_residual(text: str) -> str | float:
@@ -408,6 +433,13 @@ def _check_grid(grid: Grid) -> None:
                                   ("bias_vars", grid.bias_vars, False)):
         for v in values:
             check_float(name, v, lo=0.0, lo_open=lo_open)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
+    for r in grid.residuals:
+        check_residual("residuals", r)
+    for n in grid.norms:
+        check_choice("norms", n, NORMS)
+    for name, values in (("residuals", grid.residuals), ("norms", grid.norms)):
         if len(set(values)) != len(values):
             raise ValueError(f"{name}: {list(values)} has duplicates; give each value once")
 

@@ -17,8 +17,9 @@ out_bias       [] or [C]        its bias
 A run of depth ``d`` and width ``w`` uses hidden layers ``0..d-1``; the others are masked to
 the exact identity.
 
-Residual connections and normalisation (``Config.residual``, ``Config.norm``; see
-:class:`MaskedMLP`) add leaves in the same layout, only when they are on: ``res_alpha`` [D]
+Residual connections and normalisation (``Config.residual``, ``Config.norm``, per run in a
+grid: :class:`Arch`; see :class:`MaskedMLP`) add leaves in the same layout, only when some
+run of the program has them (:class:`Features`): ``res_alpha`` [D]
 (ReZero's learnable branch scales; entry 0 unused), ``norm_scale`` and ``norm_offset`` [D, P]
 (the normalisation's learnt scale and offset), and BatchNorm's running averages, which are
 not parameters but the ``batch_stats`` collection: ``mean`` and ``var`` [D, P]
@@ -30,7 +31,7 @@ with ``d`` layers of ``w`` units computes (:class:`ExactMLP`).
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -333,18 +334,81 @@ def kernel_mask(depth, width, *, max_depth: int, p: int, n_features: int = N_FEA
 NORM_EPS = 1e-3
 BN_MOMENTUM = 0.99
 
+# A run's architecture as numbers, so the runs of one compiled program may differ in it
+# (:class:`Arch`): the residual branch's kind, and the normalisation's index in NORMS.
+RESIDUAL_NONE, RESIDUAL_FIXED, RESIDUAL_INV_SQRT_DEPTH, RESIDUAL_REZERO = range(4)
+NORM_NONE, NORM_LAYER, NORM_BATCH = range(3)
+_NORM_CODES = {"none": NORM_NONE, "layer": NORM_LAYER, "batch": NORM_BATCH}
 
-def init_architecture(max_depth: int, p: int, *, residual: "str | float" = "none",
-                      norm: str = "none") -> Params:
+
+class Arch(NamedTuple):
+    """One run's architecture as traced values ([] each; [R] when stacked over runs):
+    ``residual`` int32 (:data:`RESIDUAL_NONE`, ``_FIXED``, ``_INV_SQRT_DEPTH``,
+    ``_REZERO``), ``alpha`` float32 (the fixed branch scale of ``RESIDUAL_FIXED``, else 0)
+    and ``norm`` int32 (:data:`NORM_NONE`, ``NORM_LAYER``, ``NORM_BATCH``)."""
+
+    residual: jax.Array
+    alpha: jax.Array
+    norm: jax.Array
+
+
+def arch_codes(residual: "str | float", norm: str) -> tuple[int, float, int]:
+    """The host numbers (residual kind, fixed alpha, norm code) of a ``Config.residual``
+    value ("none", a fixed alpha > 0, "inv_sqrt_depth", "rezero") and ``Config.norm``."""
+    kinds = {"none": RESIDUAL_NONE, "inv_sqrt_depth": RESIDUAL_INV_SQRT_DEPTH,
+             "rezero": RESIDUAL_REZERO}
+    if isinstance(residual, str):
+        return kinds[residual], 0.0, _NORM_CODES[norm]
+    return RESIDUAL_FIXED, float(residual), _NORM_CODES[norm]
+
+
+def arch_of(residual: "str | float", norm: str) -> Arch:
+    """:func:`arch_codes` as an :class:`Arch` of JAX scalars."""
+    kind, alpha, code = arch_codes(residual, norm)
+    return Arch(jnp.int32(kind), jnp.float32(alpha), jnp.int32(code))
+
+
+class Features(NamedTuple):
+    """What the runs of one compiled program use (static): a residual branch, ReZero's
+    learnable alpha (the ``res_alpha`` leaf), LayerNorm, BatchNorm (the ``norm_scale`` /
+    ``norm_offset`` leaves with either, BatchNorm's running averages). All False: the plain
+    MLP, computed by the plain code, unchanged."""
+
+    residual: bool = False
+    rezero: bool = False
+    layer: bool = False
+    batch: bool = False
+
+    @property
+    def norm(self) -> bool:
+        """Some run normalises its pre-activations."""
+        return self.layer or self.batch
+
+    @property
+    def plain(self) -> bool:
+        """Every run is the plain MLP."""
+        return not (self.residual or self.norm)
+
+
+def features_of(architectures) -> Features:
+    """The :class:`Features` of the (residual, norm) pairs ``architectures`` (Config values)."""
+    pairs = list(architectures)
+    return Features(residual=any(r != "none" for r, _ in pairs),
+                    rezero=any(r == "rezero" for r, _ in pairs),
+                    layer=any(n == "layer" for _, n in pairs),
+                    batch=any(n == "batch" for _, n in pairs))
+
+
+def init_architecture(max_depth: int, p: int, features: Features) -> Params:
     """The extra parameters of a residual or normalised stack, padded layout ({} for the
-    plain MLP): ``res_alpha`` [D] zeros with ``residual="rezero"`` (ReZero's branch scales;
-    entry 0, the input projection, has no branch and stays unused), ``norm_scale`` [D, P]
-    ones and ``norm_offset`` [D, P] zeros with ``norm`` "layer" or "batch" (the initial
-    values of Flax's and Keras's LayerNorm / BatchNorm). Deterministic: no key."""
+    plain MLP): ``res_alpha`` [D] zeros where some run is ReZero (its branch scales; entry
+    0, the input projection, has no branch and stays unused), ``norm_scale`` [D, P] ones and
+    ``norm_offset`` [D, P] zeros where some run normalises (the initial values of Flax's and
+    Keras's LayerNorm / BatchNorm). Deterministic: no key."""
     out: Params = {}
-    if residual == "rezero":
+    if features.rezero:
         out["res_alpha"] = jnp.zeros((max_depth,), jnp.float32)
-    if norm != "none":
+    if features.norm:
         out["norm_scale"] = jnp.ones((max_depth, p), jnp.float32)
         out["norm_offset"] = jnp.zeros((max_depth, p), jnp.float32)
     return out
@@ -357,73 +421,100 @@ def init_batch_stats(max_depth: int, p: int) -> Params:
             "var": jnp.ones((max_depth, p), jnp.float32)}
 
 
-def _branch_scale(residual: "str | float", depth, alpha: jax.Array | None) -> jax.Array:
-    """alpha of one residual block: the fixed number, 1/sqrt(depth) or ReZero's parameter."""
-    if residual == "inv_sqrt_depth":
-        return jax.lax.rsqrt(jnp.asarray(depth, jnp.float32))
-    if residual == "rezero":
-        return alpha
-    return jnp.float32(residual)
+class BlockParams(NamedTuple):
+    """One layer's parameters besides its Dense kernel and bias (None where no run of the
+    program uses them): ReZero's alpha [], the normalisation's scale and offset [P], and
+    BatchNorm's running mean and var [P]."""
+
+    alpha: jax.Array | None = None
+    scale: jax.Array | None = None
+    offset: jax.Array | None = None
+    mean: jax.Array | None = None
+    var: jax.Array | None = None
 
 
-def _normalise(z: jax.Array, norm: str, unit: jax.Array, width, layer: dict, train: bool,
+def arch_block(z: jax.Array, h: jax.Array, bp: BlockParams, arch: Arch, depth, width, *,
+               activation: Activation, features: Features, first, train: bool,
                weight: jax.Array) -> tuple[jax.Array, tuple]:
-    """Norm(z) of one layer's pre-activations z [B, P], and its new running (mean, var)
-    [P] each (unchanged but with BatchNorm in training).
+    """One hidden layer of a residual and/or normalised run after its Dense product:
+    ``phi(Norm(z))`` for the input projection (``first``), ``h + alpha * phi(Norm(z))``
+    for a later layer with a residual branch, ``phi(Norm(z))`` without one; padding units
+    (``>= width``) are zero.
 
-    LayerNorm: mean and (biased) variance of each example over the layer's ``width`` real
-    units. BatchNorm in training: each unit's over the batch, weighted by ``weight`` [B] (0
-    for padding examples, so the real examples of a short final batch), and the running
-    averages move by Keras's momentum; in evaluation the running averages normalise."""
-    running = (layer.get("mean"), layer.get("var"))
-    if norm == "layer":
-        n = jnp.asarray(width, z.dtype)
-        mu = (z * unit[None, :]).sum(-1, keepdims=True) / n                 # [B, 1]
-        var = (jnp.square(z - mu) * unit[None, :]).sum(-1, keepdims=True) / n
-    else:
-        if train:
-            w = weight[:, None]
-            n = weight.sum()
-            mu_u = (z * w).sum(0) / n                                        # [P]
-            var_u = (jnp.square(z - mu_u[None, :]) * w).sum(0) / n
-            running = tuple(BN_MOMENTUM * r + (1.0 - BN_MOMENTUM) * s
-                            for r, s in zip(running, (mu_u, var_u)))
-        else:
-            mu_u, var_u = running
-        mu, var = mu_u[None, :], var_u[None, :]
-    out = ((z - mu) * jax.lax.rsqrt(var + NORM_EPS) * layer["scale"][None, :]
-           + layer["offset"][None, :])
-    return out, running
+    Args:
+      z: the layer's pre-activations ``h_in W + b`` [B, P]; h: its input [B, P].
+      bp: the layer's :class:`BlockParams`; arch: the run's :class:`Arch` (traced);
+        depth, width: the run's real sizes (may be traced); first: a bool (may be traced).
+      features: what the program's runs use (static): the branches it traces.
+      train: BatchNorm normalises with the batch's statistics (examples weighted by
+        ``weight`` [B], 0 for padding examples) and moves its running averages by Keras's
+        momentum; else with the running averages.
+    Returns:
+      The layer's output [B, P], and its running (mean, var) [P] each after this step
+      (as given unless the run is BatchNorm in training; (None, None) without BatchNorm).
+    """
+    unit = (jnp.arange(z.shape[-1]) < width).astype(z.dtype)
+    running = (bp.mean, bp.var)
+    if features.norm:
+        mu = var = None
+        if features.layer:  # each example over the run's real units
+            n = jnp.asarray(width, z.dtype)
+            mu = (z * unit[None, :]).sum(-1, keepdims=True) / n                # [B, 1]
+            var = (jnp.square(z - mu) * unit[None, :]).sum(-1, keepdims=True) / n
+        if features.batch:  # each unit over the batch, or the running averages
+            if train:
+                w = weight[:, None]
+                n = weight.sum()
+                mu_u = (z * w).sum(0) / n                                       # [P]
+                var_u = (jnp.square(z - mu_u[None, :]) * w).sum(0) / n
+                moved = tuple(BN_MOMENTUM * r + (1.0 - BN_MOMENTUM) * s
+                              for r, s in zip(running, (mu_u, var_u)))
+                keep = (arch.norm == NORM_BATCH) & (unit > 0)
+                running = tuple(jnp.where(keep, m, r) for m, r in zip(moved, running))
+            else:
+                mu_u, var_u = running
+            is_batch = arch.norm == NORM_BATCH
+            mu = mu_u[None, :] if mu is None else jnp.where(is_batch, mu_u[None, :], mu)
+            var = var_u[None, :] if var is None else jnp.where(is_batch, var_u[None, :], var)
+        normed = (z - mu) * jax.lax.rsqrt(var + NORM_EPS) * bp.scale[None, :] + bp.offset[None, :]
+        z = jnp.where(arch.norm != NORM_NONE, normed, z)
+    f = activation(z) * unit[None, :]
+    if features.residual:
+        alpha = jnp.where(arch.residual == RESIDUAL_INV_SQRT_DEPTH,
+                          jax.lax.rsqrt(jnp.asarray(depth, jnp.float32)), arch.alpha)
+        if features.rezero:
+            alpha = jnp.where(arch.residual == RESIDUAL_REZERO, bp.alpha, alpha)
+        f = jnp.where(jnp.logical_not(first) & (arch.residual != RESIDUAL_NONE), h + alpha * f, f)
+    return f, running
 
 
 def architecture_stack(h: jax.Array, layers: dict, depth, width, *, activation: Activation,
-                       residual: "str | float", norm: str, train: bool,
+                       features: Features, arch: Arch, train: bool,
                        weight: jax.Array | None = None) -> tuple[jax.Array, dict | None]:
     """The hidden stack of a residual and/or normalised MLP, padded layout, as one
     ``lax.scan`` over the D layers (one layer's program, not D unrolled copies).
 
     Layer i computes ``F_i(h) = phi(Norm(h W_i + b_i))`` (F: one Dense, the normalisation,
-    the activation); layer 0 (the input projection) sets ``h = F_0(x)``, every later layer
-    is a block ``h = h + alpha * F_i(h)`` with residual connections, ``h = F_i(h)`` without.
-    Layers ``>= depth`` are the identity and units ``>= width`` stay zero, as in the plain
-    stack.
+    the activation; :func:`arch_block`); layer 0 (the input projection) sets ``h = F_0(x)``,
+    every later layer is a block ``h = h + alpha * F_i(h)`` with residual connections,
+    ``h = F_i(h)`` without. Layers ``>= depth`` are the identity and units ``>= width`` stay
+    zero, as in the plain stack.
 
     Args:
       h: the zero-padded input [B, P].
-      layers: kernels [D, P, P], biases [D, P], and as the architecture needs res_alpha [D],
+      layers: kernels [D, P, P], biases [D, P], and as ``features`` need res_alpha [D],
         norm_scale / norm_offset [D, P] (:func:`init_architecture`), BatchNorm's running
         mean / var [D, P] (:func:`init_batch_stats`).
       depth, width: the run's real sizes (may be traced).
-      residual: "none", a fixed alpha > 0, "inv_sqrt_depth" (alpha = 1/sqrt(depth)) or
-        "rezero" (alpha = res_alpha[i]); norm: "none", "layer" or "batch".
+      features: what the program's runs use (static); arch: this run's :class:`Arch`.
       train: BatchNorm normalises with the batch's statistics (weighted by ``weight`` [B],
         default ones) and updates its running averages; else with the running averages.
     Returns:
       h [B, P] after the stack, and BatchNorm's new running averages (``{"mean", "var"}``
-      [D, P], unchanged for absent layers and padding units; None without BatchNorm).
+      [D, P], unchanged for absent layers, padding units and runs without BatchNorm; None
+      where no run has BatchNorm).
     """
-    d_max, p = layers["kernels"].shape[:2]
-    unit = (jnp.arange(p) < width).astype(h.dtype)
+    d_max = layers["kernels"].shape[0]
     weight = jnp.ones(h.shape[:1], h.dtype) if weight is None else weight
     xs = {"i": jnp.arange(d_max), "kernel": layers["kernels"], "bias": layers["biases"]}
     for leaf, name in (("res_alpha", "alpha"), ("norm_scale", "scale"),
@@ -433,23 +524,18 @@ def architecture_stack(h: jax.Array, layers: dict, depth, width, *, activation: 
 
     def layer(h, x):
         z = h @ x["kernel"] + x["bias"][None, :]
-        running = (x.get("mean"), x.get("var"))
-        if norm != "none":
-            z, running = _normalise(z, norm, unit, width, x, train, weight)
-        f = activation(z) * unit[None, :]
-        if residual != "none":
-            alpha = _branch_scale(residual, depth, x.get("alpha"))
-            f = jnp.where(x["i"] > 0, h + alpha * f, f)
+        bp = BlockParams(*(x.get(k) for k in BlockParams._fields))
+        f, running = arch_block(z, h, bp, arch, depth, width, activation=activation,
+                                features=features, first=x["i"] == 0, train=train,
+                                weight=weight)
         present = x["i"] < depth
-        h = jnp.where(present, f, h)
-        if norm == "batch":
-            keep = present & (unit > 0)
-            running = tuple(jnp.where(keep, new, old)
+        if features.batch:
+            running = tuple(jnp.where(present, new, old)
                             for new, old in zip(running, (x["mean"], x["var"])))
-        return h, running
+        return jnp.where(present, f, h), running
 
     h, running = jax.lax.scan(layer, h, xs)
-    return h, ({"mean": running[0], "var": running[1]} if norm == "batch" else None)
+    return h, ({"mean": running[0], "var": running[1]} if features.batch else None)
 
 
 class MaskedMLP(nn.Module):
@@ -460,24 +546,24 @@ class MaskedMLP(nn.Module):
     ``activation`` is a name of :data:`ACTIVATION_FNS` or any JAX-traceable callable.
     Parameters come from :func:`init_params` (the declared initialisers only fix shapes).
 
-    ``residual`` ("none", a fixed alpha > 0, "inv_sqrt_depth" or "rezero") and ``norm``
-    ("none", "layer", "batch") select :func:`architecture_stack` for the hidden layers
-    (its extra parameters from :func:`init_architecture`); BatchNorm keeps its running
-    averages in the ``batch_stats`` collection (``mean``, ``var`` [D, P]), updated when
-    ``train`` and the collection is mutable. ``train`` (BatchNorm: batch statistics) and
-    ``weight`` ([B] example weights, 0 for padding) matter only with BatchNorm.
+    ``features`` (:class:`Features`, static) says which residual and normalisation variants
+    the program's runs use; then :func:`architecture_stack` computes the hidden layers with
+    the run's ``arch`` (:class:`Arch`, traced: required), its extra parameters from
+    :func:`init_architecture`; BatchNorm keeps its running averages in the ``batch_stats``
+    collection (``mean``, ``var`` [D, P]), updated when ``train`` and the collection is
+    mutable. ``train`` (BatchNorm: batch statistics) and ``weight`` ([B] example weights, 0
+    for padding) matter only with BatchNorm.
     """
 
     max_depth: int
     p: int
     activation: "str | Activation"
     n_outputs: int = 1
-    residual: "str | float" = "none"
-    norm: str = "none"
+    features: Features = Features()
 
     @nn.compact
     def __call__(self, x: jax.Array, depth, width, *, train: bool = False,
-                 weight: jax.Array | None = None) -> jax.Array:
+                 weight: jax.Array | None = None, arch: Arch | None = None) -> jax.Array:
         zeros = nn.initializers.zeros
         kernels = self.param("kernels", zeros, (self.max_depth, self.p, self.p))
         biases = self.param("biases", zeros, (self.max_depth, self.p))
@@ -486,30 +572,31 @@ class MaskedMLP(nn.Module):
         out_bias = self.param("out_bias", zeros, out_shape)
         act = activation_fn(self.activation)
         h = jnp.pad(x, ((0, 0), (0, self.p - x.shape[-1])))
-        if self.residual == "none" and self.norm == "none":
+        if self.features.plain:
             unit = (jnp.arange(self.p) < width).astype(x.dtype)
             # Unrolled: D is small and static, and XLA fuses across the unrolled layers.
             for i in range(self.max_depth):
                 a = act(h @ kernels[i] + biases[i][None, :]) * unit[None, :]
                 h = jnp.where(i < depth, a, h)
         else:
-            h = self._architecture(h, kernels, biases, depth, width, act, train, weight)
+            if arch is None:
+                raise ValueError("arch: a residual or normalised stack needs the run's "
+                                 "architecture; allowed: a vgjax.model.Arch")
+            h = self._architecture(h, kernels, biases, depth, width, act, train, weight, arch)
         return h @ out_kernel + (out_bias if self.n_outputs == 1 else out_bias[None, :])
 
-    def _architecture(self, h, kernels, biases, depth, width, act, train, weight):
+    def _architecture(self, h, kernels, biases, depth, width, act, train, weight, arch):
         shape = (self.max_depth, self.p)
         layers = {"kernels": kernels, "biases": biases}
-        extras = init_architecture(self.max_depth, self.p, residual=self.residual,
-                                   norm=self.norm)
-        for name, value in extras.items():
+        for name, value in init_architecture(*shape, self.features).items():
             layers[name] = self.param(name, lambda _, v=value: v)
         stats = {}
-        if self.norm == "batch":
+        if self.features.batch:
             start = init_batch_stats(*shape)
             stats = {k: self.variable("batch_stats", k, lambda v=v: v) for k, v in start.items()}
             layers.update({k: v.value for k, v in stats.items()})
         h, running = architecture_stack(h, layers, depth, width, activation=act,
-                                        residual=self.residual, norm=self.norm, train=train,
+                                        features=self.features, arch=arch, train=train,
                                         weight=weight)
         if running is not None and train and self.is_mutable_collection("batch_stats"):
             for k, v in stats.items():

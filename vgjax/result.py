@@ -59,7 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vgjax.config import Config, hist_epochs
+from vgjax.config import Config, hist_epochs, residual_label
 
 CURVES = ("train_loss", "test_loss", "train_accuracy", "test_accuracy")
 LAYER_STATS = ("grad_mean_abs", "grad_norm", "weight_l1")
@@ -81,7 +81,10 @@ class RunTable:
 
     ``lr`` is each run's learning rate; ``diverged_epoch`` is the 1-based epoch in which a
     run's loss or parameters first became NaN/Inf, or -1 if it never did; ``weight_var`` and
-    ``bias_var`` are each run's sigma_w^2 and sigma_b^2 (default 1 and 0 when not given).
+    ``bias_var`` are each run's sigma_w^2 and sigma_b^2 (default 1 and 0 when not given);
+    ``residual`` and ``norm`` its architecture as text (:func:`vgjax.config.residual_label`:
+    ``"none"``, ``"0.5"``, ``"inv_sqrt_depth"``, ``"rezero"``; ``"none"``, ``"layer"``,
+    ``"batch"``; default ``"none"``).
     """
 
     seed: np.ndarray
@@ -91,12 +94,18 @@ class RunTable:
     diverged_epoch: np.ndarray
     weight_var: np.ndarray | None = None
     bias_var: np.ndarray | None = None
+    residual: np.ndarray | None = None
+    norm: np.ndarray | None = None
 
     def __post_init__(self):
         n = np.shape(self.seed)[0]
         for name, default in (("weight_var", 1.0), ("bias_var", 0.0)):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.full(n, default, np.float32))
+        for name in ("residual", "norm"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, np.full(n, "none") if value is None
+                               else np.asarray(value).astype(str))
 
     @property
     def diverged(self) -> np.ndarray:
@@ -124,6 +133,9 @@ class SweepResult:
     weight_vars: tuple[float, ...] = ()
     bias_vars: tuple[float, ...] = ()
     params: dict[str, np.ndarray] | None = None
+    # Optional architecture axes (Config.residual / Config.norm values; empty: the config's).
+    residuals: tuple = ()
+    norms: tuple[str, ...] = ()
 
     @property
     def n_layers(self) -> int:
@@ -168,9 +180,20 @@ def final_metric(result: SweepResult, name: "str | np.ndarray") -> np.ndarray:
 # figures and TensorBoard all call these; nothing else computes a final value, "learns",
 # seed statistics or a config grouping.
 
-GROUP_FIELDS = ("depth", "width", "lr", "weight_var", "bias_var")
+GROUP_FIELDS = ("depth", "width", "lr", "weight_var", "bias_var", "residual", "norm")
 """Run-table fields that make a config: runs equal in all of them are seeds of one config.
 Adding a run-table field to the grouping is adding its name here."""
+
+ARCH_FIELDS = ("residual", "norm")
+"""The run table's architecture fields: written to summaries and history files only for
+sweeps that have a run other than the plain MLP (:func:`written_fields`), so the files of
+plain sweeps are as they were before the fields existed."""
+
+
+def written_fields(runs: RunTable, fields) -> list[str]:
+    """``fields`` without :data:`ARCH_FIELDS` when every run is the plain MLP."""
+    plain = all(np.all(np.asarray(getattr(runs, f)) == "none") for f in ARCH_FIELDS)
+    return [f for f in fields if not (plain and f in ARCH_FIELDS)]
 
 LEARN_THRESHOLD = 0.7
 """Default: a run learns when it did not diverge and its final test accuracy is >= 0.7
@@ -178,7 +201,8 @@ LEARN_THRESHOLD = 0.7
 
 
 def group_key(runs: RunTable, i: int) -> tuple:
-    """The config of run ``i``: its :data:`GROUP_FIELDS` values as Python scalars."""
+    """The config of run ``i``: its :data:`GROUP_FIELDS` values as Python scalars (the
+    architecture as text, :class:`RunTable`)."""
     return tuple(np.asarray(getattr(runs, f))[i].item() for f in GROUP_FIELDS)
 
 
@@ -186,7 +210,7 @@ def group_indices(runs: "RunTable | SweepResult") -> dict[tuple, np.ndarray]:
     """Map each config (a tuple of :data:`GROUP_FIELDS` values) to the indices of its runs.
 
     Computed from the run table alone (no assumption about the run order). Keys are tuples of
-    Python scalars (``(depth, width, lr, weight_var, bias_var)``; floats are the run table's
+    Python scalars (``(depth, width, lr, weight_var, bias_var, residual, norm)``; floats are the run table's
     float32 values as Python floats) in ascending order; each value is an ascending ``int64`` array of run indices
     (one per seed in a full grid).
     """
@@ -255,7 +279,8 @@ SHARED_ARRAYS = ("hist_epochs", "hist_edges")
 # Run-table field -> the SweepResult grid list its values must come from. (Seeds are checked
 # against the summary's runs instead: a run table of other seeds is another sweep.)
 _GRID_AXES = (("depth", "depths"), ("width", "widths"), ("lr", "lrs"),
-              ("weight_var", "weight_vars"), ("bias_var", "bias_vars"))
+              ("weight_var", "weight_vars"), ("bias_var", "bias_vars"),
+              ("residual", "residuals"), ("norm", "norms"))
 # Float axes: an empty grid list means every run uses the config's value.
 _FLOAT_AXES = ("lr", "weight_var", "bias_var")
 _INT_FIELDS = ("seed", "depth", "width", "diverged_epoch")
@@ -276,11 +301,14 @@ def expected_arrays(config: Config) -> tuple[str, ...]:
 
 def axis_values(result: SweepResult, field: str) -> tuple:
     """The grid values of run-table ``field`` (``depth``, ``width``, ``lr``, ``weight_var``,
-    ``bias_var``); an empty float axis means the config's single value."""
+    ``bias_var``, ``residual``, ``norm``); an empty float or architecture axis means the
+    config's single value (the architecture as the run table's text)."""
     axis = dict(_GRID_AXES)[field]
     values = tuple(getattr(result, axis))
-    if not values and field in _FLOAT_AXES:
+    if not values and field in _FLOAT_AXES + ARCH_FIELDS:
         values = (getattr(result.config, field),)
+    if field == "residual":
+        values = tuple(residual_label(v) for v in values)
     return values
 
 

@@ -34,8 +34,8 @@ import optax
 from vgjax import diagnostics as diag
 from vgjax.config import CUSTOM, Config, describe
 from vgjax.data import data_dims
-from vgjax.model import (MaskedMLP, Params, activation_fn, init_architecture,
-                         init_batch_stats, init_params)
+from vgjax.model import (Arch, Features, MaskedMLP, Params, activation_fn, arch_of,
+                         features_of, init_architecture, init_batch_stats, init_params)
 
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 OptimizerFactory = Callable[[Any], optax.GradientTransformation]
@@ -60,15 +60,17 @@ class LrState(NamedTuple):
 
 class TrainState(NamedTuple):
     """A run being trained: params (padded layout), opt_state (:class:`LrState`), the run's
-    real depth and width (int32 [] each; [R] when stacked over runs), and with BatchNorm its
+    real depth and width (int32 [] each; [R] when stacked over runs), with BatchNorm its
     running averages (``{"mean", "var"}`` [D, P]: state, not parameters, so no optimizer
-    touches them; None without BatchNorm)."""
+    touches them; None where no run of the step has BatchNorm), and the run's architecture
+    (:class:`vgjax.model.Arch`; None for the plain MLP)."""
 
     params: Params
     opt_state: LrState
     depth: jax.Array
     width: jax.Array
     batch_stats: Params | None = None
+    arch: Arch | None = None
 
 
 class StepOutputs(NamedTuple):
@@ -183,8 +185,10 @@ class Step:
 
     Fields: config; max_depth D and p P (padded sizes); n_features F; n_outputs (1 for two
     classes, else C); activation, loss (per-example, ``(logits, labels) -> [B]``) and
-    optimizer (``lr -> GradientTransformation``) as callables. Hashable, so bound methods
-    are valid ``jax.jit`` targets and a grid compiles once.
+    optimizer (``lr -> GradientTransformation``) as callables; features: the residual and
+    normalisation variants its runs may use (:class:`vgjax.model.Features`; each run's own
+    is its traced :class:`vgjax.model.Arch`, by default the config's). Hashable, so bound
+    methods are valid ``jax.jit`` targets and a grid compiles once.
     """
 
     config: Config
@@ -195,6 +199,7 @@ class Step:
     activation: Callable
     loss: LossFn
     optimizer: OptimizerFactory
+    features: Features = Features()
 
     @property
     def n_layers(self) -> int:
@@ -205,16 +210,21 @@ class Step:
     def model(self) -> MaskedMLP:
         """The Flax module of the padded stack."""
         return MaskedMLP(max_depth=self.max_depth, p=self.p, activation=self.activation,
-                         n_outputs=self.n_outputs, residual=self.config.residual,
-                         norm=self.config.norm)
+                         n_outputs=self.n_outputs, features=self.features)
 
     @property
     def batch_norm(self) -> bool:
-        """Whether the net has BatchNorm (running averages in :attr:`TrainState.batch_stats`)."""
-        return self.config.norm == "batch"
+        """Whether some run has BatchNorm (running averages in :attr:`TrainState.batch_stats`)."""
+        return self.features.batch
+
+    def arch(self, arch: Arch | None) -> Arch | None:
+        """A run's architecture: ``arch``, by default the config's (None for a plain step)."""
+        if self.features.plain:
+            return None
+        return arch_of(self.config.residual, self.config.norm) if arch is None else arch
 
     def init(self, key: jax.Array, depth, width, *, lr=None, weight_var=None,
-             bias_var=None) -> TrainState:
+             bias_var=None, arch: Arch | None = None) -> TrainState:
         """A fresh :class:`TrainState` for one run.
 
         Args:
@@ -222,6 +232,8 @@ class Step:
           depth, width: the run's real depth (1..D) and width (1..P); may be traced.
           lr, weight_var, bias_var: the run's learning rate, sigma_w^2 and sigma_b^2 (may be
             traced); default: the config's.
+          arch: the run's architecture (traced :class:`vgjax.model.Arch`, among
+            :attr:`features`); default: the config's.
         """
         c = self.config
         params = init_params(key, depth, width, max_depth=self.max_depth, p=self.p,
@@ -230,58 +242,61 @@ class Step:
                              weight_var=c.weight_var if weight_var is None else weight_var,
                              bias_var=c.bias_var if bias_var is None else bias_var,
                              activation=c.activation)
-        params |= init_architecture(self.max_depth, self.p, residual=c.residual, norm=c.norm)
+        params |= init_architecture(self.max_depth, self.p, self.features)
         lr = jnp.asarray(c.lr if lr is None else lr, jnp.float32)
         opt_state = LrState(lr, self.optimizer(lr).init(params))
         stats = init_batch_stats(self.max_depth, self.p) if self.batch_norm else None
         return TrainState(params, opt_state, jnp.asarray(depth, jnp.int32),
-                          jnp.asarray(width, jnp.int32), stats)
+                          jnp.asarray(width, jnp.int32), stats, self.arch(arch))
 
     def apply(self, params: Params, x: jax.Array, depth, width,
-              batch_stats: Params | None = None) -> jax.Array:
+              batch_stats: Params | None = None, arch: Arch | None = None) -> jax.Array:
         """Logits of one run in evaluation mode: x [B, F] -> [B] (two classes) or [B, C].
-        BatchNorm normalises with the running averages ``batch_stats`` (required then)."""
+        BatchNorm normalises with the running averages ``batch_stats`` (required then);
+        ``arch``: the run's architecture (default: the config's)."""
         variables = {"params": params}
         if self.batch_norm:
             if batch_stats is None:
                 raise ValueError("batch_stats: a BatchNorm net is evaluated with its running "
                                  "averages; allowed: TrainState.batch_stats")
             variables["batch_stats"] = batch_stats
-        return self.model.apply(variables, x, depth, width)
+        return self.model.apply(variables, x, depth, width, arch=self.arch(arch))
 
     def apply_train(self, params: Params, x: jax.Array, weight: jax.Array, depth, width,
-                    batch_stats: Params | None = None) -> tuple[jax.Array, Params | None]:
+                    batch_stats: Params | None = None, arch: Arch | None = None
+                    ) -> tuple[jax.Array, Params | None]:
         """Logits of one run in training mode and the new running averages: BatchNorm
         normalises with the batch's statistics (examples weighted by ``weight`` [B]) and
         moves ``batch_stats`` (default: the initial ones) by Keras's momentum; other nets
         compute what :meth:`apply` does and return ``batch_stats`` as given."""
+        arch = self.arch(arch)
         if not self.batch_norm:
             return self.model.apply({"params": params}, x, depth, width, train=True,
-                                    weight=weight), batch_stats
+                                    weight=weight, arch=arch), batch_stats
         stats = init_batch_stats(self.max_depth, self.p) if batch_stats is None else batch_stats
         logits, new = self.model.apply({"params": params, "batch_stats": stats}, x, depth,
-                                       width, train=True, weight=weight,
+                                       width, train=True, weight=weight, arch=arch,
                                        mutable=["batch_stats"])
         return logits, new["batch_stats"]
 
     def loss_grads_and_stats(self, params: Params, batch: Batch, depth, width,
-                             batch_stats: Params | None = None
+                             batch_stats: Params | None = None, arch: Arch | None = None
                              ) -> tuple[jax.Array, Params, Params | None]:
         """Weighted-mean loss [] of ``batch`` in training mode, its gradient (exactly
         ``params``' tree) and BatchNorm's new running averages (:meth:`apply_train`)."""
         def loss_fn(params):
             logits, stats = self.apply_train(params, batch.x, batch.weight, depth, width,
-                                             batch_stats)
+                                             batch_stats, arch)
             per_example = self.loss(logits, batch.y)
             return (per_example * batch.weight).sum() / batch.weight.sum(), stats
         (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return loss, grads, stats
 
-    def loss_and_grads(self, params: Params, batch: Batch, depth, width
-                       ) -> tuple[jax.Array, Params]:
+    def loss_and_grads(self, params: Params, batch: Batch, depth, width,
+                       arch: Arch | None = None) -> tuple[jax.Array, Params]:
         """Weighted-mean loss [] of ``batch`` and its gradient (exactly ``params``' tree),
         in training mode (BatchNorm: the batch's statistics)."""
-        return self.loss_grads_and_stats(params, batch, depth, width)[:2]
+        return self.loss_grads_and_stats(params, batch, depth, width, arch=arch)[:2]
 
     def layer_stats(self, grads: Params, depth, width) -> tuple[jax.Array, jax.Array]:
         """Per-layer mean |g| over real kernel entries and kernel L2 norm: ([L], [L])."""
@@ -300,16 +315,18 @@ class Step:
     def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, StepOutputs]:
         """One optimizer step: ``(state, batch) -> (new state, StepOutputs)``."""
         loss, grads, stats = self.loss_grads_and_stats(state.params, batch, state.depth,
-                                                       state.width, state.batch_stats)
+                                                       state.width, state.batch_stats,
+                                                       state.arch)
         mean_abs, norm = self.layer_stats(grads, state.depth, state.width)
         state = self.apply_grads(state, grads)._replace(batch_stats=stats)
         return state, StepOutputs(loss, grads, mean_abs, norm)
 
     def evaluate(self, params: Params, x: jax.Array, y: jax.Array, depth, width,
-                 batch_stats: Params | None = None) -> tuple[jax.Array, jax.Array]:
+                 batch_stats: Params | None = None, arch: Arch | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
         """Mean loss [] and accuracy [] on a whole set (x [N, F], y [N]), in evaluation mode
         (BatchNorm: the running averages ``batch_stats``)."""
-        logits = self.apply(params, x, depth, width, batch_stats)
+        logits = self.apply(params, x, depth, width, batch_stats, arch)
         loss = self.loss(logits, y).mean()
         if self.n_outputs == 1:
             hit = (logits > 0).astype(jnp.float32) == y
@@ -319,10 +336,12 @@ class Step:
 
 
 def make_step(config: Config, *, max_depth: int, p: int | None = None,
-              n_features: int | None = None, n_classes: int | None = None) -> Step:
+              n_features: int | None = None, n_classes: int | None = None,
+              features: Features | None = None) -> Step:
     """The :class:`Step` of ``config`` for a stack padded to ``max_depth`` layers of ``p``
     units. ``n_features`` and ``n_classes`` default to the config's data; ``p`` defaults to
-    the smallest that fits (at least the input width and the number of logits).
+    the smallest that fits (at least the input width and the number of logits);
+    ``features`` (the architectures its runs may have) to the config's.
     """
     dims = data_dims(config) if n_features is None or n_classes is None else None
     f = n_features if n_features is not None else dims[0]
@@ -344,8 +363,10 @@ def make_step(config: Config, *, max_depth: int, p: int | None = None,
             raise ValueError(f"loss: 'bce' needs two classes, the data has {c}; allowed: "
                              f"'softmax_ce' or a callable")
         loss = LOSS_FNS[loss]
+    if features is None:
+        features = features_of([(config.residual, config.norm)])
     return Step(config, max_depth, p, f, n_out, activation_fn(config.activation), loss,
-                optimizer_factory(config))
+                optimizer_factory(config), features)
 
 
 def init_state(key: jax.Array, config: Config, depth: int, width: int) -> tuple[Step, TrainState]:

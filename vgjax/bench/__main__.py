@@ -12,6 +12,7 @@ from vgjax.bench.cases import (case_cached_compile, case_ceiling, case_latency, 
 from vgjax.bench.watch_cases import case_watch
 from vgjax.bench.fastroad_cases import case_fastroad, case_fastroad_torch
 from vgjax.bench.recurrent_cases import case_recurrent, case_recurrent_torch
+from vgjax.bench.remedies_cases import case_remedies
 from vgjax.bench.wide_cases import case_crossover, case_wide
 
 
@@ -40,6 +41,8 @@ def _child(args: list[str]) -> None:
         res = case_fastroad(args[1], int(args[2]))
     elif case == "fastroad_torch":
         res = case_fastroad_torch(args[1], int(args[2]))
+    elif case == "remedies":
+        res = case_remedies(int(args[1]))
     elif case == "recurrent":
         res = case_recurrent(int(args[1]))
     elif case == "recurrent_torch":

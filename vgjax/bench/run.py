@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from vgjax.bench.fastroad_cases import run_fastroad
+from vgjax.bench.remedies_cases import run_remedies
 from vgjax.bench.render import plot_benchmark
 from vgjax.bench.wide_cases import CROSSOVER_WIDTHS, WIDE_CASES, WIDE_EPOCHS
 
@@ -48,8 +49,13 @@ def _fastroad_into(results: dict, env: dict, tmp: Path, log) -> None:
     results["fastroad"] = run_fastroad(_run_child, env, log)
 
 
+def _remedies_into(results: dict, env: dict, tmp: Path, log) -> None:
+    results["remedies"] = run_remedies(_run_child, env, log)
+
+
 # the cases `vgjax bench --only` can time again into an existing benchmark.json
-UPDATABLE = {"reproduce": _reproduce_into, "fastroad": _fastroad_into}
+UPDATABLE = {"reproduce": _reproduce_into, "fastroad": _fastroad_into,
+             "remedies": _remedies_into}
 
 
 def update_cases(out: Path, names, log=print) -> dict:
@@ -171,6 +177,7 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         if wide:
             _wide_cases(results, env, crossover_epochs, log)
             _fastroad_into(results, env, tmp, log)
+            _remedies_into(results, env, tmp, log)
         log("watch: 8 seeds of a Flax MLP in one program vs seed after seed ...")
         results["watch"] = w = _run_child(["watch", 8, min(epochs, 5)], env=env)
         log(f"  {w['speedup_vs_step_loop']:.1f}x the jitted-step loop (target >= 3)")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from vgjax.config import (ACTIVATIONS, DATASETS, INITIALISERS, LOSSES, NORMS, OPTIMIZERS,
-                          PROBES, RESIDUALS, Config, parse_float_list, parse_residual)
+                          PROBES, RESIDUALS, Config, check_choice, parse_float_list,
+                          parse_residual)
 
 
 class Parser(argparse.ArgumentParser):
@@ -50,14 +51,16 @@ def add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = N
     p.add_argument("--bias-var", default=None, metavar="LIST",
                    help="sigma_b^2 >= 0, a comma list (several values: a grid axis); biases "
                         f"drawn N(0, sigma_b^2), 0 keeps zero biases (default {d.bias_var})")
-    p.add_argument("--residual", default=str(d.residual), metavar="ALPHA",
+    p.add_argument("--residual", default=None, metavar="LIST",
                    help="residual connections h + alpha * F(h) for the hidden layers after the "
                         f"first: {', '.join(RESIDUALS)} (alpha = 1/sqrt(depth); rezero: a "
-                        "learnable alpha from 0) or a fixed alpha > 0; not 'none': the vmap "
-                        f"engine (default {d.residual})")
-    p.add_argument("--norm", default=d.norm, metavar="NAME",
+                        "learnable alpha from 0) or a fixed alpha > 0; a comma list (several "
+                        f"values: a grid axis, one program per width group) (default "
+                        f"{d.residual})")
+    p.add_argument("--norm", default=None, metavar="LIST",
                    help=f"normalisation of the pre-activations: {', '.join(NORMS)} (LayerNorm, "
-                        f"BatchNorm); not 'none': the vmap engine (default {d.norm})")
+                        f"BatchNorm); a comma list (several values: a grid axis) (default "
+                        f"{d.norm})")
     p.add_argument("--probe", default=None, metavar="LIST",
                    help=f"probes to record while training, a comma list of: {', '.join(PROBES)} "
                         "(per-layer q, saturation, dead units, input-output Jacobian; "
@@ -80,6 +83,27 @@ def variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
     return cfg, grid
 
 
+def architecture_axes(args: argparse.Namespace) -> tuple[dict, dict]:
+    """(Config fields, Grid fields) of --residual/--norm: one value sets the config, several
+    make a grid axis (``residuals``, ``norms``); each value checked (one-line ValueError)."""
+    cfg, grid = {}, {}
+    for flag, field in (("residual", "residual"), ("norm", "norm")):
+        text = getattr(args, flag, None)
+        if text is None:
+            continue
+        values = tuple(part.strip() for part in text.split(","))
+        if flag == "residual":
+            values = tuple(parse_residual(v) for v in values)
+        else:
+            for v in values:
+                check_choice("norm", v, NORMS)
+        if len(values) == 1:
+            cfg[field] = values[0]
+        else:
+            grid[field + "s"] = values
+    return cfg, grid
+
+
 def config_from(args: argparse.Namespace) -> Config:
     """The :class:`Config` the protocol flags give (checked as it is built)."""
     return Config(activation=args.activation, init=args.init, output_init=args.output_init,
@@ -87,13 +111,13 @@ def config_from(args: argparse.Namespace) -> Config:
                   epochs=args.epochs, batch_size=args.batch_size, noise=args.noise,
                   hist_every=args.hist_every, test_gradients=args.test_gradients,
                   data=args.data, loss=args.loss, probes=_probes(args),
-                  residual=parse_residual(args.residual), norm=args.norm,
-                  **variance_axes(args)[0])
+                  **architecture_axes(args)[0], **variance_axes(args)[0])
 
 
 def run_prefix(config: Config) -> str:
     """The default TensorBoard run-name prefix of a sweep: activation and init, then the
-    architecture where it is not the plain MLP (``tanh_uniform_res0.5_batchnorm``)."""
+    config's architecture where it is not the plain MLP (``tanh_uniform_res0.5_batchnorm``;
+    architecture axes are named per run instead, :func:`vgjax.io.tensorboard.run_dir_names`)."""
     prefix = f"{config.activation}_{config.init}"
     if config.residual != "none":
         prefix += f"_res{config.residual:g}" if isinstance(config.residual, float) \

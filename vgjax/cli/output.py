@@ -24,9 +24,10 @@ def print_groups(summary: dict) -> None:
     from vgjax.result import GROUP_FIELDS
     fmt = lambda s: "n/a" if s["mean"] is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)
-    # sigma_w^2 / sigma_b^2 columns only for sweeps with that axis
+    # sigma_w^2 / sigma_b^2 / architecture columns only for sweeps with that axis
     fields = [f for f in GROUP_FIELDS
-              if f not in ("weight_var", "bias_var") or summary["grid"].get(f + "s")]
+              if f not in ("weight_var", "bias_var", "residual", "norm")
+              or summary["grid"].get(f + "s")]
     arch = {k: summary["config"][k] for k in ("residual", "norm") if k in summary["config"]}
     if arch:  # recorded only when not the plain MLP (Config.to_dict)
         print("architecture: " + ", ".join(f"{k} {v}" for k, v in arch.items()))

@@ -8,7 +8,7 @@ import contextlib
 import os
 import sys
 
-from vgjax.cli.options import config_from, run_prefix, variance_axes
+from vgjax.cli.options import architecture_axes, config_from, run_prefix, variance_axes
 from vgjax.cli.output import on_progress, print_groups, progress_bar
 from vgjax.config import Config, Grid, parse_float_list, parse_int_list
 
@@ -19,7 +19,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     grid = Grid(parse_int_list("seeds", args.seeds), parse_int_list("depths", args.depths),
                 parse_int_list("widths", args.widths),
                 parse_float_list("lrs", args.lrs) if args.lrs else (),
-                **variance_axes(args)[1])
+                **variance_axes(args)[1], **architecture_axes(args)[1])
     if _distribution(args) is not None:
         return cmd_sweep_distributed(args, config, grid)
     # Imported only now: bad flags are reported without the seconds it takes to import jax.

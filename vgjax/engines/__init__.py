@@ -22,6 +22,7 @@ from vgjax.config import Config, check_choice
 from vgjax.engines import reference
 from vgjax.engines.loop import Memory
 from vgjax.engines.reference import make_train
+from vgjax.model import Features, features_of
 
 ENGINES = ("auto", "fast", "wide", "vmap")
 # Padded width from which the wide engine beats the fast one on XLA:CPU, on the tanh-breadth
@@ -30,7 +31,11 @@ ENGINES = ("auto", "fast", "wide", "vmap")
 CPU_WIDE_FROM = 8
 
 
-def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
+def _features(config: Config, features: Features | None) -> Features:
+    return features_of([(config.residual, config.norm)]) if features is None else features
+
+
+def choose_engine(config: Config, p: int, mesh: Mesh, features: Features | None = None) -> str:
     """The engine ``"auto"`` means. On a CPU the fast engine below :data:`CPU_WIDE_FROM`
     padded units and the wide (batched-matmul) engine from there on; on a GPU/TPU always the
     wide engine. Both take any optimizer (Keras SGD fused into the step, any other optax
@@ -38,14 +43,14 @@ def choose_engine(config: Config, p: int, mesh: Mesh) -> str:
     activation (named or a callable; its derivative by ``jax.grad``). The wide engine also
     takes any data (F features, C classes: the softmax cross-entropy on C logits), so a grid
     the fast engine does not cover (:func:`vgjax.engines.fast.supports`: two features, two
-    classes, one logit) goes wide at any width. The vmap reference engine (``jax.grad`` of
-    the whole model) is chosen only for what no hand-written backward pass covers
-    (:func:`vgjax.engines.wide.supports`): a user loss, test-set gradients, and every
-    architecture but the plain MLP (residual connections, LayerNorm, BatchNorm:
-    ``Config.plain_architecture`` false). The signal probe is recorded by every engine."""
-    if not wide.supports(config) or not config.plain_architecture:
+    classes, one logit) goes wide at any width, and so does a grid with residual or
+    normalised runs (``features``, default the config's: the fast engine trains the plain
+    MLP only). The vmap reference engine (``jax.grad`` of the whole model) is chosen only for
+    what no hand-written backward pass covers (:func:`vgjax.engines.wide.supports`): a user
+    loss and test-set gradients. The signal probe is recorded by every engine."""
+    if not wide.supports(config):
         return "vmap"
-    if not fast.supports(config):
+    if not fast.supports(config) or not _features(config, features).plain:
         return "wide"
     if mesh.devices.flat[0].platform != "cpu":
         # a few large kernels beat many tiny ones there, at every width the grids use
@@ -114,12 +119,13 @@ def even_calls(n_runs: int, most: int, n_devices: int) -> int:
     return max(n_devices, -(-size // n_devices) * n_devices)
 
 
-def check_engine(config: Config, engine: str) -> None:
-    """Refuse, in one line, an engine name that does not exist or does not cover ``config``."""
+def check_engine(config: Config, engine: str, features: Features | None = None) -> None:
+    """Refuse, in one line, an engine name that does not exist or does not cover ``config``
+    (and a grid of the architectures ``features``, default the config's)."""
     check_choice("engine", engine, ENGINES)
-    if engine in ("fast", "wide") and not config.plain_architecture:
-        raise ValueError(f"engine: {engine!r} trains the plain MLP only, not residual="
-                         f"{config.residual!r} norm={config.norm!r}; allowed: 'vmap' or 'auto'")
+    if engine == "fast" and not _features(config, features).plain:
+        raise ValueError("engine: 'fast' trains the plain MLP only, not residual or "
+                         "normalised runs; allowed: 'wide', 'vmap' or 'auto'")
     if engine == "wide" and not wide.supports(config):
         raise ValueError(f"engine: 'wide' does not cover loss {config.loss!r} or "
                          f"test_gradients={config.test_gradients} (it covers the binary and "
@@ -133,21 +139,23 @@ def check_engine(config: Config, engine: str) -> None:
 
 
 def chunk_train(static_config: Config, max_depth: int, p: int, mesh: Mesh, engine: str,
-                keep_params: bool, n_blocks: int):
+                keep_params: bool, n_blocks: int, features: Features | None = None):
     """The chunk function ``(RunSpec [R], DeviceData) -> history dict`` (run axis first) of
     ``engine`` for a chunk padded to (D, P) on ``mesh``: every engine is the one loop of
     :mod:`vgjax.engines.loop` with its own kernels, ``shard_map``-ped over the mesh's run axis (each
     device trains its R / devices runs); the fast and wide engines train a device's runs in
-    ``n_blocks`` depth-sorted blocks (:func:`in_depth_blocks`)."""
+    ``n_blocks`` depth-sorted blocks (:func:`in_depth_blocks`). ``features``: the residual /
+    normalised variants the runs may have (default: the config's)."""
     if engine == "fast":
         train = in_depth_blocks(fast.make_fast_train(static_config, max_depth, p,
                                                      keep_params=keep_params), n_blocks)
     elif engine == "wide":
         train = in_depth_blocks(wide.make_wide_train(static_config, max_depth, p,
-                                                     keep_params=keep_params), n_blocks)
+                                                     keep_params=keep_params,
+                                                     features=features), n_blocks)
     else:
-        train = jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params),
-                         in_axes=(0, None))
+        train = jax.vmap(make_train(static_config, max_depth, p, keep_params=keep_params,
+                                    features=features), in_axes=(0, None))
     # Runs are independent: each device trains its own slice of the chunk's runs (its own
     # depth blocks, its own skipped layers) with no cross-device traffic, and XLA need not
     # propagate shardings through the whole program (a sizeable share of a grid program's

@@ -31,19 +31,25 @@ import optax
 from vgjax import diagnostics as diag
 from vgjax import probes
 from vgjax.config import Config
-from vgjax.model import N_FEATURES, init_params
+from vgjax.model import N_FEATURES, Arch, arch_of, init_params
 from vgjax.result import INIT_SUFFIX, SIGNAL_JAC, SIGNAL_LAYER_STATS
 
 # Final parameters, when kept, come back under these history-style keys ([R, ...] each).
 PARAM_KEYS = ("kernels", "biases", "out_kernel", "out_bias")
 PARAM_PREFIX = "param_"
+# ... and those of residual / normalised runs where the program has them: ReZero's alphas
+# [R, D], the normalisation's scale and offset [R, D, P], BatchNorm's running averages
+# [R, D, P] (vgjax.model.init_architecture, init_batch_stats).
+ARCH_PARAM_KEYS = ("res_alpha", "norm_scale", "norm_offset", "batch_mean", "batch_var")
 
 
 class RunSpec(NamedTuple):
     """What distinguishes one run of a grid. Each field is a scalar per run ([R] when stacked).
 
     key: the run's PRNG key data (uint32 [2], from ``jax.random.key_data(PRNGKey(seed))``);
-    depth, width: int32; lr, weight_var (sigma_w^2), bias_var (sigma_b^2): float32.
+    depth, width: int32; lr, weight_var (sigma_w^2), bias_var (sigma_b^2): float32;
+    residual (int32), alpha (float32), norm (int32): the run's architecture
+    (:class:`vgjax.model.Arch`; None: the config's, see :func:`spec_arch`).
     """
 
     key: jax.Array
@@ -52,6 +58,19 @@ class RunSpec(NamedTuple):
     lr: jax.Array
     weight_var: jax.Array | float = 1.0
     bias_var: jax.Array | float = 0.0
+    residual: jax.Array | None = None
+    alpha: jax.Array | None = None
+    norm: jax.Array | None = None
+
+
+def spec_arch(spec: RunSpec, config: Config) -> Arch:
+    """The runs' architecture (:class:`vgjax.model.Arch`, fields shaped like
+    ``spec.depth``): the spec's per-run values, or the config's where it has none."""
+    if spec.residual is None:
+        return jax.tree.map(lambda a: jnp.broadcast_to(a, jnp.shape(spec.depth)),
+                            arch_of(config.residual, config.norm))
+    return Arch(jnp.asarray(spec.residual, jnp.int32), jnp.asarray(spec.alpha, jnp.float32),
+                jnp.asarray(spec.norm, jnp.int32))
 
 
 class DeviceData(NamedTuple):

@@ -21,8 +21,8 @@ from vgjax import probes
 from vgjax.config import Config
 from vgjax.engines.loop import PARAM_KEYS, DeviceData, RunSpec
 from vgjax.engines.loop import (Engine, Memory, Setup, grads_step, history_bytes, run_keys,
-                                train_loop)
-from vgjax.model import kernel_mask
+                                spec_arch, train_loop)
+from vgjax.model import Features, kernel_mask
 from vgjax.result import SIGNAL_JAC, SIGNAL_LAYER_STATS
 from vgjax.engines.shuffle import batches
 from vgjax.step import Batch, Step, bce, make_step
@@ -109,18 +109,21 @@ class ReferenceContext(NamedTuple):
     counts: jax.Array
 
 
-def reference_engine(config: Config, max_depth: int, p: int, step: Step | None = None
-                     ) -> Engine:
+def reference_engine(config: Config, max_depth: int, p: int, step: Step | None = None,
+                     features: Features | None = None) -> Engine:
     """The reference engine's kernels for ONE run (vmap the loop over runs): the
     :class:`vgjax.step.Step` methods on the padded (D, P) stack. ``step`` defaults to
-    ``make_step(config, max_depth=max_depth, p=p)``."""
-    step = step or make_step(config, max_depth=max_depth, p=p)
+    ``make_step(config, max_depth=max_depth, p=p, features=features)`` (``features``: the
+    architectures the runs may have, default the config's; each run's own from its spec,
+    :func:`vgjax.engines.loop.spec_arch`)."""
+    step = step or make_step(config, max_depth=max_depth, p=p, features=features)
     dims = dict(max_depth=max_depth, n_features=step.n_features, n_outputs=step.n_outputs)
 
     def init(spec: RunSpec, data: DeviceData) -> Setup:
         init_key, shuffle_key = run_keys(jax.random.wrap_key_data(spec.key))
         state = step.init(init_key, spec.depth, spec.width, lr=spec.lr,
-                          weight_var=spec.weight_var, bias_var=spec.bias_var)
+                          weight_var=spec.weight_var, bias_var=spec.bias_var,
+                          arch=None if step.features.plain else spec_arch(spec, config))
         masks = kernel_mask(spec.depth, spec.width, p=p, **dims)
         counts = diag.real_counts(spec.depth, spec.width, **dims)
         ctx = ReferenceContext(data, shuffle_key, masks, counts)
@@ -136,7 +139,7 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
         return state, out.grads
 
     def evaluate(state, ctx):
-        d, run = ctx.data, (state.depth, state.width, state.batch_stats)
+        d, run = ctx.data, (state.depth, state.width, state.batch_stats, state.arch)
         train_loss, train_acc = step.evaluate(state.params, d.x_train, d.y_train, *run)
         test_loss, test_acc = step.evaluate(state.params, d.x_test, d.y_test, *run)
         return (jnp.stack([train_loss, test_loss, train_acc, test_acc]),
@@ -146,7 +149,7 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
         d, n_test = ctx.data, ctx.data.y_test.shape[0]
         _, tg = step.loss_and_grads(
             state.params, Batch(d.x_test, d.y_test, jnp.ones((n_test,), jnp.float32)),
-            state.depth, state.width)
+            state.depth, state.width, state.arch)
         return jnp.stack([diag.abs_sums(tg) / jnp.maximum(ctx.counts, 1.0),
                           diag.l2_norms(tg)])
 
@@ -159,14 +162,25 @@ def reference_engine(config: Config, max_depth: int, p: int, step: Step | None =
                         lambda g, ctx: diag.histogram(g, *ctx.masks)),
         evaluate=evaluate,
         weight_hist=lambda state, ctx: diag.histogram(state.params, *ctx.masks),
-        params=lambda state: {k: state.params[k] for k in PARAM_KEYS},
+        params=lambda state: arch_params(state.params, state.batch_stats),
         test_grads=test_grads if config.test_gradients else None,
         signal=probe(signal_layer_stats) if probing else None,
         jacobian=probe(signal_jacobian) if probing else None)
 
 
+def arch_params(params, batch_stats) -> dict:
+    """The final parameters an engine returns (:data:`vgjax.engines.loop.PARAM_KEYS`, and
+    the :data:`~vgjax.engines.loop.ARCH_PARAM_KEYS` that exist) from the padded dict and
+    BatchNorm's running averages (None: none), whatever leading axes they have."""
+    out = {k: params[k] for k in PARAM_KEYS}
+    out |= {k: params[k] for k in ("res_alpha", "norm_scale", "norm_offset") if k in params}
+    if batch_stats is not None:
+        out |= {"batch_mean": batch_stats["mean"], "batch_var": batch_stats["var"]}
+    return out
+
+
 def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = None,
-               keep_params: bool = False):
+               keep_params: bool = False, features: Features | None = None):
     """Build ``train_run(spec, data) -> dict`` for one run of a grid padded to (D, P).
 
     The returned dict holds train_loss/test_loss/train_accuracy/test_accuracy [E],
@@ -182,5 +196,5 @@ def make_train(config: Config, max_depth: int, p: int, *, step: Step | None = No
     layers and of epochs from the one that diverged on are NaN. It is
     :func:`vgjax.engines.loop.train_loop` with :func:`reference_engine`.
     """
-    engine = reference_engine(config, max_depth, p, step)
+    engine = reference_engine(config, max_depth, p, step, features)
     return functools.partial(train_loop, engine, config, keep_params=keep_params)

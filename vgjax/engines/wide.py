@@ -37,8 +37,9 @@ not depend on ``P`` or ``D``:
 
 Covered (:func:`supports`): any optimizer and activation, any data (F input features, C
 classes: one logit and the binary cross-entropy for two classes, C logits and the softmax
-cross-entropy otherwise, or for ``loss="softmax_ce"``), no test-set gradients; other configs
-(a user loss, test-set gradients) use the vmap engine.
+cross-entropy otherwise, or for ``loss="softmax_ce"``), residual connections and
+normalisation as per-run values (:func:`_arch_forward`, :func:`_block_vjp`), no test-set
+gradients; other configs (a user loss, test-set gradients) use the vmap engine.
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ from vgjax.probes import SATURATION_THRESHOLD, singular_values, spectrum_summary
 from vgjax.theory import derivative_fn
 from vgjax.engines import fast
 from vgjax.engines.loop import (Acc, Engine, Memory, Setup, history_bytes, apply_optimizer, chunk_layers, chunk_start,
-                                init_optimizer, merge_hist, runs_first, train_loop)
+                                init_optimizer, merge_hist, runs_first, spec_arch, train_loop)
+from vgjax.model import (Arch, BlockParams, Features, arch_block, features_of,
+                         init_architecture, init_batch_stats)
 from vgjax.engines.shuffle import epoch_batches
 from vgjax.step import (ADAM_B1, ADAM_B2, ADAM_EPS, OptimizerFactory, bce, n_outputs_for,
                         optimizer_factory, softmax_ce)
@@ -129,7 +132,8 @@ class WideContext(NamedTuple):
     mask [D, R] (run has hidden layer l), unit [R, P] float32 and unit_b [R, P] bool
     (unit < width), lr [R], mask0 [R, F, P] and omask [R, P] (or [R, P, C]: real first-layer
     and output kernel entries), depth [] (the block's deepest run: bounds its layer loops),
-    run_depth and run_width [R] (each run's own, for the signal probe)."""
+    run_depth and run_width [R] (each run's own: the signal probe, the architectures), and
+    arch (each run's :class:`vgjax.model.Arch` [R]; None for a plain program)."""
 
     x_train: jax.Array
     y_train: jax.Array
@@ -146,18 +150,22 @@ class WideContext(NamedTuple):
     depth: jax.Array
     run_depth: jax.Array
     run_width: jax.Array
+    arch: Arch | None = None
 
 
 class Net(NamedTuple):
     """A block's parameters as the forward pass reads them: first layer (k0 [R, F, P],
     b0 [R, P]), ``hidden(l) -> (kernel [R, P, P], bias [R, P])`` of hidden layer l >= 1,
-    output (ko [R, P], bo [R]; with C > 1 logits ko [R, P, C], bo [R, C])."""
+    output (ko [R, P], bo [R]; with C > 1 logits ko [R, P, C], bo [R, C]); in a program
+    with residual or normalised runs ``block(l) -> BlockParams`` of layer l >= 0 ([R]
+    leading: ReZero's alpha, norm scale and offset, BatchNorm's running averages)."""
 
     k0: jax.Array
     b0: jax.Array
     hidden: Callable
     ko: jax.Array
     bo: jax.Array
+    block: Callable | None = None
 
 
 # ----------------------------------------------------------------------------------------
@@ -187,17 +195,41 @@ def _put(a, v, i, axis=0):
     return jax.lax.dynamic_update_index_in_dim(a, v, i, axis)
 
 
-def _stacked_net(params) -> Net:
-    """The fused-SGD layout's :class:`Net`: hidden layer l is entry l - 1 of the stacks."""
-    k0, b0, kh, bh, ko, bo = params
-    return Net(k0, b0, lambda l: (_index(kh, l - 1), _index(bh, l - 1)), ko, bo)
+def _stacked_net(params, stats=None) -> Net:
+    """The fused-SGD layout's :class:`Net`: hidden layer l is entry l - 1 of the stacks;
+    a residual / normalised program's extra parameters are a 7th entry, a dict of
+    layer-major stacks (res_alpha [D, R], norm_scale / norm_offset [D, R, P])."""
+    k0, b0, kh, bh, ko, bo = params[:6]
+    block = None
+    if len(params) > 6:
+        extra = params[6]
+        block = lambda l: _block_params(extra, stats, l, 0)
+    return Net(k0, b0, lambda l: (_index(kh, l - 1), _index(bh, l - 1)), ko, bo, block)
 
 
-def _dict_net(params, n_features: int) -> Net:
-    """The optax layout's :class:`Net` (the reference's padded dict, run axis leading)."""
+def _dict_net(params, n_features: int, stats=None, arch: bool = False) -> Net:
+    """The optax layout's :class:`Net` (the reference's padded dict, run axis leading;
+    ``arch``: a program with residual / normalised runs)."""
     k, b = params["kernels"], params["biases"]
+    block = None
+    if arch:
+        block = lambda l: _block_params(params, stats, l, 1)
     return Net(k[:, 0, :n_features], b[:, 0], lambda l: (_index(k, l, 1), _index(b, l, 1)),
-               params["out_kernel"], params["out_bias"])
+               params["out_kernel"], params["out_bias"], block)
+
+
+# The extra parameters of residual / normalised runs, by their names in the padded dict,
+# and the BlockParams fields they fill.
+_EXTRA = {"res_alpha": "alpha", "norm_scale": "scale", "norm_offset": "offset"}
+
+
+def _block_params(extra: dict, stats: dict | None, l, axis: int) -> BlockParams:
+    """Layer l's :class:`BlockParams` [R, ...] from the extra parameters (layer axis
+    ``axis``) and BatchNorm's running averages (layer-major [D, R, P]; None: none)."""
+    got = {f: _index(extra[k], l, axis) for k, f in _EXTRA.items() if k in extra}
+    if stats is not None:
+        got |= {"mean": _index(stats["mean"], l), "var": _index(stats["var"], l)}
+    return BlockParams(**got)
 
 
 class Saved(NamedTuple):
@@ -301,6 +333,76 @@ def _t(a):
     return jnp.swapaxes(a, 1, 2)
 
 
+# ----------------------------------------------------------------------------------------
+# residual and normalised runs: each hidden layer is the Dense product, as in the plain
+# path, then vgjax.model.arch_block (normalisation, activation, residual branch) vmapped
+# over runs, whose backward pass comes from jax.vjp at the saved pre-activations and
+# inputs; the products' backward stays written out.
+
+def _blocks(st: "_Static", c: WideContext, z, h, bp: BlockParams, first: bool, train: bool,
+            w):
+    """:func:`vgjax.model.arch_block` of every run: z, h [R, B, P] -> (out [R, B, P],
+    running (mean, var) [R, P] each)."""
+    def one(z, h, bp, arch, depth, width):
+        return arch_block(z, h, bp, arch, depth, width, activation=st.block_act,
+                          features=st.features, first=first, train=train, weight=w)
+    return jax.vmap(one)(z, h, bp, c.arch, c.run_depth, c.run_width)
+
+
+def _arch_forward(st: "_Static", net: Net, x, c: WideContext, stats, keep: bool,
+                  train: bool, w):
+    """:func:`_forward` of a program with residual / normalised runs: logits, the last
+    hidden activation, the :class:`Saved` activations (pre-activations always) when
+    ``keep``, and BatchNorm's running averages [D, R, P] after this pass (moved when
+    ``train``; None without BatchNorm)."""
+    z = _first_layer(x, net.k0, net.b0)
+    h, running = _blocks(st, c, z, jnp.zeros_like(z), net.block(0), True, train, w)
+    if stats is not None:
+        stats = {k: _put(stats[k], v, 0) for k, v in zip(("mean", "var"), running)}
+    hs = zs = None
+    if keep:
+        hs = _put(jnp.zeros((st.max_depth,) + _t(h).shape, h.dtype), _t(h), 0)
+        zs = _put(jnp.zeros_like(hs), _t(z), 0)
+    if st.max_depth > 1:
+        def layer(l, carry):
+            h, hs, zs, stats = carry
+            k, b = net.hidden(l)
+            z = jnp.einsum("rbp,rpq->rbq", h, k) + b[:, None, :]
+            a, running = _blocks(st, c, z, h, net.block(l), False, train, w)
+            m = _index(c.mask, l)
+            h = jnp.where(m[:, None, None], a, h)
+            if stats is not None:
+                stats = {k: _put(stats[k], jnp.where(m[:, None], v, _index(stats[k], l)), l)
+                         for k, v in zip(("mean", "var"), running)}
+            return (h, None if hs is None else _put(hs, _t(h), l),
+                    None if zs is None else _put(zs, _t(z), l), stats)
+
+        h, hs, zs, stats = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs, stats))
+    if net.ko.ndim == 2:
+        logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
+    else:
+        logits = jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
+    return logits, h, (Saved(hs, zs) if keep else None), stats
+
+
+def _block_vjp(st: "_Static", c: WideContext, saved: Saved, bp: BlockParams, l, first: bool,
+               dout, w):
+    """The backward pass of layer l's block (:func:`_blocks` in training mode) at the saved
+    activations: from the gradient at its output dout [R, P, B] (unit-major), the gradients
+    at its pre-activations dz and input dh [R, P, B] and at its extra parameters
+    (:class:`BlockParams` of [R, ...] gradients; None where the program has none)."""
+    z = _t(_index(saved.zs, l))
+    h = jnp.zeros_like(z) if first else _t(_index(saved.hs, l - 1))
+    learnt = BlockParams(bp.alpha, bp.scale, bp.offset)
+
+    def f(z, h, learnt):
+        return _blocks(st, c, z, h, learnt._replace(mean=bp.mean, var=bp.var), first,
+                       True, w)[0]
+    _, back = jax.vjp(f, z, h, learnt)
+    dz, dh, dlearnt = back(_t(dout))
+    return _t(dz), _t(dh), dlearnt
+
+
 def _row_sums(g):
     """[R, ...] -> sum |g| [R] and sum g^2 [R], reduced over one flat minor axis."""
     g = g.reshape(g.shape[0], -1)
@@ -311,7 +413,10 @@ class _Static(NamedTuple):
     """The step's static parts: activation, its derivative ``(z, a) -> φ'(z)``, whether that
     reads z (then the forward pass keeps pre-activations), D, the data's input width F, and
     the optimizer: a fused rule (``rate``, ``update``: :func:`_fused_rule`) or an optax
-    factory (``optimizer``)."""
+    factory (``optimizer``); the residual / normalised variants of the program's runs
+    (``features``, :class:`vgjax.model.Features`) and the activation their blocks apply
+    (``block_act``: the model's own, so :func:`jax.vjp` differentiates what the reference
+    engine differentiates)."""
 
     act: Callable
     dact: Callable
@@ -321,6 +426,8 @@ class _Static(NamedTuple):
     rate: Callable | None = None
     update: Callable | None = None
     optimizer: OptimizerFactory | None = None
+    features: Features = Features()
+    block_act: Callable | None = None
 
 
 def _dact(st: _Static, saved: Saved, l):
@@ -394,28 +501,49 @@ def _record(l, g, mask, acc: Acc, hist_now: bool) -> Acc:
     return Acc(sa, ss, gacc)
 
 
-def _layer_backward(st: _Static, dh, saved: Saved, k, l, c: WideContext):
+def _layer_backward(st: _Static, dh, saved: Saved, k, l, c: WideContext, block=None):
     """Backprop through hidden layer l >= 1 (kernel k [R, P, P]), unit-major: the gradient
     into its input dh [R, P, B], its kernel and bias gradients gk [R, P, P] and gb [R, P],
-    and the runs that have the layer (mask [R, 1, 1])."""
+    the runs that have the layer (mask [R, 1, 1]), and its extra parameters' gradients
+    (:class:`BlockParams`; None for a plain program). ``block``: (layer l's
+    :class:`BlockParams`, the minibatch's example weights [B]) in a program with residual /
+    normalised runs, whose block's backward pass is :func:`_block_vjp`."""
     m = _index(c.mask, l)[:, None, None]
-    dz = jnp.where(m, dh, 0.0) * c.unit[:, :, None] * _dact(st, saved, l)
-    gk = jnp.einsum("rpb,rqb->rpq", _index(saved.hs, l - 1), dz)
+    h_in = _index(saved.hs, l - 1)
+    if block is None:
+        dz = jnp.where(m, dh, 0.0) * c.unit[:, :, None] * _dact(st, saved, l)
+        dh_in, dlearnt = None, None
+    else:
+        dz, dh_in, dlearnt = _block_vjp(st, c, saved, block[0], l, False,
+                                        jnp.where(m, dh, 0.0), block[1])
+    gk = jnp.einsum("rpb,rqb->rpq", h_in, dz)
     gb = jnp.sum(dz, axis=2)
-    return jnp.where(m, jnp.einsum("rpq,rqb->rpb", k, dz), dh), gk, gb, m
+    back = jnp.einsum("rpq,rqb->rpb", k, dz)
+    if dh_in is not None:  # the residual path
+        back = back + dh_in
+    return jnp.where(m, back, dh), gk, gb, m, dlearnt
+
+
+def _put_learnt(gx: dict | None, dlearnt: BlockParams | None, l) -> dict | None:
+    """Layer l's extra-parameter gradients written into the layer-major stacks ``gx``."""
+    if gx is None:
+        return None
+    return {k: _put(v, getattr(dlearnt, _EXTRA[k]), l) for k, v in gx.items()}
 
 
 def _hidden_backward(st: _Static, dh, saved: Saved, params, slots, rate, c: WideContext, acc,
-                     hist_now):
+                     hist_now, net: Net | None = None, w=None, gx=None):
     """Backward through hidden layers l = depth-1 ... 1 of the block, each layer's fused
     optimizer update (``st.update`` at step size ``rate`` [R]) and statistics done while its
     gradient is hot. ``dh`` [R, P, B] and the saved activations are unit-major (see
-    :func:`_step`). Returns (dh, kh, bh, the hidden slots' new stacks, acc)."""
+    :func:`_step`). With residual / normalised runs, ``net`` (its ``block``), the
+    minibatch weights ``w`` and the extra parameters' gradient stacks ``gx`` (filled here,
+    applied after the loop). Returns (dh, kh, bh, the hidden slots' new stacks, acc, gx)."""
     ub = c.unit_b
     n = len(slots)
 
     def layer(i, carry):
-        dh, stacks, pending, acc = carry
+        dh, stacks, pending, acc, gx = carry
         # The previous layer's update is written first, so every read of the stacks
         # below depends on that write: XLA then updates them in place (a write that
         # is independent of some read makes it copy the whole stack each layer).
@@ -423,22 +551,24 @@ def _hidden_backward(st: _Static, dh, saved: Saved, params, slots, rate, c: Wide
         kh, bh = stacks[:2]
         l = c.depth - i
         k = _index(kh, l - 1)
-        dh, gk, gb, m = _layer_backward(st, dh, saved, k, l, c)
+        block = None if net is None or net.block is None else (net.block(l), w)
+        dh, gk, gb, m, dlearnt = _layer_backward(st, dh, saved, k, l, c, block)
+        gx = _put_learnt(gx, dlearnt, l)
         k, sk = st.update(k, gk, tuple(_index(a, l - 1) for a in stacks[2:2 + n]),
                           rate[:, None, None])
         b, sb = st.update(_index(bh, l - 1), gb, tuple(_index(a, l - 1) for a in stacks[2 + n:]),
                           rate[:, None])
         pending = (k, b, *sk, *sb, l - 1)
         acc = _record(l, gk, ub[:, :, None] & ub[:, None, :] & m, acc, hist_now)
-        return dh, stacks, pending, acc
+        return dh, stacks, pending, acc, gx
 
     stacks = (params[2], params[3], *(s[2] for s in slots), *(s[3] for s in slots))
     first = c.depth - 2  # a no-op write of the first layer's own values
     pending = tuple(_index(a, first) for a in stacks) + (first,)
-    dh, stacks, pending, acc = jax.lax.fori_loop(1, c.depth, layer,
-                                                 (dh, stacks, pending, acc))
+    dh, stacks, pending, acc, gx = jax.lax.fori_loop(1, c.depth, layer,
+                                                     (dh, stacks, pending, acc, gx))
     stacks = tuple(_put(a, v, pending[-1]) for a, v in zip(stacks, pending[:-1]))
-    return dh, stacks[0], stacks[1], stacks[2:2 + n], stacks[2 + n:], acc
+    return dh, stacks[0], stacks[1], stacks[2:2 + n], stacks[2 + n:], acc, gx
 
 
 def _output_backward(net: Net, logits, hD, y, w):
@@ -459,10 +589,16 @@ def _output_backward(net: Net, logits, hD, y, w):
     return g_ko, g_bo, jnp.einsum("rpc,rbc->rpb", net.ko, dlogit)
 
 
-def _first_backward(st: _Static, dh, saved: Saved, x, c: WideContext):
-    """The first layer's gradients: g_k0 [R, F, P] and g_b0 [R, P]."""
-    dz0 = dh * c.unit[:, :, None] * _dact(st, saved, 0)                     # [R, P, B]
-    return jnp.einsum("rbi,rqb->riq", x, dz0), jnp.sum(dz0, axis=2)
+def _first_backward(st: _Static, dh, saved: Saved, x, c: WideContext, net: Net | None = None,
+                    w=None, gx=None):
+    """The first layer's gradients: g_k0 [R, F, P] and g_b0 [R, P] (and with residual /
+    normalised runs, its extra parameters' written into the stacks ``gx``)."""
+    if net is None or net.block is None:
+        dz0 = dh * c.unit[:, :, None] * _dact(st, saved, 0)                 # [R, P, B]
+    else:
+        dz0, _, dlearnt = _block_vjp(st, c, saved, net.block(0), 0, True, dh, w)
+        gx = _put_learnt(gx, dlearnt, 0)
+    return jnp.einsum("rbi,rqb->riq", x, dz0), jnp.sum(dz0, axis=2), gx
 
 
 def _per_run(v, a):
@@ -478,28 +614,51 @@ def _step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
     The forward pass is batch-major ([R, B, P]: ``h K`` is a plain matmul), the backward
     pass unit-major ([R, P, B]): its product ``K dz`` is then a plain matmul too, where
     ``dz K^T`` in the batch-major layout ran 4x slower on XLA:CPU at width 512 (1.06 vs
-    0.26 ms per layer for 2 runs); the weight gradient costs the same either way."""
-    (params, opt), (x, y, w) = state, batch
-    k0, b0, kh, bh, ko, bo = params
+    0.26 ms per layer for 2 runs); the weight gradient costs the same either way.
+
+    With residual / normalised runs the state is ``(params, Fused, BatchNorm's running
+    averages or None)``, the params carry the extra parameters (:func:`_stacked_net`),
+    whose gradients are gathered layer by layer and applied after the backward pass."""
+    (params, opt, *stats), (x, y, w) = state, batch
+    k0, b0, kh, bh, ko, bo = params[:6]
     slot = lambda j: tuple(s[j] for s in opt.slots)
     rate = st.rate(c.lr, opt.count)                                           # [R]
-    net = _stacked_net(params)
-    logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
+    arch = not st.features.plain
+    stats = stats[0] if stats else None
+    net = _stacked_net(params, stats)
+    if arch:
+        logits, hD, saved, stats = _arch_forward(st, net, x, c, stats, True, True, w)
+        gx = jax.tree.map(jnp.zeros_like, params[6])
+    else:
+        logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True,
+                                     keep_z=st.keep_z)
+        gx = None
     g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
     ko, sko = st.update(ko, g_ko, slot(4), _per_run(rate, ko))
     bo, sbo = st.update(bo, g_bo, slot(5), _per_run(rate, bo))
     skh, sbh = slot(2), slot(3)
     if st.max_depth > 1:
-        dh, kh, bh, skh, sbh, acc = _hidden_backward(st, dh, saved, params, opt.slots, rate,
-                                                     c, acc, hist_now)
-    g_k0, g_b0 = _first_backward(st, dh, saved, x, c)
+        dh, kh, bh, skh, sbh, acc, gx = _hidden_backward(
+            st, dh, saved, params, opt.slots, rate, c, acc, hist_now,
+            net if arch else None, w, gx)
+    g_k0, g_b0, gx = _first_backward(st, dh, saved, x, c, net if arch else None, w, gx)
     k0, sk0 = st.update(k0, g_k0, slot(0), rate[:, None, None])
     b0, sb0 = st.update(b0, g_b0, slot(1), rate[:, None])
     r = g_k0.shape[0]
     acc = _record(0, g_k0.reshape(r, -1), c.mask0.reshape(r, -1), acc, hist_now)
     acc = _record(st.max_depth, g_ko, c.omask, acc, hist_now)
-    slots = tuple(zip(sk0, sb0, skh, sbh, sko, sbo))
-    return ((k0, b0, kh, bh, ko, bo), Fused(opt.count + 1, slots)), acc
+    slots = [sk0, sb0, skh, sbh, sko, sbo]
+    new = (k0, b0, kh, bh, ko, bo)
+    if not arch:
+        return (new, Fused(opt.count + 1, tuple(zip(*slots)))), acc
+    # the extra parameters: [D, R] and [D, R, P] stacks, the run axis second
+    extra, sx = {}, {}
+    for name, g in gx.items():
+        v = params[6][name]
+        extra[name], sx[name] = st.update(v, g, tuple(s[name] for s in slot(6)),
+                                          rate.reshape((1, r) + (1,) * (v.ndim - 2)))
+    slots.append(tuple({k: sx[k][j] for k in sx} for j in range(len(opt.slots))))
+    return ((*new, extra), Fused(opt.count + 1, tuple(zip(*slots))), stats), acc
 
 
 def _optax_step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
@@ -508,32 +667,48 @@ def _optax_step(st: _Static, state, batch, c: WideContext, acc: Acc, hist_now):
     each layer's gradient is hot), then the optimizer over that whole pytree, vmapped over
     runs, each with its own (traced) learning rate (:func:`apply_optimizer`). Layers no
     run of the block has keep zero gradients, as in the reference engine, and the
-    optimizer sees them as it does there."""
-    (params, opt_state), (x, y, w) = state, batch
-    net = _dict_net(params, st.n_features)
-    logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True, keep_z=st.keep_z)
+    optimizer sees them as it does there. With residual / normalised runs the pytree has
+    their extra parameters too (run axis leading, as in the reference engine), and the
+    state BatchNorm's running averages third."""
+    (params, opt_state, *stats), (x, y, w) = state, batch
+    arch = not st.features.plain
+    stats = stats[0] if stats else None
+    net = _dict_net(params, st.n_features, stats, arch)
+    if arch:
+        logits, hD, saved, stats = _arch_forward(st, net, x, c, stats, True, True, w)
+        gx = {k: jnp.zeros_like(jnp.moveaxis(params[k], 1, 0)) for k in _EXTRA if k in params}
+    else:
+        logits, hD, saved = _forward(net, st.max_depth, x, c, st.act, keep=True,
+                                     keep_z=st.keep_z)
+        gx = None
     g_ko, g_bo, dh = _output_backward(net, logits, hD, y, w)
     gk_all = jnp.zeros_like(params["kernels"])                               # [R, D, P, P]
     gb_all = jnp.zeros_like(params["biases"])                                # [R, D, P]
     ub = c.unit_b
     if st.max_depth > 1:
         def layer(i, carry):
-            dh, gk_all, gb_all, acc = carry
+            dh, gk_all, gb_all, acc, gx = carry
             l = c.depth - i
-            dh, gk, gb, m = _layer_backward(st, dh, saved, net.hidden(l)[0], l, c)
+            block = (net.block(l), w) if arch else None
+            dh, gk, gb, m, dlearnt = _layer_backward(st, dh, saved, net.hidden(l)[0], l, c,
+                                                     block)
             acc = _record(l, gk, ub[:, :, None] & ub[:, None, :] & m, acc, hist_now)
-            return dh, _put(gk_all, gk, l, 1), _put(gb_all, gb, l, 1), acc
+            return (dh, _put(gk_all, gk, l, 1), _put(gb_all, gb, l, 1), acc,
+                    _put_learnt(gx, dlearnt, l))
 
-        dh, gk_all, gb_all, acc = jax.lax.fori_loop(1, c.depth, layer,
-                                                    (dh, gk_all, gb_all, acc))
-    g_k0, g_b0 = _first_backward(st, dh, saved, x, c)
+        dh, gk_all, gb_all, acc, gx = jax.lax.fori_loop(1, c.depth, layer,
+                                                        (dh, gk_all, gb_all, acc, gx))
+    g_k0, g_b0, gx = _first_backward(st, dh, saved, x, c, net if arch else None, w, gx)
     gk_all = jax.lax.dynamic_update_slice(gk_all, g_k0[:, None], (0, 0, 0, 0))
     gb_all = _put(gb_all, g_b0, 0, 1)
     r = g_k0.shape[0]
     acc = _record(0, g_k0.reshape(r, -1), c.mask0.reshape(r, -1), acc, hist_now)
     acc = _record(st.max_depth, g_ko, c.omask, acc, hist_now)
     grads = {"kernels": gk_all, "biases": gb_all, "out_kernel": g_ko, "out_bias": g_bo}
-    return apply_optimizer(st.optimizer, c.lr, params, grads, opt_state), acc
+    if not arch:
+        return apply_optimizer(st.optimizer, c.lr, params, grads, opt_state), acc
+    grads |= {k: jnp.moveaxis(v, 0, 1) for k, v in gx.items()}
+    return (*apply_optimizer(st.optimizer, c.lr, params, grads, opt_state), stats), acc
 
 
 def _layers(params, n_features: int):
@@ -565,16 +740,22 @@ def _weight_hist(p, params, c: WideContext):
 
 def _net(st: _Static, state) -> Net:
     params = state[0]
-    return _dict_net(params, st.n_features) if isinstance(params, dict) else _stacked_net(params)
+    stats = state[2] if len(state) > 2 else None
+    return (_dict_net(params, st.n_features, stats, not st.features.plain)
+            if isinstance(params, dict) else _stacked_net(params, stats))
 
 
 def _evaluate(st: _Static, state, c: WideContext, probe: _Probe | None = None):
     """Curves [4, R] (train/test loss, train/test accuracy) and weight L1 [L, R]; with
-    ``probe`` also the signal probe's per-layer statistics [3, D, R] of the training points,
-    from the same forward pass (:func:`_signal_of`)."""
+    ``probe`` (plain MLPs only) also the signal probe's per-layer statistics [3, D, R] of the
+    training points, from the same forward pass (:func:`_signal_of`)."""
     params = state[0]
-    logits, _, probed = _forward(_net(st, state), st.max_depth, c.x_all[None], c, st.act,
-                                 keep=False, probe=probe)
+    net = _net(st, state)
+    if st.features.plain:
+        logits, _, probed = _forward(net, st.max_depth, c.x_all[None], c, st.act,
+                                     keep=False, probe=probe)
+    else:  # BatchNorm: the running averages, so every point is evaluated on its own
+        logits = _arch_forward(st, net, c.x_all[None], c, state[2], False, False, None)[0]
     y = c.y_all[None]                                                       # [1, N+M]
     if logits.ndim == 2:                                                    # [R, N+M]
         ce = bce(logits, y)
@@ -623,14 +804,21 @@ def _l1(a):
 
 
 def _params(p, state):
-    """The block's parameters in the padded layout, run axis last (kernels [D, P, P, R])."""
+    """The block's parameters in the padded layout, run axis last (kernels [D, P, P, R]),
+    with residual / normalised runs their extra parameters and BatchNorm's running
+    averages too (:data:`vgjax.engines.loop.ARCH_PARAM_KEYS`)."""
+    out = {}
+    if len(state) > 2 and state[2] is not None:
+        out = {"batch_" + k: jnp.moveaxis(v, 1, -1) for k, v in state[2].items()}
     if isinstance(state[0], dict):
-        return {k: jnp.moveaxis(v, 0, -1) for k, v in state[0].items()}
-    k0, b0, kh, bh, ko, bo = state[0]
+        return {k: jnp.moveaxis(v, 0, -1) for k, v in state[0].items()} | out
+    k0, b0, kh, bh, ko, bo = state[0][:6]
     k0 = jnp.pad(k0, ((0, 0), (0, p - k0.shape[1]), (0, 0)))[None]          # [1, R, P, P]
+    if len(state[0]) > 6:
+        out |= {k: jnp.moveaxis(v, 1, -1) for k, v in state[0][6].items()}
     return {"kernels": jnp.moveaxis(jnp.concatenate([k0, kh]), 1, -1),
             "biases": jnp.moveaxis(jnp.concatenate([b0[None], bh]), 1, -1),
-            "out_kernel": jnp.moveaxis(ko, 0, -1), "out_bias": jnp.moveaxis(bo, 0, -1)}
+            "out_kernel": jnp.moveaxis(ko, 0, -1), "out_bias": jnp.moveaxis(bo, 0, -1)} | out
 
 
 def _minibatches(config, c: WideContext, e):
@@ -639,23 +827,34 @@ def _minibatches(config, c: WideContext, e):
     return jnp.moveaxis(c.x_train[idx], 1, 0), jnp.moveaxis(c.y_train[idx], 1, 0), w
 
 
-def _init(config, max_depth: int, p: int, spec, data) -> Setup:
+def _init(config, features: Features, max_depth: int, p: int, spec, data) -> Setup:
     """A block's initial state (fused optimizer: layer-stacked params and :class:`Fused`;
-    optax: the padded dict, run axis leading, and the optimizer state) and its constants."""
+    optax: the padded dict, run axis leading, and the optimizer state; with residual /
+    normalised runs (``features``) their extra parameters in the params, and BatchNorm's
+    running averages [D, R, P] (or None) third) and its constants."""
     D, P, r = max_depth, p, spec.depth.shape[0]
     f, n_out = dims(config)
     p0, shuffle_keys = chunk_start(config, D, P, spec, n_features=f, n_outputs=n_out)
+    extra = {k: jnp.broadcast_to(v[:, None], (D, r) + v.shape[1:])         # [D, R, ...]
+             for k, v in init_architecture(D, P, features).items()}
     rule = _fused_rule(config)
     if rule is not None:
         kern = jnp.moveaxis(p0["kernels"], 1, 0)                            # [D, R, P, P]
         bias = jnp.moveaxis(p0["biases"], 1, 0)                             # [D, R, P]
         params = (kern[0, :, :f], bias[0], kern[1:], bias[1:],
-                  p0["out_kernel"], p0["out_bias"])
+                  p0["out_kernel"], p0["out_bias"]) + (() if features.plain else (extra,))
         slots = tuple(jax.tree.map(jnp.zeros_like, params) for _ in range(rule[2]))
         state = (params, Fused(jnp.zeros((), jnp.int32), slots))
     else:
+        p0 = p0 | {k: jnp.moveaxis(v, 0, 1) for k, v in extra.items()}
         lr = jnp.broadcast_to(jnp.asarray(spec.lr, jnp.float32), (r,))
         state = (p0, init_optimizer(optimizer_factory(config), lr, p0))
+    if not features.plain:
+        stats = None
+        if features.batch:
+            stats = {k: jnp.broadcast_to(v[:, None], (D, r, P))
+                     for k, v in init_batch_stats(D, P).items()}
+        state = state + (stats,)
     mask = jnp.arange(D)[:, None] < spec.depth[None, :]                     # [D, R]
     unit_b = jnp.arange(P)[None, :] < spec.width[:, None]                   # [R, P]
     counts, present = chunk_layers(spec, D, n_features=f, n_outputs=n_out)  # [L, R] each
@@ -670,12 +869,15 @@ def _init(config, max_depth: int, p: int, spec, data) -> Setup:
         omask=unit_b if n_out == 1 else jnp.broadcast_to(unit_b[:, :, None], (r, P, n_out)),
         # the block's deepest run bounds its layer loops; computed once per block,
         # so no per-step cross-device reduction when the run axis is sharded
-        depth=jnp.max(spec.depth), run_depth=spec.depth, run_width=spec.width)
+        depth=jnp.max(spec.depth), run_depth=spec.depth, run_width=spec.width,
+        arch=None if features.plain else spec_arch(spec, config))
     return Setup(state, c, counts, present)
 
 
-def wide_engine(config, max_depth: int, p: int) -> Engine:
-    """The wide engine's kernels over one block of runs (see the module doc)."""
+def wide_engine(config, max_depth: int, p: int, features: Features | None = None) -> Engine:
+    """The wide engine's kernels over one block of runs (see the module doc); ``features``:
+    the residual / normalised variants its runs may have (default: the config's), each
+    run's own from its spec (:func:`vgjax.engines.loop.spec_arch`)."""
     if not supports(config):
         raise ValueError(f"config: the wide engine covers the binary or softmax "
                          f"cross-entropy and no test_gradients; got loss {config.loss!r}, "
@@ -683,8 +885,15 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
     act, dact, keep_z = _act_and_grad(config.activation)
     rule = _fused_rule(config)
     f = dims(config)[0]
-    st = (_Static(act, dact, keep_z, max_depth, f, rate=rule[0], update=rule[1]) if rule else
-          _Static(act, dact, keep_z, max_depth, f, optimizer=optimizer_factory(config)))
+    if features is None:
+        features = features_of([(config.residual, config.norm)])
+    arch = dict(features=features, block_act=activation_fn(config.activation))
+    st = (_Static(act, dact, keep_z, max_depth, f, rate=rule[0], update=rule[1], **arch)
+          if rule else
+          _Static(act, dact, keep_z, max_depth, f, optimizer=optimizer_factory(config), **arch))
+    if "signal" in config.probes and not features.plain:
+        raise ValueError("probes: the signal probe reads the plain MLP's layers; allowed: no "
+                         "probes, or a grid of plain MLPs")
     probed = {}
     if "signal" in config.probes:
         # the per-layer probe from the evaluation pass (its training points), the Jacobian
@@ -694,7 +903,7 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
         probed = dict(evaluate_signal=functools.partial(_evaluate, st, probe=probe),
                       signal=lambda state, c: _evaluate(st, state, c, probe)[2],
                       jacobian=functools.partial(_jacobian, st, probe))
-    return Engine(init=functools.partial(_init, config, max_depth, p),
+    return Engine(init=functools.partial(_init, config, features, max_depth, p),
                   minibatches=functools.partial(_minibatches, config),
                   step=functools.partial(_step if rule else _optax_step, st),
                   evaluate=functools.partial(_evaluate, st),
@@ -702,15 +911,17 @@ def wide_engine(config, max_depth: int, p: int) -> Engine:
                   params=functools.partial(_params, p), hist_branches=True, **probed)
 
 
-def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False):
+def make_wide_train(config, max_depth: int, p: int, *, keep_params: bool = False,
+                    features: Features | None = None):
     """Build ``train(spec, data) -> dict`` for a block of runs (``spec`` fields [R]):
     :func:`vgjax.engines.loop.train_loop` with :func:`wide_engine`'s kernels, run axis first.
 
     Returns the same dict, shapes and dtypes as ``jax.vmap(vgjax.engines.reference.make_train(
     config, max_depth, p, keep_params=...), in_axes=(0, None))``; its layer loops run up to
     the block's deepest run (:func:`vgjax.engines.in_depth_blocks` trains a chunk in blocks).
+    ``features``: as :func:`wide_engine`.
     """
-    engine = wide_engine(config, max_depth, p)
+    engine = wide_engine(config, max_depth, p, features)
 
     def train(spec, data):
         return runs_first(train_loop(engine, config, spec, data, keep_params=keep_params))

@@ -126,9 +126,11 @@ def fmt_value(value) -> str:
 
 
 def config_label(key: tuple, vary: Sequence[bool], fields: Sequence[str] = GROUP_FIELDS) -> str:
-    """``"depth 3, lr 0.1"``: the fields of a config key that vary (all when none varies)."""
+    """``"depth 3, lr 0.1"``: the fields of a config key that vary (all when none varies,
+    but a plain MLP's architecture fields, which are ``"none"``)."""
     parts = [f"{f} {fmt_value(v)}" for f, v, on in zip(fields, key, vary) if on]
-    return ", ".join(parts or [f"{f} {fmt_value(v)}" for f, v in zip(fields, key)])
+    return ", ".join(parts or [f"{f} {fmt_value(v)}" for f, v in zip(fields, key)
+                               if v != "none"])
 
 
 def split_key(key: tuple, *axes: str) -> tuple[tuple, tuple]:

@@ -22,11 +22,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from vgjax.config import Config, Grid
+from vgjax.config import Config, Grid, parse_residual, residual_label
 from vgjax.data import data_dims
 from vgjax.engines import bytes_per_run, check_engine, choose_engine, even_calls
 from vgjax.engines.loop import RunSpec
 from vgjax.grid.width_groups import Group, plan_groups
+from vgjax.model import Features, arch_codes, features_of
 from vgjax.result import RunTable
 from vgjax.step import check_parts, n_outputs_for
 
@@ -36,24 +37,42 @@ DEFAULT_CHUNK_BYTES = 512 * 2**20
 
 def run_table(grid: Grid, config: Config) -> RunTable:
     """The runs of ``grid`` in run-axis order: seed outermost, then depth, width, lr,
-    weight_var, bias_var (an empty axis of the grid is the config's single value)."""
+    weight_var, bias_var, residual, norm (an empty axis of the grid is the config's single
+    value)."""
     lrs = grid.lrs or (config.lr,)
     wvs = grid.weight_vars or (config.weight_var,)
     bvs = grid.bias_vars or (config.bias_var,)
-    rows = list(itertools.product(grid.seeds, grid.depths, grid.widths, lrs, wvs, bvs))
-    seed, depth, width, lr, wv, bv = (np.array(c) for c in zip(*rows))
+    res = tuple(residual_label(r) for r in grid.residuals or (config.residual,))
+    norms = grid.norms or (config.norm,)
+    rows = list(itertools.product(grid.seeds, grid.depths, grid.widths, lrs, wvs, bvs, res,
+                                  norms))
+    seed, depth, width, lr, wv, bv, r, n = (np.array(c) for c in zip(*rows))
     return RunTable(seed=seed.astype(np.int64), depth=depth.astype(np.int32),
                     width=width.astype(np.int32), lr=lr.astype(np.float32),
                     diverged_epoch=np.full(len(rows), -1, np.int32),
-                    weight_var=wv.astype(np.float32), bias_var=bv.astype(np.float32))
+                    weight_var=wv.astype(np.float32), bias_var=bv.astype(np.float32),
+                    residual=r.astype(str), norm=n.astype(str))
+
+
+def architectures(runs: RunTable) -> list[tuple[str | float, str]]:
+    """The distinct (residual, norm) pairs of the runs, as Config values."""
+    pairs = dict.fromkeys(zip(np.asarray(runs.residual).tolist(),
+                              np.asarray(runs.norm).tolist()))
+    return [(parse_residual(r), n) for r, n in pairs]
 
 
 def run_specs(runs: RunTable) -> RunSpec:
     """Stack the table into a :class:`RunSpec` of NumPy arrays with leading axis R."""
     # One vectorised call: equal to PRNGKey(seed) per run (seeds are < 2**31, validated).
     keys = np.asarray(jax.vmap(jax.random.PRNGKey)(jnp.asarray(runs.seed, jnp.int32)))
+    codes = {pair: arch_codes(parse_residual(pair[0]), pair[1])
+             for pair in dict.fromkeys(zip(runs.residual.tolist(), runs.norm.tolist()))}
+    kind, alpha, norm = (np.array(c) for c in zip(*(codes[pair] for pair in zip(
+        runs.residual.tolist(), runs.norm.tolist()))))
     return RunSpec(key=keys.astype(np.uint32), depth=runs.depth, width=runs.width, lr=runs.lr,
-                   weight_var=runs.weight_var, bias_var=runs.bias_var)
+                   weight_var=runs.weight_var, bias_var=runs.bias_var,
+                   residual=kind.astype(np.int32), alpha=alpha.astype(np.float32),
+                   norm=norm.astype(np.int32))
 
 
 def padded_sizes(config: Config, grid: Grid) -> tuple[int, int]:
@@ -105,7 +124,9 @@ class Plan(NamedTuple):
     (the reference: ``vmap`` of :func:`vgjax.engines.reference.make_train`); keep_params: return the
     final parameters; groups: the programs that train a chunk, one per group of padded
     widths (:mod:`vgjax.grid.width_groups`; one group unless the grid's widths differ enough to
-    pay for another compilation), each with its width, engine, call size and depth blocks.
+    pay for another compilation), each with its width, engine, call size and depth blocks;
+    features: the residual / normalised variants the grid's runs have (static: what its
+    programs compute; each run's own is in ``specs``).
     """
 
     config: Config
@@ -120,6 +141,7 @@ class Plan(NamedTuple):
     engine: str
     keep_params: bool = False
     groups: tuple[Group, ...] = ()
+    features: Features = Features()
 
     @property
     def layout(self) -> Layout:
@@ -147,15 +169,20 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     if grid.lrs and not isinstance(config.optimizer, str) and hasattr(config.optimizer, "update"):
         raise ValueError("lrs: an optax.GradientTransformation has its own learning rate; "
                          "allowed: no lrs axis, or a factory lr -> GradientTransformation")
-    check_engine(config, engine)
+    runs = run_table(grid, config)
+    features = features_of(architectures(runs))
+    if config.probes and not features.plain:
+        raise ValueError(f"probes: {list(config.probes)} read the plain MLP's layers, not "
+                         f"residual or normalised runs; allowed: no probes, or residuals "
+                         f"and norms 'none'")
+    check_engine(config, engine, features)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
                                    or chunk_size < 1):
         raise ValueError(f"chunk_size: {chunk_size!r} is not allowed; allowed: integers >= 1")
-    runs = run_table(grid, config)
     max_depth, p = padded_sizes(config, grid)
     mesh = mesh or default_mesh()
     n_dev = mesh.devices.size
-    widest = choose_engine(config, p, mesh) if engine == "auto" else engine
+    widest = choose_engine(config, p, mesh, features) if engine == "auto" else engine
     if widest == "wide":  # a chunk's outputs stay, its working set is per block
         out_b = bytes_per_run("wide", config, max_depth, p, keep_params).outputs
         size = chunk_size or auto_chunk_size(len(runs), config, max_depth, p, n_dev,
@@ -166,10 +193,11 @@ def make_plan(config: Config, grid: Grid, *, chunk_size: int | None = None,
     fit = lambda p_g: max(1, DEFAULT_CHUNK_BYTES  # runs of width p_g one call may hold
                           // bytes_per_run("vmap", config, max_depth, p_g).working)
     groups = plan_groups(config, runs, max_depth, min_width(config), size, mesh, engine,
-                         DEFAULT_CHUNK_BYTES, fit)
+                         DEFAULT_CHUNK_BYTES, fit, features)
     engines = "+".join(dict.fromkeys(g.engine for g in groups))
     return Plan(config, grid, runs, run_specs(runs), max_depth, p, size,
-                math.ceil(len(runs) / size), mesh, engines, bool(keep_params), groups)
+                math.ceil(len(runs) / size), mesh, engines, bool(keep_params), groups,
+                features)
 
 
 def min_width(config: Config) -> int:

@@ -80,13 +80,15 @@ def partition_widths(padded: np.ndarray, layer_steps: np.ndarray, batch: int
 
 
 def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chunk_size: int,
-                mesh, engine: str, block_bytes: int, max_size: Callable[[int], int]
-                ) -> tuple[Group, ...]:
+                mesh, engine: str, block_bytes: int, max_size: Callable[[int], int],
+                features=None) -> tuple[Group, ...]:
     """The groups of a plan whose chunks hold ``chunk_size`` consecutive runs of ``runs``.
 
     ``engine``: the requested engine (``"auto"`` is chosen per group by its width);
     ``block_bytes``: the memory a depth block of the wide engine may use; ``max_size(p)``:
-    the most runs one call of the fast or vmap engine at width ``p`` may hold (memory).
+    the most runs one call of the fast or vmap engine at width ``p`` may hold (memory);
+    ``features``: the grid's residual / normalised variants (:class:`vgjax.model.Features`;
+    default the config's), which the fast engine does not train.
     """
     padded = padded_widths(runs, min_p)
     steps = config.epochs * config.steps_per_epoch * np.asarray(runs.depth, np.float64)
@@ -99,7 +101,7 @@ def plan_groups(config: Config, runs: RunTable, max_depth: int, min_p: int, chun
     groups = []
     for widths in partition:
         p = widths[-1]
-        eng = choose_engine(config, p, mesh) if engine == "auto" else engine
+        eng = choose_engine(config, p, mesh, features) if engine == "auto" else engine
         # each chunk's runs of the group; the call size fits the fullest chunk
         per_chunk = [chunk_members(widths, padded, slice(s, min(s + chunk_size, n)))
                      for s in range(0, n, chunk_size)]
@@ -134,9 +136,12 @@ def group_runs(groups: tuple[Group, ...], padded: np.ndarray, sl: slice) -> list
 def pad_param(name: str, value: np.ndarray, p: int) -> np.ndarray:
     """A group's final-parameter output (``param_*``, run axis first) zero-padded to the
     plan's width ``p``: kernels [r, D, Pg, Pg], biases [r, D, Pg], out_kernel [r, Pg] or
-    [r, Pg, C]; anything else unchanged (padding entries are zero in every engine)."""
+    [r, Pg, C], the normalisation's [r, D, Pg] leaves; anything else unchanged (the
+    padding entries are zero: they stand for units no run of the group has)."""
     axes = {PARAM_PREFIX + "kernels": (2, 3), PARAM_PREFIX + "biases": (2,),
-            PARAM_PREFIX + "out_kernel": (1,)}.get(name, ())
+            PARAM_PREFIX + "out_kernel": (1,), PARAM_PREFIX + "norm_scale": (2,),
+            PARAM_PREFIX + "norm_offset": (2,), PARAM_PREFIX + "batch_mean": (2,),
+            PARAM_PREFIX + "batch_var": (2,)}.get(name, ())
     widths = [(0, 0)] * value.ndim
     for a in axes:
         widths[a] = (0, p - value.shape[a])

@@ -17,19 +17,22 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from vgjax.io.outdir import HISTORY_NAME, SUMMARY_NAME
-from vgjax.result import RunTable, SweepResult, check_result
+from vgjax.result import ARCH_FIELDS, RunTable, SweepResult, check_result, written_fields
 from vgjax.io.store import atomic_file, check_array, jsonable, read_npz, write_npz
 from vgjax.io.summary import read_summary, summary_grid
 
 RUN_ARRAYS = tuple(f"run_{f.name}" for f in dataclasses.fields(RunTable))
 """Run-table arrays stored in history.npz beside the history arrays."""
-OPTIONAL_RUN_ARRAYS = ("run_weight_var", "run_bias_var")
-"""Absent from files written before the variance axes; the run table then has the defaults."""
+OPTIONAL_RUN_ARRAYS = ("run_weight_var", "run_bias_var", "run_residual", "run_norm")
+"""Absent from files written before the variance axes (and, for the architecture, from
+those of sweeps of plain MLPs); the run table then has the defaults."""
 
 
 def run_arrays(runs: RunTable) -> dict[str, np.ndarray]:
-    """The run table as ``run_<field>`` arrays [R] (as stored in history.npz and params.npz)."""
-    return {f"run_{f.name}": np.asarray(getattr(runs, f.name)) for f in dataclasses.fields(RunTable)}
+    """The run table as ``run_<field>`` arrays [R] (as stored in history.npz and params.npz;
+    the architecture only for sweeps with non-plain runs, :func:`vgjax.result.written_fields`)."""
+    names = written_fields(runs, [f.name for f in dataclasses.fields(RunTable)])
+    return {f"run_{f}": np.asarray(getattr(runs, f)) for f in names}
 
 
 def write_history(path: str | os.PathLike[str], result: SweepResult) -> None:
@@ -41,8 +44,9 @@ def write_history(path: str | os.PathLike[str], result: SweepResult) -> None:
     bytes to :func:`write_history_from_chunks` for the same data.
     """
     check_result("result:", result)
-    arrays = {**result.history, **run_arrays(result.runs)}
-    if len(arrays) != len(result.history) + len(RUN_ARRAYS):
+    table = run_arrays(result.runs)
+    arrays = {**result.history, **table}
+    if len(arrays) != len(result.history) + len(table):
         raise ValueError(f"result: history must not use the names {list(RUN_ARRAYS)}")
     checked = {k: check_array(k, v) for k, v in arrays.items()}
     with atomic_file(path) as f:
@@ -100,7 +104,8 @@ def _check_same_runs(rows: list, runs: RunTable, where_s: str, hp: Path) -> None
         try:
             d_epoch = row["diverged_epoch"]
             # Every run-table field, as summary.json writes it (float32 by its shortest repr).
-            same = (all(row[f] == jsonable(columns[f][i]) for f in fields)
+            same = (all(row.get(f, "none") == jsonable(columns[f][i]) if f in ARCH_FIELDS
+                    else row[f] == jsonable(columns[f][i]) for f in fields)
                     and (-1 if d_epoch is None else d_epoch) == int(runs.diverged_epoch[i]))
         except (KeyError, TypeError):
             same = False
@@ -138,7 +143,8 @@ def load_result(out_dir: str | os.PathLike[str]) -> SweepResult:
     history = {k: v for k, v in arrays.items() if k not in RUN_ARRAYS}
     result = SweepResult(config=config, seeds=grid.seeds, depths=grid.depths,
                          widths=grid.widths, lrs=grid.lrs, runs=runs, history=history,
-                         weight_vars=grid.weight_vars, bias_vars=grid.bias_vars)
+                         weight_vars=grid.weight_vars, bias_vars=grid.bias_vars,
+                         residuals=grid.residuals, norms=grid.norms)
     check_result(where_h, result)
     _check_same_runs(summary["runs"], runs, where_s, hp)
     return result

@@ -34,7 +34,9 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-_ALLOWED_KINDS = "biuf"  # bool, signed int, unsigned int, float: nothing that needs pickle
+# bool, signed int, unsigned int, float, and fixed-width unicode text (the run table's
+# architecture names): nothing that needs pickle
+_ALLOWED_KINDS = "biufU"
 # Temporary files of this writer, and (second pattern) of vgjax versions before it.
 _TMP_RE = re.compile(r"^\.vgjax-\d+-[0-9a-f]+\.tmp$|^\..+\.tmp-\d+-[0-9a-f]+$")
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -120,11 +122,13 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def check_array(name: str, arr: Any) -> np.ndarray:
-    """``arr`` as an ndarray; ``ValueError`` unless its dtype is bool, int, uint or float."""
+    """``arr`` as an ndarray; ``ValueError`` unless its dtype is bool, int, uint, float or
+    fixed-width unicode text."""
     arr = np.asarray(arr)
     if arr.dtype.kind not in _ALLOWED_KINDS or arr.dtype.fields is not None:
         raise ValueError(
-            f"array {name!r}: dtype {arr.dtype} is not allowed; allowed: bool, int, uint, float"
+            f"array {name!r}: dtype {arr.dtype} is not allowed; allowed: bool, int, uint, "
+            f"float, text"
         )
     return arr
 

@@ -21,9 +21,10 @@ import numpy as np
 
 from vgjax.config import Config, Grid
 from vgjax.io.outdir import SUMMARY_NAME
-from vgjax.result import (CURVES, GROUP_FIELDS, INIT_SUFFIX, LEARN_THRESHOLD,
+from vgjax.result import (ARCH_FIELDS, CURVES, GROUP_FIELDS, INIT_SUFFIX, LEARN_THRESHOLD,
                           SIGNAL_LAYER_STATS, RunTable, SweepResult, check_in_grid, check_result,
-                          final_metric, final_values, group_indices, learns, seed_stats)
+                          final_metric, final_values, group_indices, learns, seed_stats,
+                          written_fields)
 from vgjax.io.store import atomic_write_text, dumps_json, json_f32, json_float, jsonable, reject_constant
 
 SUMMARY_FORMAT = "vgjax.sweep"
@@ -106,7 +107,8 @@ def _stats(vals: np.ndarray) -> Stats:
 
 def summary_runs(runs: RunTable, finals: Mapping[str, np.ndarray]) -> list[Run]:
     """The ``runs`` list: one dict per run, in run-axis order."""
-    fields = [f.name for f in dataclasses.fields(RunTable) if f.name != "diverged_epoch"]
+    fields = written_fields(runs, [f.name for f in dataclasses.fields(RunTable)
+                                   if f.name != "diverged_epoch"])
     columns = {f: np.asarray(getattr(runs, f)) for f in fields}
     diverged = np.asarray(runs.diverged_epoch) >= 0
     rows = []
@@ -126,10 +128,11 @@ def summary_groups(runs: RunTable, finals: Mapping[str, np.ndarray],
     learned = learns(finals["test_accuracy"], runs.diverged_epoch, learn_threshold)
     diverged = np.asarray(runs.diverged_epoch) >= 0
     groups = []
+    fields = written_fields(runs, GROUP_FIELDS)
     for sel in group_indices(runs).values():
         n, n_learn = int(sel.size), int(learned[sel].sum())
         group: dict[str, Any] = {f: jsonable(np.asarray(getattr(runs, f))[sel[0]])
-                                 for f in GROUP_FIELDS}
+                                 for f in fields}
         group.update(n_seeds=n, n_diverged=int(diverged[sel].sum()), n_learn=n_learn,
                      share_learn=n_learn / n,
                      final_train_accuracy=_stats(finals["train_accuracy"][sel]),
@@ -151,7 +154,7 @@ def summary_signal(result: SweepResult) -> list[dict[str, Any]]:
     out = []
     for sel in group_indices(result.runs).values():
         entry: dict[str, Any] = {f: jsonable(np.asarray(getattr(result.runs, f))[sel[0]])
-                                 for f in GROUP_FIELDS}
+                                 for f in written_fields(result.runs, GROUP_FIELDS)}
         for short, (init, final) in values.items():
             entry[short] = {when: {k: [json_f32(float(v)) for v in st[k]] for k in ("mean", "std")}
                             for when, st in (("init", seed_stats(init[sel])),
@@ -181,7 +184,10 @@ def build_summary(result: SweepResult, *, timing: Mapping[str, Any],
         "grid": {"seeds": [int(s) for s in result.seeds], "depths": [int(d) for d in result.depths],
                  "widths": [int(w) for w in result.widths], "lrs": [float(x) for x in result.lrs],
                  "weight_vars": [float(x) for x in result.weight_vars],
-                 "bias_vars": [float(x) for x in result.bias_vars]},
+                 "bias_vars": [float(x) for x in result.bias_vars],
+                 # the architecture axes only where the sweep has them
+                 **{k: list(getattr(result, k)) for k in ("residuals", "norms")
+                    if getattr(result, k)}},
         "versions": versions,
         "learn_threshold": float(learn_threshold),
         "n_runs": len(result.runs),
@@ -275,7 +281,8 @@ def summary_grid(summary: Summary, where: str) -> tuple[Config, Grid]:
         grid = Grid(tuple(int(v) for v in g["seeds"]), tuple(int(v) for v in g["depths"]),
                     tuple(int(v) for v in g["widths"]), tuple(float(v) for v in g["lrs"]),
                     tuple(float(v) for v in g.get("weight_vars", ())),
-                    tuple(float(v) for v in g.get("bias_vars", ())))
+                    tuple(float(v) for v in g.get("bias_vars", ())),
+                    tuple(g.get("residuals", ())), tuple(g.get("norms", ())))
     except (ValueError, TypeError, KeyError) as e:
         raise ValueError(f"{where} has an invalid config or grid ({e})") from None
     return config, grid
@@ -285,7 +292,9 @@ def _runs_from_rows(rows: list, where: str) -> tuple[RunTable, dict[str, np.ndar
     """The run table and final values that a summary's ``runs`` list describes."""
     fields = [f.name for f in dataclasses.fields(RunTable)]
     try:
-        cols = {f: [r[f] for r in rows] for f in fields if f != "diverged_epoch"}
+        # the architecture fields are written only for sweeps with non-plain runs
+        cols = {f: [r.get(f, "none") if f in ARCH_FIELDS else r[f] for r in rows]
+                for f in fields if f != "diverged_epoch"}
         div = [-1 if r["diverged_epoch"] is None else int(r["diverged_epoch"]) for r in rows]
         finals = {c: np.array([np.nan if r["final_" + c] is None else r["final_" + c]
                                for r in rows], np.float32) for c in CURVES}
@@ -313,13 +322,15 @@ def load_summary(out_dir: str | os.PathLike[str]) -> Summary:
     config, grid = summary_grid(summary, where)
     rows = summary["runs"]
     n_grid = (len(grid.seeds) * len(grid.depths) * len(grid.widths) * max(1, len(grid.lrs))
-              * max(1, len(grid.weight_vars)) * max(1, len(grid.bias_vars)))
+              * max(1, len(grid.weight_vars)) * max(1, len(grid.bias_vars))
+              * max(1, len(grid.residuals)) * max(1, len(grid.norms)))
     if len(rows) != n_grid or summary.get("n_runs") != n_grid:
         raise ValueError(f"{where} lists {len(rows)} runs; its grid has {n_grid}")
     runs, finals = _runs_from_rows(rows, where)
     check_in_grid(where, SweepResult(config, grid.seeds, grid.depths, grid.widths, grid.lrs,
                                      runs, history={}, weight_vars=grid.weight_vars,
-                                     bias_vars=grid.bias_vars))
+                                     bias_vars=grid.bias_vars, residuals=grid.residuals,
+                                     norms=grid.norms))
     try:
         groups = jsonable(summary_groups(runs, finals, float(summary["learn_threshold"])))
     except (ValueError, TypeError, KeyError) as e:

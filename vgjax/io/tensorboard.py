@@ -46,8 +46,9 @@ import numpy as np
 from tensorboardX.summary import custom_scalars, hparams
 
 from vgjax.config import describe
-from vgjax.result import (CURVES, INIT_SUFFIX, LAYER_STATS, SIGNAL_JAC_EDGES, TEST_LAYER_STATS,
-                          SweepResult, final_values, group_indices, seed_stats)
+from vgjax.result import (ARCH_FIELDS, CURVES, INIT_SUFFIX, LAYER_STATS, SIGNAL_JAC_EDGES,
+                          TEST_LAYER_STATS, SweepResult, final_values, group_indices, seed_stats,
+                          written_fields)
 from vgjax.io.store import sanitize_name
 from vgjax.io.tfevents import (HISTO_HEAD, counts_histogram, event, ld, scalar_events, version_event,
                             write_event_files)
@@ -88,27 +89,34 @@ def _pad(values: np.ndarray) -> int:
 def run_dir_names(result: SweepResult, prefix: str) -> list[str]:
     """Relative run directory of every run, in run-axis order (length R).
 
-    ``prefix_dDD_wWW[_lrX][_wvX][_bvX]/seedSS``, e.g. ``relu_he_d05_w05/seed03``; the lr,
-    sigma_w^2 (wv) and sigma_b^2 (bv) appear only when the sweep has that axis
-    (``result.lrs``, ``result.weight_vars``, ``result.bias_vars`` non-empty). Numbers are
-    zero-padded to the widest value in the sweep.
+    ``prefix_dDD_wWW[_lrX][_wvX][_bvX][_resX][_Xnorm]/seedSS``, e.g.
+    ``relu_he_d05_w05/seed03``; the lr, sigma_w^2 (wv), sigma_b^2 (bv), residual branch
+    (``res1``, ``res0.5``, ``resinv_sqrt_depth``, ``resrezero``, ``resnone``) and
+    normalisation (``layernorm``, ``batchnorm``, ``nonenorm``) appear only when the sweep
+    has that axis (``result.lrs``, ``result.weight_vars``, ``result.bias_vars``,
+    ``result.residuals``, ``result.norms`` non-empty). Numbers are zero-padded to the widest
+    value in the sweep.
     """
     t = result.runs
     head = sanitize_name(prefix) + "_" if prefix else ""
     pd, pw, ps = _pad(t.depth), _pad(t.width), _pad(t.seed)
     names = []
-    for seed, depth, width, lr, wv, bv in zip(t.seed.tolist(), t.depth.tolist(),
-                                              t.width.tolist(), t.lr.tolist(),
-                                              t.weight_var.tolist(), t.bias_var.tolist()):
+    for seed, depth, width, lr, wv, bv, res, norm in zip(
+            t.seed.tolist(), t.depth.tolist(), t.width.tolist(), t.lr.tolist(),
+            t.weight_var.tolist(), t.bias_var.tolist(), t.residual.tolist(), t.norm.tolist()):
         config = f"{head}d{depth:0{pd}d}_w{width:0{pw}d}"
         for tag, axis, value in (("lr", result.lrs, lr), ("wv", result.weight_vars, wv),
                                  ("bv", result.bias_vars, bv)):
             if axis:
                 config += f"_{tag}" + sanitize_name(_lr_text(value))
+        if result.residuals:
+            config += "_res" + sanitize_name(res)
+        if result.norms:
+            config += f"_{sanitize_name(norm)}norm"
         names.append(f"{config}/seed{seed:0{ps}d}")
     if len(set(names)) != len(names):
         raise ValueError("run table has duplicate (seed, depth, width, lr, weight_var, "
-                         "bias_var) rows")
+                         "bias_var, residual, norm) rows")
     return names
 
 
@@ -257,6 +265,8 @@ def _hparams(result: SweepResult, r: int, seed: str) -> dict:
         "lr": float(t.lr[r]), "depth": int(t.depth[r]), "width": int(t.width[r]), "seed": seed,
         "batch_size": c.batch_size, "epochs": c.epochs, "data": c.data_name,
         "weight_var": float(t.weight_var[r]), "bias_var": float(t.bias_var[r]),
+        # the architecture where the sweep has a run other than the plain MLP
+        **{f: str(getattr(t, f)[r]) for f in written_fields(t, ARCH_FIELDS)},
     }
 
 

@@ -32,6 +32,7 @@ from vgjax.engines.loop import PARAM_KEYS, PARAM_PREFIX, DeviceData, RunSpec
 from vgjax.grid.plan import Layout, Plan, make_plan, min_width
 from vgjax.grid.width_groups import group_runs, pad_param, padded_widths
 from vgjax.io.chunk_store import ChunkStore
+from vgjax.model import Features
 from vgjax.result import HIST_ARRAYS, SIGNAL_JAC_EDGES, SweepResult
 from vgjax.run import programs
 
@@ -41,7 +42,8 @@ programs.register_namedtuples(RunSpec, DeviceData)
 
 @functools.lru_cache(maxsize=16)
 def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mesh: Mesh,
-             engine: str, keep_params: bool = False, n_blocks: int = 1):
+             engine: str, keep_params: bool = False, n_blocks: int = 1,
+             features: Features = Features()):
     """Ahead-of-time compiled grid program for one chunk shape, and its compile seconds.
 
     Cached in the process, so a second sweep of the same shape (other seeds, learning
@@ -56,14 +58,17 @@ def _compile(static_config: Config, max_depth: int, p: int, chunk_size: int, mes
     per_run = lambda dtype: jax.ShapeDtypeStruct((chunk_size,), dtype)
     spec = RunSpec(jax.ShapeDtypeStruct((chunk_size, 2), jnp.uint32), per_run(jnp.int32),
                    per_run(jnp.int32), per_run(jnp.float32), per_run(jnp.float32),
-                   per_run(jnp.float32))
+                   per_run(jnp.float32), per_run(jnp.int32), per_run(jnp.float32),
+                   per_run(jnp.int32))
     shapes = DeviceData(*(jax.ShapeDtypeStruct(a.shape, jnp.float32) for a in data))
     key = programs.program_key(static_config, {
         "max_depth": max_depth, "p": p, "chunk_size": chunk_size, "engine": engine,
-        "keep_params": keep_params, "n_blocks": n_blocks}, mesh)
+        "keep_params": keep_params, "n_blocks": n_blocks,
+        "features": [name for name, on in features._asdict().items() if on]}, mesh)
 
     def trace():
-        grid_fn = chunk_train(static_config, max_depth, p, mesh, engine, keep_params, n_blocks)
+        grid_fn = chunk_train(static_config, max_depth, p, mesh, engine, keep_params, n_blocks,
+                              features)
         return jax.jit(grid_fn, in_shardings=(runs, replicated), out_shardings=runs)
 
     lowered = _lower_via_export(key, trace, (runs, replicated), runs, spec, shapes)
@@ -119,15 +124,17 @@ def compile_plan(plan: Plan):
     for g in plan.groups:
         hits = _compile.cache_info().hits
         compiled, seconds = _compile(_static_config(plan.config), plan.max_depth, g.p, g.size,
-                                     plan.mesh, g.engine, plan.keep_params, g.n_blocks)
+                                     plan.mesh, g.engine, plan.keep_params, g.n_blocks,
+                                     plan.features)
         programs_.append(compiled)
         total += 0.0 if _compile.cache_info().hits > hits else seconds
     return tuple(programs_), total
 
 
 def _static_config(config: Config) -> Config:
-    # The learning rate and variances are per-run traced inputs: they must not key the cache.
-    return replace(config, lr=1.0, weight_var=1.0, bias_var=0.0)
+    # The learning rate, variances and architecture are per-run traced inputs: they must not
+    # key the cache (the architectures the program computes are the plan's features).
+    return replace(config, lr=1.0, weight_var=1.0, bias_var=0.0, residual="none", norm="none")
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -288,7 +295,8 @@ def assemble(layout: Layout, parts: dict[int, dict[str, np.ndarray]]) -> SweepRe
     rows = np.concatenate([np.arange(len(layout.runs))[layout.chunk_slice(c)] for c in order])
     history = {k: np.concatenate([parts[c][k] for c in order])
                for k in parts[order[0]] if k != "diverged_epoch"}
-    params = {k: history.pop(PARAM_PREFIX + k) for k in PARAM_KEYS if PARAM_PREFIX + k in history}
+    params = {k[len(PARAM_PREFIX):]: history.pop(k) for k in list(history)
+              if k.startswith(PARAM_PREFIX)}
     history["hist_epochs"] = np.asarray(hist_epochs(config), np.int32)
     history["hist_edges"] = diag.HIST_EDGES.copy()
     if config.probes:
@@ -301,12 +309,13 @@ def assemble(layout: Layout, parts: dict[int, dict[str, np.ndarray]]) -> SweepRe
     return SweepResult(config=config, seeds=tuple(grid.seeds), depths=tuple(grid.depths),
                        widths=tuple(grid.widths), lrs=tuple(grid.lrs), runs=runs,
                        history=history, weight_vars=tuple(grid.weight_vars),
-                       bias_vars=tuple(grid.bias_vars), params=params or None)
+                       bias_vars=tuple(grid.bias_vars), params=params or None,
+                       residuals=tuple(grid.residuals), norms=tuple(grid.norms))
 
 
 def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weight_vars=(),
-          bias_vars=(), chunk_size: int | None = None, mesh: Mesh | None = None,
-          engine: str = "auto", keep_params: bool = False,
+          bias_vars=(), residuals=(), norms=(), chunk_size: int | None = None,
+          mesh: Mesh | None = None, engine: str = "auto", keep_params: bool = False,
           progress: Callable[[int], None] | None = None) -> SweepResult:
     """Train every run of the grid and return the result in memory.
 
@@ -314,14 +323,18 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weigh
       config: the protocol (see :class:`vgjax.config.Config`).
       seeds, depths, widths: lists of ints; lrs, weight_vars (sigma_w^2), bias_vars
         (sigma_b^2): optional lists of floats (empty: the config's value), each a traced
-        per-run value, so the whole grid is one compiled program. Runs are their product,
-        seed outermost, then depth, width, lr, weight_var, bias_var.
+        per-run value, so the whole grid is one compiled program; residuals, norms:
+        optional lists of ``Config.residual`` / ``Config.norm`` values, per-run too (one
+        program per width group on the wide engine). Runs are their product, seed
+        outermost, then depth, width, lr, weight_var, bias_var, residual, norm.
       chunk_size: runs per compiled call (default: chosen from memory).
       mesh: a 1-D ``runs`` mesh (default: all devices).
       engine: "auto", "fast", "wide" or "vmap" (see :func:`make_plan`).
       keep_params: also return every run's final parameters in ``result.params``
         (kernels [R, D, P, P], biases [R, D, P], out_kernel [R, P] or [R, P, C], out_bias
-        [R] or [R, C]); :func:`vgjax.model.unpack_run` gives one run's exact layers.
+        [R] or [R, C]; with residual / normalised runs res_alpha [R, D], norm_scale,
+        norm_offset, batch_mean, batch_var [R, D, P]); :func:`vgjax.model.unpack_run` gives
+        one run's exact layers.
       progress: called with the number of runs finished after each chunk.
     Returns:
       :class:`SweepResult` with history arrays [R, E], [R, E, L] and histograms
@@ -329,7 +342,7 @@ def sweep(config: Config, *, seeds=(0,), depths=(1,), widths=(5,), lrs=(), weigh
     """
     floats = lambda xs: tuple(float(x) for x in xs)
     grid = Grid(tuple(seeds), tuple(depths), tuple(widths), floats(lrs), floats(weight_vars),
-                floats(bias_vars))
+                floats(bias_vars), tuple(residuals), tuple(norms))
     plan = make_plan(config, grid, chunk_size=chunk_size, mesh=mesh, engine=engine,
                      keep_params=keep_params)
     hooks = () if progress is None else (progress_hook(progress),)

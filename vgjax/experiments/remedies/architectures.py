@@ -4,11 +4,10 @@ gradient profile each gives, against depth.
 Seven architectures (:data:`ARCHITECTURES`: the plain MLP, residual connections with alpha =
 1, 1/sqrt(depth) and ReZero, LayerNorm, BatchNorm, BatchNorm + residual) x two families of
 nets (:data:`FAMILIES`: the tutorial's failing tanh nets with U(0, 1) kernels, and ReLU nets
-with He kernels), on the circles, depths :data:`DEPTHS`. An architecture is a
-:class:`~vgjax.config.Config` field (static: it changes the compiled program), not a per-run
-axis, so each (family, architecture) is its own sweep of seeds x depths, one compiled
-program, written under ``OUT/architectures/sweeps/<family>-<architecture>/``; the plain
-sweeps run on the fast/wide engines, the others on the reference engine.
+with He kernels), on the circles, depths :data:`DEPTHS`. Each (family, architecture) is its
+own sweep of seeds x depths (its architecture a :class:`~vgjax.config.Config` field), one
+compiled program, written under ``OUT/architectures/sweeps/<family>-<architecture>/``, on
+the engine ``engine="auto"`` picks (the wide one for residual and normalised nets).
 
 Measured per (family, architecture, depth): the share of seeds that learn (final test
 accuracy >= :data:`vgjax.result.LEARN_THRESHOLD`, not diverged) and the first epoch's
