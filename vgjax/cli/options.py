@@ -64,7 +64,7 @@ def add_protocol_args(p: argparse.ArgumentParser, *, defaults: Config | None = N
     p.add_argument("--probe", default=None, metavar="LIST",
                    help=f"probes to record while training, a comma list of: {', '.join(PROBES)} "
                         "(per-layer q, saturation, dead units, input-output Jacobian; "
-                        "uses the vmap engine; default: none)")
+                        "plain MLPs only; default: none)")
 
 
 def variance_axes(args: argparse.Namespace) -> tuple[dict, dict]:
