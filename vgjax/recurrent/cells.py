@@ -25,7 +25,7 @@ Gate blocks are in Flax's order, so a run is the net Flax builds with the same w
 The recurrent kernel's initialisation is a per-run value (:data:`INITS`), so one compiled
 program holds Gaussian, orthogonal and identity (IRNN) runs side by side: ``normal`` draws
 each block N(0, σ_w²/N) with ``scale`` = σ_w², ``orthogonal`` and ``identity`` multiply an
-orthogonal or identity block by ``scale`` = the gain.
+orthogonal (:func:`orthogonal`, no LAPACK call) or identity block by ``scale`` = the gain.
 
 The carry is ``(h, c)`` for every cell (``c`` stays zero for rnn and gru), so every cell steps
 through the same :func:`jax.lax.scan`; :func:`run` masks the steps past a run's length (the
@@ -90,11 +90,35 @@ def _glorot_uniform(key: jax.Array, fan_in: int, fan_out: int, blocks: int) -> j
     return jax.random.uniform(key, (fan_in, blocks * fan_out), jnp.float32, -limit, limit)
 
 
+def orthogonal(key: jax.Array, n: int) -> jax.Array:
+    """A random orthogonal [n, n] matrix, the one ``jax.nn.initializers.orthogonal()(key,
+    (n, n))`` draws (Q of the QR of an N(0, 1) matrix, signs making diag(R) positive: Haar
+    distributed), by Gram-Schmidt written in lax ops.
+
+    No LAPACK call: XLA:CPU runs a batched ``geqrf`` by splitting the batch over its intra-op
+    thread pool and waiting on a pool thread, so two such calls running at once (the grid's
+    cell groups, or the shards of a sharded program) can take every pool thread and wait
+    for each other forever. Each column is orthogonalised against the earlier ones twice
+    (classical Gram-Schmidt with re-orthogonalisation), which keeps QᵀQ = I to float32
+    rounding; Q with diag(R) > 0 is unique, so it is the initializer's matrix.
+    """
+    a = jax.random.normal(key, (n, n), jnp.float32)
+
+    def column(j, q):
+        # q's columns j.. are still zero, so projecting on all of q projects on the first j
+        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+        v = v - q @ (v @ q)
+        v = v - q @ (v @ q)
+        v = v / jnp.sqrt(jnp.sum(v * v))
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros((n, n), jnp.float32))
+
+
 def _recurrent_kernel(key: jax.Array, n: int, blocks: int, spec: InitSpec) -> jax.Array:
     k_normal, k_orth = jax.random.split(key)
     normal = jax.random.normal(k_normal, (blocks, n, n), jnp.float32) * jnp.sqrt(spec.scale / n)
-    orth = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (n, n), jnp.float32))(
-        jax.random.split(k_orth, blocks)) * spec.scale
+    orth = jax.vmap(lambda k: orthogonal(k, n))(jax.random.split(k_orth, blocks)) * spec.scale
     eye = jnp.broadcast_to(jnp.eye(n, dtype=jnp.float32), (blocks, n, n)) * spec.scale
     w = jnp.where(spec.init == 0, normal, jnp.where(spec.init == 1, orth, eye))
     return jnp.concatenate(list(w), axis=1)   # [N, blocks*N], block g = columns g*N..(g+1)*N

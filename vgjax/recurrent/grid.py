@@ -214,9 +214,24 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
     return train
 
 
-def compile_grid(runs, spec: TrainSpec):
-    """Check the runs, trace and compile the grid's one program: (compiled, groups, inputs,
-    t_max per group, compile seconds). ``compiled(inputs)`` -> {group: histories [R_g, ...]}."""
+class LoweredGrid(NamedTuple):
+    """The grid's one program traced and lowered, not compiled: lowered (``jax.stages.
+    Lowered``), groups {(cell, φ): run indices}, inputs {"cell/φ": :class:`RunValues`},
+    t_maxes {(cell, φ): scan length}."""
+
+    lowered: jax.stages.Lowered
+    groups: dict[tuple[str, str], list[int]]
+    inputs: dict[str, RunValues]
+    t_maxes: dict[tuple[str, str], int]
+
+
+def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
+    """Check the runs, trace and lower the grid's one program (:class:`LoweredGrid`).
+
+    The program calls no library (LAPACK or other custom call): XLA:CPU runs those on its
+    intra-op thread pool and two at once can deadlock it
+    (:func:`vgjax.recurrent.cells.orthogonal`); a test holds every cell's program to it.
+    """
     runs = tuple(runs)
     check_runs(runs, spec)
     groups = _groups(runs)
@@ -227,9 +242,16 @@ def compile_grid(runs, spec: TrainSpec):
            for g in groups}
     inputs = {f"{c}/{a}": _values(runs, idx) for (c, a), idx in groups.items()}
     program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()})
+    return LoweredGrid(program.lower(inputs), groups, inputs, t_maxes)
+
+
+def compile_grid(runs, spec: TrainSpec):
+    """Check the runs, trace and compile the grid's one program: (compiled, groups, inputs,
+    t_max per group, compile seconds). ``compiled(inputs)`` -> {group: histories [R_g, ...]}."""
+    lowered, groups, inputs, t_maxes = lower_grid(runs, spec)
     t0 = time.perf_counter()
     # vgjax's CPU compile options (YNNPACK fusions off: faster on these small tensors)
-    compiled = runtime.compile_lowered(program.lower(inputs), jax.default_backend())
+    compiled = runtime.compile_lowered(lowered, jax.default_backend())
     return compiled, groups, inputs, t_maxes, time.perf_counter() - t0
 
 
