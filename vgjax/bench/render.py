@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vgjax.bench.recurrent_cases import render_recurrent
 from vgjax.io.tables import markdown_table
 
 
@@ -83,6 +84,8 @@ def render_wide(b: dict) -> list[str]:
              for r in b["crossover"]))]
     if b.get("fastroad"):
         lines += ["", *render_fastroad(b["fastroad"])]
+    if b.get("recurrent"):
+        lines += ["", *render_recurrent(b["recurrent"])]
     if b.get("reproduce"):
         minutes = b["reproduce"]["total_s"] / 60
         ok = "met" if minutes <= REPRODUCE_TARGET_MIN else f"missed by {minutes - REPRODUCE_TARGET_MIN:.1f} min"

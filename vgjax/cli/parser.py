@@ -102,7 +102,8 @@ def _add_bench(sub) -> None:
     p.add_argument("--reproduce", action="store_true",
                    help="also time `vgjax reproduce` end to end (about 8 minutes on 2 CPU cores)")
     p.add_argument("--only", metavar="CASES",
-                   help="only time these cases again (comma-separated: reproduce, fastroad) "
+                   help="only time these cases again (comma-separated: reproduce, fastroad, "
+                   "recurrent) "
                    "and put them into the existing OUT/benchmark.json (the other cases' "
                    "figures are kept)")
     p.set_defaults(func=cmd_bench)
