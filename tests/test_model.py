@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vgjax import model
 from vgjax.model import (ACTIVATION_FNS, ExactMLP, MaskedMLP, init_kernel, init_params,
                          kernel_mask, to_exact_params)
 from vgjax.engines.reference import bce_loss
@@ -54,6 +55,21 @@ def test_orthogonal(fi, fo):
     w = w[:fi, :fo].astype(np.float64)
     gram = w.T @ w if fi >= fo else w @ w.T  # orthonormal columns, or rows when fi < fo
     np.testing.assert_allclose(gram, np.eye(min(fi, fo)), atol=1e-5)
+
+
+def test_orthonormal_columns_is_signed_qr_without_lapack():
+    # Q of numpy's QR with diag(R) made positive; zero columns (the padding) stay zero; no
+    # library call in the program (a batched geqrf per shard deadlocked XLA:CPU's pool)
+    rng = np.random.default_rng(0)
+    a = np.zeros((3, 9, 9), np.float32)
+    a[:, :8, :5] = rng.standard_normal((3, 8, 5))
+    q = np.asarray(jax.jit(jax.vmap(model.orthonormal_columns))(jnp.asarray(a)), np.float64)
+    for qi, ai in zip(q, a.astype(np.float64)):
+        ref, r = np.linalg.qr(ai[:8, :5])
+        np.testing.assert_allclose(qi[:8, :5], ref * np.sign(np.diag(r)), atol=2e-6)
+        assert np.all(qi[8:] == 0) and np.all(qi[:, 5:] == 0)
+    hlo = jax.jit(jax.vmap(model.orthonormal_columns)).lower(jnp.asarray(a)).as_text()
+    assert "custom_call" not in hlo
 
 
 @pytest.mark.parametrize("init", ["uniform", "he_uniform", "glorot_uniform", "he_normal",

@@ -40,7 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vgjax.model import activation_fn
+from vgjax.model import activation_fn, orthonormal_columns
 
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -93,26 +93,10 @@ def _glorot_uniform(key: jax.Array, fan_in: int, fan_out: int, blocks: int) -> j
 def orthogonal(key: jax.Array, n: int) -> jax.Array:
     """A random orthogonal [n, n] matrix, the one ``jax.nn.initializers.orthogonal()(key,
     (n, n))`` draws (Q of the QR of an N(0, 1) matrix, signs making diag(R) positive: Haar
-    distributed), by Gram-Schmidt written in lax ops.
-
-    No LAPACK call: XLA:CPU runs a batched ``geqrf`` by splitting the batch over its intra-op
-    thread pool and waiting on a pool thread, so two such calls running at once (the grid's
-    cell groups, or the shards of a sharded program) can take every pool thread and wait
-    for each other forever. Each column is orthogonalised against the earlier ones twice
-    (classical Gram-Schmidt with re-orthogonalisation), which keeps QᵀQ = I to float32
-    rounding; Q with diag(R) > 0 is unique, so it is the initializer's matrix.
-    """
-    a = jax.random.normal(key, (n, n), jnp.float32)
-
-    def column(j, q):
-        # q's columns j.. are still zero, so projecting on all of q projects on the first j
-        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
-        v = v - q @ (v @ q)
-        v = v - q @ (v @ q)
-        v = v / jnp.sqrt(jnp.sum(v * v))
-        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
-
-    return jax.lax.fori_loop(0, n, column, jnp.zeros((n, n), jnp.float32))
+    distributed), without LAPACK (:func:`vgjax.model.orthonormal_columns`: a batched
+    ``geqrf`` in each cell group deadlocked XLA:CPU's thread pool); Q with diag(R) > 0 is
+    unique, so it is the initializer's matrix to float32 rounding."""
+    return orthonormal_columns(jax.random.normal(key, (n, n), jnp.float32))
 
 
 def _recurrent_kernel(key: jax.Array, n: int, blocks: int, spec: InitSpec) -> jax.Array:
