@@ -61,5 +61,22 @@ def test_only_needs_an_existing_benchmark_and_known_cases(tmp_path, capsys):
     assert err.count("\n") == 1 and "benchmark.json" in err and "does not exist" in err
     assert cli.main(["bench", "--only", "fastroad,w600", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'w600'" in err and "reproduce, fastroad" in err
+    assert err.count("\n") == 1 and "'w600'" in err and "reproduce, fastroad, remedies, recurrent" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_recurrent_line_says_met_or_missed():
+    b = _bench()
+    b["recurrent"] = dict(cells=["rnn", "lstm", "gru"], lengths=[50, 100, 200], seeds=8,
+                          width=64, batch=32, steps=20, runs=72, jax_train_s=40.0,
+                          jax_compile_s=50.0, torch_train_s=200.0, torch_version="2.13.0",
+                          torch_threads=2, speedup=5.0, target_speedup=3.0)
+    line = ("Recurrent grid (rnn/lstm/gru x T 50/100/200 x 8 seeds, width 64, batch 32, 20 Adam "
+            "steps, adding problem): one JAX program trains in 40.0 s (compile 50.0 s); a "
+            "PyTorch loop over the same 72 runs (nn.RNN/nn.LSTM/nn.GRU, torch 2.13.0, 2 threads) "
+            "200.0 s, so vgjax is 5.00x faster (>= 3x: met)")
+    assert line in render_table(b).splitlines()
+    b["recurrent"].update(torch_train_s=100.0, speedup=2.5)
+    assert "2.50x faster (>= 3x: missed)" in render_table(b)
+    b["recurrent"].update(torch_train_s=None, speedup=None)
+    assert "PyTorch not installed, no peer." in render_table(b)

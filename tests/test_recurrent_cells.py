@@ -82,6 +82,19 @@ def test_initialisers_have_the_stated_statistics():
     assert np.abs(np.asarray(p.wx)).max() <= limit and np.abs(np.asarray(p.wx)).max() > 0.95 * limit
 
 
+def test_orthogonal_is_jaxs_initializer_without_lapack():
+    # the same matrix as jax.nn.initializers.orthogonal from the same key (Q with diag(R) > 0
+    # is unique), computed with no library call in the program (cells.orthogonal says why)
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    got = jax.jit(jax.vmap(lambda k: rc.orthogonal(k, 64)))(keys)
+    for k, q in zip(keys, np.asarray(got, np.float64)):
+        want = np.asarray(jax.nn.initializers.orthogonal()(k, (64, 64), jnp.float32))
+        np.testing.assert_allclose(q, want, atol=2e-5)
+        np.testing.assert_allclose(q.T @ q, np.eye(64), atol=2e-5)
+    hlo = jax.jit(jax.vmap(lambda k: rc.orthogonal(k, 64))).lower(keys).as_text()
+    assert "custom_call" not in hlo
+
+
 def test_unknown_cell_is_refused_in_one_line():
     with pytest.raises(ValueError, match="cell: 'lstn' is not known; allowed: rnn, lstm, gru"):
         rc.init_cell(jax.random.PRNGKey(0), "lstn", n_inputs=1, width=2, n_outputs=1,

@@ -72,6 +72,16 @@ def test_a_grid_run_trains_as_the_flax_net_does():
     assert np.isnan(res.saturation[2]).all() and np.isfinite(res.saturation[:2]).all()
 
 
+def test_the_grid_program_calls_no_library():
+    # A LAPACK call per cell group (geqrf of the orthogonal init, gesdd of lambda1) ran
+    # concurrently on XLA:CPU's intra-op pool and deadlocked the 72-run bench grid (every
+    # thread waiting on a lock); lax ops only, for every cell (each run computes every init
+    # and picks its own, so one run per cell covers them all).
+    runs = [rg.RunSpec(c, 3, seed=0) for c in rc.CELLS]
+    hlo = rg.lower_grid(runs, SPEC).lowered.as_text()
+    assert "custom_call" not in hlo and "lapack" not in hlo.lower()
+
+
 def test_files_round_trip(tmp_path):
     runs = [rg.RunSpec("rnn", 3, seed=0), rg.RunSpec("rnn", 2, seed=1, init="normal")]
     res = rg.run_grid(runs, SPEC)

@@ -186,6 +186,32 @@ def _kernel_from(u: jax.Array, init: str, fan_in, fan_out, activation=None) -> j
     return jnp.where(real, draws, 0.0)
 
 
+def orthonormal_columns(a: jax.Array) -> jax.Array:
+    """Q [m, n] of the QR of ``a`` [m, n] with diag(R) >= 0 (the Q that ``jnp.linalg.qr``
+    gives once its columns are multiplied by sign(diag(R))), zero columns of ``a`` giving
+    zero columns, by Gram-Schmidt in lax ops.
+
+    No LAPACK call: XLA:CPU runs a batched ``geqrf`` by splitting the batch over its
+    intra-op thread pool and waiting on a pool thread, so two such calls at once (the
+    shards of a grid sharded over the CPU devices, or independent groups of one program)
+    can take every pool thread and wait for each other forever. Each column is
+    orthogonalised against the earlier ones twice (classical Gram-Schmidt with
+    re-orthogonalisation), which keeps QᵀQ = I to float32 rounding for full-rank ``a``.
+    """
+    n = a.shape[-1]
+
+    def column(j, q):
+        # q's columns j.. are still zero, so projecting on all of q projects on the first j
+        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+        v = v - q @ (v @ q)
+        v = v - q @ (v @ q)
+        norm = jnp.sqrt(jnp.sum(v * v))
+        v = v / jnp.where(norm > 0, norm, 1.0)
+        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros(a.shape, a.dtype))
+
+
 def _orthogonal(draws: jax.Array, fan_in, fan_out) -> jax.Array:
     """Keras ``Orthogonal`` of the real [fan_in, fan_out] block of padded normal draws [P, P].
 
@@ -200,30 +226,6 @@ def _orthogonal(draws: jax.Array, fan_in, fan_out) -> jax.Array:
     a = jnp.where((i[:, None] < r_real) & (i[None, :] < c_real), draws, 0.0)
     q = orthonormal_columns(a)
     return jnp.where(fan_in >= fan_out, q, q.T)
-
-
-def orthonormal_columns(a: jax.Array) -> jax.Array:
-    """Q [M, N] of the QR factorisation a = QR [M, N] with diag(R) > 0, columns of ``a`` that
-    are zero giving zero columns: Keras's and ``jax.nn.initializers.orthogonal``'s matrix
-    (their sign correction makes diag(R) positive, and such a Q is unique for a full-rank a).
-
-    Classical Gram-Schmidt in lax ops, each column orthogonalised against the earlier ones
-    twice, which keeps QᵀQ = I to float32 rounding. Not ``jnp.linalg.qr``: XLA:CPU runs a
-    batched ``geqrf`` by splitting the batch over its intra-op thread pool and waiting on a
-    pool thread, so two such calls at once (the shards of a sharded program, or two width
-    groups of one program) can hold every pool thread waiting for each other forever.
-    """
-
-    def column(j, q):
-        # q's columns j.. are still zero, so projecting on all of q projects on the first j
-        v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
-        v = v - q @ (v @ q)
-        v = v - q @ (v @ q)
-        norm = jnp.sqrt(jnp.sum(v * v))
-        v = jnp.where(norm > 0, v / jnp.where(norm > 0, norm, 1.0), 0.0)
-        return jax.lax.dynamic_update_index_in_dim(q, v, j, axis=1)
-
-    return jax.lax.fori_loop(0, a.shape[1], column, jnp.zeros_like(a))
 
 
 def _run_uniforms(key: jax.Array, D: int, P: int, C: int) -> tuple[jax.Array, ...]:

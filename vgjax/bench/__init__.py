@@ -25,6 +25,8 @@ Cases::
             fast vs wide engine: the measured crossover behind ``engine="auto"``.
   watch     8 seeds of a linen MLP on digits in one program (vgjax.watch) vs 8 sequential
             single-seed runs of the same jitted step (target >= 3x; ``watch_cases``).
+  recurrent (tanh RNN, LSTM, GRU) x T 50/100/200 x 8 seeds in one program vs a PyTorch
+            loop over the same runs (target >= 3x; ``recurrent_cases``, ``--only recurrent``).
   reproduce ``vgjax reproduce`` end to end (optional: ``run_benchmark(reproduce=True)``).
 
 Every case runs with its own persistent compilation cache in a temporary directory, empty

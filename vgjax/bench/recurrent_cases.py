@@ -6,8 +6,13 @@ same 72 runs, each its own ``nn.RNN`` / ``nn.LSTM`` / ``nn.GRU`` + ``nn.Linear``
 learning rate.
 
 Both sides time training only, each in its own process: JAX's compile is reported beside it,
-and the PyTorch loop first trains one run per cell untimed. PyTorch is optional (``pip
-install torch``); without it the peer's fields are None.
+and the PyTorch loop first trains one run per cell untimed. JAX's training also holds the
+grid's two evaluations (at initialisation and at the end: test loss, gradient flow through
+time, λ₁), which the loop does not do. PyTorch is optional (``pip install torch``); without
+it the peer's fields are None.
+
+``vgjax bench --only recurrent`` runs both (:func:`run_recurrent`) into ``benchmark.json``;
+:func:`render_recurrent` is its line of the report's table.
 """
 
 from __future__ import annotations
@@ -21,6 +26,38 @@ WIDTH = 64
 BATCH = 32
 LR = 1e-3
 TARGET_SPEEDUP = 3.0
+STEPS = 20   # Adam steps per run: the PyTorch loop's 72 runs take minutes on 2 cores
+
+
+def run_recurrent(run_child, env: dict, log, steps: int = STEPS) -> dict:
+    """Both sides, each in a child process (``run_child(args, env)`` -> its JSON): the JAX
+    grid's fields, the peer's, and ``speedup`` = PyTorch / JAX training seconds (None
+    without PyTorch) beside ``target_speedup``."""
+    log(f"recurrent: (tanh RNN, LSTM, GRU) x T {LENGTHS} x {SEEDS} seeds, {steps} steps, "
+        "one JAX program ...")
+    r = run_child(["recurrent", steps], env=env)
+    log(f"  train {r['jax_train_s']:.1f} s, compile {r['jax_compile_s']:.1f} s")
+    log("recurrent: the same runs as a PyTorch loop, run after run ...")
+    r.update(run_child(["recurrent_torch", steps], env=env))
+    t = r["torch_train_s"]
+    r["speedup"] = t / r["jax_train_s"] if t else None
+    r["target_speedup"] = TARGET_SPEEDUP
+    log(f"  {t:.1f} s: {r['speedup']:.2f}x" if t else "  PyTorch is not installed")
+    return r
+
+
+def render_recurrent(r: dict) -> list[str]:
+    """The report's line for the recurrent case (a benchmark.json's ``recurrent``)."""
+    head = (f"Recurrent grid ({'/'.join(r['cells'])} x T {'/'.join(map(str, r['lengths']))} x "
+            f"{r['seeds']} seeds, width {r['width']}, batch {r['batch']}, {r['steps']} Adam "
+            f"steps, adding problem): one JAX program trains in {r['jax_train_s']:.1f} s "
+            f"(compile {r['jax_compile_s']:.1f} s)")
+    if r.get("speedup") is None:
+        return [head + "; PyTorch not installed, no peer."]
+    ok = "met" if r["speedup"] >= r["target_speedup"] else "missed"
+    return [head + f"; a PyTorch loop over the same {r['runs']} runs (nn.RNN/nn.LSTM/nn.GRU, "
+            f"torch {r['torch_version']}, {r['torch_threads']} threads) {r['torch_train_s']:.1f} s"
+            f", so vgjax is {r['speedup']:.2f}x faster (>= {r['target_speedup']:g}x: {ok})"]
 
 
 def case_recurrent(steps: int) -> dict:

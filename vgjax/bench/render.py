@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vgjax.bench.remedies_cases import render_remedies
+from vgjax.bench.recurrent_cases import render_recurrent
 from vgjax.io.tables import markdown_table
 
 
@@ -86,6 +87,8 @@ def render_wide(b: dict) -> list[str]:
         lines += ["", *render_fastroad(b["fastroad"])]
     if b.get("remedies"):
         lines += ["", *render_remedies(b["remedies"])]
+    if b.get("recurrent"):
+        lines += ["", *render_recurrent(b["recurrent"])]
     if b.get("reproduce"):
         minutes = b["reproduce"]["total_s"] / 60
         ok = "met" if minutes <= REPRODUCE_TARGET_MIN else f"missed by {minutes - REPRODUCE_TARGET_MIN:.1f} min"

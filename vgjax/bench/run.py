@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vgjax.bench.fastroad_cases import run_fastroad
 from vgjax.bench.remedies_cases import run_remedies
+from vgjax.bench.recurrent_cases import run_recurrent
 from vgjax.bench.render import plot_benchmark
 from vgjax.bench.wide_cases import CROSSOVER_WIDTHS, WIDE_CASES, WIDE_EPOCHS
 
@@ -51,11 +52,13 @@ def _fastroad_into(results: dict, env: dict, tmp: Path, log) -> None:
 
 def _remedies_into(results: dict, env: dict, tmp: Path, log) -> None:
     results["remedies"] = run_remedies(_run_child, env, log)
+def _recurrent_into(results: dict, env: dict, tmp: Path, log) -> None:
+    results["recurrent"] = run_recurrent(_run_child, env, log)
 
 
 # the cases `vgjax bench --only` can time again into an existing benchmark.json
 UPDATABLE = {"reproduce": _reproduce_into, "fastroad": _fastroad_into,
-             "remedies": _remedies_into}
+             "remedies": _remedies_into, "recurrent": _recurrent_into}
 
 
 def update_cases(out: Path, names, log=print) -> dict:
@@ -182,10 +185,7 @@ def run_benchmark(out: Path, *, epochs: int = 500, seeds: int = 30,
         results["watch"] = w = _run_child(["watch", 8, min(epochs, 5)], env=env)
         log(f"  {w['speedup_vs_step_loop']:.1f}x the jitted-step loop (target >= 3)")
         if recurrent_steps:
-            log("recurrent: (tanh RNN, LSTM, GRU) x T x 8 seeds vs a PyTorch loop ...")
-            r = results["recurrent"] = _run_child(["recurrent", recurrent_steps], env=env)
-            r.update(_run_child(["recurrent_torch", recurrent_steps], env=env))
-            r["speedup"] = r["torch_train_s"] / r["jax_train_s"] if r["torch_train_s"] else None
+            results["recurrent"] = run_recurrent(_run_child, env, log, recurrent_steps)
         if reproduce:
             _reproduce_into(results, env, tmp, log)
     atomic_write_text(out / "benchmark.json", json.dumps(results, indent=2, sort_keys=True))

@@ -25,7 +25,7 @@ Gate blocks are in Flax's order, so a run is the net Flax builds with the same w
 The recurrent kernel's initialisation is a per-run value (:data:`INITS`), so one compiled
 program holds Gaussian, orthogonal and identity (IRNN) runs side by side: ``normal`` draws
 each block N(0, σ_w²/N) with ``scale`` = σ_w², ``orthogonal`` and ``identity`` multiply an
-orthogonal or identity block by ``scale`` = the gain.
+orthogonal (:func:`orthogonal`, no LAPACK call) or identity block by ``scale`` = the gain.
 
 The carry is ``(h, c)`` for every cell (``c`` stays zero for rnn and gru), so every cell steps
 through the same :func:`jax.lax.scan`; :func:`run` masks the steps past a run's length (the
@@ -40,7 +40,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from vgjax.model import activation_fn
+from vgjax.model import activation_fn, orthonormal_columns
 
 CELLS = ("rnn", "lstm", "gru")
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -90,11 +90,19 @@ def _glorot_uniform(key: jax.Array, fan_in: int, fan_out: int, blocks: int) -> j
     return jax.random.uniform(key, (fan_in, blocks * fan_out), jnp.float32, -limit, limit)
 
 
+def orthogonal(key: jax.Array, n: int) -> jax.Array:
+    """A random orthogonal [n, n] matrix, the one ``jax.nn.initializers.orthogonal()(key,
+    (n, n))`` draws (Q of the QR of an N(0, 1) matrix, signs making diag(R) positive: Haar
+    distributed), without LAPACK (:func:`vgjax.model.orthonormal_columns`: a batched
+    ``geqrf`` in each cell group deadlocked XLA:CPU's thread pool); Q with diag(R) > 0 is
+    unique, so it is the initializer's matrix to float32 rounding."""
+    return orthonormal_columns(jax.random.normal(key, (n, n), jnp.float32))
+
+
 def _recurrent_kernel(key: jax.Array, n: int, blocks: int, spec: InitSpec) -> jax.Array:
     k_normal, k_orth = jax.random.split(key)
     normal = jax.random.normal(k_normal, (blocks, n, n), jnp.float32) * jnp.sqrt(spec.scale / n)
-    orth = jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (n, n), jnp.float32))(
-        jax.random.split(k_orth, blocks)) * spec.scale
+    orth = jax.vmap(lambda k: orthogonal(k, n))(jax.random.split(k_orth, blocks)) * spec.scale
     eye = jnp.broadcast_to(jnp.eye(n, dtype=jnp.float32), (blocks, n, n)) * spec.scale
     w = jnp.where(spec.init == 0, normal, jnp.where(spec.init == 1, orth, eye))
     return jnp.concatenate(list(w), axis=1)   # [N, blocks*N], block g = columns g*N..(g+1)*N

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vgjax import theory as th
+from vgjax.probes import jacobi_singular_values
 from vgjax.recurrent import cells as rc
 from vgjax.recurrent import tasks as rt
 
@@ -114,8 +115,11 @@ def state_log_norms(cell: str, activation: str, params: rc.CellParams, xs: jax.A
 
 
 def lambda1(params: rc.CellParams) -> jax.Array:
-    """The recurrent kernel's largest singular value (spectral norm of wh [N, G N])."""
-    return jnp.linalg.norm(params.wh, ord=2)
+    """The recurrent kernel's largest singular value (spectral norm of wh [N, G N]), by
+    :func:`vgjax.probes.jacobi_singular_values` on whᵀ: lax ops only, since a LAPACK call
+    inside the grid's program can deadlock XLA:CPU's thread pool
+    (:func:`vgjax.recurrent.cells.orthogonal`)."""
+    return jacobi_singular_values(params.wh.T)[0]
 
 
 def gamma(activation: str) -> float:

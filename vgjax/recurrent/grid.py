@@ -5,7 +5,9 @@ Runs (:class:`RunSpec`) are grouped by their static parts, the cell and the rnn'
 group, the sequence length, seed, initialisation (kind, scale, forget bias, bias variance) and
 clipping threshold are per-run values, vmapped over, and each group scans to its longest
 sequence with the shorter ones masked (:func:`vgjax.recurrent.cells.run`). One ``jax.jit``
-holds every group, so one compiled program trains the whole grid.
+holds every group, so one compiled program trains the whole grid; each group's run axis is
+``shard_map``-ped over the CPU devices (one per core, :mod:`vgjax.runtime`), its runs padded
+to a multiple of them by repeating its last run.
 
 One run: ``key = PRNGKey(seed)`` split into init, training-data and test-data keys (runs that
 differ only in length or cell share their seed's streams); every step draws a fresh batch of
@@ -30,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vgjax import runtime
 from vgjax.config import MAX_SEED, check_choice, check_float, check_int
@@ -214,22 +217,60 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
     return train
 
 
-def compile_grid(runs, spec: TrainSpec):
-    """Check the runs, trace and compile the grid's one program: (compiled, groups, inputs,
-    t_max per group, compile seconds). ``compiled(inputs)`` -> {group: histories [R_g, ...]}."""
+class LoweredGrid(NamedTuple):
+    """The grid's one program traced and lowered, not compiled: lowered (``jax.stages.
+    Lowered``), groups {(cell, φ): run indices}, inputs {"cell/φ": :class:`RunValues`},
+    t_maxes {(cell, φ): scan length}."""
+
+    lowered: jax.stages.Lowered
+    groups: dict[tuple[str, str], list[int]]
+    inputs: dict[str, RunValues]
+    t_maxes: dict[tuple[str, str], int]
+
+
+def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
+    """Check the runs, trace and lower the grid's one program (:class:`LoweredGrid`).
+
+    The program calls no library (LAPACK or other custom call): XLA:CPU runs those on its
+    intra-op thread pool and two at once can deadlock it
+    (:func:`vgjax.recurrent.cells.orthogonal`); a test holds every cell's program to it.
+    """
     runs = tuple(runs)
     check_runs(runs, spec)
     groups = _groups(runs)
     t_maxes = {g: max(rt.task_steps(spec.task, runs[i].length) for i in idx)
                for g, idx in groups.items()}
-    fns = {g: jax.vmap(make_train_run(g[0], g[1] if g[0] == "rnn" else "tanh", spec,
-                                      t_maxes[g]))
+    # The run axis of every group sharded over the CPU devices (one per core): each device
+    # trains its share of the runs with no communication, so nothing in the program waits
+    # on another device. A group's runs are padded to a multiple of the devices by
+    # repeating its last run (run_grid drops the copies).
+    mesh = Mesh(np.asarray(jax.devices()), ("runs",))
+    shard = NamedSharding(mesh, PartitionSpec("runs"))
+    fns = {g: jax.shard_map(jax.vmap(make_train_run(g[0], g[1] if g[0] == "rnn" else "tanh",
+                                                    spec, t_maxes[g])),
+                            mesh=mesh, in_specs=PartitionSpec("runs"),
+                            out_specs=PartitionSpec("runs"), check_vma=False)
            for g in groups}
-    inputs = {f"{c}/{a}": _values(runs, idx) for (c, a), idx in groups.items()}
-    program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()})
+    inputs = {f"{c}/{a}": jax.device_put(_values(runs, _padded(idx, mesh.size)), shard)
+              for (c, a), idx in groups.items()}
+    program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()},
+                      in_shardings=shard, out_shardings=shard)
+    return LoweredGrid(program.lower(inputs), groups, inputs, t_maxes)
+
+
+def _padded(idx: list[int], n: int) -> list[int]:
+    # idx repeated at its end to a multiple of n
+    size = -(-len(idx) // n) * n
+    return [idx[min(k, len(idx) - 1)] for k in range(size)]
+
+
+def compile_grid(runs, spec: TrainSpec):
+    """Check the runs, trace and compile the grid's one program: (compiled, groups, inputs,
+    t_max per group, compile seconds). ``compiled(inputs)`` -> {group: histories [R_g, ...]}."""
+    lowered, groups, inputs, t_maxes = lower_grid(runs, spec)
     t0 = time.perf_counter()
     # vgjax's CPU compile options (YNNPACK fusions off: faster on these small tensors)
-    compiled = runtime.compile_lowered(program.lower(inputs), jax.default_backend())
+    compiled = runtime.compile_lowered(lowered, jax.default_backend())
     return compiled, groups, inputs, t_maxes, time.perf_counter() - t0
 
 
@@ -245,7 +286,7 @@ def run_grid(runs, spec: TrainSpec) -> GridResult:
     merged: dict[str, np.ndarray] = {}
     for (cell, act), idx in groups.items():
         for name, arr in out[f"{cell}/{act}"].items():
-            arr = np.asarray(arr)
+            arr = np.asarray(arr)[:len(idx)]   # the group's runs, without the padding
             if name in ("log_norm", "log_rms") and arr.shape[-1] < t_max:
                 pad = np.full(arr.shape[:-1] + (t_max - arr.shape[-1],), np.nan, np.float32)
                 arr = np.concatenate([arr, pad], axis=-1)
