@@ -60,7 +60,7 @@ def _flax_loop(run: rg.RunSpec, spec: rg.TrainSpec) -> np.ndarray:
 
 
 def test_a_grid_run_trains_as_the_flax_net_does():
-    runs = [rg.RunSpec("lstm", 3, seed=1, clip_norm=0.5),      # 7 steps, masked inside 13
+    runs = [rg.RunSpec("lstm", 3, seed=1, clip_norm=0.5),      # 7 steps, its own scan
             rg.RunSpec("lstm", 9, seed=2),
             rg.RunSpec("rnn", 4, seed=1, activation="relu", init="identity")]
     res = rg.run_grid(runs, SPEC)

@@ -27,6 +27,19 @@ def test_adding_problem_has_one_marker_per_half_and_baseline_one_sixth():
     assert abs(mse - rt.baseline(task, length)) < 0.012
 
 
+@pytest.mark.parametrize("task", [rt.make_task("adding"), rt.make_task("copy", copy_len=3)])
+def test_a_sequence_does_not_depend_on_its_padding(task):
+    """The same key and length give the same sequence whatever length it is padded to, so a
+    run trains on the same data whichever other runs share its grid (and its scan)."""
+    key, length = jax.random.PRNGKey(3), 7
+    steps = rt.task_steps(task, length)
+    short = rt.sample(task, key, length, steps, 5)
+    long = rt.sample(task, key, length, steps + 9, 5)
+    for a, b in zip(short, long):
+        np.testing.assert_array_equal(np.asarray(b)[:steps], np.asarray(a))
+    assert not np.asarray(long.x)[steps:].any() and not np.asarray(long.weight)[steps:].any()
+
+
 @pytest.mark.parametrize("length", [3, 20])
 def test_copy_task_layout_and_memoryless_baseline(length):
     task = rt.make_task("copy", n_symbols=8, copy_len=5)

@@ -1,11 +1,13 @@
 """A training grid of recurrent nets: every (cell, sequence length, init, seed) in one compiled
 program, and its files.
 
-Runs (:class:`RunSpec`) are grouped by their static parts, the cell and the rnn's φ; inside a
-group, the sequence length, seed, initialisation (kind, scale, forget bias, bias variance) and
-clipping threshold are per-run values, vmapped over, and each group scans to its longest
-sequence with the shorter ones masked (:func:`vgjax.recurrent.cells.run`). One ``jax.jit``
-holds every group, so one compiled program trains the whole grid; each group's run axis is
+Runs (:class:`RunSpec`) are grouped by their static parts, the cell, the rnn's φ and the
+sequence's number of steps (so a T = 50 run does not scan the 200 steps of a longer one);
+inside a group the seed, initialisation (kind, scale, forget bias, bias variance) and
+clipping threshold are per-run values, vmapped over (:func:`vgjax.recurrent.cells.run` still
+masks steps past a run's length, and a task's sequence is the same whatever length it is
+padded to, so a run computes the same numbers in any grid). One ``jax.jit`` holds every group, so one
+compiled program trains the whole grid; each group's run axis is
 ``shard_map``-ped over the CPU devices (one per core, :mod:`vgjax.runtime`), its runs padded
 to a multiple of them by repeating its last run.
 
@@ -133,11 +135,14 @@ def check_runs(runs, spec: TrainSpec) -> None:
         check_int("seed", r.seed, 0, MAX_SEED)
 
 
-def _groups(runs) -> dict[tuple[str, str], list[int]]:
-    # Static parts of a run: the cell, and φ for rnn (gated cells ignore it).
-    groups: dict[tuple[str, str], list[int]] = {}
+def _groups(runs, task: rt.Task) -> dict[tuple[str, str, int], list[int]]:
+    # Static parts of a run: the cell, φ for rnn (gated cells ignore it), and the scan
+    # length: a group per length costs a compilation each, and saves the shorter runs the
+    # longer ones' steps (the recurrent bench grid, T = 50/100/200: 200 / 117 of the work).
+    groups: dict[tuple[str, str, int], list[int]] = {}
     for i, r in enumerate(runs):
-        groups.setdefault((r.cell, r.activation if r.cell == "rnn" else "-"), []).append(i)
+        key = (r.cell, r.activation if r.cell == "rnn" else "-", rt.task_steps(task, r.length))
+        groups.setdefault(key, []).append(i)
     return groups
 
 
@@ -219,13 +224,13 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
 
 class LoweredGrid(NamedTuple):
     """The grid's one program traced and lowered, not compiled: lowered (``jax.stages.
-    Lowered``), groups {(cell, φ): run indices}, inputs {"cell/φ": :class:`RunValues`},
-    t_maxes {(cell, φ): scan length}."""
+    Lowered``), groups {(cell, φ, scan length): run indices}, inputs {"cell/φ/length":
+    :class:`RunValues`}, t_maxes {group: scan length}."""
 
     lowered: jax.stages.Lowered
-    groups: dict[tuple[str, str], list[int]]
+    groups: dict[tuple[str, str, int], list[int]]
     inputs: dict[str, RunValues]
-    t_maxes: dict[tuple[str, str], int]
+    t_maxes: dict[tuple[str, str, int], int]
 
 
 def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
@@ -237,9 +242,8 @@ def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
     """
     runs = tuple(runs)
     check_runs(runs, spec)
-    groups = _groups(runs)
-    t_maxes = {g: max(rt.task_steps(spec.task, runs[i].length) for i in idx)
-               for g, idx in groups.items()}
+    groups = _groups(runs, spec.task)
+    t_maxes = {g: g[2] for g in groups}
     # The run axis of every group sharded over the CPU devices (one per core): each device
     # trains its share of the runs with no communication, so nothing in the program waits
     # on another device. A group's runs are padded to a multiple of the devices by
@@ -251,9 +255,10 @@ def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
                             mesh=mesh, in_specs=PartitionSpec("runs"),
                             out_specs=PartitionSpec("runs"), check_vma=False)
            for g in groups}
-    inputs = {f"{c}/{a}": jax.device_put(_values(runs, _padded(idx, mesh.size)), shard)
-              for (c, a), idx in groups.items()}
-    program = jax.jit(lambda xs: {k: fns[tuple(k.split("/"))](v) for k, v in xs.items()},
+    names = {g: "/".join(map(str, g)) for g in groups}   # pytree keys must be strings
+    inputs = {names[g]: jax.device_put(_values(runs, _padded(idx, mesh.size)), shard)
+              for g, idx in groups.items()}
+    program = jax.jit(lambda xs: {names[g]: fns[g](xs[names[g]]) for g in groups},
                       in_shardings=shard, out_shardings=shard)
     return LoweredGrid(program.lower(inputs), groups, inputs, t_maxes)
 
@@ -284,8 +289,8 @@ def run_grid(runs, spec: TrainSpec) -> GridResult:
     t_max = max(t_maxes.values())
     n_eval = spec.steps // spec.eval_every + 1
     merged: dict[str, np.ndarray] = {}
-    for (cell, act), idx in groups.items():
-        for name, arr in out[f"{cell}/{act}"].items():
+    for g, idx in groups.items():
+        for name, arr in out["/".join(map(str, g))].items():
             arr = np.asarray(arr)[:len(idx)]   # the group's runs, without the padding
             if name in ("log_norm", "log_rms") and arr.shape[-1] < t_max:
                 pad = np.full(arr.shape[:-1] + (t_max - arr.shape[-1],), np.nan, np.float32)
