@@ -46,8 +46,9 @@ NORMS = ("none", "layer", "batch")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("bce", "softmax_ce")
 DATASETS = ("circles", "moons", "digits")
-# Probes recorded during training (vmap engine only): "signal" = per-layer q^l, saturation and
-# dead units per epoch and at init, and the input-output Jacobian at histogram epochs.
+# Probes recorded during training (by every engine; plain MLPs only): "signal" = per-layer
+# q^l, saturation and dead units per epoch and at init, and the input-output Jacobian at
+# histogram epochs.
 PROBES = ("signal",)
 # Objects (callables, optax transformations, arrays) are recorded in JSON by a description
 # that starts with this; such a config can be loaded and shown but not trained again.
