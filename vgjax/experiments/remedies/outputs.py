@@ -460,9 +460,8 @@ def architectures_section(exp_dir: Path) -> list[str]:
         "momentum 0.99, ε = 1e-3; running averages for evaluation) on the pre-activations. "
         f"**Training budget:** {data['optimizer']} (lr {data['lr']:g}) for {data['epochs']} "
         f"epochs of batch 32, not the tutorial's SGD for 500, so that the "
-        f"{len(data['sweeps'])} sweeps (one compiled program per family and architecture: "
-        f"an architecture is a config field, not a per-run axis) ran in {minutes:.1f} "
-        "minutes on a shared 2-core CPU. A seed learns when its final test accuracy is ≥ "
+        f"{len(data['sweeps'])} sweeps (one per family and architecture, on the wide "
+        f"engine) ran in {minutes:.1f} minutes on a 2-core CPU. A seed learns when its final test accuracy is ≥ "
         f"{data['learn_threshold']:g} and it did not diverge. The gradient profile is the "
         "first epoch's mean ‖∂L/∂W_l‖ per layer (near initialisation), the seeds' median.",
         "",
@@ -515,7 +514,7 @@ def walk_training_section(exp_dir: Path) -> list[str]:
         "initialiser (Glorot for linear and tanh, He for ReLU, every layer). **Training "
         f"budget:** {data['optimizer']} (lr {data['lr']:g}) for {data['epochs']} epochs of "
         f"batch 32; the {len(data['sweeps'])} sweeps ran in {minutes:.1f} minutes on a "
-        "shared 2-core CPU. A seed learns when its final test accuracy is ≥ "
+        "2-core CPU. A seed learns when its final test accuracy is ≥ "
         f"{data['learn_threshold']:g}; linear nets cannot separate the circles, so only "
         "their gradient profile says something.", "",
         f"**What it shows:** the share of seeds that learn at depth {deep} and log10 of "
