@@ -65,7 +65,8 @@ def make_runs(budget: Budget) -> tuple[list[str], list[rg.RunSpec]]:
 
 
 def solved_table(labels, runs, final_mse: np.ndarray, budget: Budget) -> list[dict]:
-    """Per (net, T): seeds, share solved (final test MSE < :data:`SOLVED_MSE`), median MSE."""
+    """Per (net, T): seeds, share solved (final test MSE < :data:`SOLVED_MSE`), median MSE
+    (NaN, written as null, when a run's loss is not finite), runs whose loss is not finite."""
     rows = []
     for label in NETS:
         for length in budget.lengths:
@@ -75,8 +76,17 @@ def solved_table(labels, runs, final_mse: np.ndarray, budget: Budget) -> list[di
             rows.append({"net": label, "length": length, "seeds": len(sel),
                          "solved_share": float(np.mean(np.nan_to_num(mse, nan=np.inf)
                                                        < SOLVED_MSE)),
-                         "median_mse": float(np.median(mse))})
+                         "median_mse": float(np.median(mse)),
+                         "non_finite": int(np.sum(~np.isfinite(mse)))})
     return rows
+
+
+def _cell(row: dict) -> str:
+    """One table cell: share solved (median MSE), and the runs that overflowed if any."""
+    nf, seeds = row.get("non_finite", 0), row["seeds"]
+    median = "–" if row["median_mse"] is None else f"{row['median_mse']:.3f}"
+    extra = f"; {nf} of {seeds} non-finite" if nf else ""
+    return f"{row['solved_share']:.0%} ({median}{extra})"
 
 
 def _figure(rows, budget: Budget, path: Path) -> Path:
@@ -161,11 +171,12 @@ class Length:
                  "|---|" + "---|" * len(lengths)]
         by = {(r["net"], r["length"]): r for r in tables["rows"]}
         for net in dict.fromkeys(r["net"] for r in tables["rows"]):
-            cells = [f"{by[(net, x)]['solved_share']:.0%} ({by[(net, x)]['median_mse']:.3f})"
-                     for x in lengths]
+            cells = [_cell(by[(net, x)]) for x in lengths]
             lines.append(f"| {net} | " + " | ".join(cells) + " |")
-        lines += ["", "Each cell: share solved (median final test MSE). "
-                  + separation_sentence(tables["rows"]) + " " + missing_sentence(lengths), "",
+        lines += ["", "Each cell: share solved (median final test MSE; runs whose loss "
+                  "overflowed to a non-finite value counted apart). "
+                  + " ".join(filter(None, (separation_sentence(tables["rows"]),
+                                           missing_sentence(lengths)))), "",
                   f"![solved share]({self.name}/{FIGURE})", ""]
         return lines
 

@@ -64,8 +64,8 @@ EXPERIMENTS = (
                  "with 6 xi_c", PHASE, depths=PHASE_DEPTHS, widths=(PHASE_WIDTH,),
                  weight_vars=PHASE_WEIGHT_VARS, seeds=PHASE_SEEDS, prefix="tanh_normal",
                  reported="Schoenholz et al. 2017: trainable to depth ~ 6 xi_c", group=GROUP),
-    # trained with the signal probe on (vmap engine), so the saturation and dead-unit shares
-    # of every hidden layer are recorded at init and per epoch
+    # trained with the signal probe on, so the saturation and dead-unit shares of every
+    # hidden layer are recorded at init and per epoch
     Sweep("saturation-uniform", "5 tanh layers, U(0,1) init, signal probe on", probed(TANH_U),
           prefix="tanh_uniform", group=GROUP),
     Sweep("saturation-glorot", "5 tanh layers, Glorot uniform init, signal probe on",
