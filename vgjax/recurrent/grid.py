@@ -223,9 +223,11 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
 
 
 class LoweredGrid(NamedTuple):
-    """The grid's one program traced and lowered, not compiled: lowered (``jax.stages.
-    Lowered``), groups {(cell, φ, scan length): run indices}, inputs {"cell/φ/length":
-    :class:`RunValues`}, t_maxes {group: scan length}."""
+    """The grid's one program traced and lowered, not compiled.
+
+    lowered: the ``jax.stages.Lowered`` program; groups: {(cell, φ, scan length): run
+    indices}; inputs: {"cell/φ/length": :class:`RunValues`}; t_maxes: {group: scan length}.
+    """
 
     lowered: jax.stages.Lowered
     groups: dict[tuple[str, str, int], list[int]]
