@@ -52,8 +52,9 @@ def _grids(pair: str, epochs: int):
     return [(road, replace(road, **off), grid)]
 
 
-def _train_s(config, grid, repeats: int) -> dict:
-    """Compile ``grid`` once, then the best of ``repeats`` trainings (seconds) and its plan."""
+def train_seconds(config, grid, repeats: int) -> dict:
+    """Compile ``grid`` once, then the best of ``repeats`` trainings of all its chunks
+    (seconds, outputs fetched to the host), with the plan's engine, programs and devices."""
     import jax
     from vgjax.grid.plan import make_plan
     from vgjax.run.chunks import compile_plan, device_data, run_chunk
@@ -66,7 +67,8 @@ def _train_s(config, grid, repeats: int) -> dict:
         for c in range(plan.n_chunks):
             jax.block_until_ready(run_chunk(plan, compiled, data, c))
         best = min(best, time.perf_counter() - t0)
-    return {"engine": plan.engine, "devices": int(plan.mesh.devices.size),
+    return {"engine": plan.engine, "programs": len(plan.groups),
+            "devices": int(plan.mesh.devices.size), "runs": len(plan.runs),
             "compile_s": compile_s, "train_s": best}
 
 
@@ -79,8 +81,8 @@ def case_fastroad(pair: str, epochs: int, repeats: int = 2) -> dict:
     out = {"pair": pair, "epochs": epochs, "repeats": repeats, "devices": len(jax.devices()),
            "road": [], "off": []}
     for road, off, grid in _grids(pair, epochs):
-        out["road"].append(_train_s(road, grid, repeats))
-        out["off"].append(_train_s(off, grid, repeats))
+        out["road"].append(train_seconds(road, grid, repeats))
+        out["off"].append(train_seconds(off, grid, repeats))
     out["road_train_s"] = sum(r["train_s"] for r in out["road"])
     out["off_train_s"] = sum(r["train_s"] for r in out["off"])
     out["ratio"] = out["off_train_s"] / out["road_train_s"]

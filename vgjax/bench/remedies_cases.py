@@ -9,7 +9,7 @@ trainings of its compiled program). Target: the architecture grid trains in at m
 
 from __future__ import annotations
 
-import time
+from vgjax.bench.fastroad_cases import train_seconds
 
 REMEDIES_TARGET = 1.5
 REMEDIES_EPOCHS = 10
@@ -27,26 +27,6 @@ def _grids(seeds: int):
     plain = Grid(tuple(range(seeds * n_arch)), tuple(depths), (width,))
     arch = Grid(tuple(range(seeds)), tuple(depths), (width,), residuals=RESIDUALS, norms=NORMS)
     return Config(activation="tanh", init="glorot_uniform"), plain, arch
-
-
-def train_seconds(config, grid, repeats: int) -> dict:
-    """Compile ``grid`` once, then the best of ``repeats`` trainings of all its chunks
-    (seconds, outputs fetched to the host), with the plan's engine, programs and devices."""
-    import jax
-    from vgjax.grid.plan import make_plan
-    from vgjax.run.chunks import compile_plan, device_data, run_chunk
-    plan = make_plan(config, grid)
-    compiled, compile_s = compile_plan(plan)
-    data = device_data(plan)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for c in range(plan.n_chunks):
-            jax.block_until_ready(run_chunk(plan, compiled, data, c))
-        best = min(best, time.perf_counter() - t0)
-    return {"engine": plan.engine, "programs": len(plan.groups),
-            "devices": int(plan.mesh.devices.size), "runs": len(plan.runs),
-            "compile_s": compile_s, "train_s": best}
 
 
 def case_remedies(epochs: int, seeds: int = 2, repeats: int = 2) -> dict:

@@ -279,11 +279,15 @@ def _forward(net: Net, max_depth: int, x, c: WideContext, act, keep: bool, keep_
                     None if zs is None else _put(zs, _t(z), l), seen)
 
         h, hs, zs, seen = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs, seen))
-    if net.ko.ndim == 2:
-        logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
-    else:
-        logits = jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
+    logits = _readout(net, h)
     return logits, h, (Saved(hs, zs) if keep else seen)
+
+
+def _readout(net: Net, h):
+    """The output layer: logits [R, B] (one logit) or [R, B, C] from h [R, B, P]."""
+    if net.ko.ndim == 2:
+        return jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
+    return jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
 
 
 class _Probe(NamedTuple):
@@ -378,10 +382,7 @@ def _arch_forward(st: "_Static", net: Net, x, c: WideContext, stats, keep: bool,
                     None if zs is None else _put(zs, _t(z), l), stats)
 
         h, hs, zs, stats = jax.lax.fori_loop(1, c.depth, layer, (h, hs, zs, stats))
-    if net.ko.ndim == 2:
-        logits = jnp.einsum("rbp,rp->rb", h, net.ko) + net.bo[:, None]
-    else:
-        logits = jnp.einsum("rbp,rpc->rbc", h, net.ko) + net.bo[:, None, :]
+    logits = _readout(net, h)
     return logits, h, (Saved(hs, zs) if keep else None), stats
 
 
