@@ -120,14 +120,19 @@ def test_phase_prose_reads_the_summary(tmp_path):
     summary = json.loads((RESULTS / "phase-diagram" / "summary.json").read_text())
     tables = json.loads((RESULTS / "phase-diagram" / "tables.json").read_text())
     rows = [r.strip("|").split("|") for r in tables["markdown"].split("\n\n")[1].splitlines()[2:]]
-    table = {float(r[0]): int(r[1]) for r in rows}
+    table = {float(r[0]): int(r[-2]) for r in rows}   # after the last epoch, then 6 ξ_c
     got = deepest_trainable((g["weight_var"], g["depth"], g["final_train_accuracy"]["mean"])
                             for g in summary["groups"])
     assert got == table
     bound = {float(w): b for w, b in tables["xi_bound"].items()}
     for r in rows:  # the table's 6 ξ_c is the bound the prose reads
-        assert r[2].strip() == "∞" or float(r[2]) == pytest.approx(bound[float(r[0])], abs=0.051)
-    text = phase_text("phase-diagram", summary, bound)
+        assert r[-1].strip() == "∞" or float(r[-1]) == pytest.approx(bound[float(r[0])],
+                                                                     abs=0.051)
+    budgets = tables["budgets"]
+    assert {float(w): d for w, d in budgets[-1]["deepest"].items()} == table
+    for k, b in enumerate(budgets):   # every budget's column is the one the prose reads
+        assert [int(r[1 + k]) for r in rows] == [b["deepest"][f"{float(r[0]):g}"] for r in rows]
+    text = phase_text("phase-diagram", summary, bound, budgets)
     v = verdicts(got, summary["grid"]["depths"], bound)
     for w, x in v.items():
         assert f"σ_w² = {w:g} ({x.deepest} vs 6 ξ_c = " in text
@@ -140,7 +145,7 @@ def test_phase_prose_reads_the_summary(tmp_path):
     # a different run gives different prose: with no accuracy left, every σ_w² falls short
     for g in summary["groups"]:
         g["final_train_accuracy"]["mean"] *= 0.0
-    text = phase_text("phase-diagram", summary, bound)
+    text = phase_text("phase-diagram", summary, bound, budgets)
     assert "falls short of 6 ξ_c" in text and "follows 6 ξ_c (" not in text
 
 

@@ -187,6 +187,39 @@ def test_phase_diagram_figure_and_table(tiny_phase, tmp_path):
     assert f"σ_w² = {crit:.3f}" in md
 
 
+def test_phase_diagram_read_at_budgets(tiny_phase, tmp_path):
+    """Read after an earlier epoch, the diagram is the seed mean of that epoch's accuracy
+    (NaN for a cell whose runs all diverged by then), and the budgets' deepest trainable
+    depths in ``tables.json`` follow from those grids."""
+    from vgjax.experiments.signal import phase as phase_study
+    from vgjax.figures.phase import accuracy_grid, make_phase_diagram
+
+    res = tiny_phase
+    acc = res.history["train_accuracy"]
+    for epoch in (1, 2):
+        ws, ds, grid = accuracy_grid(res, epoch=epoch)
+        for i, d in enumerate(ds):
+            for j, w in enumerate(ws):
+                sel = (res.runs.depth == d) & (res.runs.weight_var == np.float32(w))
+                want = np.nan if (d, w) == (3, 3.0) else acc[sel, epoch - 1].mean()
+                assert grid[i, j] == pytest.approx(want, nan_ok=True)
+    with pytest.raises(ValueError, match="epoch: 4 is out of range; allowed: 1..3"):
+        accuracy_grid(res, epoch=4)
+    assert phase_study.budget_epochs((2, 1, 3, 9), 3) == (1, 2, 3)
+    tw, xi, crit = phase_study.theory_curve(0.05, "tanh", (1.0, 3.0))
+    assert len(make_phase_diagram(res, tw, xi, epochs=(1, 3)).axes) == 4   # panels + colorbars
+    phase_study.write(res, tmp_path, "phase-diagram", budgets=(1,))
+    budgets = json.loads((tmp_path / "tables.json").read_text())["budgets"]
+    assert [b["epochs"] for b in budgets] == [1, 3]
+    per_epoch = res.config.steps_per_epoch
+    assert [b["steps"] for b in budgets] == [per_epoch, 3 * per_epoch]
+    for b in budgets:
+        ws, ds, grid = accuracy_grid(res, epoch=b["epochs"])
+        for j, w in enumerate(ws):
+            ok = [d for i, d in enumerate(ds) if np.isfinite(grid[i, j]) and grid[i, j] >= 0.5]
+            assert b["deepest"][f"{w:g}"] == max(ok, default=0)
+
+
 # ------------------------------------------------------------------------------- report
 
 

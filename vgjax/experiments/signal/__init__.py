@@ -30,19 +30,22 @@ INTRO = ("Mean-field theory of deep random networks (Poole et al. 2016, Schoenho
 
 # The trainability phase diagram (Schoenholz et al. 2017, Fig. 5, on offline data): tanh,
 # Gaussian N(0, sigma_w^2/fan_in) weights, sigma_b^2 = 0.05, on scikit-learn's digits (the
-# first 600 images: 500 to train, 100 to test), 3 seeds, depths to 200, 400 Adam steps (20
-# epochs of 20). Adam, not the paper's SGD: in pilot runs near criticality Keras SGD with
-# momentum trained no deep net at the rates tried within such a budget, while Adam did; its
-# small rate because larger ones destabilised the deepest nets. The wide engine
+# first 600 images: 500 to train, 100 to test), 3 seeds, depths to 200, 1000 Adam steps (50
+# epochs of 20), read after 200, 400 and 1000 steps (PHASE_BUDGETS and the last epoch: the
+# same runs' per-epoch accuracy). Adam, not the paper's SGD: in pilot runs Keras SGD with
+# momentum trained no net of depth >= 50 in 400 steps (lr 0.003-0.03), nor of depth 200 in
+# 800-2000 steps (lr 1e-4-3e-3), while Adam did; its small rate because larger ones
+# destabilised the deepest nets. The wide engine
 # trains each depth in its own block (cost: runs x their own depth); sized so the whole
 # signal group runs within 15 minutes on the 2-core reference machine.
 PHASE_WIDTH = 64
 PHASE_DEPTHS = (10, 20, 40, 70, 100, 200)
 PHASE_WEIGHT_VARS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.5)
 PHASE_SEEDS = (0, 1, 2)
+PHASE_BUDGETS = (10, 20)
 PHASE = Config(activation="tanh", init="normal", output_init="normal", bias_var=0.05,
                data="digits", n_samples=600, n_train=500, batch_size=25, optimizer="adam",
-               lr=5e-5, epochs=20, hist_every=0)
+               lr=5e-5, epochs=50, hist_every=0)
 SATURATION_PAIR = (("saturation-uniform", "tanh, U(0,1)"),
                    ("saturation-glorot", "tanh, Glorot uniform"))
 
@@ -63,6 +66,7 @@ EXPERIMENTS = (
     PhaseDiagram("phase-diagram", "Training accuracy over sigma_w^2 x depth on digits, tanh, "
                  "with 6 xi_c", PHASE, depths=PHASE_DEPTHS, widths=(PHASE_WIDTH,),
                  weight_vars=PHASE_WEIGHT_VARS, seeds=PHASE_SEEDS, prefix="tanh_normal",
+                 budgets=PHASE_BUDGETS,
                  reported="Schoenholz et al. 2017: trainable to depth ~ 6 xi_c", group=GROUP),
     # trained with the signal probe on, so the saturation and dead-unit shares of every
     # hidden layer are recorded at init and per epoch

@@ -79,33 +79,68 @@ def verdicts(deepest: dict[float, int], depths, bound: dict[float, float]
     return out
 
 
-def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: float) -> str:
-    """Markdown: final training accuracy per depth (rows) x σ_w² (columns), then per σ_w² the
-    deepest trainable depth beside 6 ξ_c; the curve (:func:`theory_curve`) must hold the
-    grid's σ_w² (its ``extra``)."""
+def budget_epochs(budgets, epochs: int) -> tuple[int, ...]:
+    """The epochs (1-based, sorted) at which the diagram is read: those of ``budgets`` before
+    the last epoch, then the last (``epochs``)."""
+    return tuple(sorted({int(b) for b in budgets if 1 <= int(b) < epochs} | {int(epochs)}))
+
+
+class Budget(NamedTuple):
+    """The diagram read after ``epochs`` epochs (``steps`` optimizer steps): per σ_w², the
+    deepest trainable depth (:func:`deepest_trainable`)."""
+
+    epochs: int
+    steps: int
+    deepest: dict[float, int]
+
+
+def budgets_of(result: SweepResult, budgets=()) -> list[Budget]:
+    """One :class:`Budget` per epoch of :func:`budget_epochs` (the last one last), from the
+    runs' per-epoch training accuracy."""
+    from vgjax.figures.phase import accuracy_grid
+
+    n_epochs = np.asarray(result.history["train_accuracy"]).shape[1]
+    out = []
+    for e in budget_epochs(budgets, n_epochs):
+        ws, ds, grid = accuracy_grid(result, epoch=e)
+        out.append(Budget(e, e * result.config.steps_per_epoch, deepest_trainable(
+            (w, d, grid[i, j]) for i, d in enumerate(ds) for j, w in enumerate(ws))))
+    return out
+
+
+def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: float,
+          budgets=()) -> str:
+    """Markdown: training accuracy after the last epoch per depth (rows) x σ_w² (columns),
+    then per σ_w² the deepest trainable depth after each budget (epochs, see
+    :func:`budget_epochs`; the last column is the last epoch) beside 6 ξ_c; the curve
+    (:func:`theory_curve`) must hold the grid's σ_w² (its ``extra``)."""
     from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid
 
     ws, ds, grid = accuracy_grid(result)
     tw = np.asarray(theory_weight_vars, np.float64)
     xi_at = [float(np.asarray(xi_c)[np.argmin(np.abs(tw - w))]) for w in ws]
     fmt = lambda v: "–" if not math.isfinite(v) else f"{v:.2f}"  # noqa: E731
-    deepest = deepest_trainable((w, d, grid[i, j]) for i, d in enumerate(ds)
-                                for j, w in enumerate(ws))
-    lines = markdown_table(["depth \\ σ_w²", *(f"{w:g}" for w in ws)],
+    read = budgets_of(result, budgets)
+    steps = read[-1].steps
+    lines = markdown_table([f"depth \\ σ_w² (accuracy after {steps} steps)",
+                            *(f"{w:g}" for w in ws)],
                            ([ds[i], *(fmt(v) for v in grid[i])]
                             for i in range(len(ds) - 1, -1, -1)))
     lines += ["", *markdown_table(
-        ["σ_w²", f"deepest depth with train accuracy ≥ {TRAINS}",
-         f"{XI_MULTIPLE:g} ξ_c (theory)"],
-        ([f"{w:g}", deepest[float(w)], "∞" if not math.isfinite(x) else f"{XI_MULTIPLE * x:.1f}"]
+        ["σ_w²", *(f"deepest depth with train accuracy ≥ {TRAINS} after {b.steps} steps"
+                   for b in read), f"{XI_MULTIPLE:g} ξ_c (theory)"],
+        ([f"{w:g}", *(b.deepest[float(w)] for b in read),
+          "∞" if not math.isfinite(x) else f"{XI_MULTIPLE * x:.1f}"]
          for w, x in zip(ws, xi_at)))]
     lines += ["", f"Critical point (χ₁ = 1): σ_w² = {critical_weight_var:.3f}."]
     return "\n".join(lines) + "\n"
 
 
-def write(res: SweepResult, exp_dir: Path, name: str) -> Path:
-    """The phase-diagram heatmap with the theory's 6 ξ_c, and its ``tables.json``, into
-    ``exp_dir``; the PNG's path. ``name``: the experiment's, for the figure's title."""
+def write(res: SweepResult, exp_dir: Path, name: str, budgets=()) -> Path:
+    """The phase-diagram heatmaps (one per budget, :func:`budget_epochs`) with the theory's
+    6 ξ_c, and its ``tables.json`` (the Markdown of :func:`table`, 6 ξ_c per σ_w² and the
+    deepest trainable depth per budget), into ``exp_dir``; the PNG's path. ``name``: the
+    experiment's, for the figure's title."""
     from vgjax.figures import plot_phase_diagram
 
     from vgjax.figures.phase import XI_MULTIPLE
@@ -114,10 +149,15 @@ def write(res: SweepResult, exp_dir: Path, name: str) -> Path:
     grid_ws = np.unique(np.asarray(res.runs.weight_var, np.float64))
     tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation, grid_ws)
     bound = {f"{w:g}": XI_MULTIPLE * float(xi[np.argmin(np.abs(tw - w))]) for w in grid_ws}
-    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit), "xi_bound": bound,
-                           "critical_weight_var": crit})
+    read = budgets_of(res, budgets)
+    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit, budgets), "xi_bound": bound,
+                           "critical_weight_var": crit,
+                           "budgets": [{"epochs": b.epochs, "steps": b.steps,
+                                        "deepest": {f"{w:g}": d for w, d in b.deepest.items()}}
+                                       for b in read]})
     return plot_phase_diagram(
         res, Path(exp_dir) / "phase_diagram.png", tw, xi, critical_weight_var=crit,
+        epochs=tuple(b.epochs for b in read),
         title=f"{name}: {cfg.activation}, width {res.widths[0]}, σ_b² = "
               f"{cfg.bias_var:g}, {cfg.data_name}, {cfg.optimizer} lr {cfg.lr:g}, "
               f"{cfg.epochs} epochs of {cfg.n_train} points")

@@ -173,21 +173,24 @@ OPTIMIZER_NAMES = {"adam": "Adam", "sgd": "SGD"}
 
 @dataclass(frozen=True)
 class PhaseDiagram(Sweep):
-    """Final training accuracy over σ_w² x depth (one grid with a σ_w² axis), with the
-    theory's 6 ξ_c curve and the critical σ_w²."""
+    """Training accuracy over σ_w² x depth (one grid with a σ_w² axis), with the theory's
+    6 ξ_c curve and the critical σ_w²; read after the last epoch and after each of
+    ``budgets`` (earlier epochs of the same runs: how the boundary moves with training)."""
 
     figures: tuple[str, ...] = ("phase_diagram.png",)
+    budgets: tuple[int, ...] = ()
 
     def draw(self, res: SweepResult, ctx: Context) -> list[Path]:
         from vgjax.experiments.signal.phase import write
-        return [write(res, ctx.exp_dir, self.name)]
+        return [write(res, ctx.exp_dir, self.name, self.budgets)]
 
     def section(self, exp_dir: Path) -> list[str]:
         summary = summary_of(exp_dir)
         if summary is None:
             return []
+        budgets = (tables_of(exp_dir) or {}).get("budgets", [])
         return study_section(self, exp_dir, phase_text(self.name, summary,
-                                                       phase_bound(summary, exp_dir)),
+                                                       phase_bound(summary, exp_dir), budgets),
                              sweep_protocol(summary))
 
 
@@ -214,9 +217,11 @@ def _xi(b: float) -> str:
     return "∞" if not math.isfinite(b) else f"{b:.0f}"
 
 
-def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float]) -> str:
+def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
+               budgets=()) -> str:
     """The phase-diagram prose, every measured number from its ``summary.json`` (and 6 ξ_c
-    per σ_w², ``bound``, from :func:`phase_bound`)."""
+    per σ_w², ``bound``, from :func:`phase_bound`; the deepest trainable depth after each
+    budget, ``budgets``, from ``tables.json``'s list of ``{"steps", "deepest"}``)."""
     c, g = summary["config"], summary["grid"]
     cfg = Config.from_dict(c)
     steps = c["epochs"] * cfg.steps_per_epoch
@@ -254,6 +259,7 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float]) ->
                      "the step size, which deep nets need small), not ξ_c, is the boundary. ")
     if by["beyond"]:
         parts.append(f"Nets deeper than 6 ξ_c trained at {_depths(by['beyond'])}. ")
+    parts.append(_budget_text(budgets, crit, bound, by["beyond"], depths[-1]))
     parts.append(
         "Schoenholz et al. state 6 ξ_c as the limit at long training, and report that nets "
         "near criticality need many steps. **How it differs from the paper:** MNIST there "
@@ -266,6 +272,40 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float]) ->
         "Keras SGD with momentum did not in pilot runs, and larger rates destabilised depth "
         f"≥ 100), {'one seed' if seeds == 1 else f'{seeds} seeds'} — sized for the signal "
         "group's 15-minute target on a 2-core CPU (this run's time: the protocol line "
-        f"below). A longer budget (`vgjax run {name} --epochs N`) moves the cells that fall "
-        "short towards 6 ξ_c.")
+        f"below); `vgjax run {name} --epochs N` trains longer.")
     return "".join(parts)
+
+
+def _budget_text(budgets, crit: float, bound: dict[float, float], beyond: dict,
+                 deepest_depth: int) -> str:
+    # How the deepest trainable depth moved between the budgets the diagram was read at.
+    if len(budgets) < 2:
+        return ""
+    steps = [b["steps"] for b in budgets]
+    paths = {float(w): [b["deepest"][w] for b in budgets] for w in budgets[-1]["deepest"]}
+    moved = {w: p for w, p in paths.items() if len(set(p)) > 1}
+    still = [w for w in paths if w not in moved]
+    arrow = lambda p: " → ".join(map(str, p))  # noqa: E731
+    text = (f"Read after {', '.join(map(str, steps[:-1]))} and {steps[-1]} steps (the same "
+            "runs' per-epoch accuracy, one panel each), ")
+    if moved:
+        text += ("the deepest trainable depth moved at "
+                 + ", ".join(f"σ_w² = {w:g} ({arrow(p)})" for w, p in moved.items()))
+        text += (f" and stayed at {', '.join(f'σ_w² = {w:g} ({paths[w][-1]})' for w in still)}"
+                 if still else "") + ". "
+    else:
+        text += "the deepest trainable depth did not move at any σ_w². "
+    if any(w < crit for w in beyond):
+        text += ("On the ordered side, where the bound is the depth over which gradients "
+                 "vanish (there ξ_c = −1/ln χ₁), Adam trains past 6 ξ_c as the budget grows: "
+                 "its per-parameter step does not shrink with the gradient, so a vanishing "
+                 "gradient slows training instead of stopping it. ")
+    near = paths[crit]
+    if near[-1] == near[-2]:
+        text += (f"Closest to criticality it stayed at {near[-1]} from {steps[-2]} to "
+                 f"{steps[-1]} steps")
+        if all(p[-1] < deepest_depth for p in paths.values()):
+            text += f", and depth {deepest_depth} trained at no σ_w² within any budget"
+        text += (f", though 6 ξ_c there is {_xi(bound[crit])}: near criticality the budget, "
+                 "not ξ_c, is the boundary. ")
+    return text
