@@ -54,6 +54,20 @@ def test_reproduce_row_says_met_or_by_how_much_it_missed():
     assert "11.5 min (<= 10 min: missed by 1.5 min)" in render_table(b)
 
 
+def test_group_rows_say_met_or_missed():
+    b = _bench()
+    b["groups"] = {"signal": {"total_s": 540.0, "runs": {
+        "phase-diagram": {"total_s": 300.4, "compile_s": 6.2},
+        "dead-relu": {"total_s": 120.0, "compile_s": 30.0}}},
+        "recurrent": {"total_s": 960.0, "runs": {}}}
+    lines = render_table(b).splitlines()
+    assert ("`vgjax reproduce --group signal` end to end, cold compilation cache: 9.0 min "
+            "(<= 15 min: met) (trained experiments, total / of it compiling: phase-diagram "
+            "300 / 6.2 s, dead-relu 120 / 30.0 s)") in lines
+    assert ("`vgjax reproduce --group recurrent` end to end, cold compilation cache: 16.0 min "
+            "(<= 15 min: missed)") in lines
+
+
 def test_only_needs_an_existing_benchmark_and_known_cases(tmp_path, capsys):
     from vgjax import cli
     assert cli.main(["bench", "--only", "reproduce", "--out", str(tmp_path)]) == 2
@@ -62,6 +76,7 @@ def test_only_needs_an_existing_benchmark_and_known_cases(tmp_path, capsys):
     assert cli.main(["bench", "--only", "fastroad,w600", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'w600'" in err and "reproduce, fastroad, remedies, recurrent" in err
+    assert "signal-group, remedies-group, recurrent-group" in err
     assert list(tmp_path.iterdir()) == []
 
 

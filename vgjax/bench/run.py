@@ -19,17 +19,19 @@ from vgjax.bench.render import plot_benchmark
 from vgjax.bench.wide_cases import CROSSOVER_WIDTHS, WIDE_CASES, WIDE_EPOCHS
 
 
-def case_reproduce(out: Path, cache: Path) -> dict:
-    """``vgjax reproduce`` end to end (30 seeds, 500 epochs), in a child process whose
-    compilation cache ``cache`` starts empty (a user's first run): total_s, the wall time,
-    and each trained experiment's seconds from its summary (``runs``: total_s = compile +
-    train + writes, and compile_s; the figure-only studies are in the total only)."""
+def case_reproduce(out: Path, cache: Path, group: str | None = None) -> dict:
+    """``vgjax reproduce`` end to end (30 seeds, 500 epochs; or ``--group group``), in a
+    child process whose compilation cache ``cache`` starts empty (a user's first run):
+    total_s, the wall time, and each trained experiment's seconds from its summary
+    (``runs``: total_s = compile + train + writes, and compile_s; the figure-only studies
+    are in the total only)."""
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(cache), VGJAX_CACHE_DIR=str(cache))
+    cmd = [sys.executable, "-m", "vgjax.cli", "reproduce", "--out", str(out)]
+    cmd += ["--group", group] if group else []
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "vgjax.cli", "reproduce", "--out", str(out)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"vgjax reproduce failed:\n{proc.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{proc.stderr[-3000:]}")
     total = time.perf_counter() - t0
     runs = {}
     for summary in sorted(Path(out).glob("*/summary.json")):
@@ -46,6 +48,16 @@ def _reproduce_into(results: dict, env: dict, tmp: Path, log) -> None:
     log(f"  {results['reproduce']['total_s'] / 60:.1f} min")
 
 
+def _group_into(group: str):
+    # `vgjax reproduce --group GROUP` end to end, into results["groups"][GROUP]
+    def into(results: dict, env: dict, tmp: Path, log) -> None:
+        log(f"{group} group: `vgjax reproduce --group {group}` (cold compilation cache) ...")
+        r = case_reproduce(tmp / group, tmp / f"{group}-cache", group)
+        results.setdefault("groups", {})[group] = r
+        log(f"  {r['total_s'] / 60:.1f} min")
+    return into
+
+
 def _fastroad_into(results: dict, env: dict, tmp: Path, log) -> None:
     results["fastroad"] = run_fastroad(_run_child, env, log)
 
@@ -58,7 +70,8 @@ def _recurrent_into(results: dict, env: dict, tmp: Path, log) -> None:
 
 # the cases `vgjax bench --only` can time again into an existing benchmark.json
 UPDATABLE = {"reproduce": _reproduce_into, "fastroad": _fastroad_into,
-             "remedies": _remedies_into, "recurrent": _recurrent_into}
+             "remedies": _remedies_into, "recurrent": _recurrent_into,
+             **{f"{g}-group": _group_into(g) for g in ("signal", "remedies", "recurrent")}}
 
 
 def update_cases(out: Path, names, log=print) -> dict:

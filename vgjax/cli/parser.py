@@ -103,7 +103,8 @@ def _add_bench(sub) -> None:
                    help="also time `vgjax reproduce` end to end (about 8 minutes on 2 CPU cores)")
     p.add_argument("--only", metavar="CASES",
                    help="only time these cases again (comma-separated: reproduce, fastroad, "
-                   "remedies, recurrent) "
+                   "remedies, recurrent, signal-group, remedies-group, recurrent-group: "
+                   "`vgjax reproduce --group NAME`) "
                    "and put them into the existing OUT/benchmark.json (the other cases' "
                    "figures are kept)")
     p.set_defaults(func=cmd_bench)
