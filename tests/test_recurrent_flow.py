@@ -36,12 +36,22 @@ def test_log_norms_are_the_logs_of_the_perturbation_gradients(cell, task_name, l
     @jax.jit
     def both():
         g = rf.grad_wrt_states(cell, "tanh", p, batch.x, n, loss)
-        return g, rf.state_log_norms(cell, "tanh", p, batch.x, n, loss)[0]
+        return g, rf.state_log_norms(cell, "tanh", p, batch.x, n, loss).log_h
     g, log_h = both()
     with np.errstate(divide="ignore"):   # zero gradient past the run's steps
         expected = np.log(np.linalg.norm(np.asarray(g, np.float64), axis=-1))
     assert g.shape == (layers, t_max, 5, 8) and log_h.shape == (layers, t_max, 5)
     np.testing.assert_allclose(np.asarray(log_h)[:, :n], expected[:, :n], rtol=1e-4, atol=1e-4)
+    # the per-layer parameter gradients the same pass sums: jax.grad of the mean loss
+    want = jax.jit(jax.grad(lambda q: jnp.mean(loss(rc.readout(q, rc.run(
+        cell, "tanh", q, batch.x, n).h)))))(p)
+    got = jax.jit(lambda: rf.gradient_flow(cell, "tanh", p, batch.x, n, loss).param_grads)()
+    for field, layer_field in (("input_kernel", "wx"), ("recurrent_kernel", "wh")):
+        np.testing.assert_allclose(getattr(got, field), [
+            np.linalg.norm(np.asarray(getattr(rc.layer(want, i), layer_field), np.float64))
+            for i in range(layers)], rtol=1e-4, err_msg=field)
+    np.testing.assert_allclose(got.bias, [np.linalg.norm(np.concatenate([
+        rc.layer(want, i).b, rc.layer(want, i).bh])) for i in range(layers)], rtol=1e-4)
 
 
 def test_log_norms_stay_finite_where_float32_gradients_underflow():

@@ -5,7 +5,7 @@ Runs (:class:`RunSpec`) are grouped by their static parts, the cell, the rnn's Ï
 sequence's number of steps (so a T = 50 run does not scan the 200 steps of a longer one)
 and the number of stacked layers;
 inside a group the seed, initialisation (kind, scale, forget bias, bias variance) and
-clipping threshold are per-run values, vmapped over (:func:`vgjax.recurrent.cells.run` still
+clipping threshold are per-run values, vmapped over (:func:`vgjax.recurrent.cells.run_layers`
 masks steps past a run's length, and a task's sequence is the same whatever length it is
 padded to, so a run computes the same numbers in any grid). One ``jax.jit`` holds every group, so one
 compiled program trains the whole grid; each group's run axis is
@@ -20,9 +20,9 @@ steps, and at initialisation, the run is evaluated on its fixed test batch: the 
 the gradient flow through time of every layer (:func:`vgjax.recurrent.flow.task_flow` on the
 first ``flow_examples`` test sequences) and, per layer, the norms of the gradient of the loss
 on those same sequences with respect to the layer's input kernel, recurrent kernel and biases
-(:func:`vgjax.recurrent.flow.layer_grad_norms`; the flow's sequences rather than the whole
-test set, so the statistics cost a pass over ``flow_examples`` sequences, not ``test_size``,
-and describe the batch the flow is measured on).
+(:attr:`vgjax.recurrent.flow.Flow.param_grads`: the flow's backward pass sums them from its
+own cotangents, so they cost no pass over the test set and describe the batch the flow is
+measured on).
 
 :func:`write_grid` writes ``summary.json`` (the runs, their final losses, timing) and
 ``history.npz`` (every array of :class:`GridResult`, runs first) atomically through
@@ -103,9 +103,9 @@ class GridResult(NamedTuple):
     """A trained grid, runs in the order given; ``E = steps / eval_every`` evaluations after
     the one at initialisation, T the grid's longest sequence in steps.
 
-    Per-layer arrays have a layer axis of the grid's largest depth L (first layer first),
-    NaN in the layers a shallower run lacks: train_loss, grad_norm [R, steps] (grad_norm
-    before clipping); eval_steps [E + 1]; test_loss [R, E + 1]; saturation, lambda1
+    L is the grid's largest depth (first layer first; NaN in the layers a shallower run
+    lacks). train_loss, grad_norm [R, steps] (grad_norm before clipping); eval_steps
+    [E + 1]; test_loss [R, E + 1]; saturation, lambda1
     [R, E + 1, L]; log_norm, log_rms [R, E + 1, L, T] (NaN past a run's steps; see
     :class:`~vgjax.recurrent.flow.Flow`); grad_input_kernel, grad_recurrent_kernel,
     grad_bias [R, E + 1, L] (:class:`~vgjax.recurrent.flow.LayerGrads` of the gradient of
@@ -210,7 +210,7 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int, laye
 
         def evaluate(p):
             flow = rf.task_flow(task, cell, activation, p, flow_batch, v.length)
-            grads = rf.layer_grad_norms(jax.grad(loss_fn)(p, flow_batch))
+            grads = flow.param_grads
             return {"test_loss": loss_fn(p, test), "log_norm": flow.log_norm,
                     "log_rms": flow.log_rms, "saturation": flow.saturation,
                     "lambda1": flow.lambda1,

@@ -77,7 +77,8 @@ def measure(nets=NETS, *, length: int = LENGTH, width: int = WIDTH, seeds=SEEDS,
             return rf.task_flow(task, net.cell, net.activation, p, batch, length)
         flow = jax.jit(jax.vmap(one, (0, None)))(jnp.asarray(seeds, jnp.uint32),
                                                  jnp.float32(net.scale))
-        out[net.label] = {k: np.asarray(v, np.float64) for k, v in flow._asdict().items()}
+        out[net.label] = {k: np.asarray(v, np.float64) for k, v in flow._asdict().items()
+                          if k != "param_grads"}
         if net.cell == "rnn" and net.layers == 1:
             out[net.label]["spectral_radius"] = spectral_radii(net, seeds, width)
     return out
