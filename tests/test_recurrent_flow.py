@@ -1,5 +1,6 @@
 """Gradient flow through time: the log-norm backward pass against jax.grad with respect to zero
-perturbations of h_t (of every layer of stacked nets), past float32's underflow, and the tanh RNN's per-step decay against the
+perturbations of h_t (of every layer of stacked nets), its per-layer parameter gradients
+against jax.grad, past float32's underflow, and the tanh RNN's per-step decay against the
 mean-field theory by Monte Carlo on wide random nets with isotropic Gaussian inputs."""
 
 import jax

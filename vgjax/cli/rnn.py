@@ -26,12 +26,10 @@ def add_rnn(sub) -> None:
     """The ``rnn`` subcommand's options and handler."""
     p = sub.add_parser("rnn", help="train recurrent nets (RNN/LSTM/GRU) over sequence lengths",
                        description="Train every run of cells x layers x lengths x inits x "
-                       "scales x "
-                       "clip-norms x seeds on a long-memory task in one compiled program and "
-                       "write summary.json, history.npz (ln||dL/dh_t|| per layer and step at "
-                       "every evaluation, losses, gradient norms) and TensorBoard logs to "
-                       "--out. "
-                       "'vgjax show OUT' prints the table.")
+                       "scales x clip-norms x seeds on a long-memory task in one compiled "
+                       "program and write summary.json, history.npz (ln||dL/dh_t|| per layer "
+                       "and step at every evaluation, losses, gradient norms) and TensorBoard "
+                       "logs to --out. 'vgjax show OUT' prints the table.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--task", default="adding", help="adding or copy (default adding)")
     p.add_argument("--cells", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")

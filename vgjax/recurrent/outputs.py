@@ -200,14 +200,15 @@ def show(out) -> None:
           f"{p.get('steps')} steps, batch {p.get('batch_size')}"
           + (f", {s['settings']['optimizer']} lr {s['settings']['lr']:g}"
              if isinstance(s.get("settings"), dict) else ""))
-    print(f"{'cell':<5} {'φ':<6} {'layers':>6} {'T':>5} {'init':<10} {'scale':>6} {'clip':>6} {'seeds':>5}  "
-          f"{'final test loss':>19} {'best':>9} {'chance':>7} {'<chance':>7} {'NaN':>4}")
+    print(f"{'cell':<5} {'φ':<6} {'layers':>6} {'T':>5} {'init':<10} {'scale':>6} {'clip':>6} "
+          f"{'seeds':>5}  {'final test loss':>19} {'best':>9} {'chance':>7} {'<chance':>7} "
+          f"{'NaN':>4}")
     for r in config_rows(s):
         act = r["activation"] if r["cell"] == "rnn" else "-"
         clip = "-" if r["clip_norm"] is None else f"{r['clip_norm']:g}"
         loss = "n/a" if r["mean"] is None else f"{r['mean']:.4g} ± {r['std']:.2g}"
         best = "n/a" if r["min"] is None else f"{r['min']:.4g}"
-        print(f"{r['cell']:<5} {act:<6} {r['layers']:>6} {r['length']:>5} {r['init']:<10} {r['scale']:>6g} "
-              f"{clip:>6} {r['seeds']:>5}  {loss:>19} {best:>9} {r['chance']:>7.4g} "
+        print(f"{r['cell']:<5} {act:<6} {r['layers']:>6} {r['length']:>5} {r['init']:<10} "
+              f"{r['scale']:>6g} {clip:>6} {r['seeds']:>5}  {loss:>19} {best:>9} {r['chance']:>7.4g} "
               f"{r['below_chance']:>7.0%} {r['nonfinite']:>4}")
     print(f"{len(s['runs'])} runs")
