@@ -12,8 +12,8 @@ b        [G N]       biases of the gate blocks (LSTM: forget block = forget_bias
 bh       [N]         GRU only: the bias inside r * (h W_hn + b_hn); zero otherwise
 wo       [N, C]      linear readout (Glorot uniform)
 bo       [C]         readout bias (zero)
-upper    LayerParams layers 2..L of a stacked net, each leaf with a leading [L − 1]
-                     axis (wx [L − 1, N, G N], ...); None for a single-layer net
+upper    [L − 1, …]  layers 2..L of a stacked net (:class:`LayerParams`, each leaf
+                     with a leading layer axis: wx [L − 1, N, G N], ...); None for a single layer
 =======  ==========  ===========================================================
 
 **Stacked layers** (the depth axis): layer l > 1 reads layer l − 1's h_t as its input
