@@ -209,7 +209,7 @@ def _figure(data: dict, path: Path) -> Path:
             _band(axl, c, color, f"layer {layer}" + (" (read out)" if int(layer) == len(layers)
                                                      else ""))
         axl.set_xlabel("distance to the loss T − t (steps)")
-        axl.set_ylabel("½ ln mean ‖∂ℓ/∂h_t^l‖²  (seed mean, band: min–max)")
+        axl.set_ylabel("½ ln mean ‖∂ℓ/∂h_t‖² of layer l  (seed mean, band: min–max)")
         axl.set_title(f"{label}: every layer, at init", fontsize=9)
         axl.legend(fontsize=7)
     return save_png(fig, path)
