@@ -1,5 +1,6 @@
 """The recurrent cells against the nets Flax builds directly (nn.RNN over nn.SimpleCell,
-nn.LSTMCell, nn.GRUCell with the same weights), masking included."""
+nn.LSTMCell, nn.GRUCell with the same weights; stacked nets as nn.RNN layers in sequence),
+masking included."""
 
 import flax.linen as nn
 import jax
@@ -17,7 +18,7 @@ def _spec(init, scale, forget_bias=1.0, bias_var=0.1):
                        jnp.float32(forget_bias), jnp.float32(bias_var))
 
 
-def _flax_params(cell: str, p: rc.CellParams) -> dict:
+def _flax_params(cell: str, p: rc.LayerParams) -> dict:
     blocks = lambda w, k: w[..., k * N:(k + 1) * N]
     if cell == "rnn":
         return {"i": {"kernel": p.wx, "bias": p.b}, "h": {"kernel": p.wh}}
@@ -32,8 +33,9 @@ def _flax_params(cell: str, p: rc.CellParams) -> dict:
             "hn": {"kernel": blocks(p.wh, 2), "bias": p.bh}}
 
 
-FLAX_CELLS = {"rnn": lambda act: nn.SimpleCell(N, activation_fn=act),
-              "lstm": lambda act: nn.LSTMCell(N), "gru": lambda act: nn.GRUCell(N)}
+FLAX_CELLS = {"rnn": lambda act, **kw: nn.SimpleCell(N, activation_fn=act, **kw),
+              "lstm": lambda act, **kw: nn.LSTMCell(N, **kw),
+              "gru": lambda act, **kw: nn.GRUCell(N, **kw)}
 
 
 @pytest.mark.parametrize("cell,activation,init,scale", [
@@ -61,6 +63,68 @@ def test_a_run_is_the_net_flax_builds_with_the_same_weights(cell, activation, in
         np.testing.assert_allclose(got[k, -1], final, rtol=2e-5, atol=2e-6)
         np.testing.assert_allclose(rc.readout(p, got[k, -1]), final @ p.wo + p.bo[None],
                                    rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("cell,layers", [("rnn", 2), ("lstm", 3), ("gru", 3)])
+def test_a_stacked_net_is_flax_rnn_layers_with_the_same_weights(cell, layers):
+    """Loss and every parameter's gradient of an L-layer net against L nn.RNN layers in
+    sequence and a Dense readout of the top one, inside and past a run's length."""
+    p = rc.init_cell(jax.random.PRNGKey(5), cell, n_inputs=D, width=N, n_outputs=C,
+                     spec=_spec("orthogonal", 1.1), layers=layers)
+    assert rc.n_layers(p) == layers and p.upper.wx.shape == (layers - 1, N, N * rc.GATES[cell])
+    if cell == "gru":   # nonzero candidate biases in every layer, so their places are checked
+        p = p._replace(bh=jnp.linspace(-0.5, 0.5, N),
+                       upper=p.upper._replace(bh=jnp.linspace(0.3, -0.2, (layers - 1) * N)
+                                              .reshape(layers - 1, N)))
+    xs = jax.random.normal(jax.random.PRNGKey(6), (T_MAX, B, D))
+    target = jax.random.normal(jax.random.PRNGKey(7), (T_MAX, B, C))
+    length = 9
+    inside = (jnp.arange(T_MAX) < length)[:, None, None]
+
+    def ours(q):
+        out = rc.readout(q, rc.run(cell, "tanh", q, xs, length).h)
+        return jnp.sum(jnp.where(inside, jnp.square(out - target), 0.0)) / (length * B)
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):                                    # x [B, T, D]
+            for i in range(layers):   # cells built here: their parameters sit at Net's top
+                x = nn.RNN(FLAX_CELLS[cell](nn.tanh, name=f"cell{i}"))(
+                    x, seq_lengths=jnp.full((B,), length))
+            return nn.Dense(C, name="out")(x)
+
+    def to_flax(q):   # linear: it maps a gradient of ours onto Flax's gradient too
+        return {**{f"cell{i}": _flax_params(cell, rc.layer(q, i))
+                   for i in range(layers)}, "out": {"kernel": q.wo, "bias": q.bo}}
+
+    def theirs(fp):
+        out = jnp.swapaxes(Net().apply({"params": fp}, jnp.swapaxes(xs, 0, 1)), 0, 1)
+        return jnp.sum(jnp.where(inside, jnp.square(out - target), 0.0)) / (length * B)
+
+    loss, grads = jax.jit(jax.value_and_grad(ours))(p)
+    want_loss, want_grads = jax.jit(jax.value_and_grad(theirs))(to_flax(p))
+    np.testing.assert_allclose(loss, want_loss, rtol=2e-5)
+    got = to_flax(grads)
+    assert jax.tree.structure(got) == jax.tree.structure(want_grads)
+    for path, g in jax.tree_util.tree_leaves_with_path(got):
+        w = dict(jax.tree_util.tree_leaves_with_path(want_grads))[path]
+        assert float(jnp.max(jnp.abs(w))) > 0, path        # every parameter gets a gradient
+        np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-6, err_msg=str(path))
+
+
+def test_a_deeper_net_keeps_the_first_layer_and_readout_of_a_single_layer_one():
+    # layers 2..L draw from their own keys, so depth is a grid axis over the same layer 1
+    spec = _spec("normal", 1.0, bias_var=0.0)
+    one = rc.init_cell(jax.random.PRNGKey(1), "lstm", n_inputs=D, width=N, n_outputs=C,
+                       spec=spec)
+    three = rc.init_cell(jax.random.PRNGKey(1), "lstm", n_inputs=D, width=N, n_outputs=C,
+                         spec=spec, layers=3)
+    assert one.upper is None and rc.n_layers(one) == 1
+    for a, b in zip(one[:6], three[:6]):
+        np.testing.assert_array_equal(a, b)
+    # every layer is initialised by the run's spec: forget bias 1 in each LSTM layer
+    np.testing.assert_array_equal(np.asarray(three.upper.b).reshape(2, 4, N)[:, 1], 1.0)
+    assert not np.array_equal(three.upper.wh[0], three.upper.wh[1])
 
 
 def test_initialisers_have_the_stated_statistics():

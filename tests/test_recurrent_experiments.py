@@ -2,6 +2,7 @@
 sections rendered only from the files in the experiment's directory."""
 
 import numpy as np
+import pytest
 
 from vgjax.experiments.recurrent import EXPERIMENTS, GROUP
 from vgjax.experiments.recurrent import clipping as cl
@@ -66,6 +67,47 @@ def test_sections_render_the_numbers_of_their_files(tmp_path):
     for s in ("0.1234", "0.1250", "-1.3%", "1.987", "0.4321", "-0.3%", "T = 200", "0.0567",
               "For 1 of the 1 tanh RNNs"):
         assert s in text, s
+    assert "Stacked layers" not in text             # files without the stacked study
+    stacked = [{"net": "LSTM x2", "layer": 1, "layers": 2, "below_top_last": np.log(0.5),
+                "below_top_first": np.log(0.01), "measured_decay": 0.0321,
+                "lambda1_gamma": None, "saturation": 0.25},
+               {"net": "LSTM x2", "layer": 2, "layers": 2, "below_top_last": 0.0,
+                "below_top_first": -1.5, "measured_decay": 0.0123, "lambda1_gamma": None,
+                "saturation": 0.125}]
+    write_tables(g, {"protocol": protocol, "task_inputs": [row], "isotropic": [iso],
+                     "stacked": stacked})
+    text = "\n".join(gf.GradientFlow().section(g))
+    for s in ("| LSTM x2 | 1 | -0.693 | -4.605 | 0.0321 | – | 25.0% |",
+              "| LSTM x2 | 2 | +0.000 | -1.500 | 0.0123 | – | 12.5% |",
+              "in the LSTM x2 the first layer's gradient at the last step is 0.5 times the top "
+              "layer's and 0.01 times at the first step, and it decays by 0.0321 per step back "
+              "in time against 0.0123 in layer 2."):
+        assert s in text, s
+
+
+def test_stacked_flow_per_layer_at_tiny_sizes(tmp_path):
+    # every layer of a stacked net measured, rows per layer, the figure's layer panels
+    nets = tuple(n._replace(label=f"{n.cell} x{n.layers}") for n in gf.STACKED)
+    length = 8
+    measured = gf.measure(nets, length=length, width=4, seeds=(0, 1), examples=2)
+    for net in nets:
+        m = measured[net.label]
+        assert m["log_rms"].shape == (2, 3, length) and np.isfinite(m["log_rms"]).all()
+        assert m["lambda1"].shape == (2, 3) and "spectral_radius" not in m
+    rows = gf.stacked_rows(measured, nets, length=length, fit=(1, 6))
+    assert [(r["net"], r["layer"]) for r in rows] == [(n.label, k) for n in nets
+                                                      for k in (1, 2, 3)]
+    top = measured["rnn x3"]["log_rms"].mean(axis=0)[-1, -1]
+    first = measured["rnn x3"]["log_rms"].mean(axis=0)[0, 0]
+    assert rows[0]["below_top_first"] == pytest.approx(first - top)
+    assert rows[2]["below_top_last"] == 0.0 and rows[3]["lambda1_gamma"] is None
+    curve = gf._curve(measured["rnn x3"]["log_rms"][:, 0], length)
+    data = {"length": length, "width": 4, "curves": {"a": {**curve, "theory": None}},
+            "isotropic": {"1.0": {"mean": [0.0, -1.0], "theory": [0.0, -1.0]}},
+            "stacked": {n.label: {str(k + 1): gf._curve(measured[n.label]["log_rms"][:, k],
+                                                        length) for k in range(3)}
+                        for n in nets}}
+    assert gf._figure(data, tmp_path / "f.png").stat().st_size > 0
 
 
 def test_clipping_table_counts_blow_ups_and_renders_from_its_file(tmp_path):

@@ -1,5 +1,6 @@
 """Gradient flow through time: the log-norm backward pass against jax.grad with respect to zero
-perturbations of h_t, past float32's underflow, and the tanh RNN's per-step decay against the
+perturbations of h_t (of every layer of stacked nets), its per-layer parameter gradients
+against jax.grad, past float32's underflow, and the tanh RNN's per-step decay against the
 mean-field theory by Monte Carlo on wide random nets with isotropic Gaussian inputs."""
 
 import jax
@@ -13,19 +14,22 @@ from vgjax.recurrent import flow as rf
 from vgjax.recurrent import tasks as rt
 
 
-def _params(cell, width, n_inputs, n_outputs, init="normal", scale=1.0, seed=0):
+def _params(cell, width, n_inputs, n_outputs, init="normal", scale=1.0, seed=0, layers=1):
     spec = rc.InitSpec(jnp.int32(rc.INITS.index(init)), jnp.float32(scale), jnp.float32(1.0),
                        jnp.float32(0.0))
     return rc.init_cell(jax.random.PRNGKey(seed), cell, n_inputs=n_inputs, width=width,
-                        n_outputs=n_outputs, spec=spec)
+                        n_outputs=n_outputs, spec=spec, layers=layers)
 
 
-@pytest.mark.parametrize("cell,task_name", [("rnn", "copy"), ("lstm", "adding"),
-                                            ("gru", "copy")])
-def test_log_norms_are_the_logs_of_the_perturbation_gradients(cell, task_name):
+@pytest.mark.parametrize("cell,task_name,layers", [
+    ("rnn", "copy", 1), ("lstm", "adding", 1), ("gru", "copy", 1),
+    ("rnn", "copy", 3), ("lstm", "adding", 2), ("gru", "copy", 3)])
+def test_log_norms_are_the_logs_of_the_perturbation_gradients(cell, task_name, layers):
+    # stacked nets: every layer's h_t perturbed, so jax.grad gives the total derivative
+    # (recurrent + upward + readout terms) that the log-domain pass assembles top down
     task = rt.make_task(task_name, copy_len=3)
     length, t_max = 6, 16                       # copy: 12 steps; adding: 6, inside 16
-    p = _params(cell, 8, task.n_inputs, task.n_outputs, scale=1.2)
+    p = _params(cell, 8, task.n_inputs, task.n_outputs, scale=1.2, layers=layers)
     batch = rt.sample(task, jax.random.PRNGKey(2), length, t_max, 5)
     n = rt.task_steps(task, length)
     loss = lambda out: rt.example_losses(task, out, batch)
@@ -33,11 +37,22 @@ def test_log_norms_are_the_logs_of_the_perturbation_gradients(cell, task_name):
     @jax.jit
     def both():
         g = rf.grad_wrt_states(cell, "tanh", p, batch.x, n, loss)
-        return g, rf.state_log_norms(cell, "tanh", p, batch.x, n, loss)[0]
+        return g, rf.state_log_norms(cell, "tanh", p, batch.x, n, loss).log_h
     g, log_h = both()
     with np.errstate(divide="ignore"):   # zero gradient past the run's steps
         expected = np.log(np.linalg.norm(np.asarray(g, np.float64), axis=-1))
-    np.testing.assert_allclose(np.asarray(log_h)[:n], expected[:n], rtol=1e-4, atol=1e-4)
+    assert g.shape == (layers, t_max, 5, 8) and log_h.shape == (layers, t_max, 5)
+    np.testing.assert_allclose(np.asarray(log_h)[:, :n], expected[:, :n], rtol=1e-4, atol=1e-4)
+    # the per-layer parameter gradients the same pass sums: jax.grad of the mean loss
+    want = jax.jit(jax.grad(lambda q: jnp.mean(loss(rc.readout(q, rc.run(
+        cell, "tanh", q, batch.x, n).h)))))(p)
+    got = jax.jit(lambda: rf.gradient_flow(cell, "tanh", p, batch.x, n, loss).param_grads)()
+    for field, layer_field in (("input_kernel", "wx"), ("recurrent_kernel", "wh")):
+        np.testing.assert_allclose(getattr(got, field), [
+            np.linalg.norm(np.asarray(getattr(rc.layer(want, i), layer_field), np.float64))
+            for i in range(layers)], rtol=1e-4, err_msg=field)
+    np.testing.assert_allclose(got.bias, [np.linalg.norm(np.concatenate([
+        rc.layer(want, i).b, rc.layer(want, i).bh])) for i in range(layers)], rtol=1e-4)
 
 
 def test_log_norms_stay_finite_where_float32_gradients_underflow():
@@ -47,13 +62,13 @@ def test_log_norms_stay_finite_where_float32_gradients_underflow():
     loss = lambda out: 0.5 * jnp.sum(out[-1] ** 2, axis=-1)
     g = jax.jit(lambda: rf.grad_wrt_states("rnn", "tanh", p, xs, t_max, loss))()
     flow = jax.jit(lambda: rf.gradient_flow("rnn", "tanh", p, xs, t_max, loss))()
-    assert (np.asarray(g[0]) == 0).all()                # plain autodiff: exactly zero
-    log_norm = np.asarray(flow.log_norm)
+    assert (np.asarray(g[0, 0]) == 0).all()             # plain autodiff: exactly zero
+    log_norm = np.asarray(flow.log_norm[0])
     assert np.isfinite(log_norm).all() and log_norm[0] < np.log(1e-38) - 50
     # it keeps decaying at a steady rate all the way back
     early, late = rf.fit_slope(log_norm, 0, 150), rf.fit_slope(log_norm, 200, 390)
     assert early > 0.3 and abs(early / late - 1) < 0.15
-    assert float(flow.lambda1) == pytest.approx(np.linalg.norm(np.asarray(p.wh), 2), rel=1e-5)
+    assert float(flow.lambda1[0]) == pytest.approx(np.linalg.norm(np.asarray(p.wh), 2), rel=1e-5)
 
 
 def test_tanh_rnn_decay_per_step_matches_mean_field_theory():

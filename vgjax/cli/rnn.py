@@ -1,5 +1,5 @@
-"""``vgjax rnn``: train a grid of recurrent nets (cells x lengths x inits x scales x clipping x
-seeds) in one compiled program into a directory (:mod:`vgjax.recurrent.grid`).
+"""``vgjax rnn``: train a grid of recurrent nets (cells x depths x lengths x inits x scales x
+clipping x seeds) in one compiled program into a directory (:mod:`vgjax.recurrent.grid`).
 
 A command of its own rather than flags on ``vgjax sweep``: a sweep's flags are the MLP
 protocol (:class:`vgjax.config.Config`: data set, depth, epochs, ...), a recurrent grid's are
@@ -25,14 +25,16 @@ OPTIMIZERS = ("adam", "sgd")
 def add_rnn(sub) -> None:
     """The ``rnn`` subcommand's options and handler."""
     p = sub.add_parser("rnn", help="train recurrent nets (RNN/LSTM/GRU) over sequence lengths",
-                       description="Train every run of cells x lengths x inits x scales x "
-                       "clip-norms x seeds on a long-memory task in one compiled program and "
-                       "write summary.json, history.npz (ln||dL/dh_t|| per step at every "
-                       "evaluation, losses, gradient norms) and TensorBoard logs to --out. "
-                       "'vgjax show OUT' prints the table.")
+                       description="Train every run of cells x layers x lengths x inits x "
+                       "scales x clip-norms x seeds on a long-memory task in one compiled "
+                       "program and write summary.json, history.npz (ln||dL/dh_t|| per layer "
+                       "and step at every evaluation, losses, gradient norms) and TensorBoard "
+                       "logs to --out. 'vgjax show OUT' prints the table.")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--task", default="adding", help="adding or copy (default adding)")
     p.add_argument("--cells", default="rnn,lstm,gru", help="comma list of rnn, lstm, gru")
+    p.add_argument("--layers", default="1",
+                   help="stacked recurrent layers: N, A-B or a comma list (default 1)")
     p.add_argument("--lengths", default="50", help="sequence lengths T: N, A-B or a comma list")
     p.add_argument("--seeds", default="0", help="seeds: N, A-B or a comma list")
     p.add_argument("--activation", default="tanh", metavar="NAME",
@@ -101,13 +103,15 @@ def plan(args: argparse.Namespace) -> RnnPlan:
     cells = tuple(c.strip() for c in args.cells.split(","))
     inits = tuple(i.strip() for i in args.inits.split(","))
     lengths, seeds = _lengths(args.lengths), parse_int_list("seeds", args.seeds)
+    depths = parse_int_list("layers", args.layers)   # >= 1: checked with the runs
     scales, clips = parse_float_list("scales", args.scales), _clips(args.clip_norm)
     check_choice("optimizer", args.optimizer, OPTIMIZERS)
     check_float("lr", args.lr, lo=0.0, lo_open=True)
     runs = [rg.RunSpec(cell, length, seed, activation=args.activation, init=init,
-                       scale=scale, forget_bias=args.forget_bias, clip_norm=clip)
-            for cell in cells for length in lengths for init in inits for scale in scales
-            for clip in clips for seed in seeds]
+                       scale=scale, forget_bias=args.forget_bias, clip_norm=clip,
+                       layers=layers)
+            for cell in cells for layers in depths for length in lengths for init in inits
+            for scale in scales for clip in clips for seed in seeds]
     opt = optax.adam(args.lr) if args.optimizer == "adam" else optax.sgd(args.lr)
     spec = rg.TrainSpec(task=task, width=args.width, batch_size=args.batch_size,
                         steps=args.steps, eval_every=args.eval_every, test_size=args.test_size,

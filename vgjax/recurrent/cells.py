@@ -12,7 +12,18 @@ b        [G N]       biases of the gate blocks (LSTM: forget block = forget_bias
 bh       [N]         GRU only: the bias inside r * (h W_hn + b_hn); zero otherwise
 wo       [N, C]      linear readout (Glorot uniform)
 bo       [C]         readout bias (zero)
+upper    [L − 1, …]  layers 2..L of a stacked net (:class:`LayerParams`, each leaf
+                     with a leading layer axis: wx [L − 1, N, G N], ...); None for a single layer
 =======  ==========  ===========================================================
+
+**Stacked layers** (the depth axis): layer l > 1 reads layer l − 1's h_t as its input
+(input kernel Glorot with D = N), the readout reads the top layer, and every layer is
+initialised by the run's :class:`InitSpec`. The leaves above are layer 1's and the readout;
+layers 2..L sit in ``upper`` on a leading layer axis rather than all layers on one axis,
+because layer 1's input kernel has D rows and the others N: one axis would need layer 1's
+kernel padded to N rows, which changes its products (and so a single-layer run's numbers),
+while ``upper = None`` adds no leaf, so a single-layer net's pytree, optimizer state and
+compiled program are the ones of a net without stacking.
 
 Gate blocks are in Flax's order, so a run is the net Flax builds with the same weights:
 
@@ -27,10 +38,10 @@ program holds Gaussian, orthogonal and identity (IRNN) runs side by side: ``norm
 each block N(0, σ_w²/N) with ``scale`` = σ_w², ``orthogonal`` and ``identity`` multiply an
 orthogonal (:func:`orthogonal`, no LAPACK call) or identity block by ``scale`` = the gain.
 
-The carry is ``(h, c)`` for every cell (``c`` stays zero for rnn and gru), so every cell steps
-through the same :func:`jax.lax.scan`; :func:`run` masks the steps past a run's length (the
-carry is held), so a run of length ``T`` inside a scan of ``T_max`` steps computes exactly
-what a run of ``T`` steps computes.
+The carry is ``(h, c)`` for every cell (``c`` stays zero for rnn and gru), so every cell
+steps through the same :func:`jax.lax.scan`; :func:`run_layers` masks the steps past a run's
+length (the carry is held), so a run of length ``T`` inside a scan of ``T_max`` steps
+computes exactly what a run of ``T`` steps computes.
 """
 
 from __future__ import annotations
@@ -49,8 +60,19 @@ LSTM_FORGET_BLOCK = 1   # i, f, g, o
 GRU_UPDATE_BLOCK = 1    # r, z, n
 
 
+class LayerParams(NamedTuple):
+    """One layer's cell parameters: wx [D or N, G N], wh [N, G N], b [G N], bh [N] (the
+    module docstring; :attr:`CellParams.upper` holds layers 2..L with a leading layer axis)."""
+
+    wx: jax.Array
+    wh: jax.Array
+    b: jax.Array
+    bh: jax.Array
+
+
 class CellParams(NamedTuple):
-    """One run's parameters (shapes in the module docstring); a leading run axis when stacked."""
+    """One run's parameters (shapes in the module docstring): layer 1's cell, the readout of
+    the top layer, and layers 2..L of a stacked net (``upper``; None for one layer)."""
 
     wx: jax.Array
     wh: jax.Array
@@ -58,6 +80,7 @@ class CellParams(NamedTuple):
     bh: jax.Array
     wo: jax.Array
     bo: jax.Array
+    upper: LayerParams | None = None
 
 
 class Carry(NamedTuple):
@@ -108,26 +131,52 @@ def _recurrent_kernel(key: jax.Array, n: int, blocks: int, spec: InitSpec) -> ja
     return jnp.concatenate(list(w), axis=1)   # [N, blocks*N], block g = columns g*N..(g+1)*N
 
 
-def init_cell(key: jax.Array, cell: str, *, n_inputs: int, width: int, n_outputs: int,
-              spec: InitSpec) -> CellParams:
-    """One run's :class:`CellParams` from ``key`` (vmap over runs: ``spec`` may be traced).
-
-    Args:
-      key: the run's init key; cell: one of :data:`CELLS` (static); n_inputs D, width N,
-      n_outputs C: static sizes; spec: the run's :class:`InitSpec`.
-    """
-    check_cell(cell)
+def _init_layer(kx: jax.Array, kh: jax.Array, kb: jax.Array, cell: str, n_inputs: int,
+                width: int, spec: InitSpec) -> LayerParams:
     g = GATES[cell]
-    kx, kh, kb, ko = jax.random.split(key, 4)
     wx = _glorot_uniform(kx, n_inputs, width, g)
     wh = _recurrent_kernel(kh, width, g, spec)
     b = jax.random.normal(kb, (g * width,), jnp.float32) * jnp.sqrt(spec.bias_var)
     if cell == "lstm":
         forget = jnp.arange(g * width) // width == LSTM_FORGET_BLOCK
         b = b + jnp.where(forget, spec.forget_bias, 0.0)
-    return CellParams(wx=wx, wh=wh, b=b, bh=jnp.zeros((width,), jnp.float32),
+    return LayerParams(wx, wh, b, jnp.zeros((width,), jnp.float32))
+
+
+def init_cell(key: jax.Array, cell: str, *, n_inputs: int, width: int, n_outputs: int,
+              spec: InitSpec, layers: int = 1) -> CellParams:
+    """One run's :class:`CellParams` from ``key`` (vmap over runs: ``spec`` may be traced).
+
+    Args:
+      key: the run's init key; cell: one of :data:`CELLS` (static); n_inputs D, width N,
+      n_outputs C: static sizes; spec: the run's :class:`InitSpec`, every layer's;
+      layers: L >= 1 stacked layers (static).
+
+    Layer 1 and the readout draw from ``key`` as a single-layer net does (so they do not
+    depend on ``layers``); layers 2..L from ``fold_in(key, 1)``, split per layer.
+    """
+    check_cell(cell)
+    kx, kh, kb, ko = jax.random.split(key, 4)
+    upper = None
+    if layers > 1:
+        keys = jax.random.split(jax.random.fold_in(key, 1), (layers - 1, 3))
+        upper = jax.vmap(lambda k: _init_layer(k[0], k[1], k[2], cell, width, width,
+                                               spec))(keys)
+    return CellParams(*_init_layer(kx, kh, kb, cell, n_inputs, width, spec),
                       wo=_glorot_uniform(ko, width, n_outputs, 1),
-                      bo=jnp.zeros((n_outputs,), jnp.float32))
+                      bo=jnp.zeros((n_outputs,), jnp.float32), upper=upper)
+
+
+def n_layers(params: CellParams) -> int:
+    """L, the number of stacked layers of ``params`` (static: read from shapes)."""
+    return 1 if params.upper is None else 1 + params.upper.wh.shape[-3]
+
+
+def layer(params: CellParams, index: int) -> LayerParams:
+    """Layer ``index``'s cell parameters (0: the first layer; static index)."""
+    if index == 0:
+        return LayerParams(params.wx, params.wh, params.b, params.bh)
+    return jax.tree.map(lambda a: a[index - 1], params.upper)
 
 
 def zero_carry(batch: int, width: int) -> Carry:
@@ -141,9 +190,10 @@ def _rows(v: jax.Array, like: jax.Array) -> jax.Array:
     return v.reshape((1,) * (like.ndim - 1) + v.shape)
 
 
-def cell_step(cell: str, activation: str, params: CellParams, carry: Carry,
+def cell_step(cell: str, activation: str, params: LayerParams, carry: Carry,
               x: jax.Array) -> tuple[Carry, jax.Array]:
-    """One time step: carry (h, c each [B, N]) and input x [B, D] -> (new carry, gate [B, N]).
+    """One time step of one layer (:func:`layer`; a :class:`CellParams` is its first layer):
+    carry (h, c each [B, N]) and input x [B, D] -> (new carry, gate [B, N]).
 
     ``gate`` is the LSTM's forget gate or the GRU's update gate z (the gates whose saturation
     says whether memory is held), and φ′'s argument (the pre-activation) for rnn.
@@ -170,7 +220,7 @@ def cell_step(cell: str, activation: str, params: CellParams, carry: Carry,
     raise ValueError(f"cell: {cell!r} is not known; allowed: {', '.join(CELLS)}")
 
 
-def masked_step(cell: str, activation: str, params: CellParams, carry: Carry, x: jax.Array,
+def masked_step(cell: str, activation: str, params: LayerParams, carry: Carry, x: jax.Array,
                 active: jax.Array) -> tuple[Carry, jax.Array]:
     """:func:`cell_step` where ``active`` (a bool scalar) holds, else the carry unchanged."""
     new, gate = cell_step(cell, activation, params, carry, x)
@@ -178,38 +228,54 @@ def masked_step(cell: str, activation: str, params: CellParams, carry: Carry, x:
 
 
 class Trajectory(NamedTuple):
-    """A run's states: h [T_max, B, N] after each step, carries [T_max, B, N] x 2 before each
-    step (what a backward pass through step t needs), gate [T_max, B, N] (see
-    :func:`cell_step`)."""
+    """One layer's states over a run: h [T_max, B, N] after each step, carries [T_max, B, N]
+    x 2 before each step (what a backward pass through step t needs), gate [T_max, B, N]
+    (see :func:`cell_step`)."""
 
     h: jax.Array
     before: Carry
     gate: jax.Array
 
 
-def run(cell: str, activation: str, params: CellParams, xs: jax.Array, n_steps: jax.Array,
-        perturb: jax.Array | None = None) -> Trajectory:
-    """One run over a sequence: ``lax.scan`` over xs [T_max, B, D], steps ``t >= n_steps``
-    masked (the carry held), from the zero state.
+def run_layers(cell: str, activation: str, params: CellParams, xs: jax.Array,
+               n_steps: jax.Array, perturb: tuple[jax.Array, ...] | None = None,
+               ) -> tuple[Trajectory, ...]:
+    """One run over a sequence: one ``lax.scan`` over xs [T_max, B, D], every layer stepped
+    bottom up inside each time step (layer l's input is layer l − 1's new h_t), steps
+    ``t >= n_steps`` masked (every carry held), from the zero state. Returns each layer's
+    :class:`Trajectory`, first layer first.
 
-    ``perturb`` [T_max, B, N] (optional) is added to h_t after step t (inside the run's
-    length): the gradient of a loss with respect to a zero perturbation is ∂L/∂h_t.
+    ``perturb`` (optional): one [T_max, B, N] per layer, added to that layer's h_t after
+    step t (inside the run's length), before the layer above and the next step read it: the
+    gradient of a loss with respect to a zero perturbation is the total ∂L/∂h_t^l.
     """
     t_max, batch = xs.shape[:2]
     width = params.wh.shape[0]
+    cells = [layer(params, i) for i in range(n_layers(params))]
     if perturb is None:
-        perturb = jnp.zeros((t_max, batch, width), jnp.float32)
+        perturb = tuple(jnp.zeros((t_max, batch, width), jnp.float32) for _ in cells)
 
-    def body(carry, inp):
-        t, x, e = inp
+    def body(carries, inp):
+        t, x, es = inp
         active = t < n_steps
-        new, gate = masked_step(cell, activation, params, carry, x, active)
-        new = Carry(new.h + jnp.where(active, e, 0.0), new.c)
-        return new, (new.h, carry, gate)
+        new_carries, outs = [], []
+        for p, carry, e in zip(cells, carries, es):
+            new, gate = masked_step(cell, activation, p, carry, x, active)
+            new = Carry(new.h + jnp.where(active, e, 0.0), new.c)
+            new_carries.append(new)
+            outs.append(Trajectory(new.h, carry, gate))
+            x = new.h
+        return tuple(new_carries), tuple(outs)
 
-    _, (hs, before, gates) = jax.lax.scan(
-        body, zero_carry(batch, width), (jnp.arange(t_max), xs, perturb))
-    return Trajectory(hs, before, gates)
+    zero = tuple(zero_carry(batch, width) for _ in cells)
+    _, trajs = jax.lax.scan(body, zero, (jnp.arange(t_max), xs, tuple(perturb)))
+    return trajs
+
+
+def run(cell: str, activation: str, params: CellParams, xs: jax.Array,
+        n_steps: jax.Array) -> Trajectory:
+    """The top layer's :class:`Trajectory` (what the readout reads) of :func:`run_layers`."""
+    return run_layers(cell, activation, params, xs, n_steps)[-1]
 
 
 def readout(params: CellParams, hs: jax.Array) -> jax.Array:

@@ -1,5 +1,6 @@
-"""Gradient flow through time: ln‖∂ℓ/∂h_t‖ for every step, gate saturation, λ₁γ, and the
-mean-field theory's per-step decay for the tanh RNN.
+"""Gradient flow through time: ln‖∂ℓ/∂h_t‖ for every step and layer, gate saturation, λ₁γ,
+per-layer parameter-gradient norms, and the mean-field theory's per-step decay for the tanh
+RNN.
 
 **Log-norms.** ‖∂ℓ/∂h_t‖ of a net with χ₁ < 1 falls below float32's range (1e-38) within a
 few hundred steps, where ``jax.grad`` with respect to zero perturbations of h_t (what
@@ -8,7 +9,10 @@ few hundred steps, where ``jax.grad`` with respect to zero perturbations of h_t 
 pulls each example's cotangent back one step with ``jax.vjp`` of the masked cell step, keeps
 it at unit norm and carries the log of its scale, adding each step's direct readout term in
 the log domain. The vjp is linear in the cotangent and examples do not mix, so this is the
-exact gradient, only never materialised at its true scale.
+exact gradient, only never materialised at its true scale. In a stacked net each layer's
+h_t also feeds the layer above at step t, so inside each reverse step the layers are pulled
+back top down and each hands its input's cotangent, in the same log form, to the layer
+below (:func:`state_log_norms`); every quantity here is per layer.
 
 **Theory** (Chen, Pennington & Schoenholz 2018: a random RNN at initialisation is a deep
 feed-forward net with time as depth). For h_t = φ(u_t), u_t = W h_{t−1} + U x_t + b with
@@ -42,30 +46,44 @@ SATURATED_LOW, SATURATED_HIGH = 0.05, 0.95
 OutputLoss = Callable[[jax.Array], jax.Array]   # readouts [t_max, B, C] -> losses [B]
 
 
-class Flow(NamedTuple):
-    """One run's gradient flow on one batch; [t_max] arrays are NaN past the run's steps.
+class LayerGrads(NamedTuple):
+    """Norms of a gradient per layer, each [L]: input_kernel ‖∂/∂wx‖, recurrent_kernel
+    ‖∂/∂wh‖, bias ‖∂/∂(b, bh)‖ (bh is the GRU's candidate bias; zero for the other cells)."""
 
-    log_norm: [t_max] mean over examples of ln‖∂ℓ_b/∂h_t‖; log_rms: [t_max]
-    ½ ln mean_b ‖∂ℓ_b/∂h_t‖² (the theory's quantity); saturation: [] share of forget (LSTM)
-    or update (GRU) gate values outside [0.05, 0.95] (NaN for rnn); lambda1: [] largest
-    singular value of the recurrent kernel [N, G N].
+    input_kernel: jax.Array
+    recurrent_kernel: jax.Array
+    bias: jax.Array
+
+
+class Flow(NamedTuple):
+    """One run's gradient flow on one batch, per layer (L layers, first layer first); [t_max]
+    entries are NaN past the run's steps.
+
+    log_norm: [L, t_max] mean over examples of ln‖∂ℓ_b/∂h_t^l‖; log_rms: [L, t_max]
+    ½ ln mean_b ‖∂ℓ_b/∂h_t^l‖² (the theory's quantity); saturation: [L] share of forget (LSTM)
+    or update (GRU) gate values outside [0.05, 0.95] in each layer (NaN for rnn); lambda1:
+    [L] largest singular value of each layer's recurrent kernel [N, G N]; param_grads:
+    :class:`LayerGrads` ([L] each) of the gradient of the batch's mean loss mean_b ℓ_b.
     """
 
     log_norm: jax.Array
     log_rms: jax.Array
     saturation: jax.Array
     lambda1: jax.Array
+    param_grads: LayerGrads
 
 
 def grad_wrt_states(cell: str, activation: str, params: rc.CellParams, xs: jax.Array,
                     n_steps, output_loss: OutputLoss) -> jax.Array:
-    """∂(Σ_b ℓ_b)/∂h_t [t_max, B, N] by ``jax.grad`` with respect to zero perturbations added
-    to h_t (row b is example b's ∂ℓ_b/∂h_t). Underflows to 0 where the gradient is < 1e-38."""
+    """∂(Σ_b ℓ_b)/∂h_t^l [L, t_max, B, N] by ``jax.grad`` with respect to zero perturbations
+    added to every layer's h_t (row b is example b's ∂ℓ_b/∂h_t^l). Underflows to 0 where the
+    gradient is < 1e-38."""
     def total(eps):
-        traj = rc.run(cell, activation, params, xs, n_steps, perturb=eps)
-        return jnp.sum(output_loss(rc.readout(params, traj.h)))
+        top = rc.run_layers(cell, activation, params, xs, n_steps, perturb=eps)[-1]
+        return jnp.sum(output_loss(rc.readout(params, top.h)))
     t_max, batch = xs.shape[:2]
-    return jax.grad(total)(jnp.zeros((t_max, batch, params.wh.shape[0]), jnp.float32))
+    zero = jnp.zeros((t_max, batch, params.wh.shape[0]), jnp.float32)
+    return jnp.stack(jax.grad(total)(tuple(zero for _ in range(rc.n_layers(params)))))
 
 
 def _log_norm(v: jax.Array) -> jax.Array:
@@ -80,42 +98,87 @@ def _unit(v: jax.Array, log_norm: jax.Array) -> jax.Array:
     return v * scale.reshape((-1,) + (1,) * (v.ndim - 1))
 
 
-def state_log_norms(cell: str, activation: str, params: rc.CellParams, xs: jax.Array,
-                    n_steps, output_loss: OutputLoss) -> tuple[jax.Array, rc.Trajectory]:
-    """ln‖∂ℓ_b/∂h_t‖ [t_max, B] for every step and example without underflow (module
-    docstring), and the forward trajectory. Entries past the run's steps are meaningless
-    (the caller masks them)."""
-    traj = rc.run(cell, activation, params, xs, n_steps)
-    direct = jax.grad(lambda hs: jnp.sum(output_loss(rc.readout(params, hs))))(traj.h)
-    t_max, batch = xs.shape[:2]
+class StateFlow(NamedTuple):
+    """What :func:`state_log_norms` returns: log_h [L, t_max, B] ln‖∂ℓ_b/∂h_t^l‖; trajs,
+    every layer's forward :class:`~vgjax.recurrent.cells.Trajectory`; grads, per layer
+    the gradient of Σ_b ℓ_b with respect to its :class:`~vgjax.recurrent.cells.LayerParams`
+    (float32 at its true scale)."""
 
-    def back(state, inp):
-        unit, log_scale = state                        # Carry of [B, N] unit rows, [B]
-        t, x, before, r = inp
-        # total derivative at h_t: the later steps' cotangent plus the direct readout term
+    log_h: jax.Array
+    trajs: tuple[rc.Trajectory, ...]
+    grads: tuple[rc.LayerParams, ...]
+
+
+def state_log_norms(cell: str, activation: str, params: rc.CellParams, xs: jax.Array,
+                    n_steps, output_loss: OutputLoss) -> StateFlow:
+    """ln‖∂ℓ_b/∂h_t^l‖ for every layer, step and example without underflow (module
+    docstring), every layer's forward trajectory and its parameters' gradient
+    (:class:`StateFlow`). log_h entries past the run's steps are meaningless (the caller
+    masks them).
+
+    The total derivative at h_t^l is the recurrent term (from layer l's step t + 1), the
+    upward term (from layer l + 1's step t, whose input h_t^l is) and, on the top layer, the
+    direct readout term; so inside each reverse time step the layers are pulled back top
+    down, each adding its input's cotangent to the layer below, every term a unit row and
+    the log of its scale. The layer's parameters' gradient is summed over the steps from
+    the same cotangents at their true scale (a vjp of the step in the same scan iteration,
+    so it costs no pass of its own).
+    """
+    trajs = rc.run_layers(cell, activation, params, xs, n_steps)
+    cells = [rc.layer(params, i) for i in range(len(trajs))]
+    direct = jax.grad(lambda hs: jnp.sum(output_loss(rc.readout(params, hs))))(trajs[-1].h)
+    inputs = (xs,) + tuple(tr.h for tr in trajs[:-1])     # each layer's input at step t
+    batch = xs.shape[1]
+
+    def back(carry, inp):
+        states, sums = carry
+        t, xs_t, befores, r = inp
+        active = t < n_steps
         log_r = _log_norm(r)
-        m = jnp.maximum(log_scale, log_r)
-        m = jnp.where(jnp.isfinite(m), m, 0.0)
-        a = jnp.exp(log_scale - m)[:, None]
-        gh = a * unit.h + jnp.exp(log_r - m)[:, None] * _unit(r, log_r)
-        gc = a * unit.c
-        log_h = m + _log_norm(gh)
-        step = lambda carry: rc.masked_step(cell, activation, params, carry, x, t < n_steps)[0]
-        _, pull = jax.vjp(step, before)
-        (prev,) = pull(rc.Carry(gh, gc))
-        log_prev = _log_norm(jnp.concatenate([prev.h, prev.c], axis=1))
-        unit_prev = rc.Carry(_unit(prev.h, log_prev), _unit(prev.c, log_prev))
-        return (unit_prev, m + log_prev), log_h
+        up = (_unit(r, log_r), log_r)   # the term from above: the readout's on the top layer
+        new_states, log_hs, new_sums = [None] * len(cells), [None] * len(cells), list(sums)
+        for i in reversed(range(len(cells))):
+            (unit, log_scale), (v, log_v) = states[i], up
+            # total derivative at h_t: the later steps' cotangent plus the term from above
+            m = jnp.maximum(log_scale, log_v)
+            m = jnp.where(jnp.isfinite(m), m, 0.0)
+            a = jnp.exp(log_scale - m)[:, None]
+            gh = a * unit.h + jnp.exp(log_v - m)[:, None] * v
+            gc = a * unit.c
+            log_hs[i] = m + _log_norm(gh)
+            step = lambda carry, x, p=cells[i]: rc.masked_step(cell, activation, p, carry, x,
+                                                                active)[0]
+            # the parameters' share of step t: the cotangent at its true scale exp(m) gh
+            _, pull_p = jax.vjp(lambda p: step(befores[i], xs_t[i], p), cells[i])
+            scale = jnp.exp(m)[:, None]
+            (dp,) = pull_p(rc.Carry(scale * gh, scale * gc))
+            new_sums[i] = jax.tree.map(jnp.add, sums[i], dp)
+            if i:   # the input h_t^{l-1}'s cotangent is the layer below's term from above
+                _, pull = jax.vjp(step, befores[i], xs_t[i])
+                prev, dx = pull(rc.Carry(gh, gc))
+                log_dx = _log_norm(dx)
+                up = (_unit(dx, log_dx), m + log_dx)
+            else:   # the first layer's input is the data: its cotangent is not needed
+                _, pull = jax.vjp(lambda carry: step(carry, xs_t[0]), befores[0])
+                (prev,) = pull(rc.Carry(gh, gc))
+            log_prev = _log_norm(jnp.concatenate([prev.h, prev.c], axis=1))
+            unit_prev = rc.Carry(_unit(prev.h, log_prev), _unit(prev.c, log_prev))
+            new_states[i] = (unit_prev, m + log_prev)
+        return (tuple(new_states), tuple(new_sums)), tuple(log_hs)
 
     zero = jnp.zeros((batch, params.wh.shape[0]), jnp.float32)
-    init = (rc.Carry(zero, zero), jnp.full((batch,), -jnp.inf, jnp.float32))
-    _, log_h = jax.lax.scan(back, init, (jnp.arange(t_max), xs, traj.before, direct),
-                            reverse=True)
-    return log_h, traj
+    init = tuple((rc.Carry(zero, zero), jnp.full((batch,), -jnp.inf, jnp.float32))
+                 for _ in cells)
+    sums = tuple(jax.tree.map(jnp.zeros_like, p) for p in cells)
+    (_, grads), log_h = jax.lax.scan(back, (init, sums),
+                                     (jnp.arange(xs.shape[0]), inputs,
+                                      tuple(tr.before for tr in trajs), direct), reverse=True)
+    return StateFlow(jnp.stack(log_h), trajs, grads)
 
 
-def lambda1(params: rc.CellParams) -> jax.Array:
-    """The recurrent kernel's largest singular value (spectral norm of wh [N, G N]), by
+def lambda1(params: rc.CellParams | rc.LayerParams) -> jax.Array:
+    """The recurrent kernel's largest singular value (spectral norm of wh [N, G N]) of one
+    layer (a :class:`~vgjax.recurrent.cells.CellParams`: its first), by
     :func:`vgjax.probes.jacobi_singular_values` on whᵀ: lax ops only, since a LAPACK call
     inside the grid's program can deadlock XLA:CPU's thread pool
     (:func:`vgjax.recurrent.cells.orthogonal`)."""
@@ -131,19 +194,32 @@ def gamma(activation: str) -> float:
 def gradient_flow(cell: str, activation: str, params: rc.CellParams, xs: jax.Array, n_steps,
                   output_loss: OutputLoss) -> Flow:
     """One run's :class:`Flow` on inputs xs [t_max, B, D] of ``n_steps`` steps (traced ok)."""
-    log_h, traj = state_log_norms(cell, activation, params, xs, n_steps, output_loss)
+    log_h, trajs, grads = state_log_norms(cell, activation, params, xs, n_steps, output_loss)
     inside = jnp.arange(xs.shape[0]) < n_steps
     nan = jnp.float32(jnp.nan)
-    log_norm = jnp.where(inside, jnp.mean(log_h, axis=1), nan)
-    log_rms = jnp.where(inside, 0.5 * (jax.nn.logsumexp(2.0 * log_h, axis=1)
-                                       - jnp.log(log_h.shape[1])), nan)
+    log_norm = jnp.where(inside, jnp.mean(log_h, axis=-1), nan)
+    log_rms = jnp.where(inside, 0.5 * (jax.nn.logsumexp(2.0 * log_h, axis=-1)
+                                       - jnp.log(log_h.shape[-1])), nan)
     if cell == "rnn":
-        saturation = nan
+        saturation = jnp.full((len(trajs),), nan)
     else:
-        sat = (traj.gate > SATURATED_HIGH) | (traj.gate < SATURATED_LOW)
-        w = jnp.broadcast_to(inside[:, None, None], sat.shape)
-        saturation = jnp.sum(sat & w) / jnp.maximum(jnp.sum(w), 1)
-    return Flow(log_norm, log_rms, saturation, lambda1(params))
+        def share(gate):
+            sat = (gate > SATURATED_HIGH) | (gate < SATURATED_LOW)
+            w = jnp.broadcast_to(inside[:, None, None], sat.shape)
+            return jnp.sum(sat & w) / jnp.maximum(jnp.sum(w), 1)
+        saturation = jnp.stack([share(tr.gate) for tr in trajs])
+    lam = jnp.stack([lambda1(rc.layer(params, i)) for i in range(len(trajs))])
+    mean = [jax.tree.map(lambda g: g / xs.shape[1], g) for g in grads]   # of mean_b ℓ_b
+    return Flow(log_norm, log_rms, saturation, lam, layer_grad_norms(mean))
+
+
+def layer_grad_norms(layers) -> LayerGrads:
+    """:class:`LayerGrads` of a sequence of per-layer
+    :class:`~vgjax.recurrent.cells.LayerParams`-shaped gradients (Frobenius norms)."""
+    norm = lambda *arrays: jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in arrays))
+    return LayerGrads(jnp.stack([norm(g.wx) for g in layers]),
+                      jnp.stack([norm(g.wh) for g in layers]),
+                      jnp.stack([norm(g.b, g.bh) for g in layers]))
 
 
 def task_flow(task: rt.Task, cell: str, activation: str, params: rc.CellParams,
@@ -202,8 +278,8 @@ def isotropic_log_rms(weight_vars, *, width: int, n_inputs: int, length: int, ne
                            jnp.float32(0.0))
         p = rc.init_cell(kp, "rnn", n_inputs=n_inputs, width=width, n_outputs=1, spec=spec)
         xs = jax.random.normal(kx, (length, batch, n_inputs))
-        log_h, _ = state_log_norms("rnn", activation, p, xs, length, loss)
-        return 0.5 * jax.nn.logsumexp(2.0 * log_h, axis=1)
+        log_h = state_log_norms("rnn", activation, p, xs, length, loss).log_h
+        return 0.5 * jax.nn.logsumexp(2.0 * log_h[0], axis=1)
     keys = jax.random.split(jax.random.PRNGKey(seed), nets)
     f = jax.jit(jax.vmap(jax.vmap(one, (0, None)), (None, 0)))
     return np.asarray(f(keys, jnp.asarray(weight_vars, jnp.float32)))

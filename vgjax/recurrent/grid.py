@@ -1,10 +1,11 @@
-"""A training grid of recurrent nets: every (cell, sequence length, init, seed) in one compiled
-program, and its files.
+"""A training grid of recurrent nets: every (cell, sequence length, depth, init, seed) in one
+compiled program, and its files.
 
-Runs (:class:`RunSpec`) are grouped by their static parts, the cell, the rnn's φ and the
-sequence's number of steps (so a T = 50 run does not scan the 200 steps of a longer one);
+Runs (:class:`RunSpec`) are grouped by their static parts, the cell, the rnn's φ, the
+sequence's number of steps (so a T = 50 run does not scan the 200 steps of a longer one)
+and the number of stacked layers;
 inside a group the seed, initialisation (kind, scale, forget bias, bias variance) and
-clipping threshold are per-run values, vmapped over (:func:`vgjax.recurrent.cells.run` still
+clipping threshold are per-run values, vmapped over (:func:`vgjax.recurrent.cells.run_layers`
 masks steps past a run's length, and a task's sequence is the same whatever length it is
 padded to, so a run computes the same numbers in any grid). One ``jax.jit`` holds every group, so one
 compiled program trains the whole grid; each group's run axis is
@@ -16,8 +17,12 @@ differ only in length or cell share their seed's streams); every step draws a fr
 the task (:func:`vgjax.recurrent.tasks.sample`) and applies ``clip_by_global_norm`` (at the
 run's threshold; none by default) then the grid's optax transformation. Every ``eval_every``
 steps, and at initialisation, the run is evaluated on its fixed test batch: the test loss and
-the gradient flow through time (:func:`vgjax.recurrent.flow.task_flow` on the first
-``flow_examples`` test sequences).
+the gradient flow through time of every layer (:func:`vgjax.recurrent.flow.task_flow` on the
+first ``flow_examples`` test sequences) and, per layer, the norms of the gradient of the loss
+on those same sequences with respect to the layer's input kernel, recurrent kernel and biases
+(:attr:`vgjax.recurrent.flow.Flow.param_grads`: the flow's backward pass sums them from its
+own cotangents, so they cost no pass over the test set and describe the batch the flow is
+measured on).
 
 :func:`write_grid` writes ``summary.json`` (the runs, their final losses, timing) and
 ``history.npz`` (every array of :class:`GridResult`, runs first) atomically through
@@ -45,14 +50,18 @@ from vgjax.recurrent import flow as rf
 from vgjax.recurrent import tasks as rt
 from vgjax.recurrent.outputs import SUMMARY_FORMAT, SUMMARY_VERSION
 HISTORY_ARRAYS = ("train_loss", "grad_norm", "test_loss", "log_norm", "log_rms", "saturation",
-                  "lambda1")
+                  "lambda1", "grad_input_kernel", "grad_recurrent_kernel", "grad_bias")
+LAYER_GRADS = {"grad_input_kernel": "input_kernel", "grad_recurrent_kernel":
+               "recurrent_kernel", "grad_bias": "bias"}   # history name: LayerGrads field
+LAYER_ARRAYS = ("log_norm", "log_rms", "saturation", "lambda1", *LAYER_GRADS)   # [R, E+1, L..]
 
 
 class RunSpec(NamedTuple):
     """One run (host-side values). cell: one of :data:`~vgjax.recurrent.cells.CELLS`;
     length: the task's T; activation: the rnn's φ (ignored by gated cells); init, scale,
-    forget_bias, bias_var: see :class:`~vgjax.recurrent.cells.InitSpec`; clip_norm: the
-    global-norm clipping threshold (None: no clipping)."""
+    forget_bias, bias_var: see :class:`~vgjax.recurrent.cells.InitSpec` (every layer's);
+    clip_norm: the global-norm clipping threshold (None: no clipping); layers: stacked
+    recurrent layers of the cell (:mod:`~vgjax.recurrent.cells`)."""
 
     cell: str
     length: int
@@ -63,15 +72,17 @@ class RunSpec(NamedTuple):
     forget_bias: float = 1.0
     bias_var: float = 0.0
     clip_norm: float | None = None
+    layers: int = 1
 
     @property
     def label(self) -> str:
-        """A short name: ``irnn``, ``rnn-tanh-normal-0.8``, ``lstm``, ..."""
+        """A short name: ``irnn``, ``rnn-tanh-normal-0.8``, ``lstm``, ``lstm-x3`` (3 layers)..."""
+        depth = f"-x{self.layers}" if self.layers != 1 else ""
         if self.cell != "rnn":
-            return self.cell
+            return self.cell + depth
         if self.activation == "relu" and self.init == "identity" and self.scale == 1.0:
-            return "irnn"
-        return f"rnn-{self.activation}-{self.init}-{self.scale:g}"
+            return "irnn" + depth
+        return f"rnn-{self.activation}-{self.init}-{self.scale:g}{depth}"
 
 
 class TrainSpec(NamedTuple):
@@ -92,9 +103,13 @@ class GridResult(NamedTuple):
     """A trained grid, runs in the order given; ``E = steps / eval_every`` evaluations after
     the one at initialisation, T the grid's longest sequence in steps.
 
-    train_loss, grad_norm [R, steps] (grad_norm before clipping); eval_steps [E + 1];
-    test_loss, saturation, lambda1 [R, E + 1]; log_norm, log_rms [R, E + 1, T] (NaN past a
-    run's steps; see :class:`~vgjax.recurrent.flow.Flow`); compile_s, train_s: seconds.
+    L is the grid's largest depth (first layer first; NaN in the layers a shallower run
+    lacks). train_loss, grad_norm [R, steps] (grad_norm before clipping); eval_steps
+    [E + 1]; test_loss [R, E + 1]; saturation, lambda1
+    [R, E + 1, L]; log_norm, log_rms [R, E + 1, L, T] (NaN past a run's steps; see
+    :class:`~vgjax.recurrent.flow.Flow`); grad_input_kernel, grad_recurrent_kernel,
+    grad_bias [R, E + 1, L] (:class:`~vgjax.recurrent.flow.LayerGrads` of the gradient of
+    the loss on the flow's test sequences); compile_s, train_s: seconds.
     """
 
     runs: tuple[RunSpec, ...]
@@ -106,6 +121,9 @@ class GridResult(NamedTuple):
     log_rms: np.ndarray
     saturation: np.ndarray
     lambda1: np.ndarray
+    grad_input_kernel: np.ndarray
+    grad_recurrent_kernel: np.ndarray
+    grad_bias: np.ndarray
     compile_s: float
     train_s: float
 
@@ -133,15 +151,18 @@ def check_runs(runs, spec: TrainSpec) -> None:
         if r.clip_norm is not None:  # None: no clipping
             check_float("clip_norm", r.clip_norm, lo=0.0, lo_open=True)
         check_int("seed", r.seed, 0, MAX_SEED)
+        check_int("layers", r.layers, 1)
 
 
-def _groups(runs, task: rt.Task) -> dict[tuple[str, str, int], list[int]]:
-    # Static parts of a run: the cell, φ for rnn (gated cells ignore it), and the scan
-    # length: a group per length costs a compilation each, and saves the shorter runs the
-    # longer ones' steps (the recurrent bench grid, T = 50/100/200: 200 / 117 of the work).
-    groups: dict[tuple[str, str, int], list[int]] = {}
+def _groups(runs, task: rt.Task) -> dict[tuple[str, str, int, int], list[int]]:
+    # Static parts of a run: the cell, φ for rnn (gated cells ignore it), the scan length
+    # (a group per length costs a compilation each, and saves the shorter runs the longer
+    # ones' steps: the recurrent bench grid, T = 50/100/200: 200 / 117 of the work) and the
+    # depth (the parameters' shapes).
+    groups: dict[tuple[str, str, int, int], list[int]] = {}
     for i, r in enumerate(runs):
-        key = (r.cell, r.activation if r.cell == "rnn" else "-", rt.task_steps(task, r.length))
+        key = (r.cell, r.activation if r.cell == "rnn" else "-", rt.task_steps(task, r.length),
+               r.layers)
         groups.setdefault(key, []).append(i)
     return groups
 
@@ -167,16 +188,17 @@ def _values(runs, idx) -> RunValues:
         clip=f32([np.inf if r.clip_norm is None else r.clip_norm for r in sel]))
 
 
-def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
-    """The pure training function of one run of a group: ``train(values) -> dict`` of its
-    histories (shapes as in :class:`GridResult` without the run axis); vmap it over runs."""
+def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int, layers: int = 1):
+    """The pure training function of one run of a group of ``layers``-deep nets:
+    ``train(values) -> dict`` of its histories (shapes as in :class:`GridResult` without the
+    run axis, its own ``layers`` and ``t_max``); vmap it over runs."""
     task = spec.task
     n_blocks = spec.steps // spec.eval_every
 
     def train(v: RunValues) -> dict[str, jax.Array]:
         k_init, k_train, k_test = jax.random.split(jax.random.PRNGKey(v.seed), 3)
         params = rc.init_cell(k_init, cell, n_inputs=task.n_inputs, width=spec.width,
-                              n_outputs=task.n_outputs, spec=v.init)
+                              n_outputs=task.n_outputs, spec=v.init, layers=layers)
         tx = optax.chain(optax.clip_by_global_norm(v.clip), spec.optimizer)
         n_steps = rt.task_steps(task, v.length)
         test = rt.sample(task, k_test, v.length, t_max, spec.test_size)
@@ -188,9 +210,11 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
 
         def evaluate(p):
             flow = rf.task_flow(task, cell, activation, p, flow_batch, v.length)
+            grads = flow.param_grads
             return {"test_loss": loss_fn(p, test), "log_norm": flow.log_norm,
                     "log_rms": flow.log_rms, "saturation": flow.saturation,
-                    "lambda1": flow.lambda1}
+                    "lambda1": flow.lambda1,
+                    **{name: getattr(grads, f) for name, f in LAYER_GRADS.items()}}
 
         def step(state, i):
             p, opt = state
@@ -225,14 +249,15 @@ def make_train_run(cell: str, activation: str, spec: TrainSpec, t_max: int):
 class LoweredGrid(NamedTuple):
     """The grid's one program traced and lowered, not compiled.
 
-    lowered: the ``jax.stages.Lowered`` program; groups: {(cell, φ, scan length): run
-    indices}; inputs: {"cell/φ/length": :class:`RunValues`}; t_maxes: {group: scan length}.
+    lowered: the ``jax.stages.Lowered`` program; groups: {(cell, φ, scan length, layers):
+    run indices}; inputs: {"cell/φ/length/layers": :class:`RunValues`}; t_maxes: {group:
+    scan length}.
     """
 
     lowered: jax.stages.Lowered
-    groups: dict[tuple[str, str, int], list[int]]
+    groups: dict[tuple[str, str, int, int], list[int]]
     inputs: dict[str, RunValues]
-    t_maxes: dict[tuple[str, str, int], int]
+    t_maxes: dict[tuple[str, str, int, int], int]
 
 
 def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
@@ -253,7 +278,7 @@ def lower_grid(runs, spec: TrainSpec) -> LoweredGrid:
     mesh = Mesh(np.asarray(jax.devices()), ("runs",))
     shard = NamedSharding(mesh, PartitionSpec("runs"))
     fns = {g: jax.shard_map(jax.vmap(make_train_run(g[0], g[1] if g[0] == "rnn" else "tanh",
-                                                    spec, t_maxes[g])),
+                                                    spec, t_maxes[g], g[3])),
                             mesh=mesh, in_specs=PartitionSpec("runs"),
                             out_specs=PartitionSpec("runs"), check_vma=False)
            for g in groups}
@@ -289,20 +314,31 @@ def run_grid(runs, spec: TrainSpec) -> GridResult:
     out = jax.block_until_ready(compiled(inputs))
     train_s = time.perf_counter() - t0
     t_max = max(t_maxes.values())
+    depth = max(g[3] for g in groups)
     n_eval = spec.steps // spec.eval_every + 1
     merged: dict[str, np.ndarray] = {}
     for g, idx in groups.items():
         for name, arr in out["/".join(map(str, g))].items():
             arr = np.asarray(arr)[:len(idx)]   # the group's runs, without the padding
-            if name in ("log_norm", "log_rms") and arr.shape[-1] < t_max:
-                pad = np.full(arr.shape[:-1] + (t_max - arr.shape[-1],), np.nan, np.float32)
-                arr = np.concatenate([arr, pad], axis=-1)
+            if name in LAYER_ARRAYS:   # [R, E+1, L_g, ...]: NaN for layers and steps it lacks
+                arr = _nan_pad(arr, 2, depth)
+                if name in ("log_norm", "log_rms"):
+                    arr = _nan_pad(arr, 3, t_max)
             if name not in merged:
                 merged[name] = np.empty((len(runs),) + arr.shape[1:], arr.dtype)
             merged[name][np.asarray(idx)] = arr
     return GridResult(runs=runs, eval_steps=np.arange(n_eval) * spec.eval_every,
                       compile_s=compile_s, train_s=train_s,
                       **{k: merged[k] for k in HISTORY_ARRAYS})
+
+
+def _nan_pad(arr: np.ndarray, axis: int, size: int) -> np.ndarray:
+    # arr with NaN appended along `axis` to `size`
+    if arr.shape[axis] == size:
+        return arr
+    shape = list(arr.shape)
+    shape[axis] = size - arr.shape[axis]
+    return np.concatenate([arr, np.full(shape, np.nan, arr.dtype)], axis=axis)
 
 
 def final_test_loss(result: GridResult) -> np.ndarray:
@@ -319,8 +355,11 @@ def write_grid(result: GridResult, spec: TrainSpec, out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     task = spec.task
     rows = [{**r._asdict(), "label": r.label, "final_test_loss": float(loss),
-             "baseline": rt.baseline(task, r.length)}
-            for r, loss in zip(result.runs, final_test_loss(result))]
+             "baseline": rt.baseline(task, r.length),
+             # per layer, at the last evaluation: the gradient norms of the flow's batch
+             "final_layer_grads": {f: getattr(result, name)[i, -1, :r.layers].tolist()
+                                   for name, f in LAYER_GRADS.items()}}
+            for i, (r, loss) in enumerate(zip(result.runs, final_test_loss(result)))]
     summary = {"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION,
                "task": task._asdict(),
                "protocol": {k: getattr(spec, k) for k in ("width", "batch_size", "steps",

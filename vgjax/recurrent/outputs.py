@@ -3,19 +3,28 @@ a grid directory (from its ``summary.json`` alone).
 
 Layout under ``LOGDIR`` (one event file per run; names sanitised, seeds zero-padded)::
 
-    <config>/seedSS/    one run; config (:func:`config_name`) =
-                        cell[_φ]_<init><scale>[_fb<forget bias>][_bv<bias var>]_T<T>[_clip<c>]
+    <config>/seedSS/    one run; config (:func:`config_name`) = cell[_φ][_x<layers>]_
+                        <init><scale>[_fb<forget bias>][_bv<bias var>]_T<T>[_clip<c>]
 
 Tags (steps: training steps, 1-based; evaluations at their step, 0 = initialisation)::
 
     train/loss  train/grad_norm            every step (grad_norm before clipping)
-    eval/test_loss  eval/lambda1           every evaluation
-    eval/gate_saturation                   LSTM/GRU only
-    flow/log_norm_first  flow/log_norm_last   ln‖∂ℓ/∂h_t‖ at t = 1 and t = T (example mean)
-    flow/log_norm        histogram: ln‖∂ℓ/∂h_t‖ over the run's steps t, every evaluation
+    eval/test_loss                         every evaluation
+    eval/lambda1                           every evaluation, per layer
+    eval/gate_saturation                   LSTM/GRU only, per layer
+    flow/log_norm_first  flow/log_norm_last   ln‖∂ℓ/∂h_t‖ at t = 1 and t = T (example mean),
+                                           per layer
+    grad/input_kernel  grad/recurrent_kernel  grad/bias   per layer, every evaluation: norms
+                         of the gradient of the loss on the flow's test sequences
+    flow/log_norm        histogram: ln‖∂ℓ/∂h_t‖ over the run's steps t, every evaluation,
+                         per layer
     flow/log_norm_image  image at the last evaluation: one row per evaluation (initialisation
                          at the top), one column per step t, colour = ln‖∂ℓ/∂h_t‖ (viridis,
-                         the run's own range; grey past its steps or not finite)
+                         the run's own range; grey past its steps or not finite), per layer
+
+"Per layer": the tag as written is the first layer's (a single-layer run's tags are the ones
+of a net without stacking); layer l >= 2 of a stacked run has the same tag with
+``/layer<l>`` appended (``flow/log_norm_first/layer3``).
 
 Non-finite scalars are not written (the rule of :func:`vgjax.io.tfevents.scalar_events`).
 The file format is :mod:`vgjax.io.tfevents`'s job.
@@ -34,8 +43,8 @@ from vgjax.io.tfevents import event, scalar_events, version_event, write_event_f
 
 SUMMARY_FORMAT, SUMMARY_VERSION = "vgjax.recurrent.summary", 1   # grid.write_grid's format
 TRAIN_TAGS = ("train/loss", "train/grad_norm")
-EVAL_TAGS = ("eval/test_loss", "eval/lambda1", "eval/gate_saturation", "flow/log_norm_first",
-             "flow/log_norm_last")
+LAYER_TAGS = ("eval/lambda1", "eval/gate_saturation", "flow/log_norm_first",
+              "flow/log_norm_last", "grad/input_kernel", "grad/recurrent_kernel", "grad/bias")
 HIST_TAG, IMAGE_TAG = "flow/log_norm", "flow/log_norm_image"
 IMAGE_ROW_PX = 8          # pixel rows per evaluation in the image
 NO_DATA_RGB = (128, 128, 128)
@@ -44,6 +53,8 @@ NO_DATA_RGB = (128, 128, 128)
 def config_name(run) -> str:
     """A run's configuration without its seed, as one path component (a RunSpec)."""
     parts = [run.cell] + ([run.activation] if run.cell == "rnn" else [])
+    if run.layers != 1:
+        parts.append(f"x{run.layers}")
     parts.append(f"{run.init}{run.scale:g}")
     if run.cell == "lstm":
         parts.append(f"fb{run.forget_bias:g}")
@@ -91,20 +102,34 @@ def run_events(result, r: int, wall: float) -> list[bytes]:
 
     timeline = scalar_events(wall, list(TRAIN_TAGS),
                              np.stack([result.train_loss[r], result.grad_norm[r]], axis=1))
-    log_norm = np.asarray(result.log_norm[r], np.float64)                 # [E+1, T_max]
-    first = np.where(np.isfinite(log_norm[:, 0]), log_norm[:, 0], np.nan)
-    evals = np.stack([result.test_loss[r], result.lambda1[r], result.saturation[r], first,
-                      _last_step_values(log_norm)], axis=1).astype(np.float32)
+    tags, columns = ["eval/test_loss"], [result.test_loss[r]]
+    images = []
+    for layer in range(result.runs[r].layers):
+        suffix = layer_suffix(layer)
+        log_norm = np.asarray(result.log_norm[r, :, layer], np.float64)   # [E+1, T_max]
+        tags += [t + suffix for t in LAYER_TAGS]
+        columns += [result.lambda1[r, :, layer], result.saturation[r, :, layer],
+                    log_norm[:, 0], _last_step_values(log_norm),
+                    result.grad_input_kernel[r, :, layer],
+                    result.grad_recurrent_kernel[r, :, layer], result.grad_bias[r, :, layer]]
+        for e, step in enumerate(result.eval_steps.tolist()):
+            values = log_norm[e][np.isfinite(log_norm[e])]
+            if values.size:
+                hist = _summary_bytes(tbx.histogram(HIST_TAG + suffix, values, bins="auto"))
+                timeline.append((int(step), event(wall, int(step), hist)))
+        images.append(_summary_bytes(tbx.image(IMAGE_TAG + suffix, flow_image(log_norm),
+                                               dataformats="HWC")))
+    evals = np.stack(columns, axis=1).astype(np.float32)
     for e, step in enumerate(result.eval_steps.tolist()):
-        timeline += scalar_events(wall, list(EVAL_TAGS), evals[e:e + 1], first_step=int(step))
-        values = log_norm[e][np.isfinite(log_norm[e])]
-        if values.size:
-            hist = _summary_bytes(tbx.histogram(HIST_TAG, values, bins="auto"))
-            timeline.append((int(step), event(wall, int(step), hist)))
+        timeline += scalar_events(wall, tags, evals[e:e + 1], first_step=int(step))
     last = int(result.eval_steps[-1])
-    image = _summary_bytes(tbx.image(IMAGE_TAG, flow_image(log_norm), dataformats="HWC"))
-    timeline.append((last, event(wall, last, image)))
+    timeline += [(last, event(wall, last, image)) for image in images]
     return [e for _, e in sorted(timeline, key=lambda item: item[0])]
+
+
+def layer_suffix(layer: int) -> str:
+    """The tag suffix of layer ``layer`` (0: the first, none; else ``/layer<layer + 1>``)."""
+    return "" if layer == 0 else f"/layer{layer + 1}"
 
 
 def write_tensorboard(result, logdir) -> list[Path]:
@@ -136,8 +161,9 @@ def read_summary(out) -> dict:
     return s
 
 
-CONFIG_KEYS = ("cell", "activation", "init", "scale", "forget_bias", "bias_var", "length",
-               "clip_norm")
+CONFIG_KEYS = ("cell", "activation", "layers", "init", "scale", "forget_bias", "bias_var",
+               "length", "clip_norm")
+DEFAULTS = {"layers": 1}   # fields a summary written before them lacks
 
 
 def config_rows(summary: dict) -> list[dict]:
@@ -146,7 +172,8 @@ def config_rows(summary: dict) -> list[dict]:
     seeds below the chance loss, and how many ended non-finite."""
     groups: dict[tuple, list[dict]] = {}
     for run in summary["runs"]:
-        groups.setdefault(tuple(run[k] for k in CONFIG_KEYS), []).append(run)
+        groups.setdefault(tuple(run.get(k, DEFAULTS.get(k)) for k in CONFIG_KEYS),
+                          []).append(run)
     rows = []
     for key, runs in groups.items():
         loss = np.array([np.nan if r["final_test_loss"] is None else r["final_test_loss"]
@@ -165,22 +192,23 @@ def config_rows(summary: dict) -> list[dict]:
 
 def show(out) -> None:
     """``vgjax show OUT`` for a recurrent grid: one line per configuration with columns
-    cell, φ, T, init, scale, clip, seeds, final test loss (seed mean ± std, best), chance,
-    share of seeds below chance, non-finite runs."""
+    cell, φ, layers, T, init, scale, clip, seeds, final test loss (seed mean ± std, best),
+    chance, share of seeds below chance, non-finite runs."""
     s = read_summary(out)
     p, task = s.get("protocol", {}), s.get("task", {})
     print(f"recurrent grid: task {task.get('name')}, width {p.get('width')}, "
           f"{p.get('steps')} steps, batch {p.get('batch_size')}"
           + (f", {s['settings']['optimizer']} lr {s['settings']['lr']:g}"
              if isinstance(s.get("settings"), dict) else ""))
-    print(f"{'cell':<5} {'φ':<6} {'T':>5} {'init':<10} {'scale':>6} {'clip':>6} {'seeds':>5}  "
-          f"{'final test loss':>19} {'best':>9} {'chance':>7} {'<chance':>7} {'NaN':>4}")
+    print(f"{'cell':<5} {'φ':<6} {'layers':>6} {'T':>5} {'init':<10} {'scale':>6} {'clip':>6} "
+          f"{'seeds':>5}  {'final test loss':>19} {'best':>9} {'chance':>7} {'<chance':>7} "
+          f"{'NaN':>4}")
     for r in config_rows(s):
         act = r["activation"] if r["cell"] == "rnn" else "-"
         clip = "-" if r["clip_norm"] is None else f"{r['clip_norm']:g}"
         loss = "n/a" if r["mean"] is None else f"{r['mean']:.4g} ± {r['std']:.2g}"
         best = "n/a" if r["min"] is None else f"{r['min']:.4g}"
-        print(f"{r['cell']:<5} {act:<6} {r['length']:>5} {r['init']:<10} {r['scale']:>6g} "
-              f"{clip:>6} {r['seeds']:>5}  {loss:>19} {best:>9} {r['chance']:>7.4g} "
+        print(f"{r['cell']:<5} {act:<6} {r['layers']:>6} {r['length']:>5} {r['init']:<10} "
+              f"{r['scale']:>6g} {clip:>6} {r['seeds']:>5}  {loss:>19} {best:>9} {r['chance']:>7.4g} "
               f"{r['below_chance']:>7.0%} {r['nonfinite']:>4}")
     print(f"{len(s['runs'])} runs")

@@ -169,7 +169,7 @@ class Clipping:
             ctx.progress(len(runs))
         baseline = rt.baseline(spec.task, p.length)
         rows = summarize(runs, res.train_loss, res.grad_norm, res.test_loss,
-                         res.lambda1[:, 0] * rf.gamma("tanh"), baseline)
+                         res.lambda1[:, 0, 0] * rf.gamma("tanh"), baseline)
         curves = {}
         for wv in p.weight_vars:
             for clip in p.clips:
