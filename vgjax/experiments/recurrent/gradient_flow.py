@@ -262,7 +262,8 @@ class GradientFlow:
     name = "rnn-gradient-flow"
     group = "recurrent"
     title = ("Gradient flow through time at initialisation: tanh RNN (σ_w² below, at, above "
-             "1), IRNN, LSTM, GRU at T = 200, beside the mean-field theory")
+             "1), IRNN, LSTM, GRU at T = 200, beside the mean-field theory; every layer of "
+             "3-layer stacks")
     uses: tuple[str, ...] = ()
     reported = "Chen, Pennington & Schoenholz 2018: decay √χ₁ per step (tanh)"
     figures: tuple[str, ...] = (FIGURE,)
