@@ -21,7 +21,7 @@ import numpy as np
 from vgjax.experiments.base import Context
 from vgjax.figures.common import new_figure, save_png, series_colors
 from vgjax.io.store import atomic_write_text, dumps_json, jsonable
-from vgjax.io.tables import read_tables, write_tables
+from vgjax.io.tables import markdown_table, read_tables, write_tables
 from vgjax.recurrent import cells as rc
 from vgjax.recurrent import flow as rf
 from vgjax.recurrent import tasks as rt
@@ -154,7 +154,7 @@ def stacked_rows(measured, nets=STACKED, *, length: int = LENGTH, fit=FIT) -> li
 
 
 def isotropic_rows(iso=ISO) -> tuple[list[dict], np.ndarray]:
-    """The theory's own setting: measured decay per step against ½ |ln χ₁| at q*."""
+    """The theory's own setting: measured decay per step against −½ ln χ₁ at q*."""
     log_rms = rf.isotropic_log_rms(iso["weight_vars"], width=iso["width"],
                                    n_inputs=iso["n_inputs"], length=iso["length"],
                                    nets=iso["nets"], batch=iso["batch"])
@@ -246,14 +246,13 @@ def _stacked_lines(rows: list[dict], f) -> list[str]:
              "layer l + 1 at step t (the log-domain pass pulls the layers back top down in "
              "each step). Per layer: ½ ln mean‖∂ℓ/∂h_t^l‖² minus the top layer's at the last "
              "step t = T, at t = T (depth alone) and at t = 1 (depth and T − 1 steps); decay "
-             "per step as above. " + _stacked_sentence(rows), "",
-             "| net | layer | vs top, t = T | vs top, t = 1 | decay per step | λ₁γ | "
-             "gate saturation |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['net']} | {r['layer']} | {r['below_top_last']:+.3f} | "
-                     f"{r['below_top_first']:+.3f} | {r['measured_decay']:.4f} | "
-                     f"{f(r['lambda1_gamma'], '{:.3f}')} | {f(r['saturation'], '{:.1%}')} |")
-    return lines
+             "per step as above. " + _stacked_sentence(rows), ""]
+    return lines + markdown_table(
+        ["net", "layer", "vs top, t = T", "vs top, t = 1", "decay per step", "λ₁γ",
+         "gate saturation"],
+        ([r["net"], r["layer"], f"{r['below_top_last']:+.3f}", f"{r['below_top_first']:+.3f}",
+          f"{r['measured_decay']:.4f}", f(r["lambda1_gamma"], "{:.3f}"),
+          f(r["saturation"], "{:.1%}")] for r in rows))
 
 
 class GradientFlow:
@@ -334,28 +333,26 @@ class GradientFlow:
                  "fresh random matrix (true of wide nets driven by strong isotropic inputs, "
                  "second table). −ln ρ(W), ρ the recurrent kernel's spectral radius (seed "
                  "mean), is the rate a linear RNN reaches once the top eigenvector dominates. "
-                 + _between_sentence(tables["task_inputs"]), "",
-                 "| net | decay per step, measured | theory (q-trajectory) | theory at q* | "
-                 "measured / theory − 1 | −ln ρ(W) | λ₁γ (Pascanu) | gate saturation |",
-                 "|---|---|---|---|---|---|---|---|"]
-        for r in tables["task_inputs"]:
-            lines.append(f"| {r['net']} | {f(r['measured_decay'])} | {f(r['theory_decay'])} | "
-                         f"{f(r['theory_decay_at_q_star'])} | "
-                         f"{f(r['relative_difference'], '{:+.1%}')} | "
-                         f"{f(r.get('linear_decay'))} | "
-                         f"{f(r['lambda1_gamma'], '{:.3f}')} | "
-                         f"{f(r['saturation'], '{:.1%}')} |")
+                 + _between_sentence(tables["task_inputs"]), ""]
+        lines += markdown_table(
+            ["net", "decay per step, measured", "theory (q-trajectory)", "theory at q*",
+             "measured / theory − 1", "−ln ρ(W)", "λ₁γ (Pascanu)", "gate saturation"],
+            ([r["net"], f(r["measured_decay"]), f(r["theory_decay"]),
+              f(r["theory_decay_at_q_star"]), f(r["relative_difference"], "{:+.1%}"),
+              f(r.get("linear_decay")), f(r["lambda1_gamma"], "{:.3f}"),
+              f(r["saturation"], "{:.1%}")] for r in tables["task_inputs"]))
         iso = p["isotropic"]
         lines += ["", f"The theory's own setting: tanh RNNs of width {iso['width']}, inputs "
                   f"x_t ~ N(0, I_{iso['n_inputs']}), T = {iso['length']}, {iso['nets']} nets × "
                   f"{iso['batch']} sequences, slope fitted over t = {iso['fit'][0]}–"
-                  f"{iso['fit'][1]}:", "",
-                  "| σ_w² | effective σ_b² | decay per step, measured | ½ |ln χ₁| at q* | "
-                  "measured / theory − 1 |", "|---|---|---|---|---|"]
-        for r in tables["isotropic"]:
-            lines.append(f"| {r['weight_var']} | {r['effective_bias_var']:.3f} | "
-                         f"{r['measured_decay']:.4f} | {r['theory_decay']:.4f} | "
-                         f"{r['relative_difference']:+.1%} |")
+                  f"{iso['fit'][1]}:", ""]
+        # (no "|" inside a cell: it would split the column)
+        lines += markdown_table(
+            ["σ_w²", "effective σ_b²", "decay per step, measured", "−½ ln χ₁ at q*",
+             "measured / theory − 1"],
+            ([r["weight_var"], f"{r['effective_bias_var']:.3f}", f"{r['measured_decay']:.4f}",
+              f"{r['theory_decay']:.4f}", f"{r['relative_difference']:+.1%}"]
+             for r in tables["isotropic"]))
         if tables.get("stacked"):
             lines += ["", *_stacked_lines(tables["stacked"], f)]
         lines += ["", f"![gradient flow]({self.name}/{FIGURE})", ""]

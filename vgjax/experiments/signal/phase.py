@@ -109,10 +109,10 @@ def budgets_of(result: SweepResult, budgets=()) -> list[Budget]:
 
 
 def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: float,
-          budgets=()) -> str:
+          read: list[Budget] | None = None) -> str:
     """Markdown: training accuracy after the last epoch per depth (rows) x σ_w² (columns),
-    then per σ_w² the deepest trainable depth after each budget (epochs, see
-    :func:`budget_epochs`; the last column is the last epoch) beside 6 ξ_c; the curve
+    then per σ_w² the deepest trainable depth after each budget of ``read``
+    (:func:`budgets_of`; None: the last epoch only) beside 6 ξ_c; the curve
     (:func:`theory_curve`) must hold the grid's σ_w² (its ``extra``)."""
     from vgjax.figures.phase import XI_MULTIPLE, accuracy_grid
 
@@ -120,7 +120,7 @@ def table(result: SweepResult, theory_weight_vars, xi_c, critical_weight_var: fl
     tw = np.asarray(theory_weight_vars, np.float64)
     xi_at = [float(np.asarray(xi_c)[np.argmin(np.abs(tw - w))]) for w in ws]
     fmt = lambda v: "–" if not math.isfinite(v) else f"{v:.2f}"  # noqa: E731
-    read = budgets_of(result, budgets)
+    read = budgets_of(result) if read is None else read
     steps = read[-1].steps
     lines = markdown_table([f"depth \\ σ_w² (accuracy after {steps} steps)",
                             *(f"{w:g}" for w in ws)],
@@ -150,7 +150,7 @@ def write(res: SweepResult, exp_dir: Path, name: str, budgets=()) -> Path:
     tw, xi, crit = theory_curve(cfg.bias_var, cfg.activation, grid_ws)
     bound = {f"{w:g}": XI_MULTIPLE * float(xi[np.argmin(np.abs(tw - w))]) for w in grid_ws}
     read = budgets_of(res, budgets)
-    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit, budgets), "xi_bound": bound,
+    write_tables(exp_dir, {"markdown": table(res, tw, xi, crit, read), "xi_bound": bound,
                            "critical_weight_var": crit,
                            "budgets": [{"epochs": b.epochs, "steps": b.steps,
                                         "deepest": {f"{w:g}": d for w, d in b.deepest.items()}}
