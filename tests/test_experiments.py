@@ -41,7 +41,7 @@ def test_every_group_module_and_experiment_follows_the_protocol():
     # a sweep counts its grid's runs; a study trains nothing
     e = ex.get("tanh-breadth")
     assert isinstance(e, Sweep) and e.n_runs((0, 1, 2)) == 3 * 10 * 5
-    assert ex.get("phase-diagram").n_runs((0,)) == 6 * 7 * 3  # its own fixed seeds
+    assert ex.get("phase-diagram").n_runs((0,)) == 7 * 7 * 3  # its own fixed seeds
     assert isinstance(ex.get("theory"), Study) and ex.get("theory").n_runs((0, 1)) == 0
 
 
@@ -147,6 +147,37 @@ def test_phase_prose_reads_the_summary(tmp_path):
         g["final_train_accuracy"]["mean"] *= 0.0
     text = phase_text("phase-diagram", summary, bound, budgets)
     assert "falls short of 6 ξ_c" in text and "follows 6 ξ_c (" not in text
+
+
+def test_phase_contrast_prose_reads_both_summaries():
+    """The Gaussian contrast's deepest trainable depths and the diagram's, per σ_w² of the
+    contrast, are the ones in the two summaries; the finite-width explanation is given only
+    when the Gaussian nets closest to criticality stop short of the orthogonal ones."""
+    from vgjax.experiments.signal.phase import deepest_trainable
+    from vgjax.experiments.signal.studies import contrast_text, phase_bound
+
+    main = json.loads((RESULTS / "phase-diagram" / "summary.json").read_text())
+    other = json.loads((RESULTS / "phase-diagram-gaussian" / "summary.json").read_text())
+    assert (main["config"]["init"], other["config"]["init"]) == ("orthogonal", "normal")
+    bound = phase_bound(main, RESULTS / "phase-diagram")
+    deepest = [deepest_trainable((g["weight_var"], g["depth"],
+                                  g["final_train_accuracy"]["mean"]) for g in s["groups"])
+               for s in (main, other)]
+    ws = sorted(deepest[1])
+    text = contrast_text("phase-diagram-gaussian", main, other, bound)
+    first = min(other["grid"]["depths"])
+    assert "trains to depth " + ", ".join(
+        f"{deepest[1][w] or f'none of depths ≥ {first}'} at σ_w² = {w:g}" for w in ws) in text
+    assert "against " + ", ".join(str(deepest[0][w]) for w in ws) + " here" in text
+    near = max(ws, key=lambda w: bound[w])
+    assert ("finite-width effect" in text) == (deepest[0][near] > deepest[1][near])
+    # Gaussian nets that trained at every depth: their depths, and no explanation
+    for g in other["groups"]:
+        g["final_train_accuracy"]["mean"] = 1.0
+    text = contrast_text("phase-diagram-gaussian", main, other, bound)
+    top = max(other["grid"]["depths"])
+    assert all(f"{top} at σ_w² = {w:g}" in text for w in ws)
+    assert "finite-width effect" not in text
 
 
 def test_propagation_prose_reads_the_data():

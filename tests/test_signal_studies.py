@@ -3,6 +3,7 @@ theory (tiny sizes, plus the width-512 q-map check), the phase-diagram figure an
 tiny sweep, and the report's sections."""
 
 import json
+from dataclasses import replace
 
 import jax.numpy as jnp
 import numpy as np
@@ -16,7 +17,8 @@ from vgjax.config import Grid
 
 TUTORIAL = ["dataset", "shallow-tanh", "deep-tanh", "deep-relu", "relu-depth", "gradients",
             "xavier-tanh", "adam-tanh", "weight-norms", "tanh-depth", "tanh-breadth"]
-SIGNAL = ["theory", "jacobian-spectra", "signal-propagation", "phase-diagram"]
+SIGNAL = ["theory", "jacobian-spectra", "signal-propagation", "phase-diagram",
+          "phase-diagram-gaussian"]
 
 
 # ----------------------------------------------------------------------------- registry
@@ -40,7 +42,12 @@ def test_grid_axes_and_fixed_seeds():
     assert len(g.seeds) >= 3 and max(g.depths) >= 200 and min(g.widths) >= 64
     assert min(g.weight_vars) <= 1.0 and max(g.weight_vars) >= 3.5 and len(g.weight_vars) >= 7
     assert e.config.data == "digits" and e.config.activation == "tanh"
-    assert e.config.bias_var == 0.05 and e.config.init == "normal"
+    assert e.config.bias_var == 0.05 and e.config.init == "orthogonal"
+    # its Gaussian contrast: the same protocol but the init, on part of its grid
+    c = ex.get(e.contrast)
+    assert c.contrast == e.name and c.config == replace(e.config, init="normal")
+    assert set(c.depths) <= set(e.depths) and set(c.weight_vars) <= set(e.weight_vars)
+    assert c.seeds == e.seeds and c.widths == e.widths and c.budgets == e.budgets
     # an experiment without fixed seeds takes the command line's
     assert ex.get("deep-tanh").grid((3, 4)) == Grid((3, 4), (5,), (5,))
 
@@ -246,6 +253,6 @@ def test_report_sections_from_a_copy_of_results(tmp_path):
     shutil.rmtree(clone / "phase-diagram")
     less = report.render(clone)
     assert less.split(HEADING)[0] == head and "### phase-diagram:" not in less
-    for name in ex.in_group("signal"):  # this file's four and the probe-trained ones
+    for name in ex.in_group("signal"):  # this file's and the probe-trained ones
         shutil.rmtree(clone / name, ignore_errors=True)
     assert HEADING not in report.render(clone)

@@ -22,8 +22,8 @@ from vgjax.result import SweepResult
 CURVE_WEIGHT_VARS = np.round(np.linspace(0.9, 4.1, 161), 4)
 # A cell "trains" when its final training accuracy is at least this (chance: 0.1 on digits).
 TRAINS = 0.5
-# Where the report's prose starts the chaotic side (χ₁ > 1 from σ_w² = 1.761 at σ_b² = 0.05).
-CHAOTIC_FROM = 2.5
+# How the figure and the report name the weights (Config.init).
+INIT_NAMES = {"normal": "Gaussian", "orthogonal": "orthogonal"}
 
 
 def theory_curve(bias_var: float, activation: str, extra=()
@@ -158,6 +158,7 @@ def write(res: SweepResult, exp_dir: Path, name: str, budgets=()) -> Path:
     return plot_phase_diagram(
         res, Path(exp_dir) / "phase_diagram.png", tw, xi, critical_weight_var=crit,
         epochs=tuple(b.epochs for b in read),
-        title=f"{name}: {cfg.activation}, width {res.widths[0]}, σ_b² = "
+        title=f"{name}: {cfg.activation}, {INIT_NAMES.get(cfg.init, cfg.init)} weights, "
+              f"width {res.widths[0]}, σ_b² = "
               f"{cfg.bias_var:g}, {cfg.data_name}, {cfg.optimizer} lr {cfg.lr:g}, "
               f"{cfg.epochs} epochs of {cfg.n_train} points")

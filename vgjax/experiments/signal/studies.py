@@ -16,7 +16,7 @@ from typing import Any
 
 from vgjax.config import Config
 from vgjax.experiments.base import Context, Study, Sweep, summary_of, tables_of
-from vgjax.experiments.signal.phase import TRAINS, deepest_trainable, verdicts
+from vgjax.experiments.signal.phase import INIT_NAMES, TRAINS, deepest_trainable, verdicts
 from vgjax.experiments.signal.report import study_section, sweep_protocol
 from vgjax.io.tables import markdown_table
 from vgjax.result import SweepResult
@@ -179,6 +179,9 @@ class PhaseDiagram(Sweep):
 
     figures: tuple[str, ...] = ("phase_diagram.png",)
     budgets: tuple[int, ...] = ()
+    # the experiment of the same protocol with other weights whose boundary the section
+    # sets beside this one's (read from its summary when present)
+    contrast: str = ""
 
     def draw(self, res: SweepResult, ctx: Context) -> list[Path]:
         from vgjax.experiments.signal.phase import write
@@ -189,9 +192,68 @@ class PhaseDiagram(Sweep):
         if summary is None:
             return []
         budgets = (tables_of(exp_dir) or {}).get("budgets", [])
-        return study_section(self, exp_dir, phase_text(self.name, summary,
-                                                       phase_bound(summary, exp_dir), budgets),
-                             sweep_protocol(summary))
+        other = summary_of(exp_dir.parent / self.contrast) if self.contrast else None
+        bound = phase_bound(summary, exp_dir)
+        text = phase_text(self.name, summary, bound, budgets)
+        if other is not None:
+            text += " " + contrast_text(self.contrast, summary, other, bound)
+        return study_section(self, exp_dir, text, sweep_protocol(summary))
+
+
+@dataclass(frozen=True)
+class PhaseContrast(PhaseDiagram):
+    """Part of a :class:`PhaseDiagram`'s grid under the same protocol with other weights
+    (``contrast``: the diagram's name, whose section compares the two)."""
+
+    def section(self, exp_dir: Path) -> list[str]:
+        summary = summary_of(exp_dir)
+        if summary is None:
+            return []
+        c, g = summary["config"], summary["grid"]
+        return study_section(self, exp_dir, (
+            f"The σ_w² = {', '.join(f'{w:g}' for w in g['weight_vars'])} columns and depths "
+            f"{', '.join(map(str, g['depths']))} of `{self.contrast}` with "
+            f"{INIT_NAMES.get(c['init'], c['init'])} weights, everything else the same; the "
+            f"`{self.contrast}` section above compares the two boundaries."),
+            sweep_protocol(summary))
+
+
+
+def _deepest(summary: dict[str, Any]) -> dict[float, int]:
+    return deepest_trainable((x["weight_var"], x["depth"], x["final_train_accuracy"]["mean"])
+                             for x in summary["groups"])
+
+
+def contrast_text(name: str, summary: dict[str, Any], other: dict[str, Any],
+                  bound: dict[float, float]) -> str:
+    """The prose setting ``other``'s deepest trainable depths (experiment ``name``: the same
+    protocol with other weights, on some of the σ_w²) beside ``summary``'s, from both
+    summaries; ``bound``: σ_w² -> 6 ξ_c (:func:`phase_bound`), whose largest marks the σ_w²
+    closest to criticality."""
+    mine, theirs = _deepest(summary), _deepest(other)
+    init, init_other = summary["config"]["init"], other["config"]["init"]
+    ws = [w for w in theirs if w in mine]
+    near = max(ws, key=lambda w: bound[w])
+    first = min(other["grid"]["depths"])
+    said = lambda d: str(d) if d else f"none of depths ≥ {first}"  # noqa: E731
+    return (
+        f"**{INIT_NAMES.get(init_other, init_other).capitalize()} against "
+        f"{INIT_NAMES.get(init, init).lower()} weights:** the same protocol with "
+        f"{INIT_NAMES.get(init_other, init_other)} weights (`{name}`, its own section below) "
+        "trains to depth "
+        + ", ".join(f"{said(theirs[w])} at σ_w² = {w:g}" for w in ws)
+        + ", against " + ", ".join(f"{mine[w]}" for w in ws) + " here. "
+        + (_SPREAD.format(width=", ".join(map(str, summary["grid"]["widths"])))
+           if (init, init_other) == ("orthogonal", "normal") and mine[near] > theirs[near]
+           else ""))
+
+
+# Why Gaussian nets stop short of orthogonal ones of the same mean field (contrast_text).
+_SPREAD = ("The two share the mean field (q*, χ₁ and ξ_c are the same), but the singular "
+           "values of a Gaussian net's input–output Jacobian spread with depth faster than an "
+           "orthogonal net's (`jacobian-spectra`; Pennington et al. 2017), a finite-width "
+           "effect, growing with depth over width, that the mean field does not see: at width "
+           "{width} it, not ξ_c, stops the Gaussian nets closest to criticality.")
 
 
 def phase_bound(summary: dict[str, Any], exp_dir: Path) -> dict[float, float]:
@@ -239,7 +301,9 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
     peak = max(x.deepest for x in flanks.values()) if flanks else 0
     parts = [
         f"Final training accuracy over σ_w² × depth for {c['activation']} nets with σ_b² = "
-        f"{c['bias_var']:g} (Gaussian weights, width {', '.join(map(str, g['widths']))}), the "
+        f"{c['bias_var']:g} ({INIT_NAMES.get(c['init'], c['init'])} weights of variance "
+        f"σ_w²/fan_in, width "
+        f"{', '.join(map(str, g['widths']))}), the "
         "analogue of Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve (white; dashed: "
         "3 ξ_c) and the critical σ_w² drawn from `vgjax.theory`. One grid, one compiled "
         f"program{f' (the {engine} engine)' if engine else ''}. A cell trains when its "
@@ -259,14 +323,15 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
                      "the step size, which deep nets need small), not ξ_c, is the boundary. ")
     if by["beyond"]:
         parts.append(f"Nets deeper than 6 ξ_c trained at {_depths(by['beyond'])}. ")
-    parts.append(_budget_text(budgets, crit, bound, by["beyond"], depths[-1]))
+    parts.append(_budget_text(budgets, crit, bound, by["beyond"], depths))
     parts.append(
         "Schoenholz et al. state 6 ξ_c as the limit at long training, and report that nets "
         "near criticality need many steps. **How it differs from the paper:** MNIST there "
         "(50 000+ images of 784 pixels, SGD/RMSProp for thousands of steps, depths to 300, "
-        "wider nets); here scikit-learn's digits (the "
+        "Gaussian weights, wider nets); here scikit-learn's digits (the "
         f"first {c['n_train']} of 8 × 8 images to train, {c['n_samples'] - c['n_train']} to "
         f"test), width {', '.join(map(str, g['widths']))}, depths {depths[0]}–{depths[-1]}, "
+        f"{INIT_NAMES.get(c['init'], c['init'])} weights, "
         f"{steps} {OPTIMIZER_NAMES.get(c['optimizer'], c['optimizer'])} steps ({c['epochs']} "
         f"epochs, batch {c['batch_size']}, lr {c['lr']:g}: Adam trained deep nets where "
         "Keras SGD with momentum did not in pilot runs, and larger rates destabilised depth "
@@ -277,10 +342,11 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
 
 
 def _budget_text(budgets, crit: float, bound: dict[float, float], beyond: dict,
-                 deepest_depth: int) -> str:
+                 depths: list[int]) -> str:
     # How the deepest trainable depth moved between the budgets the diagram was read at.
     if len(budgets) < 2:
         return ""
+    deepest_depth = depths[-1]
     steps = [b["steps"] for b in budgets]
     paths = {float(w): [b["deepest"][w] for b in budgets] for w in budgets[-1]["deepest"]}
     moved = {w: p for w, p in paths.items() if len(set(p)) > 1}
@@ -296,12 +362,21 @@ def _budget_text(budgets, crit: float, bound: dict[float, float], beyond: dict,
     else:
         text += "the deepest trainable depth did not move at any σ_w². "
     if any(w < crit for w in beyond):
+        early = verdicts({float(w): d for w, d in budgets[0]["deepest"].items() if float(w) < crit},
+                         depths, bound)
+        followed = {w: x for w, x in early.items() if x.how == "follows"}
         text += ("On the ordered side, where the bound is the depth over which gradients "
-                 "vanish (there ξ_c = −1/ln χ₁), Adam trains past 6 ξ_c as the budget grows: "
-                 "its per-parameter step does not shrink with the gradient, so a vanishing "
-                 "gradient slows training instead of stopping it. ")
+                 "vanish (there ξ_c = −1/ln χ₁), Adam trains past 6 ξ_c as the budget grows"
+                 + (f" (after {steps[0]} steps the boundary still followed it at "
+                    f"{_depths(followed)})" if followed else "")
+                 + ": its per-parameter step does not shrink with the gradient, so a "
+                 "vanishing gradient slows training instead of stopping it. ")
     near = paths[crit]
-    if near[-1] == near[-2]:
+    if near[-1] == deepest_depth:
+        first = next(s for s, d in zip(steps, near) if d == deepest_depth)
+        text += (f"Closest to criticality the grid's deepest nets ({deepest_depth} layers) "
+                 f"trained from {first} steps on; 6 ξ_c there is {_xi(bound[crit])}. ")
+    elif near[-1] == near[-2]:
         text += (f"Closest to criticality it stayed at {near[-1]} from {steps[-2]} to "
                  f"{steps[-1]} steps")
         if all(p[-1] < deepest_depth for p in paths.values()):
