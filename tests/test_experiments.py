@@ -142,6 +142,17 @@ def test_phase_prose_reads_the_summary(tmp_path):
     steps = summary["config"]["epochs"] * -(-summary["config"]["n_train"]
                                             // summary["config"]["batch_size"])
     assert f"{steps} Adam steps" in text
+    # the ordered side's first budget, where its boundary still follows 6 ξ_c, is quoted
+    crit = max(bound, key=bound.get)
+    first = verdicts({float(w): d for w, d in budgets[0]["deepest"].items() if float(w) < crit},
+                     summary["grid"]["depths"], bound)
+    for w, x in first.items():
+        said = f"σ_w² = {w:g} ({x.deepest} vs 6 ξ_c = {x.bound:.0f})"
+        assert (said in text.split("Adam trains past 6 ξ_c")[-1].split(":")[0]) \
+            == (x.how == "follows" and any(y.how == "beyond" and u < crit for u, y in v.items()))
+    # closest to criticality the grid's deepest depth trained, and the prose says so
+    top = max(summary["grid"]["depths"])
+    assert (f"the grid's deepest nets ({top} layers)" in text) == (got[crit] == top)
     # a different run gives different prose: with no accuracy left, every σ_w² falls short
     for g in summary["groups"]:
         g["final_train_accuracy"]["mean"] *= 0.0

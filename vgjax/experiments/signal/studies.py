@@ -218,7 +218,6 @@ class PhaseContrast(PhaseDiagram):
             sweep_protocol(summary))
 
 
-
 def _deepest(summary: dict[str, Any]) -> dict[float, int]:
     return deepest_trainable((x["weight_var"], x["depth"], x["final_train_accuracy"]["mean"])
                              for x in summary["groups"])
@@ -302,9 +301,8 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
     parts = [
         f"Final training accuracy over σ_w² × depth for {c['activation']} nets with σ_b² = "
         f"{c['bias_var']:g} ({INIT_NAMES.get(c['init'], c['init'])} weights of variance "
-        f"σ_w²/fan_in, width "
-        f"{', '.join(map(str, g['widths']))}), the "
-        "analogue of Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve (white; dashed: "
+        f"σ_w²/fan_in, width {', '.join(map(str, g['widths']))}), the analogue of "
+        "Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve (white; dashed: "
         "3 ξ_c) and the critical σ_w² drawn from `vgjax.theory`. One grid, one compiled "
         f"program{f' (the {engine} engine)' if engine else ''}. A cell trains when its "
         f"seed-mean final training accuracy is ≥ {TRAINS} (chance: 0.10). **What it shows:** "
