@@ -95,3 +95,24 @@ def test_recurrent_line_says_met_or_missed():
     assert "2.50x faster (>= 3x: missed)" in render_table(b)
     b["recurrent"].update(torch_train_s=None, speedup=None)
     assert "PyTorch not installed, no peer." in render_table(b)
+
+
+def test_fastroad_torch_line_is_on_equal_outputs():
+    """The Adam pair's PyTorch line: the verdict on the peer that records the same curves,
+    the train-only time beside it; a peer timed before it recorded curves keeps its line."""
+    from vgjax.bench.render import render_fastroad
+
+    side = [dict(engine="wide", devices=2, train_s=10.0, compile_s=5.0)]
+    pair = dict(pair="adam", epochs=20, off=side, road=side, off_train_s=10.0,
+                road_train_s=9.0, ratio=10.0 / 9.0, target_ratio=1.5,
+                torch=dict(torch_train_s=19.0, torch_curves_s=24.0, speedup=2.4,
+                           train_only_speedup=1.9, target_speedup=2.0))
+    text = "\n".join(render_fastroad([pair]))
+    assert ("recording every net's training and test loss and accuracy after every epoch as "
+            "vgjax's history does: 24.0 s, so vgjax is 2.40x faster (>= 2.0x: met); training "
+            "alone, without the curves: 19.0 s (1.90x)") in text
+    pair["torch"].update(torch_curves_s=18.0, speedup=1.8)
+    assert "1.80x faster (>= 2.0x: missed)" in "\n".join(render_fastroad([pair]))
+    pair["torch"] = dict(torch_train_s=21.0, speedup=2.1, target_speedup=2.0)
+    assert ("torch.optim.Adam: 21.0 s, so vgjax is 2.10x faster (>= 2.0x: met)"
+            in "\n".join(render_fastroad([pair])))
