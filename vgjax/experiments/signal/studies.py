@@ -312,7 +312,8 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
         + f"; on the flanks the deepest trainable depth is at most {peak}. "]
     if by["follows"]:
         parts.append("The measured boundary follows 6 ξ_c (6 ξ_c lies between the deepest "
-                     "depth that trains and the next one of the grid) at "
+                     "depth that trains and the next one of the grid, or beyond the grid "
+                     "whose deepest depth trains) at "
                      f"{_depths(by['follows'])}. ")
     if by["short"]:
         parts.append("It falls short of 6 ξ_c at "
