@@ -86,6 +86,10 @@ def test_cli_list_shows_groups(capsys):
     assert [out[i].split()[0] for i in headers] == [f"[{g}]" for g in ex.GROUPS]
     names = [line.split()[0] for line in out if line.startswith("  ")]
     assert names == list(ex.EXPERIMENTS)
+    # every title starts in one column, past the longest name
+    starts = {line.index(line.split()[1], 2 + len(line.split()[0]))
+              for line in out if line.startswith("  ")}
+    assert starts == {3 + max(map(len, ex.EXPERIMENTS))}
     assert "vgjax reproduce --group signal" in out[headers[1]]
 
 

@@ -47,13 +47,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``vgjax list``: the experiments by group, and what the tutorial (or paper) reported."""
-    from vgjax.experiments import DEFAULT_GROUP, GROUP_MODULES
+    from vgjax.experiments import DEFAULT_GROUP, EXPERIMENTS, GROUP_MODULES
+    width = max(map(len, EXPERIMENTS))   # one title column for every group
     for group in GROUP_MODULES:
         how = "vgjax reproduce" + ("" if group.GROUP == DEFAULT_GROUP
                                    else f" --group {group.GROUP}")
         print(f"[{group.GROUP}]  ({how})")
         for e in group.EXPERIMENTS:
-            print(f"  {e.name:<18} {e.title}  [{group.SOURCE}: {e.reported}]")
+            print(f"  {e.name:<{width}} {e.title}  [{group.SOURCE}: {e.reported}]")
     return 0
 
 
