@@ -178,19 +178,19 @@ def torch_ensemble_s(torch, optimizer: str, epochs: int, seeds: int, depths, wid
                 v.grad = g[k]
             opt.step()
 
-        if curves is not None:
+        if curves is not None:   # record() exists only then
             x_all, y_all = torch.cat((x, curves[0])), torch.cat((y, curves[1]))
             logits_all = vmap(lambda p, b: functional_call(base, (p, b), (x_all,))[:, 0])
             history = torch.zeros(epochs + 1, 4, seeds)
 
-        def record(e):
-            with torch.no_grad():
-                z = logits_all(params, buffers)                                 # [S, N+M]
-                ce = nn.functional.binary_cross_entropy_with_logits(
-                    z, y_all.expand_as(z), reduction="none")
-                hit = ((z > 0).float() == y_all).float()
-                history[e] = torch.stack((ce[:, :n].mean(1), ce[:, n:].mean(1),
-                                          hit[:, :n].mean(1), hit[:, n:].mean(1)))
+            def record(e):
+                with torch.no_grad():
+                    z = logits_all(params, buffers)                             # [S, N+M]
+                    ce = nn.functional.binary_cross_entropy_with_logits(
+                        z, y_all.expand_as(z), reduction="none")
+                    hit = ((z > 0).float() == y_all).float()
+                    history[e] = torch.stack((ce[:, :n].mean(1), ce[:, n:].mean(1),
+                                              hit[:, :n].mean(1), hit[:, n:].mean(1)))
 
         step(torch.stack([torch.randperm(n)[:batch_size] for _ in range(seeds)]))  # untimed
         t0 = time.perf_counter()

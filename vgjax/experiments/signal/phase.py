@@ -26,6 +26,12 @@ TRAINS = 0.5
 INIT_NAMES = {"normal": "Gaussian", "orthogonal": "orthogonal"}
 
 
+def init_name(init: str) -> str:
+    """The figure's and the report's name of a ``Config.init`` (the init itself when it has
+    none in :data:`INIT_NAMES`)."""
+    return INIT_NAMES.get(init, init)
+
+
 def theory_curve(bias_var: float, activation: str, extra=()
                  ) -> tuple[np.ndarray, np.ndarray, float]:
     """(weight_vars [K], ξ_c [K] (inf at criticality), the critical σ_w² where χ₁ = 1) over
@@ -158,7 +164,7 @@ def write(res: SweepResult, exp_dir: Path, name: str, budgets=()) -> Path:
     return plot_phase_diagram(
         res, Path(exp_dir) / "phase_diagram.png", tw, xi, critical_weight_var=crit,
         epochs=tuple(b.epochs for b in read),
-        title=f"{name}: {cfg.activation}, {INIT_NAMES.get(cfg.init, cfg.init)} weights, "
+        title=f"{name}: {cfg.activation}, {init_name(cfg.init)} weights, "
               f"width {res.widths[0]}, σ_b² = "
               f"{cfg.bias_var:g}, {cfg.data_name}, {cfg.optimizer} lr {cfg.lr:g}, "
               f"{cfg.epochs} epochs of {cfg.n_train} points")

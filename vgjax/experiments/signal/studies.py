@@ -16,7 +16,7 @@ from typing import Any
 
 from vgjax.config import Config
 from vgjax.experiments.base import Context, Study, Sweep, summary_of, tables_of
-from vgjax.experiments.signal.phase import INIT_NAMES, TRAINS, deepest_trainable, verdicts
+from vgjax.experiments.signal.phase import TRAINS, deepest_trainable, init_name, verdicts
 from vgjax.experiments.signal.report import study_section, sweep_protocol
 from vgjax.io.tables import markdown_table
 from vgjax.result import SweepResult
@@ -213,12 +213,13 @@ class PhaseContrast(PhaseDiagram):
         return study_section(self, exp_dir, (
             f"The σ_w² = {', '.join(f'{w:g}' for w in g['weight_vars'])} columns and depths "
             f"{', '.join(map(str, g['depths']))} of `{self.contrast}` with "
-            f"{INIT_NAMES.get(c['init'], c['init'])} weights, everything else the same; the "
+            f"{init_name(c['init'])} weights, everything else the same; the "
             f"`{self.contrast}` section above compares the two boundaries."),
             sweep_protocol(summary))
 
 
 def _deepest(summary: dict[str, Any]) -> dict[float, int]:
+    # σ_w² -> deepest trainable depth after the last epoch, from a summary's groups
     return deepest_trainable((x["weight_var"], x["depth"], x["final_train_accuracy"]["mean"])
                              for x in summary["groups"])
 
@@ -236,9 +237,9 @@ def contrast_text(name: str, summary: dict[str, Any], other: dict[str, Any],
     first = min(other["grid"]["depths"])
     said = lambda d: str(d) if d else f"none of depths ≥ {first}"  # noqa: E731
     return (
-        f"**{INIT_NAMES.get(init_other, init_other).capitalize()} against "
-        f"{INIT_NAMES.get(init, init).lower()} weights:** the same protocol with "
-        f"{INIT_NAMES.get(init_other, init_other)} weights (`{name}`, its own section below) "
+        f"**{init_name(init_other).capitalize()} against "
+        f"{init_name(init).lower()} weights:** the same protocol with "
+        f"{init_name(init_other)} weights (`{name}`, its own section below) "
         "trains to depth "
         + ", ".join(f"{said(theirs[w])} at σ_w² = {w:g}" for w in ws)
         + ", against " + ", ".join(f"{mine[w]}" for w in ws) + " here. "
@@ -287,8 +288,7 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
     cfg = Config.from_dict(c)
     steps = c["epochs"] * cfg.steps_per_epoch
     depths = sorted(g["depths"])
-    deepest = deepest_trainable(
-        (x["weight_var"], x["depth"], x["final_train_accuracy"]["mean"]) for x in summary["groups"])
+    deepest = _deepest(summary)
     v = verdicts(deepest, depths, {w: bound[w] for w in deepest})
     crit = min(deepest, key=lambda w: -bound[w] if math.isfinite(bound[w]) else -math.inf)
     flanks = {w: x for w, x in v.items() if w != crit}
@@ -300,7 +300,7 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
     peak = max(x.deepest for x in flanks.values()) if flanks else 0
     parts = [
         f"Final training accuracy over σ_w² × depth for {c['activation']} nets with σ_b² = "
-        f"{c['bias_var']:g} ({INIT_NAMES.get(c['init'], c['init'])} weights of variance "
+        f"{c['bias_var']:g} ({init_name(c['init'])} weights of variance "
         f"σ_w²/fan_in, width {', '.join(map(str, g['widths']))}), the analogue of "
         "Schoenholz et al. 2017's Fig. 5, with their 6 ξ_c curve (white; dashed: "
         "3 ξ_c) and the critical σ_w² drawn from `vgjax.theory`. One grid, one compiled "
@@ -330,7 +330,7 @@ def phase_text(name: str, summary: dict[str, Any], bound: dict[float, float],
         "Gaussian weights, wider nets); here scikit-learn's digits (the "
         f"first {c['n_train']} of 8 × 8 images to train, {c['n_samples'] - c['n_train']} to "
         f"test), width {', '.join(map(str, g['widths']))}, depths {depths[0]}–{depths[-1]}, "
-        f"{INIT_NAMES.get(c['init'], c['init'])} weights, "
+        f"{init_name(c['init'])} weights, "
         f"{steps} {OPTIMIZER_NAMES.get(c['optimizer'], c['optimizer'])} steps ({c['epochs']} "
         f"epochs, batch {c['batch_size']}, lr {c['lr']:g}: Adam trained deep nets where "
         "Keras SGD with momentum did not in pilot runs, and larger rates destabilised depth "
@@ -361,8 +361,8 @@ def _budget_text(budgets, crit: float, bound: dict[float, float], beyond: dict,
     else:
         text += "the deepest trainable depth did not move at any σ_w². "
     if any(w < crit for w in beyond):
-        early = verdicts({float(w): d for w, d in budgets[0]["deepest"].items() if float(w) < crit},
-                         depths, bound)
+        ordered = {float(w): d for w, d in budgets[0]["deepest"].items() if float(w) < crit}
+        early = verdicts(ordered, depths, bound)
         followed = {w: x for w, x in early.items() if x.how == "follows"}
         text += ("On the ordered side, where the bound is the depth over which gradients "
                  "vanish (there ξ_c = −1/ln χ₁), Adam trains past 6 ξ_c as the budget grows"
